@@ -1,0 +1,151 @@
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+)
+
+// Catalog lists the services a router may launch for a user. It is data, not
+// code (the original's docker_services.json / kubernetes_services.json): a
+// deployment adds a service by adding an entry. Both backends render it.
+type Catalog struct {
+	Services []Service `json:"services"`
+}
+
+// Service is one launchable per-user service.
+type Service struct {
+	// Name is the canonical lowercase name: "pm", "pipeline", "metrics", "count".
+	Name string `json:"name"`
+	// Aliases are other names clients may use, e.g. the original "PM", "Pipeline".
+	Aliases []string `json:"aliases,omitempty"`
+	// Image is the image reference without digest, e.g. "upc/pm:v0.1.0".
+	Image string `json:"image"`
+	// Digest pins the image ("sha256:..."); filled from build/images.json when empty.
+	Digest string `json:"digest,omitempty"`
+	// Port is the port the service listens on inside its container or pod.
+	Port int `json:"port"`
+	// Health is the HTTP path that answers 200 once the instance is ready.
+	Health string `json:"health,omitempty"`
+	// Env is passed to the instance as environment variables.
+	Env map[string]string `json:"env,omitempty"`
+	// Resources bound what one instance may use.
+	Resources Resources `json:"resources,omitempty"`
+	// Volumes are mounted into the instance; per-user volumes outlive it.
+	Volumes []Volume `json:"volumes,omitempty"`
+}
+
+// Resources bound one instance. Zero means unbounded.
+type Resources struct {
+	CPUMillis int `json:"cpu_millis,omitempty"`
+	MemoryMB  int `json:"memory_mb,omitempty"`
+}
+
+// Volume is storage mounted into an instance.
+type Volume struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+	// PerUser volumes are named for the user and kept across pause, resume
+	// and delete of the instance, so data outlives containers and pods.
+	PerUser bool `json:"per_user,omitempty"`
+	// SizeMB is the requested size where the backend needs one (Kubernetes claims).
+	SizeMB int `json:"size_mb,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+
+// Lookup finds a service by name or alias, ignoring case.
+func (c *Catalog) Lookup(name string) (Service, bool) {
+	for _, s := range c.Services {
+		if strings.EqualFold(s.Name, name) {
+			return s, true
+		}
+		for _, a := range s.Aliases {
+			if strings.EqualFold(a, name) {
+				return s, true
+			}
+		}
+	}
+	return Service{}, false
+}
+
+// Names lists the canonical service names in catalog order.
+func (c *Catalog) Names() []string {
+	out := make([]string, len(c.Services))
+	for i, s := range c.Services {
+		out[i] = s.Name
+	}
+	return out
+}
+
+// Validate reports every problem in the catalog at once.
+func (c *Catalog) Validate() error {
+	var errs []error
+	if len(c.Services) == 0 {
+		errs = append(errs, errors.New("services: the catalog lists no service"))
+	}
+	seen := map[string]string{}
+	for i, s := range c.Services {
+		at := fmt.Sprintf("services[%d]", i)
+		if !nameRE.MatchString(s.Name) {
+			errs = append(errs, fmt.Errorf("%s.name: %q must be lowercase letters, digits and dashes, starting with a letter", at, s.Name))
+		}
+		for _, n := range append([]string{s.Name}, s.Aliases...) {
+			k := strings.ToLower(n)
+			if k == "" {
+				errs = append(errs, fmt.Errorf("%s.aliases: empty alias", at))
+				continue
+			}
+			if prev, dup := seen[k]; dup {
+				errs = append(errs, fmt.Errorf("%s: name or alias %q is already used by %s", at, n, prev))
+			}
+			seen[k] = at
+		}
+		if s.Image == "" {
+			errs = append(errs, fmt.Errorf("%s.image: required", at))
+		}
+		if s.Digest != "" && !strings.HasPrefix(s.Digest, "sha256:") {
+			errs = append(errs, fmt.Errorf("%s.digest: %q must start with sha256:", at, s.Digest))
+		}
+		if s.Port < 1 || s.Port > 65535 {
+			errs = append(errs, fmt.Errorf("%s.port: %d is not a port (1-65535)", at, s.Port))
+		}
+		if s.Health != "" && !strings.HasPrefix(s.Health, "/") {
+			errs = append(errs, fmt.Errorf("%s.health: %q must be a path starting with /", at, s.Health))
+		}
+		if s.Resources.CPUMillis < 0 || s.Resources.MemoryMB < 0 {
+			errs = append(errs, fmt.Errorf("%s.resources: negative limits", at))
+		}
+		for j, v := range s.Volumes {
+			vat := fmt.Sprintf("%s.volumes[%d]", at, j)
+			if !nameRE.MatchString(v.Name) {
+				errs = append(errs, fmt.Errorf("%s.name: %q must be lowercase letters, digits and dashes", vat, v.Name))
+			}
+			if !strings.HasPrefix(v.Path, "/") {
+				errs = append(errs, fmt.Errorf("%s.path: %q must be absolute", vat, v.Path))
+			}
+			if v.SizeMB < 0 {
+				errs = append(errs, fmt.Errorf("%s.size_mb: %d is negative", vat, v.SizeMB))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadCatalog reads a catalog file strictly (unknown fields are errors) and validates it.
+func LoadCatalog(path string) (*Catalog, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	var c Catalog
+	if err := decodeStrict(b, &c); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", path, err)
+	}
+	return &c, nil
+}

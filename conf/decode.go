@@ -1,0 +1,37 @@
+// Package conf is UPC's one typed configuration, shared by every component:
+// the deployment (router, machines, mode, TLS) and the service catalog.
+// Files are JSON or YAML, decoded strictly: unknown fields and bad values are
+// errors that name the field.
+package conf
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"sigs.k8s.io/yaml"
+)
+
+// decodeStrict decodes JSON or YAML (YAML is converted to JSON first) into v,
+// rejecting unknown fields and trailing data.
+func decodeStrict(b []byte, v any) error {
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return fmt.Errorf("parse: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fmt.Errorf("field %q: want %s, got %s", te.Field, te.Type, te.Value)
+		}
+		return err
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the document")
+	}
+	return nil
+}
