@@ -1,0 +1,151 @@
+package scenario
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// DataEnv names the environment variable that may point at real_examples.
+const DataEnv = "UPC_REAL_EXAMPLES"
+
+// User is one simulated person: a day of data, a key, an id.
+type User struct {
+	// Name is stable across runs: "<day>#<n>".
+	Name string `json:"name"`
+	// ID is the user's id for the router and the PM, unique to the run.
+	ID string `json:"id"`
+	// Key unseals the user's PM. Derived from the scenario seed, so a run can be
+	// reproduced; these are test users, never real people.
+	Key string `json:"-"`
+	Day string `json:"day"`
+	// DayPath and GroundTruthPath are the day's input and its expected trips.
+	DayPath         string `json:"day_path"`
+	GroundTruthPath string `json:"ground_truth_path"`
+	// ExpectedTrips is the number of trips in the ground truth.
+	ExpectedTrips int `json:"expected_trips"`
+}
+
+// Locate finds the real_examples folder: the scenario's own dir (relative to
+// the scenario file's folder), else $UPC_REAL_EXAMPLES, else the first
+// real_examples found walking up from start (usually the working directory or
+// the scenario file), trying <d>/testdata/real_examples, <d>/data/real_examples
+// and <d>/shared/data/real_examples (the repository's sibling ../shared).
+func Locate(dir, scenarioDir, start string) (string, error) {
+	if dir != "" {
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(scenarioDir, dir)
+		}
+		if !isDir(dir) {
+			return "", fmt.Errorf("population.real_days.dir: %s is not a folder", dir)
+		}
+		return dir, nil
+	}
+	if env := os.Getenv(DataEnv); env != "" {
+		if !isDir(env) {
+			return "", fmt.Errorf("$%s: %s is not a folder", DataEnv, env)
+		}
+		return env, nil
+	}
+	var tried []string
+	for _, from := range []string{scenarioDir, start} {
+		d, err := filepath.Abs(from)
+		if err != nil {
+			continue
+		}
+		for {
+			for _, c := range []string{"testdata/real_examples", "data/real_examples", "shared/data/real_examples"} {
+				p := filepath.Join(d, c)
+				if isDir(p) {
+					return p, nil
+				}
+			}
+			tried = append(tried, d)
+			up := filepath.Dir(d)
+			if up == d {
+				break
+			}
+			d = up
+		}
+	}
+	return "", fmt.Errorf("no real_examples folder found above %s or %s; set $%s or population.real_days.dir", scenarioDir, start, DataEnv)
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// Users lists the scenario's users with their day files, checking every file
+// exists and every ground truth parses (all problems at once). run makes ids
+// unique to this run, so runs never share a user's volumes.
+func (s *Scenario) Users(dataDir, run string) ([]User, error) {
+	r := s.Population.RealDays
+	var users []User
+	var errs []error
+	for _, day := range r.Days {
+		dp := filepath.Join(dataDir, day)
+		gp := dp + ".ground_truth"
+		if _, err := os.Stat(dp); err != nil {
+			errs = append(errs, fmt.Errorf("day %s: %w", day, err))
+			continue
+		}
+		trips, err := countTrips(gp)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("day %s: %w", day, err))
+			continue
+		}
+		for i := 1; i <= r.UsersPerDay; i++ {
+			name := fmt.Sprintf("%s#%d", day, i)
+			users = append(users, User{
+				Name:            name,
+				ID:              userID(s.Seed, run, name),
+				Key:             derive(s.Seed, "key", name),
+				Day:             day,
+				DayPath:         dp,
+				GroundTruthPath: gp,
+				ExpectedTrips:   trips,
+			})
+		}
+	}
+	return users, errors.Join(errs...)
+}
+
+// countTrips reads a ground truth file: {"data": [trip...]} (data may be null).
+func countTrips(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read ground truth: %w", err)
+	}
+	var gt struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(b, &gt); err != nil {
+		return 0, fmt.Errorf("ground truth %s: %w", path, err)
+	}
+	return len(gt.Data), nil
+}
+
+// derive is a reproducible 256-bit value (hex) for the seed and the parts.
+func derive(seed int64, parts ...string) string {
+	h := sha256.New()
+	binary.Write(h, binary.BigEndian, seed)
+	for _, p := range parts {
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// userID is a UUID-shaped id (e-mission's user ids are UUIDs), v4 bits set.
+func userID(seed int64, run, name string) string {
+	b, _ := hex.DecodeString(derive(seed, "user", run, name))
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

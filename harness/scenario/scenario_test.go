@@ -1,0 +1,196 @@
+package scenario
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoad(t *testing.T) {
+	// Each invalid file lists the problems its error must name, all at once.
+	want := map[string][]string{
+		"invalid-unknown-field.yaml": {`unknown field "sead"`},
+		"invalid-step-field.yaml":    {`step: json: unknown field "when"`},
+		"invalid-duration.yaml":      {`duration "5 minutes"`},
+		"invalid-after-delete.yaml":  {"steps[2]: upload comes after delete"},
+		"invalid-type.yaml":          {`field "seed"`},
+		"invalid-empty.yaml": {
+			"backend: required", "deployment.agents: at least one", "population: real_days is required", "steps: at least one step",
+		},
+		"invalid-many.yaml": {
+			`name: "Bad Name"`,
+			`backend: "swarm" is not docker or kubernetes`,
+			"parallel: -1",
+			"deployment.agents[0].weight: 0",
+			`deployment.agents[1].name: "a" is used twice`,
+			`days[0]: "x.ground_truth" is not a day file name`,
+			`days[2]: "d" is listed twice`,
+			"steps[0]: upload needs an earlier unseal step",
+			`steps[1]: unknown step "fly"`,
+			`steps[2].metric: "speed"`,
+			`steps[2].freq: "HOURLY"`,
+			"steps[2]: metrics needs an earlier pipeline step",
+			"steps[3]: metric and freq belong to metrics steps only",
+			"timeouts.step: -1s is negative",
+			"expectations.max_launch: -5s is negative",
+			"expectations.lossless: the steps have no compare",
+			"expectations.trips_match_ground_truth: the steps have no pipeline",
+		},
+	}
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			s, err := Load(f)
+			if strings.HasPrefix(name, "valid-") {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				if s.Parallel < 1 || s.Timeouts.Step <= 0 || s.Population.RealDays.UsersPerDay < 1 {
+					t.Errorf("defaults not set: %+v", s)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Load accepted an invalid file")
+			}
+			subs, ok := want[name]
+			if !ok {
+				t.Fatalf("no expectation for %s (error: %v)", name, err)
+			}
+			for _, sub := range subs {
+				if !strings.Contains(err.Error(), sub) {
+					t.Errorf("error lacks %q:\n%v", sub, err)
+				}
+			}
+		})
+	}
+}
+
+func TestStepsDecodeBothForms(t *testing.T) {
+	s, err := Load("testdata/valid-full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := s.Steps[8]
+	if m.Do != Metrics || m.Metric != "count" || m.Freq != "DAILY" {
+		t.Errorf("metrics step = %+v", m)
+	}
+	if s.Timeouts.Standup != Duration(90*time.Second) {
+		t.Errorf("standup = %v", time.Duration(s.Timeouts.Standup))
+	}
+	// A round trip through JSON (the report records the scenario) keeps it.
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Scenario
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+	if back.Steps[8] != m || back.Steps[0].Do != Launch || back.Timeouts != s.Timeouts {
+		t.Errorf("round trip changed the scenario: %s", b)
+	}
+}
+
+func TestUsers(t *testing.T) {
+	s := &Scenario{Seed: 7, Population: Population{RealDays: &RealDays{Days: []string{"d1", "d2"}, UsersPerDay: 2}}}
+	us, err := s.Users("testdata/days", "run1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(us) != 4 {
+		t.Fatalf("got %d users, want 4", len(us))
+	}
+	if us[0].Name != "d1#1" || us[0].ExpectedTrips != 2 || us[2].ExpectedTrips != 0 {
+		t.Errorf("users = %+v", us)
+	}
+	ids := map[string]bool{}
+	for _, u := range us {
+		ids[u.ID] = true
+		if len(u.ID) != 36 || len(u.Key) != 64 {
+			t.Errorf("id %q key %q", u.ID, u.Key)
+		}
+	}
+	if len(ids) != 4 {
+		t.Errorf("ids not unique: %v", ids)
+	}
+	// Same seed, same run: same ids and keys; another run: other ids, same keys.
+	again, _ := s.Users("testdata/days", "run1")
+	other, _ := s.Users("testdata/days", "run2")
+	if again[1].ID != us[1].ID || again[1].Key != us[1].Key {
+		t.Error("users are not reproducible from the seed")
+	}
+	if other[1].ID == us[1].ID || other[1].Key != us[1].Key {
+		t.Error("run should change ids only")
+	}
+
+	s.Population.RealDays.Days = []string{"d1", "d3", "missing"}
+	_, err = s.Users("testdata/days", "run1")
+	if err == nil || !strings.Contains(err.Error(), "day d3: ground truth") || !strings.Contains(err.Error(), "day missing:") {
+		t.Errorf("want both bad days named, got %v", err)
+	}
+}
+
+func TestLocate(t *testing.T) {
+	t.Setenv(DataEnv, "")
+	if got, err := Locate("days", "testdata", "."); err != nil || got != filepath.Join("testdata", "days") {
+		t.Errorf("Locate(dir) = %q, %v", got, err)
+	}
+	if _, err := Locate("nope", "testdata", "."); err == nil {
+		t.Error("a missing dir must be an error")
+	}
+	t.Setenv(DataEnv, "testdata/days")
+	if got, _ := Locate("", "testdata", "."); got != "testdata/days" {
+		t.Errorf("env not used: %q", got)
+	}
+	t.Setenv(DataEnv, "")
+	tmp := t.TempDir()
+	deep := filepath.Join(tmp, "a", "b")
+	want := filepath.Join(tmp, "data", "real_examples")
+	for _, d := range []string{deep, want} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := Locate("", deep, deep); err != nil || got != want {
+		t.Errorf("walk up = %q, %v; want %q", got, err, want)
+	}
+}
+
+// TestDefaultScenario checks the shipped default scenario against the real days.
+func TestDefaultScenario(t *testing.T) {
+	t.Setenv(DataEnv, "")
+	s, err := Load("../../scenarios/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := Locate(s.Population.RealDays.Dir, "../../scenarios", ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	us, err := s.Users(dir, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trips := map[string]int{}
+	for _, u := range us {
+		trips[u.Day] = u.ExpectedTrips
+	}
+	want := map[string]int{"shankari_2015-aug-27": 8, "shankari_2016-06-20": 6, "shankari_2016-08-10": 5,
+		"shankari_2015-08-23": 3, "iphone_3_2016-02-22": 9, "sunil_2016-07-20": 2}
+	if len(us) != 6 || len(trips) != 6 {
+		t.Fatalf("default scenario has %d users over %d days, want 6 and 6", len(us), len(trips))
+	}
+	for d, n := range want {
+		if trips[d] != n {
+			t.Errorf("%s: %d ground-truth trips, want %d", d, trips[d], n)
+		}
+	}
+}
