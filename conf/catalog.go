@@ -98,7 +98,7 @@ func (c *Catalog) Validate() error {
 				errs = append(errs, fmt.Errorf("%s.aliases: empty alias", at))
 				continue
 			}
-			if prev, dup := seen[k]; dup {
+			if prev, dup := seen[k]; dup && prev != at {
 				errs = append(errs, fmt.Errorf("%s: name or alias %q is already used by %s", at, n, prev))
 			}
 			seen[k] = at

@@ -17,9 +17,9 @@ import (
 // decodeStrict decodes JSON or YAML (YAML is converted to JSON first) into v,
 // rejecting unknown fields and trailing data.
 func decodeStrict(b []byte, v any) error {
-	j, err := yaml.YAMLToJSON(b)
+	j, err := toJSON(b)
 	if err != nil {
-		return fmt.Errorf("parse: %w", err)
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.DisallowUnknownFields()
@@ -28,10 +28,24 @@ func decodeStrict(b []byte, v any) error {
 		if errors.As(err, &te) {
 			return fmt.Errorf("field %q: want %s, got %s", te.Field, te.Type, te.Value)
 		}
-		return err
+		return fmt.Errorf("parse: %w", err)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the document")
+		return errors.New("parse: trailing data after the document")
 	}
 	return nil
+}
+
+// toJSON returns b as JSON: a document that starts like JSON is taken as JSON
+// (so trailing data stays visible), anything else is converted from YAML.
+func toJSON(b []byte) ([]byte, error) {
+	t := bytes.TrimSpace(b)
+	if len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+		return b, nil
+	}
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	return j, nil
 }

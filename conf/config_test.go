@@ -1,0 +1,242 @@
+package conf
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// wantErr names, for every testdata/invalid-* file, the substrings its error
+// must contain (the field and the problem).
+var wantErr = map[string][]string{
+	"invalid-unknown-field.json":      {`unknown field "unknown_field"`},
+	"invalid-port-range.json":         {"service_router_port: 70000 is not a port"},
+	"invalid-port-type.json":          {`field "swarm_port"`, "want int"},
+	"invalid-mode.json":               {`upc_mode: "swarm" is not one of docker, kubernetes`},
+	"invalid-weight-negative.json":    {`machines["127.0.0.1"]: weight -1`},
+	"invalid-weight-type.json":        {`field "machines`, "want float64"},
+	"invalid-no-machines.json":        {"machines: at least one machine"},
+	"invalid-local-mixed.json":        {`machines["local"]`, "cannot be mixed"},
+	"invalid-machine-scheme.json":     {`machines["http://127.0.0.1"]`, "without a scheme"},
+	"invalid-tls-no-bundle.json":      {"certificate_bundle_path: required"},
+	"invalid-agent-tls-no-cert.json":  {"agent.tls_cert_path"},
+	"invalid-endpoint-path.json":      {`pause_endpoint: "pause" must be a path`},
+	"invalid-endpoint-duplicate.json": {"pause_endpoint and delete_service_endpoint share"},
+	"invalid-duration.json":           {`field "router.launch_timeout"`, `"soon"`},
+	"invalid-duration-negative.json":  {"router.launch_timeout: -5s must be positive"},
+	"invalid-listen.json":             {`router.listen: "4430" is not host:port`},
+	"invalid-publish-ip.json":         {`agent.publish_ip: "localhost" is not an IP`},
+	"invalid-network.json":            {`network: "bad network"`},
+	"invalid-not-object.json":         {"parse"},
+	"invalid-trailing.json":           {"parse"},
+	"invalid-yaml-syntax.yaml":        {"parse"},
+	"invalid-many-problems.json":      {"upc_port: 70000", "swarm_port: -1", `upc_mode: "x"`, `network: "!"`},
+}
+
+func TestLoadTestdata(t *testing.T) {
+	files, err := filepath.Glob("testdata/*-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nValid, nInvalid int
+	for _, f := range files {
+		name := filepath.Base(f)
+		switch {
+		case strings.HasPrefix(name, "valid-"):
+			nValid++
+			t.Run(name, func(t *testing.T) {
+				if _, err := Load(f); err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+			})
+		case strings.HasPrefix(name, "invalid-"):
+			nInvalid++
+			t.Run(name, func(t *testing.T) {
+				want, ok := wantErr[name]
+				if !ok {
+					t.Fatalf("no expected error listed for %s in wantErr", name)
+				}
+				_, err := Load(f)
+				if err == nil {
+					t.Fatal("Load succeeded, want an error")
+				}
+				for _, w := range want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not contain %q", err, w)
+					}
+				}
+			})
+		}
+	}
+	if nValid < 3 || nInvalid != len(wantErr) {
+		t.Fatalf("found %d valid and %d invalid files, want >= 3 and %d", nValid, nInvalid, len(wantErr))
+	}
+}
+
+func TestOriginalFieldNames(t *testing.T) {
+	c, err := Load("testdata/valid-original-names.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServiceRouterIP != "127.0.1.1" || c.ServiceRouterPort != 4430 || c.UPCPort != 8123 || c.SwarmPort != 54321 {
+		t.Errorf("router/ports: %+v", c)
+	}
+	if c.UPCMode != ModeKubernetes {
+		t.Errorf("upc_mode = %q", c.UPCMode)
+	}
+	if c.Machines["192.168.99.100"] != 1 || len(c.Machines) != 1 {
+		t.Errorf("machines = %v", c.Machines)
+	}
+	if c.DeleteServiceEndpoint != "/kill" || c.PrivacyBudgetEndpoint != "/privacy_budget" || c.CloudKeyEndpoint != "/cloud/key" {
+		t.Errorf("endpoints: %+v", c.Endpoints)
+	}
+	ms := c.MachineList()
+	if len(ms) != 1 || ms[0].URL != "http://192.168.99.100:54321" || ms[0].Local {
+		t.Errorf("MachineList = %+v", ms)
+	}
+	if got := c.RouterURL(); got != "http://127.0.1.1:4430" {
+		t.Errorf("RouterURL = %q", got)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	if c.Endpoints != DefaultEndpoints {
+		t.Errorf("endpoints = %+v", c.Endpoints)
+	}
+	ms := c.MachineList()
+	if len(ms) != 1 || !ms[0].Local || ms[0].URL != "" {
+		t.Errorf("default machines = %+v", ms)
+	}
+	if c.Router.Listen != ":4430" || c.Agent.Listen != ":54321" || c.Router.LaunchTimeout.D() != time.Minute {
+		t.Errorf("router/agent defaults: %+v %+v", c.Router, c.Agent)
+	}
+	// Values written in a file win over defaults.
+	c2, err := Parse([]byte(`{"service_router_port": 9000, "router": {"launch_timeout": "5s"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Router.Listen != ":9000" || c2.Router.LaunchTimeout.D() != 5*time.Second {
+		t.Errorf("derived defaults: %+v", c2.Router)
+	}
+}
+
+func TestThreeMachines(t *testing.T) {
+	c, err := Load("testdata/valid-three-machines.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := c.MachineList()
+	want := []Machine{
+		{Address: "10.0.0.11", URL: "https://10.0.0.11:54321", Weight: 2},
+		{Address: "10.0.0.12", URL: "https://10.0.0.12:54321", Weight: 1},
+		{Address: "10.0.0.13:6000", URL: "https://10.0.0.13:6000", Weight: 1.5},
+	}
+	if len(ms) != len(want) {
+		t.Fatalf("MachineList = %+v", ms)
+	}
+	for i := range want {
+		if ms[i] != want[i] {
+			t.Errorf("machine %d = %+v, want %+v", i, ms[i], want[i])
+		}
+	}
+	if c.RouterURL() != "https://router.example.internal:4430" {
+		t.Errorf("RouterURL = %q", c.RouterURL())
+	}
+	if c.Router.LaunchTimeout.D() != 90*time.Second {
+		t.Errorf("launch_timeout = %v", c.Router.LaunchTimeout.D())
+	}
+}
+
+func TestSamples(t *testing.T) {
+	for _, tc := range []struct {
+		file     string
+		machines int
+		local    bool
+	}{
+		{"samples/one-machine.yaml", 1, true},
+		{"samples/three-machines.yaml", 3, false},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			c, err := Load(tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms := c.MachineList()
+			if len(ms) != tc.machines || ms[0].Local != tc.local {
+				t.Errorf("machines = %+v", ms)
+			}
+			if _, err := c.LoadCatalog(); err != nil {
+				t.Errorf("catalog: %v", err)
+			}
+		})
+	}
+}
+
+// A deployment adds its own service by adding a catalog entry: no code changes.
+func TestCatalogDeploymentAddsService(t *testing.T) {
+	c, err := Load("testdata/valid-catalog-extra.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := c.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"calendar", "Calendar", "PM", "pipeline", "Metrics", "count"} {
+		if _, ok := cat.Lookup(name); !ok {
+			t.Errorf("Lookup(%q) found nothing", name)
+		}
+	}
+	s, _ := cat.Lookup("Calendar")
+	if s.Name != "calendar" || s.Image != "example/calendar:1.0" || s.Port != 9000 || s.Env["TZ"] != "UTC" {
+		t.Errorf("calendar = %+v", s)
+	}
+	// The built-in catalog does not have it.
+	def, err := DefaultCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := def.Lookup("calendar"); ok {
+		t.Error("built-in catalog has calendar")
+	}
+	// The same entry written in a temporary file (a deployment's own catalog).
+	dir := t.TempDir()
+	b, _ := os.ReadFile("testdata/catalog-extra.json")
+	os.WriteFile(filepath.Join(dir, "mine.json"), b, 0o644)
+	os.WriteFile(filepath.Join(dir, "upc.yaml"), []byte("catalog: mine.json\n"), 0o644)
+	c2, err := Load(filepath.Join(dir, "upc.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cat2, err := c2.LoadCatalog(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := cat2.Lookup("calendar"); !ok {
+		t.Error("calendar not found through a relative catalog path")
+	}
+}
+
+func TestCatalogBuiltin(t *testing.T) {
+	cat, err := DefaultCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"pm", "pipeline", "metrics", "count"}
+	if got := cat.Names(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("Names = %v, want %v", got, want)
+	}
+	// The original spells services PM, Pipeline, Metrics, Count.
+	for _, orig := range []string{"PM", "Pipeline", "Metrics", "Count"} {
+		if s, ok := cat.Lookup(orig); !ok || s.Name != strings.ToLower(orig) {
+			t.Errorf("Lookup(%q) = %+v, %v", orig, s, ok)
+		}
+	}
+	if _, ok := cat.Lookup("calendar"); ok {
+		t.Error("Lookup(calendar) found a service")
+	}
+}
