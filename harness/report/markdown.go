@@ -1,0 +1,300 @@
+package report
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/e-mission/upc/harness/plot"
+)
+
+// Markdown renders the report for people.
+func Markdown(r *Report) []byte {
+	var b bytes.Buffer
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	verdict := "PASSED"
+	if !r.Passed {
+		verdict = "FAILED"
+	}
+	w("# UPC e2e: %s\n\n", r.Scenario)
+	if r.Description != "" {
+		w("%s\n\n", r.Description)
+	}
+	ok := 0
+	for _, u := range r.Users {
+		if u.Status == OK {
+			ok++
+		}
+	}
+	w("**%s**: %d/%d users ok; wall time %s (stand-up %s, tear-down %s); run `%s`, started %s.\n\n",
+		verdict, ok, len(r.Users), secs(r.WallMS), secs(r.StandupMS), secs(r.TeardownMS), r.Run, r.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
+	if r.Error != "" {
+		w("The run stopped early: %s\n\n", mdCell(r.Error))
+	}
+
+	w("## Users\n\n")
+	if len(r.Users) == 0 {
+		w("No user ran.\n\n")
+	} else {
+		phases := r.Phases()
+		trips := r.hasTrips()
+		w("| user | status | placed on |")
+		for _, p := range phases {
+			w(" %s |", p)
+		}
+		w(" total |")
+		if trips {
+			w(" trips found / expected |")
+		}
+		w("\n|---|---|---|%s---:|", strings.Repeat("---:|", len(phases)))
+		if trips {
+			w("---:|")
+		}
+		w("\n")
+		for _, u := range r.Users {
+			w("| %s | %s | %s |", mdCell(u.Name), statusMark(u.Status), mdCell(dash(u.Placement)))
+			for _, p := range phases {
+				w(" %s |", stepCell(u, p))
+			}
+			w(" %s |", ms(u.TotalMS))
+			if trips {
+				w(" %s |", tripsCell(u))
+			}
+			w("\n")
+		}
+		w("\nTimes are milliseconds; ✗ marks a failed step, – a skipped one.\n\n")
+		w("| phase | n | median ms | p90 ms | max ms |\n|---|---:|---:|---:|---:|\n")
+		for _, p := range phases {
+			d := r.durations(p)
+			if len(d) == 0 {
+				w("| %s | 0 | – | – | – |\n", p)
+				continue
+			}
+			w("| %s | %d | %s | %s | %s |\n", p, len(d), ms(quantile(d, 0.5)), ms(quantile(d, 0.9)), ms(slices.Max(d)))
+		}
+		w("\n")
+	}
+
+	var fails []string
+	for _, u := range r.Users {
+		for _, s := range u.Steps {
+			if s.Status == Failed {
+				fails = append(fails, fmt.Sprintf("- **%s**, %s: %s", mdCell(u.Name), s.Name, mdCell(s.Error)))
+			}
+		}
+	}
+	if len(fails) > 0 {
+		w("## Failures\n\n%s\n\n", strings.Join(fails, "\n"))
+	}
+
+	w("## Expectations\n\n")
+	if len(r.Expectations) == 0 {
+		w("The scenario sets none.\n\n")
+	} else {
+		w("| expectation | held | detail |\n|---|---|---|\n")
+		for _, c := range r.Expectations {
+			mark := "yes"
+			if !c.Held {
+				mark = "**no**"
+			}
+			w("| %s | %s | %s |\n", c.Name, mark, mdCell(c.Detail))
+		}
+		w("\n")
+	}
+
+	w("## Plots\n\n![Per-user phase timings](%s)\n\n![Launch latency](%s)\n\n", PhasesSVG, LaunchSVG)
+
+	d := r.Deployment
+	w("## Deployment\n\n- backend: %s\n", d.Backend)
+	if d.Network != "" {
+		w("- network: `%s` (gateway %s; instance ports are published on the gateway address)\n", d.Network, dash(d.Gateway))
+	}
+	if d.Router != "" {
+		w("- router: %s\n", d.Router)
+	}
+	if len(d.Agents) > 0 {
+		w("\n| agent | weight | address | PMs placed |\n|---|---:|---|---:|\n")
+		for _, a := range d.Agents {
+			w("| %s | %d | %s | %d |\n", a.Name, a.Weight, dash(a.Address), a.Placed)
+		}
+	}
+	w("\n## Tear-down\n\n")
+	l := r.Leftovers
+	switch {
+	case !l.Checked:
+		w("Leftovers were not checked.\n\n")
+	case l.Empty():
+		w("Nothing left running: no container, network or volume carries the run's labels.\n\n")
+	default:
+		w("**Left behind**: containers %s; networks %s; volumes %s.\n\n", list(l.Containers), list(l.Networks), list(l.Volumes))
+	}
+
+	e := r.Environment
+	w("## Environment\n\n| | |\n|---|---|\n")
+	w("| upc | %s |\n| go | %s |\n| platform | %s, %d CPUs |\n", e.UPCVersion, e.GoVersion, e.Platform, e.CPUs)
+	if e.DockerVersion != "" {
+		w("| docker engine | %s (API %s) |\n", e.DockerVersion, e.DockerAPI)
+	}
+	w("| seed | %d |\n| parallel | %d |\n| data | `%s` |\n\n", e.Seed, e.Parallel, e.DataDir)
+	if len(e.Images) > 0 {
+		w("| image | ref | id |\n|---|---|---|\n")
+		for _, im := range e.Images {
+			w("| %s | `%s` | `%s` |\n", im.Name, im.Ref, im.ID)
+		}
+		w("\n")
+	}
+	w("Command:\n\n```\n%s\n```\n\n", e.Command)
+	if len(r.ScenarioConfig) > 0 {
+		w("Scenario as run (defaults filled):\n\n```json\n%s\n```\n", indentJSON(r.ScenarioConfig))
+	}
+	return b.Bytes()
+}
+
+// Table prints the per-user summary for the terminal.
+func Table(out io.Writer, r *Report) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	phases := r.Phases()
+	trips := r.hasTrips()
+	head := []string{"user", "status", "placed"}
+	head = append(head, phases...)
+	head = append(head, "total")
+	if trips {
+		head = append(head, "trips")
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	for _, u := range r.Users {
+		row := []string{u.Name, u.Status, dash(u.Placement)}
+		for _, p := range phases {
+			row = append(row, stepCell(u, p))
+		}
+		row = append(row, ms(u.TotalMS))
+		if trips {
+			row = append(row, tripsCell(u))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	tw.Flush()
+	for _, c := range r.Expectations {
+		mark := "ok  "
+		if !c.Held {
+			mark = "FAIL"
+		}
+		fmt.Fprintf(out, "%s %s: %s\n", mark, c.Name, c.Detail)
+	}
+	verdict := "PASSED"
+	if !r.Passed {
+		verdict = "FAILED"
+	}
+	fmt.Fprintf(out, "%s in %s (times in ms)\n", verdict, secs(r.WallMS))
+}
+
+// PhasesPlot is a stacked bar per user, one segment per phase.
+func PhasesPlot(r *Report) []byte {
+	phases := r.Phases()
+	rows := make([]string, len(r.Users))
+	vals := make([][]float64, len(r.Users))
+	for i, u := range r.Users {
+		rows[i] = u.Name
+		vals[i] = make([]float64, len(phases))
+		for j, p := range phases {
+			if s, ok := u.Step(p); ok && s.Status != Skipped {
+				vals[i][j] = s.DurationMS
+			}
+		}
+	}
+	return plot.StackedBars("Per-user phase timings", "ms", rows, phases, vals)
+}
+
+// LaunchPlot is the distribution of successful launch latencies.
+func LaunchPlot(r *Report) []byte {
+	var d []float64
+	for _, p := range r.Phases() {
+		if p == "launch" || strings.HasPrefix(p, "launch#") {
+			d = append(d, r.durations(p)...)
+		}
+	}
+	return plot.Histogram("Launch latency (launch → PM answers)", "ms", d, 10)
+}
+
+// durations lists the successful durations of a phase over users.
+func (r *Report) durations(phase string) []float64 {
+	var d []float64
+	for _, u := range r.Users {
+		if s, ok := u.Step(phase); ok && s.Status == OK {
+			d = append(d, s.DurationMS)
+		}
+	}
+	return d
+}
+
+func (r *Report) hasTrips() bool {
+	return slices.ContainsFunc(r.Users, func(u User) bool { return u.TripsFound != nil })
+}
+
+func quantile(v []float64, q float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	// nearest rank
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func stepCell(u User, p string) string {
+	s, ok := u.Step(p)
+	switch {
+	case !ok || s.Status == Skipped:
+		return "–"
+	case s.Status == Failed:
+		return "✗ " + ms(s.DurationMS)
+	}
+	return ms(s.DurationMS)
+}
+
+func tripsCell(u User) string {
+	if u.TripsFound == nil {
+		return fmt.Sprintf("– / %d", u.ExpectedTrips)
+	}
+	return fmt.Sprintf("%d / %d", *u.TripsFound, u.ExpectedTrips)
+}
+
+func statusMark(s string) string {
+	if s == OK {
+		return "ok"
+	}
+	return "**" + s + "**"
+}
+
+func ms(v float64) string   { return fmt.Sprintf("%.0f", v) }
+func secs(v float64) string { return fmt.Sprintf("%.1f s", v/1000) }
+
+func dash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
+func list(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return "`" + strings.Join(s, "`, `") + "`"
+}
+
+// mdCell keeps a value on one table line.
+func mdCell(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	return strings.ReplaceAll(s, "|", `\|`)
+}
+
+func indentJSON(b []byte) string {
+	var out bytes.Buffer
+	if err := jsonIndent(&out, b); err != nil {
+		return string(b)
+	}
+	return out.String()
+}

@@ -1,0 +1,240 @@
+// Package report holds the result of an e2e run and writes it for machines
+// (report.json), for people (report.md with SVG plots) and to the terminal (a
+// summary table). Everything needed to reproduce the run is recorded:
+// versions, image ids, seeds, the scenario and the exact command.
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Step statuses.
+const (
+	OK      = "ok"
+	Failed  = "failed"
+	Skipped = "skipped"
+)
+
+// Report is one run.
+type Report struct {
+	Scenario    string    `json:"scenario"`
+	Description string    `json:"description,omitempty"`
+	Run         string    `json:"run"`
+	Started     time.Time `json:"started"`
+	// WallMS is the whole run, stand-up to tear-down; StandupMS and
+	// TeardownMS are its first and last parts.
+	WallMS     float64 `json:"wall_ms"`
+	StandupMS  float64 `json:"standup_ms"`
+	TeardownMS float64 `json:"teardown_ms"`
+	Passed     bool    `json:"passed"`
+	// Error is set when the run could not proceed (stand-up failed, ...).
+	Error        string      `json:"error,omitempty"`
+	Users        []User      `json:"users"`
+	Expectations []Check     `json:"expectations"`
+	Deployment   Deployment  `json:"deployment"`
+	Leftovers    Leftovers   `json:"leftovers"`
+	Environment  Environment `json:"environment"`
+	// Scenario file as run (defaults filled), for reproduction.
+	ScenarioConfig json.RawMessage `json:"scenario_config,omitempty"`
+}
+
+// User is one user's run.
+type User struct {
+	Name   string `json:"name"`
+	ID     string `json:"id"`
+	Day    string `json:"day"`
+	Status string `json:"status"`
+	// Error is why the user failed (the first failing step's error).
+	Error string `json:"error,omitempty"`
+	// Placement is where the user's PM ran (the agent or machine).
+	Placement     string `json:"placement,omitempty"`
+	ExpectedTrips int    `json:"expected_trips"`
+	// TripsFound is set once a pipeline step ran.
+	TripsFound *int    `json:"trips_found,omitempty"`
+	Steps      []Step  `json:"steps"`
+	TotalMS    float64 `json:"total_ms"`
+}
+
+// Step is one step of one user.
+type Step struct {
+	// Name is the step kind, numbered when a kind repeats ("launch#2").
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	// StartMS is the offset from the start of the user's run.
+	StartMS    float64 `json:"start_ms"`
+	DurationMS float64 `json:"duration_ms"`
+	Error      string  `json:"error,omitempty"`
+	// Note is a short human summary ("1482 entries").
+	Note string `json:"note,omitempty"`
+	// Values are what the step measured or found ("entries", "trips").
+	Values map[string]float64 `json:"values,omitempty"`
+}
+
+// Check is one expectation and whether it held.
+type Check struct {
+	Name   string `json:"name"`
+	Held   bool   `json:"held"`
+	Detail string `json:"detail"`
+}
+
+// Deployment is what the harness stood up.
+type Deployment struct {
+	Backend string      `json:"backend"`
+	Network string      `json:"network,omitempty"`
+	Gateway string      `json:"gateway,omitempty"`
+	Router  string      `json:"router,omitempty"`
+	Agents  []AgentInfo `json:"agents,omitempty"`
+}
+
+// AgentInfo is one machine agent.
+type AgentInfo struct {
+	Name    string `json:"name"`
+	Weight  int    `json:"weight"`
+	Address string `json:"address,omitempty"`
+	// Placed counts the users whose PM ran there.
+	Placed int `json:"placed"`
+}
+
+// Leftovers is what still carried the run's labels after tear-down.
+type Leftovers struct {
+	Checked    bool     `json:"checked"`
+	Containers []string `json:"containers"`
+	Networks   []string `json:"networks"`
+	Volumes    []string `json:"volumes"`
+}
+
+// Empty reports whether nothing was left.
+func (l Leftovers) Empty() bool {
+	return len(l.Containers)+len(l.Networks)+len(l.Volumes) == 0
+}
+
+// Environment is what reproduces the run.
+type Environment struct {
+	Command       string  `json:"command"`
+	UPCVersion    string  `json:"upc_version"`
+	GoVersion     string  `json:"go_version"`
+	Platform      string  `json:"platform"`
+	CPUs          int     `json:"cpus"`
+	DockerVersion string  `json:"docker_version,omitempty"`
+	DockerAPI     string  `json:"docker_api,omitempty"`
+	Seed          int64   `json:"seed"`
+	Parallel      int     `json:"parallel"`
+	DataDir       string  `json:"data_dir"`
+	Images        []Image `json:"images"`
+}
+
+// Image is one image the run used.
+type Image struct {
+	Name string `json:"name"`
+	Ref  string `json:"ref"`
+	ID   string `json:"id"`
+}
+
+// Phases lists step names in the order they first appear across users.
+func (r *Report) Phases() []string {
+	var out []string
+	for _, u := range r.Users {
+		for _, s := range u.Steps {
+			if !slices.Contains(out, s.Name) {
+				out = append(out, s.Name)
+			}
+		}
+	}
+	return out
+}
+
+// Step finds a user's step by name.
+func (u *User) Step(name string) (Step, bool) {
+	for _, s := range u.Steps {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Step{}, false
+}
+
+// Files are the names Write creates in the report folder.
+const (
+	JSONFile     = "report.json"
+	MarkdownFile = "report.md"
+	PhasesSVG    = "phases.svg"
+	LaunchSVG    = "launch.svg"
+)
+
+// Write creates dir and writes the report and its plots into it. Each file is
+// written to a temporary name and renamed, so a reader never sees half a report.
+func Write(dir string, r *Report) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{JSONFile, append(js, '\n')},
+		{MarkdownFile, Markdown(r)},
+		{PhasesSVG, PhasesPlot(r)},
+		{LaunchSVG, LaunchPlot(r)},
+	}
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if err := os.WriteFile(p+".tmp", f.data, 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		if err := os.Rename(p+".tmp", p); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+	}
+	return nil
+}
+
+// Latest points results/latest at dir: a symlink, or a copy where links fail.
+func Latest(results, dir string) error {
+	link := filepath.Join(results, "latest")
+	if fi, err := os.Lstat(link); err == nil {
+		if fi.Mode()&os.ModeSymlink == 0 && fi.IsDir() {
+			if err := os.RemoveAll(link); err != nil {
+				return fmt.Errorf("replace %s: %w", link, err)
+			}
+		} else if err := os.Remove(link); err != nil {
+			return fmt.Errorf("replace %s: %w", link, err)
+		}
+	}
+	rel, err := filepath.Rel(results, dir)
+	if err != nil {
+		rel = dir
+	}
+	if err := os.Symlink(rel, link); err == nil {
+		return nil
+	}
+	// No symlinks here (some file systems): copy the files instead.
+	if err := os.MkdirAll(link, 0o755); err != nil {
+		return fmt.Errorf("copy report to %s: %w", link, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("copy report: %w", err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("copy report: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(link, e.Name()), b, 0o644); err != nil {
+			return fmt.Errorf("copy report: %w", err)
+		}
+	}
+	return nil
+}
+
+func jsonIndent(out *bytes.Buffer, b []byte) error { return json.Indent(out, b, "", "  ") }

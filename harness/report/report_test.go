@@ -1,0 +1,165 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func intp(i int) *int { return &i }
+
+// sample is a fixed report: two users ok (one with trips), one failed at upload.
+func sample() *Report {
+	steps := func(fail string, d ...float64) []Step {
+		names := []string{"launch", "unseal", "upload", "download", "compare", "delete"}
+		var out []Step
+		at, failed := 0.0, false
+		for i, n := range names {
+			s := Step{Name: n, Status: OK, StartMS: at, DurationMS: d[i]}
+			switch {
+			case failed && n != "delete":
+				s = Step{Name: n, Status: Skipped, StartMS: at}
+			case n == fail:
+				s.Status, s.Error, failed = Failed, "upload: post http://172.18.0.1:32768/v1/entries: 500 internal error", true
+			case n == "upload":
+				s.Note, s.Values = "1482 entries", map[string]float64{"entries": 1482}
+			}
+			at += s.DurationMS
+			out = append(out, s)
+		}
+		return out
+	}
+	users := []User{
+		{Name: "shankari_2015-aug-27#1", ID: "a1", Day: "shankari_2015-aug-27", Status: OK, Placement: "agent-a", ExpectedTrips: 8, TripsFound: intp(8), Steps: steps("", 310, 12, 840, 95, 7, 60)},
+		{Name: "sunil_2016-07-20#1", ID: "b2", Day: "sunil_2016-07-20", Status: OK, Placement: "agent-b", ExpectedTrips: 2, Steps: steps("", 290, 10, 650, 80, 5, 55)},
+		{Name: "shankari_2015-08-23#1", ID: "c3", Day: "shankari_2015-08-23", Status: Failed, Error: "upload: 500", Placement: "agent-a", ExpectedTrips: 3, Steps: steps("upload", 450, 11, 30, 0, 0, 70)},
+	}
+	for i := range users {
+		for _, s := range users[i].Steps {
+			users[i].TotalMS += s.DurationMS
+		}
+	}
+	return &Report{
+		Scenario: "default", Description: "golden sample", Run: "20261127T113000Z",
+		Started: time.Date(2026, 11, 27, 11, 30, 0, 0, time.UTC),
+		WallMS:  12345, StandupMS: 2100, TeardownMS: 800, Passed: false,
+		Users: users,
+		Expectations: []Check{
+			{Name: "every_step_succeeds", Held: false, Detail: "1 of 3 users failed: shankari_2015-08-23#1 (upload)"},
+			{Name: "lossless", Held: true, Detail: "2 of 2 compares equal"},
+		},
+		Deployment: Deployment{Backend: "docker", Network: "upc-e2e-x", Gateway: "172.18.0.1", Router: "http://127.0.0.1:32770",
+			Agents: []AgentInfo{{Name: "agent-a", Weight: 2, Address: "http://agent-a:8080", Placed: 2}, {Name: "agent-b", Weight: 1, Address: "http://agent-b:8080", Placed: 1}}},
+		Leftovers: Leftovers{Checked: true},
+		Environment: Environment{Command: "upc e2e --mode docker --images build/images.json --results results",
+			UPCVersion: "v0.1.0", GoVersion: "go1.26.8", Platform: "linux/amd64", CPUs: 2, DockerVersion: "20.10.24", DockerAPI: "1.41",
+			Seed: 20151127, Parallel: 3, DataDir: "/data/real_examples",
+			Images: []Image{{Name: "router", Ref: "upc/router:v0.1.0", ID: "sha256:0123"}}},
+		ScenarioConfig: json.RawMessage(`{"name":"default","seed":20151127}`),
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(p, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file; got:\n%s", name, got)
+	}
+}
+
+func TestGolden(t *testing.T) {
+	r := sample()
+	var table bytes.Buffer
+	Table(&table, r)
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		got  []byte
+	}{
+		{"sample.md", Markdown(r)},
+		{"sample.table.txt", table.Bytes()},
+		{"sample.phases.svg", PhasesPlot(r)},
+		{"sample.launch.svg", LaunchPlot(r)},
+		{"sample.json", append(js, '\n')},
+	} {
+		t.Run(c.name, func(t *testing.T) { golden(t, c.name, c.got) })
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	r := sample()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := json.Marshal(&back)
+	if !bytes.Equal(b, again) {
+		t.Errorf("round trip changed the report:\n%s\n%s", b, again)
+	}
+}
+
+func TestPhasesAndQuantiles(t *testing.T) {
+	r := sample()
+	if got := strings.Join(r.Phases(), ","); got != "launch,unseal,upload,download,compare,delete" {
+		t.Errorf("phases = %s", got)
+	}
+	// Upload succeeded for two users only: 840 and 650.
+	d := r.durations("upload")
+	if len(d) != 2 || quantile(d, 0.5) != 650 || quantile(d, 0.9) != 840 {
+		t.Errorf("upload durations %v", d)
+	}
+}
+
+func TestWriteAndLatest(t *testing.T) {
+	results := t.TempDir()
+	for _, run := range []string{"run1", "run2"} {
+		dir := filepath.Join(results, run)
+		r := sample()
+		r.Run = run
+		if err := Write(dir, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := Latest(results, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{JSONFile, MarkdownFile, PhasesSVG, LaunchSVG} {
+		if _, err := os.Stat(filepath.Join(results, "latest", f)); err != nil {
+			t.Errorf("latest/%s: %v", f, err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(results, "latest", JSONFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil || r.Run != "run2" {
+		t.Errorf("latest is %q (%v), want run2", r.Run, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(results, "run2", "*.tmp")); len(m) > 0 {
+		t.Errorf("temporary files left: %v", m)
+	}
+}
