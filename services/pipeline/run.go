@@ -1,0 +1,92 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Run is one pipeline run for one user over a Store.
+type Run struct {
+	Store  Store
+	UserID string
+	// Now is the run's clock (Unix seconds); time.Now when nil.
+	Now func() float64
+	// Seed seeds the iOS fill-in generator (numpy's legacy MT19937);
+	// e-mission's tests use 61297777.
+	Seed   uint32
+	Logger *slog.Logger
+	// FilterAccuracy turns on the accuracy filter stage (off in e-mission).
+	FilterAccuracy bool
+
+	rng    *MT19937
+	runTS  float64
+	timing map[string]time.Duration
+}
+
+// DefaultSeed is the seed e-mission's tests give numpy before running.
+const DefaultSeed = 61297777
+
+func (r *Run) now() float64 {
+	if r.runTS != 0 {
+		return r.runTS
+	}
+	if r.Now != nil {
+		return r.Now()
+	}
+	return float64(time.Now().UnixMicro()) / 1e6
+}
+
+func (r *Run) markDone(ctx context.Context, s State, last *float64) error {
+	s.LastTSRun = r.now()
+	if last != nil {
+		s.LastProcessedTS = last
+	}
+	return r.Store.SetState(ctx, s)
+}
+
+// Stage is one pipeline step.
+type Stage struct {
+	Name string
+	Fn   func(*Run, context.Context) error
+}
+
+// Stages lists the pipeline's steps in order.
+var Stages = []Stage{
+	{StageUsercache, (*Run).moveUsercache},
+	{StageAccuracy, (*Run).filterAccuracy},
+	{StageTrips, (*Run).segmentTrips},
+	{StageSections, (*Run).segmentSections},
+	{StageSmoothing, (*Run).smoothJumps},
+	{StageCleanResamp, (*Run).cleanAndResample},
+}
+
+// Execute runs every stage in order; each resumes where its last run ended.
+func (r *Run) Execute(ctx context.Context) error {
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	r.runTS = 0
+	r.runTS = r.now()
+	if r.rng == nil {
+		seed := r.Seed
+		if seed == 0 {
+			seed = DefaultSeed
+		}
+		r.rng = NewMT19937(seed)
+	}
+	r.timing = map[string]time.Duration{}
+	for _, s := range Stages {
+		t0 := time.Now()
+		if err := s.Fn(r, ctx); err != nil {
+			return fmt.Errorf("pipeline stage %s: %w", s.Name, err)
+		}
+		r.timing[s.Name] = time.Since(t0)
+		r.Logger.Debug("stage done", "stage", s.Name, "took", r.timing[s.Name])
+	}
+	return nil
+}
+
+// Timing returns how long each stage of the last Execute took.
+func (r *Run) Timing() map[string]time.Duration { return r.timing }
