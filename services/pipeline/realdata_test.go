@@ -57,6 +57,17 @@ type gtTrip struct {
 		StartFmtTime string  `json:"start_fmt_time"`
 		EndFmtTime   string  `json:"end_fmt_time"`
 	} `json:"properties"`
+	Features []struct {
+		Type     string `json:"type"`
+		Features []struct {
+			Properties struct {
+				StartFmtTime string    `json:"start_fmt_time"`
+				EndFmtTime   string    `json:"end_fmt_time"`
+				SensedMode   string    `json:"sensed_mode"`
+				Speeds       []float64 `json:"speeds"`
+			} `json:"properties"`
+		} `json:"features"`
+	} `json:"features"`
 }
 
 func TestDebugTrips(t *testing.T) {
@@ -70,14 +81,27 @@ func TestDebugTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	es, _ := st.Find(context.Background(), Query{Keys: []string{KeyRawTrip, KeyRawUntracked}, Field: "data.start_ts"})
+	secs, _ := st.Find(context.Background(), Query{Keys: []string{KeyRawSection}, Field: "data.start_ts"})
 	for _, e := range es {
 		tr, _ := Decode[Trip](e)
 		t.Logf("%s %s -> %s  %.3f %.3f", e.Metadata.Key, tr.StartFmtTime, tr.EndFmtTime, tr.StartTS, tr.EndTS)
+		for _, se := range secs {
+			s, _ := Decode[Section](se)
+			if s.TripID == e.ID {
+				t.Logf("     sec %s -> %s %s", s.StartFmtTime, s.EndFmtTime, MotionTypeName(s.SensedMode))
+			}
+		}
 	}
 	b, _ := os.ReadFile(filepath.Join(realExamples(t), day+".ground_truth"))
 	var gt struct{ Data []gtTrip }
 	_ = json.Unmarshal(b, &gt)
 	for _, g := range gt.Data {
 		t.Logf("GT %s -> %s  %.3f %.3f", g.Properties.StartFmtTime, g.Properties.EndFmtTime, g.Properties.StartTS, g.Properties.EndTS)
+		for _, f := range g.Features {
+			if f.Type == "FeatureCollection" {
+				p := f.Features[0].Properties
+				t.Logf("     sec %s -> %s %s %d", p.StartFmtTime, p.EndFmtTime, p.SensedMode, len(p.Speeds))
+			}
+		}
 	}
 }

@@ -4,6 +4,5 @@ import "context"
 
 func (r *Run) moveUsercache(ctx context.Context) error    { return nil }
 func (r *Run) filterAccuracy(ctx context.Context) error   { return nil }
-func (r *Run) segmentSections(ctx context.Context) error  { return nil }
 func (r *Run) smoothJumps(ctx context.Context) error      { return nil }
 func (r *Run) cleanAndResample(ctx context.Context) error { return nil }
