@@ -18,7 +18,7 @@ export CGO_ENABLED := 0
 .PHONY: help build images test unit e2e bench lint clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## compile every binary into bin/
 	@mkdir -p $(BIN)
@@ -27,7 +27,7 @@ build: ## compile every binary into bin/
 images: build ## build the FROM scratch service images and record their digests in build/images.json
 	$(GO) run ./cmd/upc images build --bin $(BIN) --version $(VERSION) --out build/images.json $(IMAGES)
 
-test: images ## run every test (unit, real Docker engine) and the benchmarks' smoke runs
+test: images ## vet, then run every test (unit and real Docker engine)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
@@ -35,6 +35,7 @@ e2e: images ## stand UPC up on the local Docker engine, run the default scenario
 	$(GO) run ./cmd/upc e2e --mode $(MODE) --images build/images.json --results $(RESULTS)
 
 bench: images ## run the benchmarks and print the figures (see docs/BENCHMARKS.md)
+	@mkdir -p $(RESULTS)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 40m ./... | tee $(RESULTS)/bench.txt
 
 lint: ## gofmt and go vet
