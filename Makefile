@@ -36,7 +36,7 @@ e2e: images ## stand UPC up on the local Docker engine, run the default scenario
 
 bench: images ## run the benchmarks and print the figures (see docs/BENCHMARKS.md)
 	@mkdir -p $(RESULTS)
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 40m ./... | tee $(RESULTS)/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 40m ./... | tee $(RESULTS)/bench.txt
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
