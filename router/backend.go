@@ -1,0 +1,110 @@
+// Package router is the core of UPC's service router: users, instances, the
+// service catalog and placement. It reaches containers or pods only through
+// the Backend interface; concrete backends (router/docker, and later
+// router/kubernetes) are wired in by cmd/, never imported here.
+package router
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/e-mission/upc/conf"
+)
+
+// ID names one instance. The core makes it; backends carry it in labels.
+type ID string
+
+// Spec is everything a backend needs to start one instance.
+type Spec struct {
+	ID      ID
+	Service string // canonical catalog name
+	User    string
+	// Machine is the placement decision when the backend reports machines
+	// (see Machines); empty lets the backend choose.
+	Machine   string
+	Image     string // reference, e.g. upc/pm:v0.1.0
+	Digest    string // image ID to run ("sha256:..."); empty runs Image as is
+	Port      int    // port the service listens on inside the instance
+	Health    string
+	Env       map[string]string
+	Resources conf.Resources
+	Volumes   []conf.Volume
+}
+
+// State is an instance's lifecycle state as the backend sees it.
+type State string
+
+const (
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	// StateDead covers everything else (created, exited, dead): an instance
+	// in it answers nobody and is a leftover to remove.
+	StateDead State = "dead"
+)
+
+// Instance is what a backend reports about one instance.
+type Instance struct {
+	ID      ID
+	Service string
+	User    string
+	Machine string
+	Address string // http://host:port, reachable from the host and from other instances
+	Image   string
+	Digest  string // image ID the instance runs
+	State   State
+	Created time.Time
+}
+
+// Backend runs instances. Implementations: router/docker (and router/kubernetes).
+type Backend interface {
+	Launch(ctx context.Context, spec Spec) (Instance, error)
+	Pause(ctx context.Context, id ID) error
+	Resume(ctx context.Context, id ID) error
+	Destroy(ctx context.Context, id ID) error
+	// List reports every instance the backend holds that carries UPC's labels.
+	List(ctx context.Context) ([]Instance, error)
+}
+
+// Clearer is a backend that can remove everything labelled as UPC's at once.
+type Clearer interface {
+	Clear(ctx context.Context) (removed int, err error)
+}
+
+// NetworkSetup is a backend that prepares networks before the first launch.
+type NetworkSetup interface {
+	SetupNetworks(ctx context.Context) (machines []string, err error)
+}
+
+// Machine is one placement target with its configured weight.
+type Machine struct {
+	Name   string
+	Weight int
+	Up     bool
+}
+
+// Machines is a backend whose placement the core decides: it reports its
+// machines (and which are up) and honours Spec.Machine.
+type Machines interface {
+	Machines(ctx context.Context) []Machine
+}
+
+// UserData is a backend whose per-user data lives on one machine (Docker
+// volumes are local to their engine): placement sends a user back there
+// while that machine is up, so their PM finds its data.
+type UserData interface {
+	MachineWithData(ctx context.Context, user string) (machine string, ok bool, err error)
+}
+
+var (
+	// ErrNotFound: no such instance. Backends wrap it; callers use errors.Is.
+	ErrNotFound = errors.New("instance not found")
+	// ErrUnknownService: the catalog has no such service.
+	ErrUnknownService = errors.New("unknown service")
+	// ErrNoMachine: every machine is down.
+	ErrNoMachine = errors.New("no machine is up")
+	// ErrUnhealthy: the instance started but never answered its health path.
+	ErrUnhealthy = errors.New("instance never answered")
+	// ErrInvalid: a request field is malformed.
+	ErrInvalid = errors.New("invalid request")
+)

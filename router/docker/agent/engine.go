@@ -1,0 +1,436 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Network is the Docker network instances join (created if missing).
+	Network string
+	// BindIP is the host address published ports bind to: "gateway" (the
+	// network's gateway address: reachable from the host and from containers,
+	// and traffic stays on our network) or an IP literal.
+	BindIP string
+	// Advertise is the host put in instance addresses; empty means the bind IP.
+	Advertise string
+	// NetworkLabels are extra labels for the network if the agent creates it.
+	NetworkLabels map[string]string
+	// Name is the agent's name (default "upc"), put in the upc.agent label:
+	// agents sharing one engine need distinct names.
+	Name string
+}
+
+// DefaultNetwork is the network instances join unless configured otherwise.
+const DefaultNetwork = "upc"
+
+// Engine drives the local Docker Engine.
+type Engine struct {
+	cli    *client.Client
+	opts   Options
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	net     NetworkInfo
+	bindIP  netip.Addr
+	adverts string
+}
+
+// NewEngine checks opts and wraps cli; it does not contact the engine.
+func NewEngine(cli *client.Client, opts Options, logger *slog.Logger) (*Engine, error) {
+	opts.Network = cmp.Or(opts.Network, DefaultNetwork)
+	opts.BindIP = cmp.Or(opts.BindIP, "gateway")
+	opts.Name = cmp.Or(opts.Name, DefaultNetwork)
+	var errs []error
+	if !volRE.MatchString(opts.Name) {
+		errs = append(errs, fmt.Errorf("name: %q must be lowercase letters, digits and dashes", opts.Name))
+	}
+	if !nameRE.MatchString(opts.Network) {
+		errs = append(errs, fmt.Errorf("network: %q is not a valid network name", opts.Network))
+	}
+	if opts.BindIP != "gateway" {
+		ip, err := netip.ParseAddr(opts.BindIP)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("bind ip: %q is neither \"gateway\" nor an IP address", opts.BindIP))
+		case ip.IsUnspecified() && opts.Advertise == "":
+			errs = append(errs, fmt.Errorf("advertise: required when binding to %s (instances need an address others can call)", ip))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &Engine{cli: cli, opts: opts, logger: cmp.Or(logger, slog.New(slog.DiscardHandler))}, nil
+}
+
+// NewClientFromEnv makes a Docker SDK client from DOCKER_HOST etc., speaking
+// the daemon's API version (the SDK's default is newer than Debian's 20.10).
+func NewClientFromEnv() (*client.Client, error) {
+	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return cli, nil
+}
+
+// Ping checks that the engine answers.
+func (e *Engine) Ping(ctx context.Context) error {
+	if _, err := e.cli.Ping(ctx, client.PingOptions{}); err != nil {
+		return fmt.Errorf("ping docker: %w", err)
+	}
+	return nil
+}
+
+// EnsureNetwork creates the network if missing and learns its gateway.
+func (e *Engine) EnsureNetwork(ctx context.Context) (NetworkInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.net.ID != "" {
+		return e.net, nil
+	}
+	n, err := e.findOrCreateNetwork(ctx)
+	if err != nil {
+		return NetworkInfo{}, err
+	}
+	var gw netip.Addr
+	for _, c := range n.IPAM.Config {
+		if c.Gateway.Is4() {
+			gw = c.Gateway
+			break
+		}
+	}
+	bind := gw
+	if e.opts.BindIP != "gateway" {
+		bind = netip.MustParseAddr(e.opts.BindIP)
+	} else if !gw.IsValid() {
+		return NetworkInfo{}, fmt.Errorf("network %s has no IPv4 gateway to bind to", e.opts.Network)
+	}
+	e.net = NetworkInfo{Network: n.Name, ID: n.ID, Gateway: gw.String()}
+	e.bindIP = bind
+	e.adverts = cmp.Or(e.opts.Advertise, bind.String())
+	e.logger.Info("network ready", "network", n.Name, "id", n.ID[:12], "gateway", gw, "bind", bind, "advertise", e.adverts)
+	return e.net, nil
+}
+
+func (e *Engine) findOrCreateNetwork(ctx context.Context) (network.Inspect, error) {
+	name := e.opts.Network
+	ids, err := e.networksNamed(ctx, name)
+	if err != nil {
+		return network.Inspect{}, err
+	}
+	if len(ids) == 0 {
+		labels := map[string]string{LabelNetwork: name}
+		for k, v := range e.opts.NetworkLabels {
+			labels[k] = v
+		}
+		created, err := e.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{Driver: "bridge", Labels: labels})
+		if err != nil {
+			return network.Inspect{}, fmt.Errorf("create network %s: %w", name, err)
+		}
+		// Engines before API 1.44 accept duplicate names: if another agent
+		// raced us, everyone keeps the lowest ID and drops their own extra.
+		if ids, err = e.networksNamed(ctx, name); err != nil {
+			return network.Inspect{}, err
+		}
+		if ids[0] != created.ID {
+			e.cli.NetworkRemove(ctx, created.ID, client.NetworkRemoveOptions{})
+		}
+	}
+	res, err := e.cli.NetworkInspect(ctx, ids[0], client.NetworkInspectOptions{})
+	if err != nil {
+		return network.Inspect{}, fmt.Errorf("inspect network %s: %w", name, err)
+	}
+	return res.Network, nil
+}
+
+// networksNamed lists IDs of networks named exactly name, sorted.
+func (e *Engine) networksNamed(ctx context.Context, name string) ([]string, error) {
+	res, err := e.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", name)})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	var ids []string
+	for _, n := range res.Items {
+		if n.Name == name { // the name filter matches substrings
+			ids = append(ids, n.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Launch creates and starts one instance. It returns once Docker reports the
+// container started; answering its health path is the router's to wait for.
+func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, error) {
+	if err := req.Validate(); err != nil {
+		return Container{}, err
+	}
+	if _, err := e.EnsureNetwork(ctx); err != nil {
+		return Container{}, err
+	}
+	e.mu.Lock()
+	bind, adverts, netName := e.bindIP, e.adverts, e.net.Network
+	e.mu.Unlock()
+
+	image := cmp.Or(req.Digest, req.Image)
+	port, _ := network.PortFrom(uint16(req.Port), network.TCP)
+	labels := map[string]string{}
+	for k, v := range req.Labels {
+		labels[k] = v
+	}
+	labels[LabelInstance] = req.Instance
+	labels[LabelService] = req.Service
+	labels[LabelUser] = req.User
+	labels[LabelImage] = req.Image
+	labels[LabelPort] = strconv.Itoa(req.Port)
+	labels[LabelAgent] = e.opts.Name
+
+	mounts := make([]mount.Mount, 0, len(req.Volumes))
+	for _, v := range req.Volumes {
+		m := mount.Mount{Type: mount.TypeVolume, Target: v.Path}
+		if v.PerUser {
+			m.Source = VolumeName(e.opts.Name, req.User, v.Name)
+			// Creating an existing volume returns it: the user's data stays.
+			if _, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: m.Source, Labels: map[string]string{
+				LabelUser: req.User, LabelVolume: v.Name, LabelAgent: e.opts.Name,
+			}}); err != nil {
+				return Container{}, fmt.Errorf("create volume %s: %w", m.Source, err)
+			}
+		}
+		mounts = append(mounts, m)
+	}
+	env := make([]string, 0, len(req.Env))
+	for k, v := range req.Env {
+		env = append(env, k+"="+v)
+	}
+	slices.Sort(env)
+	name := "upc-" + req.Service + "-" + req.Instance
+	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: name,
+		Config: &container.Config{
+			Image:        image,
+			Env:          env,
+			Labels:       labels,
+			ExposedPorts: network.PortSet{port: {}},
+		},
+		HostConfig: &container.HostConfig{
+			// HostPort "" lets Docker allocate a free port: no retry loops.
+			PortBindings: network.PortMap{port: {{HostIP: bind, HostPort: ""}}},
+			Mounts:       mounts,
+			Resources: container.Resources{
+				NanoCPUs: int64(req.CPUMillis) * 1_000_000,
+				Memory:   int64(req.MemoryMB) << 20,
+			},
+		},
+		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			netName: {Aliases: []string{name}},
+		}},
+	})
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return Container{}, fmt.Errorf("create %s: image %s is not on this machine (run make images): %w", name, image, err)
+		}
+		return Container{}, fmt.Errorf("create %s: %w", name, err)
+	}
+	cleanup := func(cause error) error {
+		_, rerr := e.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		if rerr != nil {
+			return errors.Join(cause, fmt.Errorf("remove %s: %w", name, rerr))
+		}
+		return cause
+	}
+	if _, err := e.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		return Container{}, cleanup(fmt.Errorf("start %s: %w", name, err))
+	}
+	ins, err := e.cli.ContainerInspect(ctx, created.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		return Container{}, cleanup(fmt.Errorf("inspect %s: %w", name, err))
+	}
+	c := ins.Container
+	var hostPort string
+	if c.NetworkSettings != nil {
+		for _, b := range c.NetworkSettings.Ports[port] {
+			hostPort = cmp.Or(hostPort, b.HostPort)
+		}
+	}
+	if hostPort == "" {
+		return Container{}, cleanup(fmt.Errorf("start %s: Docker published no host port for %s", name, port))
+	}
+	createdAt, _ := time.Parse(time.RFC3339Nano, c.Created)
+	state := "running"
+	if c.State != nil {
+		state = string(c.State.Status)
+	}
+	return Container{
+		Instance: req.Instance, Service: req.Service, User: req.User,
+		Address: "http://" + hostJoin(adverts, hostPort),
+		Image:   req.Image, Digest: c.Image, State: state, Created: createdAt, ContainerID: c.ID,
+	}, nil
+}
+
+func hostJoin(host, port string) string {
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+		return "[" + host + "]:" + port
+	}
+	return host + ":" + port
+}
+
+// List reports every container carrying an instance label, in any state.
+func (e *Engine) List(ctx context.Context) ([]Container, error) {
+	return e.list(ctx, e.filter().Add("label", LabelInstance))
+}
+
+func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error) {
+	res, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	e.mu.Lock()
+	adverts := e.adverts
+	e.mu.Unlock()
+	if adverts == "" { // nothing launched yet by this agent: learn the network
+		if _, err := e.EnsureNetwork(ctx); err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		adverts = e.adverts
+		e.mu.Unlock()
+	}
+	out := make([]Container, 0, len(res.Items))
+	for _, s := range res.Items {
+		c := Container{
+			Instance: s.Labels[LabelInstance], Service: s.Labels[LabelService], User: s.Labels[LabelUser],
+			Image: s.Labels[LabelImage], Digest: s.ImageID, State: string(s.State),
+			Created: time.Unix(s.Created, 0).UTC(), ContainerID: s.ID,
+		}
+		if p, err := strconv.Atoi(s.Labels[LabelPort]); err == nil {
+			for _, ps := range s.Ports {
+				if int(ps.PrivatePort) == p && ps.PublicPort != 0 && ps.Type == "tcp" {
+					c.Address = "http://" + hostJoin(adverts, strconv.Itoa(int(ps.PublicPort)))
+					break
+				}
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// filter selects this agent's containers.
+func (e *Engine) filter() client.Filters {
+	return make(client.Filters).Add("label", LabelAgent+"="+e.opts.Name)
+}
+
+// find returns the container of one instance.
+func (e *Engine) find(ctx context.Context, instance string) (Container, error) {
+	if !nameRE.MatchString(instance) {
+		return Container{}, fmt.Errorf("%w: instance %q is malformed", ErrInvalid, instance)
+	}
+	cs, err := e.list(ctx, e.filter().Add("label", LabelInstance+"="+instance))
+	if err != nil {
+		return Container{}, err
+	}
+	if len(cs) == 0 {
+		return Container{}, fmt.Errorf("%w: %s", ErrNotFound, instance)
+	}
+	return cs[0], nil
+}
+
+// Pause freezes an instance's processes; pausing a paused one is a no-op.
+func (e *Engine) Pause(ctx context.Context, instance string) error {
+	c, err := e.find(ctx, instance)
+	if err != nil {
+		return fmt.Errorf("pause: %w", err)
+	}
+	if c.State == string(container.StatePaused) {
+		return nil
+	}
+	if _, err := e.cli.ContainerPause(ctx, c.ContainerID, client.ContainerPauseOptions{}); err != nil {
+		return fmt.Errorf("pause %s: %w", instance, err)
+	}
+	return nil
+}
+
+// Unpause resumes a paused instance; resuming a running one is a no-op.
+func (e *Engine) Unpause(ctx context.Context, instance string) error {
+	c, err := e.find(ctx, instance)
+	if err != nil {
+		return fmt.Errorf("unpause: %w", err)
+	}
+	if c.State != string(container.StatePaused) {
+		return nil
+	}
+	if _, err := e.cli.ContainerUnpause(ctx, c.ContainerID, client.ContainerUnpauseOptions{}); err != nil {
+		return fmt.Errorf("unpause %s: %w", instance, err)
+	}
+	return nil
+}
+
+// Remove stops and removes an instance's container and its anonymous
+// volumes; per-user volumes stay.
+func (e *Engine) Remove(ctx context.Context, instance string) error {
+	c, err := e.find(ctx, instance)
+	if err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	return e.remove(ctx, c)
+}
+
+func (e *Engine) remove(ctx context.Context, c Container) error {
+	_, err := e.cli.ContainerRemove(ctx, c.ContainerID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove %s: %w", c.Instance, err)
+	}
+	return nil
+}
+
+// UserVolumes lists the names of user's per-user volumes made by this agent.
+func (e *Engine) UserVolumes(ctx context.Context, user string) ([]string, error) {
+	if !nameRE.MatchString(user) {
+		return nil, fmt.Errorf("%w: user %q is malformed", ErrInvalid, user)
+	}
+	res, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: e.filter().Add("label", LabelUser+"="+user)})
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	names := make([]string, 0, len(res.Items))
+	for _, v := range res.Items {
+		names = append(names, v.Name)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Clear removes every container of this agent carrying an instance label,
+// and nothing else. Per-user volumes and the network stay.
+func (e *Engine) Clear(ctx context.Context) (int, error) {
+	cs, err := e.List(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("clear: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, c := range cs {
+		if err := e.remove(ctx, c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}

@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/e-mission/upc/internal/httpx"
+)
+
+// maxBody bounds agent requests: a launch request is a few hundred bytes.
+const maxBody = 256 << 10
+
+// Handler serves e over HTTP for a router on another machine.
+func Handler(e *Engine, logger *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	h := func(pattern string, f httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(logger, f)) }
+	h("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
+		if err := e.Ping(r.Context()); err != nil {
+			return &httpx.Error{Code: http.StatusServiceUnavailable, Msg: "docker engine does not answer", Err: err}
+		}
+		return httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	h("POST /v1/network", func(w http.ResponseWriter, r *http.Request) error {
+		if err := emptyBody(w, r); err != nil {
+			return err
+		}
+		n, err := e.EnsureNetwork(r.Context())
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, n)
+	})
+	h("POST /v1/containers", func(w http.ResponseWriter, r *http.Request) error {
+		var req LaunchRequest
+		if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
+			return err
+		}
+		c, err := e.Launch(r.Context(), req)
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusCreated, c)
+	})
+	h("GET /v1/containers", func(w http.ResponseWriter, r *http.Request) error {
+		cs, err := e.List(r.Context())
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, ContainerList{Containers: cs})
+	})
+	op := func(f func(*Engine, context.Context, string) error) httpx.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			if err := emptyBody(w, r); err != nil {
+				return err
+			}
+			if err := f(e, r.Context(), r.PathValue("instance")); err != nil {
+				return status(err)
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+	}
+	h("POST /v1/containers/{instance}/pause", op((*Engine).Pause))
+	h("POST /v1/containers/{instance}/unpause", op((*Engine).Unpause))
+	h("DELETE /v1/containers/{instance}", op((*Engine).Remove))
+	h("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) error {
+		vs, err := e.UserVolumes(r.Context(), r.URL.Query().Get("user"))
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, VolumeList{Volumes: vs})
+	})
+	h("POST /v1/clear", func(w http.ResponseWriter, r *http.Request) error {
+		if err := emptyBody(w, r); err != nil {
+			return err
+		}
+		n, err := e.Clear(r.Context())
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, ClearResult{Removed: n})
+	})
+	return mux
+}
+
+func emptyBody(w http.ResponseWriter, r *http.Request) error {
+	var v struct{}
+	return httpx.Decode(w, r, &v, httpx.DecodeOptions{MaxBody: maxBody, AllowEmpty: true})
+}
+
+func status(err error) error {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	}
+	// The agent's only caller is the router, which reports the message on.
+	return &httpx.Error{Code: code, Msg: err.Error(), Err: err}
+}

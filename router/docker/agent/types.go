@@ -1,0 +1,139 @@
+// Package agent is UPC's machine agent (the original swarm.py): it drives one
+// machine's Docker Engine through the Docker SDK — the network, per-instance
+// containers with upc.* labels and a host port Docker allocates, per-user
+// volumes, pause, unpause, removal, listing and clearing of only what carries
+// UPC's labels. Engine does the work in process; Handler serves it over HTTP
+// and Client calls that server, so the router drives local and remote
+// machines through the same methods.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Labels UPC puts on what it creates. Listing, clearing and a router's
+// rebuild after a restart read them back.
+const (
+	LabelInstance = "upc.instance"
+	LabelService  = "upc.service"
+	LabelUser     = "upc.user"
+	LabelImage    = "upc.image"
+	LabelPort     = "upc.port"
+	LabelVolume   = "upc.volume"
+	LabelNetwork  = "upc.network"
+	// LabelAgent names the agent that made a container or volume. An agent
+	// lists, clears and adopts only its own, so several agents (or tests
+	// beside a real deployment) can share one engine.
+	LabelAgent = "upc.agent"
+)
+
+// LaunchRequest describes one instance to start.
+type LaunchRequest struct {
+	Instance  string            `json:"instance"`
+	Service   string            `json:"service"`
+	User      string            `json:"user"`
+	Image     string            `json:"image"`
+	Digest    string            `json:"digest,omitempty"` // image ID to run instead of Image
+	Port      int               `json:"port"`
+	Env       map[string]string `json:"env,omitempty"`
+	CPUMillis int               `json:"cpu_millis,omitempty"`
+	MemoryMB  int               `json:"memory_mb,omitempty"`
+	Volumes   []Volume          `json:"volumes,omitempty"`
+	// Labels are extra labels (tests add upc.test=1).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Volume is a mount; PerUser volumes are named for the user and outlive the
+// container, the others are removed with it.
+type Volume struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	PerUser bool   `json:"per_user,omitempty"`
+}
+
+// Container is what the agent reports about one instance.
+type Container struct {
+	Instance    string    `json:"instance"`
+	Service     string    `json:"service"`
+	User        string    `json:"user"`
+	Address     string    `json:"address"` // http://advertise:hostport, empty when not published
+	Image       string    `json:"image"`
+	Digest      string    `json:"digest"` // image ID the container runs
+	State       string    `json:"state"`  // Docker's: running, paused, exited, created, dead...
+	Created     time.Time `json:"created"`
+	ContainerID string    `json:"container_id"`
+}
+
+// ContainerList answers GET /v1/containers.
+type ContainerList struct {
+	Containers []Container `json:"containers"`
+}
+
+// NetworkInfo answers POST /v1/network.
+type NetworkInfo struct {
+	Network string `json:"network"`
+	ID      string `json:"id"`
+	Gateway string `json:"gateway"`
+}
+
+// VolumeList answers GET /v1/volumes?user=.
+type VolumeList struct {
+	Volumes []string `json:"volumes"`
+}
+
+// ClearResult answers POST /v1/clear.
+type ClearResult struct {
+	Removed int `json:"removed"`
+}
+
+var (
+	// ErrNotFound: no container carries that instance label.
+	ErrNotFound = errors.New("no such instance")
+	// ErrInvalid: the request is malformed.
+	ErrInvalid = errors.New("invalid request")
+)
+
+var (
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	volRE  = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+)
+
+// Validate reports every problem with r at once.
+func (r LaunchRequest) Validate() error {
+	var errs []error
+	for _, f := range []struct{ name, v string }{{"instance", r.Instance}, {"service", r.Service}, {"user", r.User}} {
+		if !nameRE.MatchString(f.v) {
+			errs = append(errs, fmt.Errorf("%s: %q must be 1-63 letters, digits, '_', '.' or '-'", f.name, f.v))
+		}
+	}
+	if r.Image == "" && r.Digest == "" {
+		errs = append(errs, errors.New("image: required"))
+	}
+	if r.Port < 1 || r.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port: %d is not a port (1-65535)", r.Port))
+	}
+	if r.CPUMillis < 0 || r.MemoryMB < 0 {
+		errs = append(errs, errors.New("cpu_millis, memory_mb: must not be negative"))
+	}
+	for i, v := range r.Volumes {
+		if !volRE.MatchString(v.Name) {
+			errs = append(errs, fmt.Errorf("volumes[%d].name: %q must be lowercase letters, digits and dashes", i, v.Name))
+		}
+		if len(v.Path) == 0 || v.Path[0] != '/' {
+			errs = append(errs, fmt.Errorf("volumes[%d].path: %q must be absolute", i, v.Path))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// VolumeName is the Docker volume holding user's per-user volume vol on the
+// agent named agentName.
+func VolumeName(agentName, user, vol string) string {
+	return "upc-" + agentName + "-" + user + "-" + vol
+}

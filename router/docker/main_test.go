@@ -1,0 +1,141 @@
+package docker_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/router"
+	"github.com/e-mission/upc/router/docker"
+	"github.com/e-mission/upc/router/docker/agent"
+	"github.com/e-mission/upc/router/docker/testimage"
+)
+
+// These tests need the Docker Engine at /var/run/docker.sock; they fail
+// (not skip) without it.
+
+var (
+	cli     *client.Client
+	imageID string
+)
+
+const imageRef = "upc-test/router-server:test"
+
+func TestMain(m *testing.M) {
+	// The project's settings for testcontainers (see the Makefile), in case a
+	// test here or a package it imports starts one.
+	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx := context.Background()
+	var err error
+	if cli, err = agent.NewClientFromEnv(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if imageID, err = testimage.Build(ctx, cli, imageRef); err != nil {
+		fmt.Fprintln(os.Stderr, "build the test image:", err)
+		return 1
+	}
+	defer testimage.Remove(ctx, cli, imageRef)
+	return m.Run()
+}
+
+func randName(prefix string) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// deployment is one isolated test deployment: its own network, and agents
+// whose names start with its prefix; removed when the test ends.
+type deployment struct {
+	prefix, network string
+	agents          *[]string
+}
+
+func newDeployment(t testing.TB) deployment {
+	d := deployment{prefix: randName("t"), network: randName("upc-test-"), agents: new([]string)}
+	t.Cleanup(func() { d.cleanup(t) })
+	return d
+}
+
+func (d deployment) cleanup(t testing.TB) {
+	ctx := context.Background()
+	for _, name := range *d.agents {
+		f := make(client.Filters).Add("label", agent.LabelAgent+"="+name)
+		cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		for _, c := range cs.Items {
+			cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		}
+		vs, _ := cli.VolumeList(ctx, client.VolumeListOptions{Filters: f})
+		for _, v := range vs.Items {
+			if _, err := cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+				t.Errorf("cleanup volume %s: %v", v.Name, err)
+			}
+		}
+	}
+	ns, _ := cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", d.network)})
+	for _, n := range ns.Items {
+		if n.Name == d.network {
+			if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil {
+				t.Errorf("cleanup network %s: %v", n.Name, err)
+			}
+		}
+	}
+}
+
+// engine is an in-process agent named d.prefix+"-"+name.
+func (d deployment) engine(t testing.TB, name string) *agent.Engine {
+	full := d.prefix + "-" + name
+	if !slices.Contains(*d.agents, full) {
+		*d.agents = append(*d.agents, full)
+	}
+	e, err := agent.NewEngine(cli, agent.Options{
+		Network: d.network, Name: full, NetworkLabels: map[string]string{"upc.test": "1"},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// agentServer runs agent name as an HTTP server.
+func (d deployment) agentServer(t testing.TB, name string) *httptest.Server {
+	srv := httptest.NewServer(agent.Handler(d.engine(t, name), slog.New(slog.DiscardHandler)))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func agentClient(t testing.TB, url string) *agent.Client {
+	c, err := agent.NewClient(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func backend(t testing.TB, ms ...docker.Machine) *docker.Backend {
+	b, err := docker.New(ms, docker.Options{Labels: map[string]string{"upc.test": "1"}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var _ router.Backend = (*docker.Backend)(nil)

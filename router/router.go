@@ -1,0 +1,392 @@
+package router
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/e-mission/upc/conf"
+)
+
+// Options configure a Router. Backend and Catalog are required.
+type Options struct {
+	Backend Backend
+	Catalog *conf.Catalog
+	Logger  *slog.Logger
+	// HealthTimeout bounds how long a launch waits for the new instance to
+	// answer its health path before removing it. Default 30s.
+	HealthTimeout time.Duration
+	// HTTPClient probes instances' health paths. Default: a client with a
+	// 2s per-request timeout.
+	HTTPClient *http.Client
+}
+
+// Router is the service router's core: it launches catalog services for
+// users on its backend, tracks the instances, and rebuilds that view from
+// the backend's labels after a restart.
+type Router struct {
+	backend       Backend
+	catalog       *conf.Catalog
+	logger        *slog.Logger
+	healthTimeout time.Duration
+	client        *http.Client
+	placer        placer
+
+	mu        sync.RWMutex
+	instances map[ID]Instance
+}
+
+// New checks opts and builds a Router with an empty view; call Rebuild to
+// adopt what the backend already runs.
+func New(opts Options) (*Router, error) {
+	var errs []error
+	if opts.Backend == nil {
+		errs = append(errs, errors.New("router: no backend"))
+	}
+	if opts.Catalog == nil {
+		errs = append(errs, errors.New("router: no catalog"))
+	} else if err := opts.Catalog.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("router: catalog: %w", err))
+	}
+	if opts.HealthTimeout < 0 {
+		errs = append(errs, fmt.Errorf("router: health timeout %s is negative", opts.HealthTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	r := &Router{
+		backend:       opts.Backend,
+		catalog:       opts.Catalog,
+		logger:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
+		healthTimeout: cmp.Or(opts.HealthTimeout, 30*time.Second),
+		client:        opts.HTTPClient,
+		instances:     map[ID]Instance{},
+	}
+	if r.client == nil {
+		r.client = &http.Client{Timeout: 2 * time.Second}
+	}
+	return r, nil
+}
+
+var (
+	userRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	idRE   = regexp.MustCompile(`^[a-f0-9]{12}$`)
+)
+
+// ValidUser reports whether user may name a user: it becomes part of
+// container, volume and pod names, so it is restricted to what all accept.
+func ValidUser(user string) error {
+	if !userRE.MatchString(user) {
+		return fmt.Errorf("%w: user %q must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", ErrInvalid, user)
+	}
+	return nil
+}
+
+// ValidID reports whether id has the shape of an instance ID.
+func ValidID(id string) error {
+	if !idRE.MatchString(id) {
+		return fmt.Errorf("%w: instance id %q must be 12 lowercase hex digits", ErrInvalid, id)
+	}
+	return nil
+}
+
+func newID() ID {
+	var b [6]byte
+	rand.Read(b[:])
+	return ID(hex.EncodeToString(b[:]))
+}
+
+// Rebuild replaces the router's view with what the backend reports, and
+// removes leftovers no one owns: instances that no longer run (a launch cut
+// short by a crash) or that lack a user or service label.
+func (r *Router) Rebuild(ctx context.Context) error {
+	all, err := r.backend.List(ctx)
+	if err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	view := map[ID]Instance{}
+	for _, in := range all {
+		if in.State == StateDead || in.User == "" || in.Service == "" {
+			r.logger.Info("removing leftover", "instance", in.ID, "service", in.Service, "user", in.User, "state", in.State)
+			if err := r.backend.Destroy(ctx, in.ID); err != nil && !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("rebuild: remove leftover %s: %w", in.ID, err)
+			}
+			continue
+		}
+		view[in.ID] = in
+	}
+	r.mu.Lock()
+	r.instances = view
+	r.mu.Unlock()
+	r.logger.Info("rebuilt view from labels", "instances", len(view), "listed", len(all))
+	return nil
+}
+
+// Lookup finds a catalog service by name or alias.
+func (r *Router) Lookup(service string) (conf.Service, error) {
+	svc, ok := r.catalog.Lookup(service)
+	if !ok {
+		return conf.Service{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownService, service, strings.Join(r.catalog.Names(), ", "))
+	}
+	return svc, nil
+}
+
+// Launch starts service for user and returns once it answers its health
+// path. An instance that never answers is removed and the error says why.
+func (r *Router) Launch(ctx context.Context, service, user string) (Instance, error) {
+	svc, err := r.Lookup(service)
+	if err != nil {
+		return Instance{}, err
+	}
+	if err := ValidUser(user); err != nil {
+		return Instance{}, err
+	}
+	spec := Spec{
+		ID:        newID(),
+		Service:   svc.Name,
+		User:      user,
+		Image:     svc.Image,
+		Digest:    svc.Digest,
+		Port:      svc.Port,
+		Health:    svc.Health,
+		Env:       svc.Env,
+		Resources: svc.Resources,
+		Volumes:   svc.Volumes,
+	}
+	if ms, ok := r.backend.(Machines); ok {
+		machine, err := r.place(ctx, ms, spec)
+		if err != nil {
+			return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, user, err)
+		}
+		spec.Machine = machine
+	}
+	start := time.Now()
+	in, err := r.backend.Launch(ctx, spec)
+	if err != nil {
+		return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, user, err)
+	}
+	started := time.Since(start)
+	if err := r.waitHealthy(ctx, in.Address+svc.Health); err != nil {
+		// The caller's context may be what ended the wait: still clean up.
+		if derr := r.backend.Destroy(context.WithoutCancel(ctx), in.ID); derr != nil && !errors.Is(derr, ErrNotFound) {
+			err = errors.Join(err, fmt.Errorf("remove unhealthy instance: %w", derr))
+		}
+		return Instance{}, fmt.Errorf("launch %s for %s on %s: %w", svc.Name, user, in.Machine, err)
+	}
+	r.mu.Lock()
+	r.instances[in.ID] = in
+	r.mu.Unlock()
+	r.logger.Info("launched", "instance", in.ID, "service", in.Service, "user", user, "machine", in.Machine,
+		"address", in.Address, "started", started, "ready", time.Since(start))
+	return in, nil
+}
+
+// place picks the machine for spec: the one holding the user's data if the
+// service has per-user volumes and that machine is up, else by weight among
+// the machines that are up.
+func (r *Router) place(ctx context.Context, ms Machines, spec Spec) (string, error) {
+	machines := ms.Machines(ctx)
+	if ud, ok := r.backend.(UserData); ok && slices.ContainsFunc(spec.Volumes, func(v conf.Volume) bool { return v.PerUser }) {
+		m, found, err := ud.MachineWithData(ctx, spec.User)
+		if err != nil {
+			return "", fmt.Errorf("find %s's data: %w", spec.User, err)
+		}
+		if found && slices.ContainsFunc(machines, func(x Machine) bool { return x.Name == m && x.Up }) {
+			return m, nil
+		}
+	}
+	m, ok := r.placer.pick(machines)
+	if !ok {
+		return "", ErrNoMachine
+	}
+	return m, nil
+}
+
+// waitHealthy polls url with a bounded exponential backoff until it answers
+// 2xx, the health timeout passes, or ctx ends.
+func (r *Router) waitHealthy(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, r.healthTimeout)
+	defer cancel()
+	delay := 2 * time.Millisecond
+	var last error
+	for {
+		last = r.probe(ctx, url)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w at %s within %s: last probe: %v", ErrUnhealthy, url, r.healthTimeout, last)
+		case <-time.After(delay):
+		}
+		delay = min(delay*3/2, 100*time.Millisecond)
+	}
+}
+
+func (r *Router) probe(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
+}
+
+// Get returns the instance with the given id.
+func (r *Router) Get(id ID) (Instance, error) {
+	if err := ValidID(string(id)); err != nil {
+		return Instance{}, err
+	}
+	r.mu.RLock()
+	in, ok := r.instances[id]
+	r.mu.RUnlock()
+	if !ok {
+		return Instance{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return in, nil
+}
+
+// ByAddress finds the instance serving address (the original API's handle).
+func (r *Router) ByAddress(address string) (Instance, error) {
+	address = strings.TrimRight(strings.TrimSpace(address), "/")
+	if address == "" {
+		return Instance{}, fmt.Errorf("%w: address is empty", ErrInvalid)
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, in := range r.instances {
+		if in.Address == address {
+			return in, nil
+		}
+	}
+	return Instance{}, fmt.Errorf("%w: no instance at address %q", ErrNotFound, address)
+}
+
+// Pause freezes an instance; it keeps its address and data.
+func (r *Router) Pause(ctx context.Context, id ID) error {
+	return r.transition(ctx, id, "pause", r.backend.Pause, StatePaused)
+}
+
+// Resume unfreezes a paused instance.
+func (r *Router) Resume(ctx context.Context, id ID) error {
+	return r.transition(ctx, id, "resume", r.backend.Resume, StateRunning)
+}
+
+func (r *Router) transition(ctx context.Context, id ID, verb string, op func(context.Context, ID) error, to State) error {
+	if _, err := r.Get(id); err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	if err := op(ctx, id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			r.forget(id)
+		}
+		return fmt.Errorf("%s %s: %w", verb, id, err)
+	}
+	r.mu.Lock()
+	if in, ok := r.instances[id]; ok {
+		in.State = to
+		r.instances[id] = in
+	}
+	r.mu.Unlock()
+	r.logger.Info(verb, "instance", id)
+	return nil
+}
+
+// Delete removes an instance. Per-user volumes stay.
+func (r *Router) Delete(ctx context.Context, id ID) error {
+	if _, err := r.Get(id); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := r.backend.Destroy(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("delete %s: %w", id, err)
+	}
+	r.forget(id)
+	r.logger.Info("deleted", "instance", id)
+	return nil
+}
+
+func (r *Router) forget(id ID) {
+	r.mu.Lock()
+	delete(r.instances, id)
+	r.mu.Unlock()
+}
+
+// List returns the known instances, all or one user's, oldest first.
+func (r *Router) List(user string) ([]Instance, error) {
+	if user != "" {
+		if err := ValidUser(user); err != nil {
+			return nil, err
+		}
+	}
+	r.mu.RLock()
+	out := make([]Instance, 0, len(r.instances))
+	for _, in := range r.instances {
+		if user == "" || in.User == user {
+			out = append(out, in)
+		}
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Instance) int {
+		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// Clear removes every UPC instance the backend holds (only labelled ones),
+// known to this router or not. Per-user volumes stay.
+func (r *Router) Clear(ctx context.Context) (int, error) {
+	n := 0
+	if c, ok := r.backend.(Clearer); ok {
+		removed, err := c.Clear(ctx)
+		if err != nil {
+			return removed, fmt.Errorf("clear: %w", err)
+		}
+		n = removed
+	} else {
+		all, err := r.backend.List(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("clear: %w", err)
+		}
+		for _, in := range all {
+			if err := r.backend.Destroy(ctx, in.ID); err != nil && !errors.Is(err, ErrNotFound) {
+				return n, fmt.Errorf("clear: %w", err)
+			}
+			n++
+		}
+	}
+	r.mu.Lock()
+	r.instances = map[ID]Instance{}
+	r.mu.Unlock()
+	r.logger.Info("cleared", "removed", n)
+	return n, nil
+}
+
+// SetupNetworks prepares the backend's networks, where it has any.
+func (r *Router) SetupNetworks(ctx context.Context) ([]string, error) {
+	ns, ok := r.backend.(NetworkSetup)
+	if !ok {
+		return []string{}, nil
+	}
+	ms, err := ns.SetupNetworks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("setup networks: %w", err)
+	}
+	return ms, nil
+}

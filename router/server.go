@@ -1,0 +1,234 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/router/api"
+)
+
+// MaxBody bounds request bodies: the router's requests are a few fields.
+const MaxBody = 64 << 10
+
+// Handler serves the versioned API (/v1/...) and, beside it, the original
+// service router's endpoints with their original shapes, so the original
+// client scripts keep working.
+func Handler(r *Router, logger *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	h := func(pattern string, f httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(logger, f)) }
+
+	mux.HandleFunc("GET /healthz", httpx.Healthz)
+	h("POST /v1/instances", r.handleLaunch)
+	h("GET /v1/instances", r.handleList)
+	h("GET /v1/instances/{id}", r.handleGet)
+	h("POST /v1/instances/{id}/pause", r.handleOp(r.Pause))
+	h("POST /v1/instances/{id}/resume", r.handleOp(r.Resume))
+	h("DELETE /v1/instances/{id}", r.handleDelete)
+	h("POST /v1/clear", r.handleClear)
+	h("POST /v1/networks", r.handleNetworks)
+
+	// The original endpoints (service_router/router.py).
+	h("POST /service_request", r.handleServiceRequest)
+	h("POST /pause", r.handleLegacyOp(r.Pause))
+	h("POST /unpause", r.handleLegacyOp(r.Resume))
+	h("POST /kill", r.handleLegacyOp(r.Delete))
+	h("POST /clear_containers", func(w http.ResponseWriter, req *http.Request) error {
+		if _, err := r.Clear(req.Context()); err != nil {
+			return status(err, false)
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	h("POST /setup_networks", func(w http.ResponseWriter, req *http.Request) error {
+		if _, err := r.SetupNetworks(req.Context()); err != nil {
+			return status(err, false)
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	return mux
+}
+
+// status maps core errors to HTTP answers. The original router answered 403
+// for an unknown service and for an instance that never came up; legacy
+// keeps those codes.
+func status(err error, legacy bool) error {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, ErrUnknownService):
+		code = http.StatusBadRequest
+		if legacy {
+			code = http.StatusForbidden
+		}
+	case errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrNoMachine):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, ErrUnhealthy):
+		code = http.StatusBadGateway
+		if legacy {
+			code = http.StatusForbidden
+		}
+	}
+	// The router's callers are its operators' tools: the message helps them
+	// and holds nothing secret, so 5xx messages are sent too.
+	return &httpx.Error{Code: code, Msg: err.Error(), Err: err}
+}
+
+func wire(in Instance) api.Instance {
+	return api.Instance{
+		ID: string(in.ID), Service: in.Service, User: in.User, Address: in.Address,
+		Image: in.Image, Digest: in.Digest, Machine: in.Machine, State: string(in.State), Created: in.Created,
+	}
+}
+
+func (r *Router) handleLaunch(w http.ResponseWriter, req *http.Request) error {
+	var body api.LaunchRequest
+	if err := httpx.Decode(w, req, &body, httpx.DecodeOptions{MaxBody: MaxBody}); err != nil {
+		return err
+	}
+	var errs []error
+	if body.Service == "" {
+		errs = append(errs, errors.New("service: required"))
+	}
+	if body.User == "" {
+		errs = append(errs, errors.New("user: required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return httpx.BadRequest("%v", err)
+	}
+	in, err := r.Launch(req.Context(), body.Service, body.User)
+	if err != nil {
+		return status(err, false)
+	}
+	return httpx.WriteJSON(w, http.StatusCreated, wire(in))
+}
+
+func (r *Router) handleList(w http.ResponseWriter, req *http.Request) error {
+	q := req.URL.Query()
+	for k := range q {
+		if k != "user" {
+			return httpx.BadRequest("unknown query parameter %q (known: user)", k)
+		}
+	}
+	ins, err := r.List(q.Get("user"))
+	if err != nil {
+		return status(err, false)
+	}
+	out := api.InstanceList{Instances: make([]api.Instance, len(ins))}
+	for i, in := range ins {
+		out.Instances[i] = wire(in)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+func (r *Router) handleGet(w http.ResponseWriter, req *http.Request) error {
+	in, err := r.Get(ID(req.PathValue("id")))
+	if err != nil {
+		return status(err, false)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, wire(in))
+}
+
+func (r *Router) handleOp(op func(ctx context.Context, id ID) error) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) error {
+		if err := noBody(w, req); err != nil {
+			return err
+		}
+		id := ID(req.PathValue("id"))
+		if err := op(req.Context(), id); err != nil {
+			return status(err, false)
+		}
+		in, err := r.Get(id)
+		if err != nil {
+			return status(err, false)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, wire(in))
+	}
+}
+
+func (r *Router) handleDelete(w http.ResponseWriter, req *http.Request) error {
+	if err := r.Delete(req.Context(), ID(req.PathValue("id"))); err != nil {
+		return status(err, false)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (r *Router) handleClear(w http.ResponseWriter, req *http.Request) error {
+	if err := noBody(w, req); err != nil {
+		return err
+	}
+	n, err := r.Clear(req.Context())
+	if err != nil {
+		return status(err, false)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.ClearResult{Removed: n})
+}
+
+func (r *Router) handleNetworks(w http.ResponseWriter, req *http.Request) error {
+	if err := noBody(w, req); err != nil {
+		return err
+	}
+	ms, err := r.SetupNetworks(req.Context())
+	if err != nil {
+		return status(err, false)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.NetworksResult{Machines: ms})
+}
+
+// noBody accepts an empty body or an empty JSON object, nothing else.
+func noBody(w http.ResponseWriter, req *http.Request) error {
+	var v struct{}
+	return httpx.Decode(w, req, &v, httpx.DecodeOptions{MaxBody: MaxBody, AllowEmpty: true})
+}
+
+// handleServiceRequest is the original POST /service_request: {"service":
+// "PM"} → {"address": "http://host:port"}. The original had no users; a
+// request without one gets a user of its own ("legacy-<id>"), so two such
+// PMs never share a per-user volume.
+func (r *Router) handleServiceRequest(w http.ResponseWriter, req *http.Request) error {
+	var body api.ServiceRequest
+	// The original (bottle) ignored fields it did not read.
+	if err := httpx.Decode(w, req, &body, httpx.DecodeOptions{MaxBody: MaxBody, AllowUnknown: true}); err != nil {
+		return err
+	}
+	if body.Service == "" {
+		return httpx.BadRequest(`service: required, e.g. {"service": "PM"}`)
+	}
+	user := body.User
+	if user == "" {
+		user = "legacy-" + string(newID())
+	}
+	in, err := r.Launch(req.Context(), body.Service, user)
+	if err != nil {
+		return status(err, true)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.AddressResponse{Address: in.Address})
+}
+
+// handleLegacyOp is the original /pause, /unpause and /kill: {"address":
+// ...} → 200 with an empty body.
+func (r *Router) handleLegacyOp(op func(ctx context.Context, id ID) error) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) error {
+		var body api.AddressRequest
+		if err := httpx.Decode(w, req, &body, httpx.DecodeOptions{MaxBody: MaxBody, AllowUnknown: true}); err != nil {
+			return err
+		}
+		in, err := r.ByAddress(body.Address)
+		if err != nil {
+			return status(fmt.Errorf("address: %w", err), true)
+		}
+		if err := op(req.Context(), in.ID); err != nil {
+			return status(err, true)
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+}
