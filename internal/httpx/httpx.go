@@ -88,6 +88,7 @@ type DecodeOptions struct {
 	MaxBody      int64 // 0 means DefaultMaxBody
 	AllowUnknown bool  // accept fields the target does not declare
 	AllowEmpty   bool  // an empty body decodes to the zero value
+	UseNumber    bool  // numbers in interface values decode as json.Number (exact)
 }
 
 // Decode reads one JSON value from the request body into v. Bodies over the
@@ -102,6 +103,9 @@ func Decode(w http.ResponseWriter, r *http.Request, v any, opts DecodeOptions) e
 	dec := json.NewDecoder(body)
 	if !opts.AllowUnknown {
 		dec.DisallowUnknownFields()
+	}
+	if opts.UseNumber {
+		dec.UseNumber()
 	}
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err, limit, opts.AllowEmpty)

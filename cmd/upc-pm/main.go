@@ -1,0 +1,32 @@
+// Command upc-pm is the permission manager of a user's private cloud: it
+// holds the user's data encrypted at rest, unsealed by their key, and their
+// privacy budget.
+//
+// Configuration (flags override the environment):
+//
+//	UPC_PM_ADDR    listen address (default :8080)
+//	UPC_PM_DATA    data directory, the only place it writes (default /data)
+//	UPC_PM_BUDGET  a new volume's privacy budget (default 1.0)
+//	UPC_PM_KDF_MEMORY_MIB, UPC_PM_KDF_TIME  Argon2id costs for a new volume
+//	UPC_PM_MAX_BODY_MIB  request body limit (default 64)
+//	UPC_PM_NOSYNC  "true" skips fsync (throwaway clouds, benchmarks)
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/e-mission/upc/services/pm"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := pm.Main(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "upc-pm:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,320 @@
+package pm
+
+import (
+	"net/http"
+
+	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/services/pm/api"
+	"github.com/e-mission/upc/services/pm/query"
+	"github.com/e-mission/upc/services/pm/store"
+)
+
+// readQuery compiles what /data/find, find_one, count and distinct share.
+func (s *Server) readQuery(w http.ResponseWriter, r *http.Request) (api.FindRequest, string, string, *query.Filter, store.FindOptions, error) {
+	var req api.FindRequest
+	var o store.FindOptions
+	if err := s.decode(w, r, &req); err != nil {
+		return req, "", "", nil, o, err
+	}
+	db, coll, err := target(req.StageName, req.Database, req.Collection, req.Indices)
+	if err != nil {
+		return req, "", "", nil, o, err
+	}
+	f, err := compileFilter(req.Filter, "filter")
+	if err != nil {
+		return req, "", "", nil, o, err
+	}
+	if req.Skip < 0 {
+		return req, "", "", nil, o, httpx.BadRequest("skip must be ≥ 0")
+	}
+	o.Skip, o.Limit = req.Skip, req.Limit
+	if o.Limit < 0 { // pymongo: a negative limit is a single batch of |limit|
+		o.Limit = -o.Limit
+	}
+	for _, k := range req.Sort {
+		o.Sort = append(o.Sort, query.SortKey{Path: k.Field, Desc: k.Dir < 0})
+	}
+	if o.Projection, err = query.CompileProjection(req.Projection); err != nil {
+		return req, "", "", nil, o, httpx.BadRequest("%v", err)
+	}
+	return req, db, coll, f, o, nil
+}
+
+func (s *Server) find(w http.ResponseWriter, r *http.Request) error {
+	_, db, coll, f, o, err := s.readQuery(w, r)
+	if err != nil {
+		return err
+	}
+	docs, _, err := s.st.Find(db, coll, f, o)
+	if err != nil {
+		return err
+	}
+	if docs == nil {
+		docs = []map[string]any{}
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.FindResponse{Data: docs})
+}
+
+func (s *Server) findOne(w http.ResponseWriter, r *http.Request) error {
+	_, db, coll, f, o, err := s.readQuery(w, r)
+	if err != nil {
+		return err
+	}
+	o.Limit = 1
+	docs, _, err := s.st.Find(db, coll, f, o)
+	if err != nil {
+		return err
+	}
+	var out api.FindOneResponse
+	if len(docs) > 0 {
+		out.Data = docs[0]
+	}
+	return httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) count(w http.ResponseWriter, r *http.Request) error {
+	req, db, coll, f, o, err := s.readQuery(w, r)
+	if err != nil {
+		return err
+	}
+	skip, limit := int64(0), int64(0)
+	if req.WithLimitAndSkip {
+		skip, limit = o.Skip, o.Limit
+	}
+	n, err := s.st.Count(db, coll, f, skip, limit)
+	if err != nil {
+		return err
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.CountResponse{Count: n})
+}
+
+func (s *Server) distinct(w http.ResponseWriter, r *http.Request) error {
+	req, db, coll, f, _, err := s.readQuery(w, r)
+	if err != nil {
+		return err
+	}
+	if req.DistinctKey == "" {
+		return httpx.BadRequest("distinct_key is required")
+	}
+	docs, _, err := s.st.Find(db, coll, f, store.FindOptions{})
+	if err != nil {
+		return err
+	}
+	vals, err := query.Distinct(docs, req.DistinctKey)
+	if err != nil {
+		return httpx.BadRequest("distinct_key: %v", err)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.DistinctResponse{Distinct: vals})
+}
+
+// documents checks and normalizes what a client asks to store.
+func documents(v any, many bool, field string) ([]map[string]any, error) {
+	if !many {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, httpx.BadRequest("%s must be a document (JSON object)", field)
+		}
+		if _, err := query.Normalize(m, true); err != nil {
+			return nil, httpx.BadRequest("%s: %v", field, err)
+		}
+		return []map[string]any{m}, nil
+	}
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		return nil, httpx.BadRequest("%s must be a non-empty list of documents", field)
+	}
+	out := make([]map[string]any, len(list))
+	for i, e := range list {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil, httpx.BadRequest("%s[%d] must be a document (JSON object)", field, i)
+		}
+		if _, err := query.Normalize(m, true); err != nil {
+			return nil, httpx.BadRequest("%s[%d]: %v", field, i, err)
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+func (s *Server) insert(w http.ResponseWriter, r *http.Request) error {
+	var req api.InsertRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	db, coll, err := target(req.StageName, req.Database, req.Collection, req.Indices)
+	if err != nil {
+		return err
+	}
+	docs, err := documents(req.Data, req.IsMany, "data")
+	if err != nil {
+		return err
+	}
+	ids, err := s.st.Insert(db, coll, docs)
+	if err != nil {
+		return err
+	}
+	out := api.InsertResponse{Acknowledged: true}
+	if req.IsMany {
+		out.InsertedIDs = ids
+	} else {
+		out.InsertedID = ids[0]
+	}
+	return httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) insertDeprecated(w http.ResponseWriter, r *http.Request) error {
+	var req api.InsertDeprecatedRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	db, coll, err := target(req.StageName, req.Database, req.Collection, req.Indices)
+	if err != nil {
+		return err
+	}
+	_, many := req.DocOrDocs.([]any)
+	docs, err := documents(req.DocOrDocs, many, "doc_or_docs")
+	if err != nil {
+		return err
+	}
+	ids, err := s.st.Insert(db, coll, docs)
+	if err != nil {
+		return err
+	}
+	if many {
+		return httpx.WriteJSON(w, http.StatusOK, api.DeprecatedResponse{Resp: ids})
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.DeprecatedResponse{Resp: ids[0]})
+}
+
+// rawUpdate is pymongo's raw_result of an update.
+func rawUpdate(res store.UpdateResult) map[string]any {
+	n := res.Matched
+	raw := map[string]any{"n": n, "nModified": res.Modified, "ok": 1.0, "updatedExisting": res.Matched > 0}
+	if res.UpsertedID != nil {
+		raw["n"] = 1
+		raw["upserted"] = res.UpsertedID
+	}
+	return raw
+}
+
+func (s *Server) doUpdate(w http.ResponseWriter, r *http.Request, replace bool) error {
+	var req api.UpdateRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	db, coll, err := target(req.StageName, req.Database, req.Collection, req.Indices)
+	if err != nil {
+		return err
+	}
+	f, err := compileFilter(req.Query, "query")
+	if err != nil {
+		return err
+	}
+	if req.Data == nil {
+		return httpx.BadRequest("data (the update document) is required")
+	}
+	u, err := query.CompileUpdate(req.Data, replace, false)
+	if err != nil {
+		return httpx.BadRequest("data: %v", err)
+	}
+	many := req.IsMany && !replace
+	res, err := s.st.Update(db, coll, f, u, many, req.Upsert)
+	if err != nil {
+		return err
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.UpdateResponse{
+		Acknowledged: true, MatchedCount: res.Matched, ModifiedCount: res.Modified,
+		RawResult: rawUpdate(res), UpsertedID: res.UpsertedID,
+	})
+}
+
+func (s *Server) update(w http.ResponseWriter, r *http.Request) error { return s.doUpdate(w, r, false) }
+func (s *Server) replaceOne(w http.ResponseWriter, r *http.Request) error {
+	return s.doUpdate(w, r, true)
+}
+
+func (s *Server) updateDeprecated(w http.ResponseWriter, r *http.Request) error {
+	var req api.UpdateDeprecatedRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	db, coll, err := target(req.StageName, req.Database, req.Collection, req.Indices)
+	if err != nil {
+		return err
+	}
+	f, err := compileFilter(req.Spec, "spec")
+	if err != nil {
+		return err
+	}
+	if req.Document == nil {
+		return httpx.BadRequest("document is required")
+	}
+	u, err := query.CompileUpdate(req.Document, false, true)
+	if err != nil {
+		return httpx.BadRequest("document: %v", err)
+	}
+	if req.Multi && u.IsReplacement() {
+		return httpx.BadRequest("multi updates need operators such as $set, not a replacement document")
+	}
+	res, err := s.st.Update(db, coll, f, u, req.Multi, req.Upsert)
+	if err != nil {
+		return err
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.DeprecatedResponse{Resp: rawUpdate(res)})
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
+	var req api.DeleteRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	db, coll, err := target(req.StageName, req.Database, req.Collection, req.Indices)
+	if err != nil {
+		return err
+	}
+	f, err := compileFilter(req.Query, "query")
+	if err != nil {
+		return err
+	}
+	n, err := s.st.Delete(db, coll, f, req.IsMany)
+	if err != nil {
+		return err
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.DeleteResponse{
+		Acknowledged: true, DeletedCount: n, RawResult: map[string]any{"n": n, "ok": 1.0},
+	})
+}
+
+func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
+	var req api.SpendRequest
+	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: 64 << 10}); err != nil {
+		return err
+	}
+	res, err := s.st.Spend(float64(req.PrivacyCost), req.QueryID, req.Service)
+	if err != nil {
+		return err
+	}
+	s.log.Info("privacy budget", "success", res.Success, "replayed", res.Replayed, "caller", req.Service)
+	return httpx.WriteJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) refund(w http.ResponseWriter, r *http.Request) error {
+	var req api.RefundRequest
+	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: 64 << 10}); err != nil {
+		return err
+	}
+	res, err := s.st.Refund(req.QueryID, req.Reason)
+	if err != nil {
+		return err
+	}
+	return httpx.WriteJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) ledger(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.st.Ledger()
+	if err != nil {
+		return err
+	}
+	return httpx.WriteJSON(w, http.StatusOK, l)
+}

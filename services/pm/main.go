@@ -1,0 +1,91 @@
+package pm
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+
+	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/version"
+	"github.com/e-mission/upc/services/pm/store"
+)
+
+// Config is the service's configuration.
+type Config struct {
+	Addr       string
+	DataDir    string
+	Budget     float64
+	KDF        store.KDFParams
+	MaxBodyMiB int64
+	NoSync     bool
+}
+
+// ParseConfig reads flags over environment variables, returning every
+// problem at once.
+func ParseConfig(args []string, getenv func(string) string) (Config, error) {
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	num := func(k, def string) float64 {
+		f, err := strconv.ParseFloat(env(k, def), 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not a number", k, env(k, def)))
+		}
+		return f
+	}
+	c := Config{KDF: store.DefaultKDF}
+	fs := flag.NewFlagSet("upc-pm", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.Addr, "addr", env("UPC_PM_ADDR", ":8080"), "listen address (UPC_PM_ADDR)")
+	fs.StringVar(&c.DataDir, "data", env("UPC_PM_DATA", "/data"), "data directory (UPC_PM_DATA)")
+	fs.Float64Var(&c.Budget, "budget", num("UPC_PM_BUDGET", "1.0"), "initial privacy budget of a new volume (UPC_PM_BUDGET)")
+	mem := fs.Int64("kdf-memory-mib", int64(num("UPC_PM_KDF_MEMORY_MIB", strconv.Itoa(int(store.DefaultKDF.MemoryKiB/1024)))), "Argon2id memory for a new volume, MiB")
+	tm := fs.Int64("kdf-time", int64(num("UPC_PM_KDF_TIME", strconv.Itoa(int(store.DefaultKDF.Time)))), "Argon2id passes for a new volume")
+	fs.Int64Var(&c.MaxBodyMiB, "max-body-mib", int64(num("UPC_PM_MAX_BODY_MIB", "64")), "request body limit, MiB")
+	fs.BoolVar(&c.NoSync, "nosync", env("UPC_PM_NOSYNC", "false") == "true", "skip fsync (UPC_PM_NOSYNC=true)")
+	if err := fs.Parse(args); err != nil {
+		errs = append(errs, err)
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	if c.Budget < 0 {
+		errs = append(errs, fmt.Errorf("budget must be ≥ 0, not %v", c.Budget))
+	}
+	if c.MaxBodyMiB < 1 {
+		errs = append(errs, fmt.Errorf("max body must be at least 1 MiB"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, fmt.Errorf("data directory is empty"))
+	}
+	c.KDF.MemoryKiB = uint32(*mem * 1024)
+	c.KDF.Time = uint32(*tm)
+	return c, errors.Join(errs...)
+}
+
+// Main runs the service until ctx is done.
+func Main(ctx context.Context, args []string, getenv func(string) string, logOut io.Writer) error {
+	cfg, err := ParseConfig(args, getenv)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(logOut, nil)).With("service", "pm")
+	st, err := store.Open(cfg.DataDir, store.Options{KDF: cfg.KDF, InitialBudget: cfg.Budget, NoSync: cfg.NoSync})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	logger.Info("starting", "version", version.Version, "data", cfg.DataDir, "initialized", st.Initialized())
+	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20})
+	err = httpx.ListenAndServe(ctx, logger, cfg.Addr, srv.Handler())
+	logger.Info("stopped")
+	return err
+}

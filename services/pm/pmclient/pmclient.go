@@ -1,0 +1,291 @@
+// Package pmclient is the typed Go client of the permission manager (PM), the
+// one service of a user's private cloud that holds their key and data.
+//
+// It speaks the same wire protocol as e-mission's Python client library
+// (services/pm/api documents it). Summary:
+//
+//	c := pmclient.New("http://127.0.0.1:8080", nil)
+//	c.Unseal(ctx, secret)                               // POST /cloud/key
+//	ids, _ := c.Insert(ctx, api.DefaultDatabase, api.Timeseries, doc1, doc2)
+//	docs, _ := c.Find(ctx, pmclient.FindRequest{
+//		Database: api.DefaultDatabase, Collection: api.Timeseries,
+//		Filter: map[string]any{"metadata.key": "background/filtered_location",
+//			"data.ts": map[string]any{"$gte": start, "$lte": end}},
+//		Sort: []api.SortField{api.Asc("data.ts")},
+//	})
+//	doc, _ := c.FindOne(ctx, req)                       // nil when nothing matches
+//	res, _ := c.Update(ctx, pmclient.UpdateRequest{..., Query: f,
+//		Data: map[string]any{"$set": m}, Upsert: true}) // IsMany for update_many
+//	res, _ = c.ReplaceOne(ctx, pmclient.UpdateRequest{..., Data: newDoc})
+//	n, _ := c.Delete(ctx, pmclient.DeleteRequest{..., Query: f, IsMany: true})
+//	n, _ = c.Count(ctx, req); vals, _ := c.Distinct(ctx, req, "metadata.key")
+//	ok, _ := c.SpendBudget(ctx, 0.1)                   // POST /privacy_budget
+//	r, _ := c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.1, QueryID: id, Service: "count"})
+//	c.Refund(ctx, id, "service failed"); l, _ := c.Ledger(ctx)
+//
+// Documents come back as map[string]any decoded by encoding/json (numbers are
+// float64); FindInto decodes into any type instead. Every _id, and every other
+// ObjectId, is a 24-hex string; a 24-hex string sent in a document or filter is
+// an ObjectId to the PM, as in the original library. Errors from the PM are
+// *StatusError; IsSealed tells a 403 "sealed" answer apart.
+package pmclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/e-mission/upc/services/pm/api"
+)
+
+// Request types, re-exported so callers need one import for the common case.
+type (
+	FindRequest   = api.FindRequest
+	UpdateRequest = api.UpdateRequest
+	DeleteRequest = api.DeleteRequest
+	SortField     = api.SortField
+)
+
+// Client calls one PM. It is safe for concurrent use.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// New returns a client of the PM at baseURL (scheme://host:port). A nil hc
+// means http.DefaultClient.
+func New(baseURL string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), hc: hc}
+}
+
+// BaseURL is the PM's address.
+func (c *Client) BaseURL() string { return c.base }
+
+// StatusError is a non-2xx answer from the PM.
+type StatusError struct {
+	Op      string
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("pm %s: %d %s: %s", e.Op, e.Code, http.StatusText(e.Code), e.Message)
+}
+
+// ErrSealed matches (errors.Is) a 403 from a PM that has not been unsealed.
+var ErrSealed = errors.New("pm is sealed")
+
+func (e *StatusError) Is(target error) bool {
+	return target == ErrSealed && e.Code == http.StatusForbidden && strings.Contains(e.Message, "sealed")
+}
+
+// IsSealed reports whether err is a PM's "sealed" refusal.
+func IsSealed(err error) bool { return errors.Is(err, ErrSealed) }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("pm %s: encode request: %w", path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("pm %s: %w", path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("pm %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		var eb struct {
+			Error string `json:"error"`
+		}
+		msg := strings.TrimSpace(string(b))
+		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+			msg = eb.Error
+		}
+		return &StatusError{Op: path, Code: resp.StatusCode, Message: msg}
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("pm %s: decode answer: %w", path, err)
+	}
+	return nil
+}
+
+// Unseal gives the PM the user's key (POST /cloud/key). A PM already
+// unsealed, or a wrong key for its volume, answers 403.
+func (c *Client) Unseal(ctx context.Context, key string) error {
+	return c.do(ctx, http.MethodPost, api.PathKey, api.KeyRequest{Key: key}, nil)
+}
+
+// Status reports whether the PM is sealed.
+func (c *Client) Status(ctx context.Context) (api.Status, error) {
+	var s api.Status
+	err := c.do(ctx, http.MethodGet, api.PathStatus, nil, &s)
+	return s, err
+}
+
+// Healthz checks the PM answers.
+func (c *Client) Healthz(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, api.PathHealthz, nil, nil)
+}
+
+// Insert stores docs in db.coll and returns their _ids (generated ObjectIds
+// where a document had none). The batch is all or nothing.
+func (c *Client) Insert(ctx context.Context, db, coll string, docs ...map[string]any) ([]string, error) {
+	if len(docs) == 0 {
+		return nil, nil
+	}
+	var out api.InsertResponse
+	err := c.do(ctx, http.MethodPost, api.PathInsert, api.InsertRequest{
+		Database: db, Collection: coll, Data: docs, IsMany: true,
+	}, &out)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(out.InsertedIDs))
+	for i, id := range out.InsertedIDs {
+		ids[i] = idString(id)
+	}
+	return ids, nil
+}
+
+// idString renders an _id: ObjectIds (and string ids) as they are.
+func idString(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// InsertOne stores one document and returns its _id.
+func (c *Client) InsertOne(ctx context.Context, db, coll string, doc map[string]any) (string, error) {
+	var out api.InsertResponse
+	if err := c.do(ctx, http.MethodPost, api.PathInsert, api.InsertRequest{
+		Database: db, Collection: coll, Data: doc,
+	}, &out); err != nil {
+		return "", err
+	}
+	if out.InsertedID == nil {
+		return "", fmt.Errorf("pm %s: answer has no inserted_id", api.PathInsert)
+	}
+	return idString(out.InsertedID), nil
+}
+
+// Find returns the matching documents.
+func (c *Client) Find(ctx context.Context, req FindRequest) ([]map[string]any, error) {
+	var out api.FindResponse
+	err := c.do(ctx, http.MethodPost, api.PathFind, req, &out)
+	return out.Data, err
+}
+
+// FindInto decodes the matching documents into out, which must point to a
+// slice (of structs, maps, ...).
+func (c *Client) FindInto(ctx context.Context, req FindRequest, out any) error {
+	var raw struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if err := c.do(ctx, http.MethodPost, api.PathFind, req, &raw); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw.Data, out); err != nil {
+		return fmt.Errorf("pm %s: decode documents: %w", api.PathFind, err)
+	}
+	return nil
+}
+
+// FindOne returns the first matching document, or nil when none matches.
+func (c *Client) FindOne(ctx context.Context, req FindRequest) (map[string]any, error) {
+	var out api.FindOneResponse
+	err := c.do(ctx, http.MethodPost, api.PathFindOne, req, &out)
+	return out.Data, err
+}
+
+// Update applies req.Data ({"$set": ..., "$unset": ...}) to the first match
+// (every match with IsMany), inserting when nothing matches and Upsert is set.
+func (c *Client) Update(ctx context.Context, req UpdateRequest) (api.UpdateResponse, error) {
+	var out api.UpdateResponse
+	err := c.do(ctx, http.MethodPost, api.PathUpdate, req, &out)
+	return out, err
+}
+
+// ReplaceOne replaces the first match with req.Data (keeping its _id).
+func (c *Client) ReplaceOne(ctx context.Context, req UpdateRequest) (api.UpdateResponse, error) {
+	var out api.UpdateResponse
+	err := c.do(ctx, http.MethodPost, api.PathReplaceOne, req, &out)
+	return out, err
+}
+
+// Delete removes the first match (every match with IsMany) and returns how
+// many were removed.
+func (c *Client) Delete(ctx context.Context, req DeleteRequest) (int64, error) {
+	var out api.DeleteResponse
+	err := c.do(ctx, http.MethodPost, api.PathDelete, req, &out)
+	return out.DeletedCount, err
+}
+
+// Count counts the matches (honouring Skip and Limit when
+// req.WithLimitAndSkip).
+func (c *Client) Count(ctx context.Context, req FindRequest) (int64, error) {
+	var out api.CountResponse
+	err := c.do(ctx, http.MethodPost, api.PathCount, req, &out)
+	return out.Count, err
+}
+
+// Distinct returns the distinct values of key (a dotted path) among matches.
+func (c *Client) Distinct(ctx context.Context, req FindRequest, key string) ([]any, error) {
+	req.DistinctKey = key
+	var out api.DistinctResponse
+	err := c.do(ctx, http.MethodPost, api.PathDistinct, req, &out)
+	return out.Distinct, err
+}
+
+// SpendBudget deducts cost from the user's privacy budget as the original
+// API did, reporting whether there was enough left.
+func (c *Client) SpendBudget(ctx context.Context, cost float64) (bool, error) {
+	r, err := c.Spend(ctx, api.SpendRequest{PrivacyCost: api.Cost(cost)})
+	return r.Success, err
+}
+
+// Spend deducts req.PrivacyCost. With a QueryID, a retry is charged once and
+// gets the first answer again (Replayed).
+func (c *Client) Spend(ctx context.Context, req api.SpendRequest) (api.SpendResponse, error) {
+	var out api.SpendResponse
+	err := c.do(ctx, http.MethodPost, api.PathBudget, req, &out)
+	return out, err
+}
+
+// Refund gives back what queryID was charged, once.
+func (c *Client) Refund(ctx context.Context, queryID, reason string) (api.RefundResponse, error) {
+	var out api.RefundResponse
+	err := c.do(ctx, http.MethodPost, api.PathBudgetRefund, api.RefundRequest{QueryID: queryID, Reason: reason}, &out)
+	return out, err
+}
+
+// Ledger returns the budget's balance and history.
+func (c *Client) Ledger(ctx context.Context) (api.Ledger, error) {
+	var out api.Ledger
+	err := c.do(ctx, http.MethodGet, api.PathBudgetLedger, nil, &out)
+	return out, err
+}

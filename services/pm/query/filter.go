@@ -1,0 +1,516 @@
+package query
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// Filter is a compiled MongoDB query document.
+type Filter struct {
+	root  andNode
+	empty bool
+}
+
+type node interface {
+	match(doc map[string]any) bool
+}
+
+type andNode []node
+type orNode []node
+type norNode []node
+
+func (n andNode) match(d map[string]any) bool {
+	for _, c := range n {
+		if !c.match(d) {
+			return false
+		}
+	}
+	return true
+}
+
+func (n orNode) match(d map[string]any) bool {
+	for _, c := range n {
+		if c.match(d) {
+			return true
+		}
+	}
+	return false
+}
+
+func (n norNode) match(d map[string]any) bool { return !orNode(n).match(d) }
+
+// fieldNode holds every condition on one path (ANDed).
+type fieldNode struct {
+	path  string
+	parts []string
+	conds []cond
+}
+
+func (n *fieldNode) match(d map[string]any) bool {
+	vals, found := Lookup(d, n.parts)
+	for _, c := range n.conds {
+		if !c.test(vals, found) {
+			return false
+		}
+	}
+	return true
+}
+
+type cond interface {
+	test(vals []any, found bool) bool
+}
+
+// Compile checks a filter and prepares it. A nil or empty filter matches
+// every document.
+func Compile(f map[string]any) (*Filter, error) {
+	root, err := compileDoc(f, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Filter{root: root, empty: len(f) == 0}, nil
+}
+
+// MatchAll is a filter that matches everything.
+func MatchAll() *Filter { return &Filter{empty: true} }
+
+// Empty reports whether the filter matches every document.
+func (f *Filter) Empty() bool { return f.empty }
+
+// Match reports whether doc satisfies the filter.
+func (f *Filter) Match(doc map[string]any) bool { return f.root.match(doc) }
+
+const maxDepth = 32
+
+func compileDoc(f map[string]any, depth int) (andNode, error) {
+	if depth > maxDepth {
+		return nil, fmt.Errorf("filter is nested deeper than %d levels", maxDepth)
+	}
+	keys := sortedKeys(f) // deterministic errors
+	var out andNode
+	for _, k := range keys {
+		v := f[k]
+		switch k {
+		case "$and", "$or", "$nor":
+			list, ok := v.([]any)
+			if !ok || len(list) == 0 {
+				return nil, fmt.Errorf("%s needs a non-empty array of filters", k)
+			}
+			var kids []node
+			for i, e := range list {
+				m, ok := e.(map[string]any)
+				if !ok {
+					return nil, fmt.Errorf("%s[%d] must be a filter object", k, i)
+				}
+				c, err := compileDoc(m, depth+1)
+				if err != nil {
+					return nil, err
+				}
+				kids = append(kids, c)
+			}
+			switch k {
+			case "$and":
+				out = append(out, andNode(kids))
+			case "$or":
+				out = append(out, orNode(kids))
+			default:
+				out = append(out, norNode(kids))
+			}
+		case "$comment":
+		default:
+			if strings.HasPrefix(k, "$") {
+				return nil, fmt.Errorf("unknown top-level operator %s", k)
+			}
+			parts, err := splitPath(k)
+			if err != nil {
+				return nil, err
+			}
+			conds, err := compileField(k, v, depth)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, &fieldNode{path: k, parts: parts, conds: conds})
+		}
+	}
+	return out, nil
+}
+
+// isOperatorDoc reports whether v is {"$op": ...} (all keys operators).
+func isOperatorDoc(path string, v any) (map[string]any, bool, error) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) == 0 {
+		return nil, false, nil
+	}
+	ops := 0
+	for k := range m {
+		if strings.HasPrefix(k, "$") {
+			ops++
+		}
+	}
+	if ops == 0 {
+		return nil, false, nil
+	}
+	if _, isOID := m["$oid"]; isOID && len(m) == 1 {
+		return nil, false, nil
+	}
+	if ops != len(m) {
+		return nil, false, fmt.Errorf("%s: cannot mix operators and fields in one condition", path)
+	}
+	return m, true, nil
+}
+
+func compileField(path string, v any, depth int) ([]cond, error) {
+	m, isOps, err := isOperatorDoc(path, v)
+	if err != nil {
+		return nil, err
+	}
+	if !isOps {
+		nv, err := Normalize(v, false)
+		if err != nil {
+			return nil, err
+		}
+		return []cond{eqCond{nv}}, nil
+	}
+	var conds []cond
+	for _, op := range sortedKeys(m) {
+		arg := m[op]
+		c, err := compileOp(path, op, arg, m, depth)
+		if err != nil {
+			return nil, err
+		}
+		if c != nil {
+			conds = append(conds, c)
+		}
+	}
+	return conds, nil
+}
+
+func compileOp(path, op string, arg any, all map[string]any, depth int) (cond, error) {
+	if op != "$geoWithin" && op != "$not" {
+		var err error
+		if arg, err = Normalize(arg, false); err != nil {
+			return nil, err
+		}
+	}
+	switch op {
+	case "$eq":
+		return eqCond{arg}, nil
+	case "$ne":
+		return notCond{eqCond{arg}}, nil
+	case "$gt", "$gte", "$lt", "$lte":
+		if _, isMap := arg.(map[string]any); isMap {
+			return nil, fmt.Errorf("%s: %s needs a value, not an object", path, op)
+		}
+		return cmpCond{op: op, v: arg}, nil
+	case "$in", "$nin":
+		list, ok := arg.([]any)
+		if !ok {
+			return nil, fmt.Errorf("%s: %s needs an array", path, op)
+		}
+		for _, e := range list {
+			if m, ok := e.(map[string]any); ok {
+				for k := range m {
+					if strings.HasPrefix(k, "$") {
+						return nil, fmt.Errorf("%s: %s cannot hold operator %s", path, op, k)
+					}
+				}
+			}
+		}
+		if op == "$in" {
+			return inCond(list), nil
+		}
+		return notCond{inCond(list)}, nil
+	case "$exists":
+		b, ok := truthy(arg)
+		if !ok {
+			return nil, fmt.Errorf("%s: $exists needs true or false", path)
+		}
+		return existsCond(b), nil
+	case "$not":
+		inner, isOps, err := isOperatorDoc(path, arg)
+		if err != nil {
+			return nil, err
+		}
+		if !isOps {
+			return nil, fmt.Errorf("%s: $not needs an operator object such as {\"$gt\": 1}", path)
+		}
+		if depth > maxDepth {
+			return nil, fmt.Errorf("filter is nested deeper than %d levels", maxDepth)
+		}
+		conds, err := compileField(path, inner, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		return notCond{allCond(conds)}, nil
+	case "$geoWithin":
+		return compileGeoWithin(path, arg)
+	case "$comment":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("%s: unknown operator %s", path, op)
+}
+
+func truthy(v any) (bool, bool) {
+	if b, ok := v.(bool); ok {
+		return b, true
+	}
+	if f, ok := number(v); ok {
+		return f != 0, true
+	}
+	return false, false
+}
+
+type eqCond struct{ v any }
+
+func (c eqCond) test(vals []any, found bool) bool {
+	if c.v == nil && !found {
+		return true
+	}
+	for _, x := range vals {
+		if Equal(x, c.v) {
+			return true
+		}
+	}
+	return false
+}
+
+type notCond struct{ c cond }
+
+func (c notCond) test(vals []any, found bool) bool { return !c.c.test(vals, found) }
+
+type allCond []cond
+
+func (c allCond) test(vals []any, found bool) bool {
+	for _, x := range c {
+		if !x.test(vals, found) {
+			return false
+		}
+	}
+	return true
+}
+
+type cmpCond struct {
+	op string
+	v  any
+}
+
+func (c cmpCond) test(vals []any, _ bool) bool {
+	for _, x := range vals {
+		if typeRank(x) != typeRank(c.v) {
+			continue
+		}
+		r := Compare(x, c.v)
+		switch c.op {
+		case "$gt":
+			if r > 0 {
+				return true
+			}
+		case "$gte":
+			if r >= 0 {
+				return true
+			}
+		case "$lt":
+			if r < 0 {
+				return true
+			}
+		case "$lte":
+			if r <= 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type inCond []any
+
+func (c inCond) test(vals []any, found bool) bool {
+	for _, want := range c {
+		if (eqCond{want}).test(vals, found) {
+			return true
+		}
+	}
+	return false
+}
+
+type existsCond bool
+
+func (c existsCond) test(_ []any, found bool) bool { return found == bool(c) }
+
+// ---- planning: what the store's indexes can use ----
+
+// conjuncts returns the field nodes that every match must satisfy.
+func (f *Filter) conjuncts() []*fieldNode {
+	var out []*fieldNode
+	var walk func(n andNode)
+	walk = func(n andNode) {
+		for _, c := range n {
+			switch x := c.(type) {
+			case *fieldNode:
+				out = append(out, x)
+			case andNode:
+				walk(x)
+			}
+		}
+	}
+	walk(f.root)
+	return out
+}
+
+// EqualStrings returns the strings path must equal (one for equality, many
+// for $in) when the filter pins path to strings; ok is false otherwise.
+func (f *Filter) EqualStrings(path string) (vals []string, ok bool) {
+	var set []string
+	have := false
+	for _, fn := range f.conjuncts() {
+		if fn.path != path {
+			continue
+		}
+		for _, c := range fn.conds {
+			var cand []string
+			switch x := c.(type) {
+			case eqCond:
+				s, isStr := x.v.(string)
+				if !isStr {
+					continue
+				}
+				cand = []string{s}
+			case inCond:
+				allStr := true
+				for _, e := range x {
+					s, isStr := e.(string)
+					if !isStr {
+						allStr = false
+						break
+					}
+					cand = append(cand, s)
+				}
+				if !allStr {
+					continue
+				}
+			default:
+				continue
+			}
+			if !have {
+				set, have = cand, true
+			} else {
+				set = intersect(set, cand)
+			}
+		}
+	}
+	if !have {
+		return nil, false
+	}
+	sort.Strings(set)
+	return dedupe(set), true
+}
+
+func intersect(a, b []string) []string {
+	in := map[string]bool{}
+	for _, s := range b {
+		in[s] = true
+	}
+	var out []string
+	for _, s := range a {
+		if in[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func dedupe(s []string) []string {
+	out := s[:0]
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Range is a numeric interval; absent bounds are infinite.
+type Range struct {
+	Lo, Hi         float64
+	LoIncl, HiIncl bool
+}
+
+// Contains reports whether x is inside r.
+func (r Range) Contains(x float64) bool {
+	if x < r.Lo || (x == r.Lo && !r.LoIncl) {
+		return false
+	}
+	if x > r.Hi || (x == r.Hi && !r.HiIncl) {
+		return false
+	}
+	return true
+}
+
+// NumberRange returns the numeric interval the filter confines path to, when
+// it does (with numeric bounds on a top-level conjunct). A match then has a
+// number at path inside the range.
+func (f *Filter) NumberRange(path string) (Range, bool) {
+	r := Range{Lo: math.Inf(-1), Hi: math.Inf(1), LoIncl: true, HiIncl: true}
+	ok := false
+	for _, fn := range f.conjuncts() {
+		if fn.path != path {
+			continue
+		}
+		for _, c := range fn.conds {
+			switch x := c.(type) {
+			case cmpCond:
+				n, isNum := number(x.v)
+				if !isNum {
+					continue
+				}
+				ok = true
+				switch x.op {
+				case "$gt":
+					if n > r.Lo || (n == r.Lo && r.LoIncl) {
+						r.Lo, r.LoIncl = n, false
+					}
+				case "$gte":
+					if n > r.Lo {
+						r.Lo, r.LoIncl = n, true
+					}
+				case "$lt":
+					if n < r.Hi || (n == r.Hi && r.HiIncl) {
+						r.Hi, r.HiIncl = n, false
+					}
+				case "$lte":
+					if n < r.Hi {
+						r.Hi, r.HiIncl = n, true
+					}
+				}
+			case eqCond:
+				n, isNum := number(x.v)
+				if !isNum {
+					continue
+				}
+				ok = true
+				if n > r.Lo {
+					r.Lo, r.LoIncl = n, true
+				}
+				if n < r.Hi {
+					r.Hi, r.HiIncl = n, true
+				}
+			}
+		}
+	}
+	return r, ok
+}
+
+// Equalities returns the fields a filter pins by plain equality (top level
+// and inside $and), as an upsert seeds its new document with them.
+func (f *Filter) Equalities() map[string]any {
+	out := map[string]any{}
+	for _, fn := range f.conjuncts() {
+		for _, c := range fn.conds {
+			if e, ok := c.(eqCond); ok {
+				out[fn.path] = e.v
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,235 @@
+// Package pm is the permission manager's HTTP server: e-mission's data API
+// (wire-compatible with the original Python client library, see
+// services/pm/api), the unseal endpoint and the privacy budget, over the
+// encrypted store in services/pm/store.
+package pm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/services/pm/api"
+	"github.com/e-mission/upc/services/pm/query"
+	"github.com/e-mission/upc/services/pm/store"
+)
+
+// Options tune the server.
+type Options struct {
+	MaxBody int64 // request body limit; 0 means 64 MiB
+}
+
+// Server serves one user's PM.
+type Server struct {
+	st      *store.Store
+	log     *slog.Logger
+	maxBody int64
+}
+
+// New returns a server over st.
+func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = 64 << 20
+	}
+	return &Server{st: st, log: logger, maxBody: opts.MaxBody}
+}
+
+// Handler routes the PM's endpoints.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	h := func(pattern string, fn httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(s.log, fn)) }
+	mux.HandleFunc("GET "+api.PathHealthz, httpx.Healthz)
+	h("GET "+api.PathStatus, s.status)
+	h("POST "+api.PathKey, s.unseal)
+	h("POST "+api.PathInsert, s.sealedGuard(s.insert))
+	h("POST "+api.PathInsertDeprecated, s.sealedGuard(s.insertDeprecated))
+	h("POST "+api.PathFind, s.sealedGuard(s.find))
+	h("POST "+api.PathFindOne, s.sealedGuard(s.findOne))
+	h("POST "+api.PathCount, s.sealedGuard(s.count))
+	h("POST "+api.PathDistinct, s.sealedGuard(s.distinct))
+	h("POST "+api.PathUpdate, s.sealedGuard(s.update))
+	h("POST "+api.PathUpdateDeprecated, s.sealedGuard(s.updateDeprecated))
+	h("POST "+api.PathReplaceOne, s.sealedGuard(s.replaceOne))
+	h("POST "+api.PathDelete, s.sealedGuard(s.delete))
+	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
+	h("POST "+api.PathBudgetRefund, s.sealedGuard(s.refund))
+	h("GET "+api.PathBudgetLedger, s.sealedGuard(s.ledger))
+	return mux
+}
+
+// storeError maps the store's errors to statuses. Messages never echo
+// document values or the key.
+func storeError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrSealed):
+		return &httpx.Error{Code: http.StatusForbidden, Msg: store.ErrSealed.Error()}
+	case errors.Is(err, store.ErrWrongKey), errors.Is(err, store.ErrAlreadyUnsealed):
+		return &httpx.Error{Code: http.StatusForbidden, Msg: err.Error()}
+	case errors.Is(err, store.ErrInvalid):
+		return &httpx.Error{Code: http.StatusBadRequest, Msg: err.Error()}
+	case errors.Is(err, store.ErrDuplicateID), errors.Is(err, store.ErrConflict):
+		return &httpx.Error{Code: http.StatusConflict, Msg: err.Error()}
+	}
+	return err
+}
+
+func (s *Server) sealedGuard(next httpx.HandlerFunc) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if s.st.Sealed() {
+			return storeError(store.ErrSealed)
+		}
+		return storeError(next(w, r))
+	}
+}
+
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	return httpx.Decode(w, r, v, httpx.DecodeOptions{MaxBody: s.maxBody, UseNumber: true})
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
+	return httpx.WriteJSON(w, http.StatusOK, api.Status{Sealed: s.st.Sealed(), Initialized: s.st.Initialized()})
+}
+
+// unseal accepts {"key": "..."}, a bare JSON string or a bare integer: the
+// original client library sent each in turn.
+func (s *Server) unseal(w http.ResponseWriter, r *http.Request) error {
+	var raw json.RawMessage
+	if err := httpx.Decode(w, r, &raw, httpx.DecodeOptions{MaxBody: 64 << 10}); err != nil {
+		return err
+	}
+	key, err := parseKey(raw)
+	if err != nil {
+		return err
+	}
+	if err := s.st.Unseal([]byte(key)); err != nil {
+		if errors.Is(err, store.ErrWrongKey) || errors.Is(err, store.ErrAlreadyUnsealed) || errors.Is(err, store.ErrInvalid) {
+			s.log.Warn("unseal refused", "reason", err.Error())
+			return storeError(err)
+		}
+		return fmt.Errorf("unseal: %w", err)
+	}
+	s.log.Info("unsealed")
+	return httpx.WriteJSON(w, http.StatusOK, api.Status{Sealed: false, Initialized: true})
+}
+
+func parseKey(raw json.RawMessage) (string, error) {
+	t := strings.TrimSpace(string(raw))
+	switch {
+	case strings.HasPrefix(t, "{"):
+		var kr map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &kr); err != nil {
+			return "", httpx.BadRequest("key body must be {\"key\": \"...\"}")
+		}
+		for k := range kr {
+			if k != "key" {
+				return "", httpx.BadRequest("unknown field %q in key body; expected {\"key\": \"...\"}", k)
+			}
+		}
+		v, ok := kr["key"]
+		if !ok {
+			return "", httpx.BadRequest("key body has no \"key\" field")
+		}
+		return parseKey(v)
+	case strings.HasPrefix(t, "\""):
+		var k string
+		if err := json.Unmarshal(raw, &k); err != nil {
+			return "", httpx.BadRequest("key must be a JSON string")
+		}
+		if k == "" {
+			return "", httpx.BadRequest("key is empty")
+		}
+		return k, nil
+	default:
+		var n json.Number
+		if err := json.Unmarshal(raw, &n); err != nil || strings.ContainsAny(t, ".eE-") {
+			return "", httpx.BadRequest("key must be a string (or a non-negative integer)")
+		}
+		return n.String(), nil
+	}
+}
+
+// target resolves which collection a request addresses.
+func target(stage, db, coll string, idx api.Indices) (string, string, error) {
+	var errs []error
+	switch {
+	case coll != "":
+		if stage != "" && stage != coll {
+			errs = append(errs, errors.New("stage_name and collection disagree"))
+		}
+		if db == "" {
+			db = api.DefaultDatabase
+		}
+	case stage != "":
+		if db == "" {
+			db = api.DefaultDatabase
+		}
+		coll = stage
+	default:
+		errs = append(errs, errors.New("no collection: send \"stage_name\", or \"database\" and \"collection\""))
+	}
+	for _, n := range []struct{ what, v string }{{"database", db}, {"collection", coll}} {
+		if n.v == "" {
+			continue
+		}
+		if len(n.v) > 120 || strings.ContainsAny(n.v, "\x00$/\\ ") || strings.HasPrefix(n.v, "system.") {
+			errs = append(errs, fmt.Errorf("%s name %q is not valid (at most 120 characters, none of NUL $ / \\ space, not system.*)", n.what, n.v))
+		}
+	}
+	if err := validateIndices(idx); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return "", "", httpx.BadRequest("%v", errors.Join(errs...))
+	}
+	return db, coll, nil
+}
+
+// validateIndices checks the library's index declarations: name (paths joined
+// by "\n") → [[direction or type per path], sparse].
+func validateIndices(idx api.Indices) error {
+	var errs []error
+	for name, spec := range idx {
+		parts := strings.Split(name, "\n")
+		a, ok := spec.([]any)
+		if !ok || len(a) != 2 {
+			errs = append(errs, fmt.Errorf("index %q must be [[types...], sparse]", name))
+			continue
+		}
+		types, ok := a[0].([]any)
+		if !ok || len(types) != len(parts) {
+			errs = append(errs, fmt.Errorf("index %q needs one type per path (%d)", name, len(parts)))
+		}
+		for _, t := range types {
+			switch x := t.(type) {
+			case string:
+				if x != "hashed" && x != "2dsphere" && x != "2d" && x != "text" {
+					errs = append(errs, fmt.Errorf("index %q: unknown index type %q", name, x))
+				}
+			case json.Number:
+				if x != "1" && x != "-1" {
+					errs = append(errs, fmt.Errorf("index %q: direction must be 1 or -1", name))
+				}
+			default:
+				errs = append(errs, fmt.Errorf("index %q: each type must be 1, -1 or a name such as \"2dsphere\"", name))
+			}
+		}
+		if _, ok := a[1].(bool); !ok {
+			errs = append(errs, fmt.Errorf("index %q: sparse must be true or false", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func compileFilter(f map[string]any, what string) (*query.Filter, error) {
+	c, err := query.Compile(f)
+	if err != nil {
+		return nil, httpx.BadRequest("%s: %v", what, err)
+	}
+	return c, nil
+}

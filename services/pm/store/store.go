@@ -1,0 +1,512 @@
+// Package store is the PM's encrypted document store: an embedded bbolt file
+// whose every value, except one plaintext header, is sealed with
+// XChaCha20-Poly1305 under a random data key; the data key is wrapped by a key
+// derived from the user's secret with Argon2id. Nothing on disk names a
+// collection, a stream (metadata.key), a timestamp or any document content.
+//
+// Each record has a random 128-bit id and two sealed values: the document
+// (padded to 256-byte granules) and a small index tuple (collection, _id,
+// metadata.key, data.ts, metadata.write_ts, insertion order). Unsealing
+// decrypts only the tuples and builds in-memory B-tree indexes, so queries on
+// metadata.key, data.ts, metadata.write_ts and _id decrypt only the documents
+// they may return. README.md ("The permission manager: storage design") gives
+// the threat model.
+package store
+
+import (
+	"bytes"
+	"crypto/cipher"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/btree"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/e-mission/upc/services/pm/query"
+)
+
+// Errors callers map to HTTP statuses.
+var (
+	ErrSealed          = errors.New("the PM is sealed: POST the user's key to /cloud/key first")
+	ErrWrongKey        = errors.New("wrong key for this PM's data")
+	ErrAlreadyUnsealed = errors.New("the PM is already unsealed; a key was given before")
+	ErrDuplicateID     = errors.New("duplicate _id")
+	ErrInvalid         = errors.New("invalid request")
+	ErrConflict        = errors.New("conflict")
+)
+
+var (
+	bucketHeader = []byte("header")
+	bucketDocs   = []byte("docs")
+	bucketIndex  = []byte("index")
+	bucketState  = []byte("state")
+	keyHeader    = []byte("v1")
+	keyBudget    = []byte("budget")
+)
+
+// FileName is the store's file inside the data directory.
+const FileName = "pm.db"
+
+// Options configure a store.
+type Options struct {
+	KDF           KDFParams // zero: DefaultKDF (used only when the volume is new)
+	InitialBudget float64   // a new volume's privacy budget
+	// NoSync skips fsync on commit: faster, but a machine crash may lose the
+	// last writes. Only for benchmarks and throwaway clouds.
+	NoSync bool
+	Now    func() time.Time // for tests; nil means time.Now
+}
+
+type header struct {
+	Format     string    `json:"format"`
+	Cipher     string    `json:"cipher"`
+	KDF        string    `json:"kdf"`
+	Params     KDFParams `json:"kdf_params"`
+	Salt       []byte    `json:"salt"`
+	WrappedKey []byte    `json:"wrapped_key"`
+}
+
+const formatV1 = "upc-pm/1"
+
+// Store is one user's encrypted store. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	opts Options
+
+	mu      sync.RWMutex // guards everything below and the data buckets
+	aead    cipher.AEAD  // nil while sealed
+	hdr     *header
+	colls   map[collName]*collection
+	nextSeq uint64
+
+	bmu    sync.Mutex // the budget
+	budget *budgetState
+}
+
+type collName struct{ db, coll string }
+
+// Open opens (creating if needed) the store file in dir. The store starts
+// sealed.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.KDF == (KDFParams{}) {
+		opts.KDF = DefaultKDF
+	}
+	if err := opts.KDF.validate(); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if math.IsNaN(opts.InitialBudget) || math.IsInf(opts.InitialBudget, 0) || opts.InitialBudget < 0 {
+		return nil, fmt.Errorf("open store: initial budget must be a finite number ≥ 0, not %v", opts.InitialBudget)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{
+		Timeout:        2 * time.Second,
+		NoSync:         opts.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{db: db, opts: opts}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketHeader, bucketDocs, bucketIndex, bucketState} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if raw := tx.Bucket(bucketHeader).Get(keyHeader); raw != nil {
+			var h header
+			if err := json.Unmarshal(raw, &h); err != nil || h.Format != formatV1 {
+				return fmt.Errorf("unreadable header (format %q)", h.Format)
+			}
+			s.hdr = &h
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// Close closes the file and forgets the key.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.aead = nil
+	s.colls = nil
+	s.mu.Unlock()
+	return s.db.Close()
+}
+
+// Sealed reports whether no key has been given yet.
+func (s *Store) Sealed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.aead == nil
+}
+
+// Initialized reports whether a key was ever set on this volume.
+func (s *Store) Initialized() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.hdr != nil
+}
+
+// Unseal derives the key-encryption key from secret. On a new volume it makes
+// a random data key and stores it wrapped; on an existing one it unwraps the
+// data key (a wrong secret fails authentication: ErrWrongKey, nothing
+// changes), then rebuilds the indexes from the sealed tuples.
+func (s *Store) Unseal(secret []byte) error {
+	if len(secret) == 0 {
+		return fmt.Errorf("%w: the key is empty", ErrInvalid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.aead != nil {
+		return ErrAlreadyUnsealed
+	}
+	var dataKey []byte
+	if s.hdr == nil {
+		h := &header{Format: formatV1, Cipher: "xchacha20-poly1305", KDF: "argon2id", Params: s.opts.KDF, Salt: randomBytes(16)}
+		kek := deriveKEK(secret, h.Salt, h.Params)
+		wrap, _ := chacha20poly1305.NewX(kek)
+		dataKey = randomBytes(chacha20poly1305.KeySize)
+		nonce := randomBytes(chacha20poly1305.NonceSizeX)
+		h.WrappedKey = wrap.Seal(nonce, nonce, dataKey, []byte(formatV1+" data key"))
+		raw, err := json.Marshal(h)
+		if err != nil {
+			return err
+		}
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketHeader)
+			if b.Get(keyHeader) != nil {
+				return errors.New("header appeared concurrently")
+			}
+			return b.Put(keyHeader, raw)
+		}); err != nil {
+			return fmt.Errorf("write header: %w", err)
+		}
+		s.hdr = h
+	} else {
+		h := s.hdr
+		if err := h.Params.validate(); err != nil {
+			return fmt.Errorf("header: %w", err)
+		}
+		kek := deriveKEK(secret, h.Salt, h.Params)
+		wrap, _ := chacha20poly1305.NewX(kek)
+		n := chacha20poly1305.NonceSizeX
+		if len(h.WrappedKey) < n {
+			return errors.New("header: wrapped key too short")
+		}
+		var err error
+		dataKey, err = wrap.Open(nil, h.WrappedKey[:n], h.WrappedKey[n:], []byte(formatV1+" data key"))
+		if err != nil {
+			return ErrWrongKey
+		}
+	}
+	aead, err := chacha20poly1305.NewX(dataKey)
+	if err != nil {
+		return err
+	}
+	s.aead = aead
+	if err := s.loadLocked(); err != nil {
+		s.aead, s.colls = nil, nil
+		return fmt.Errorf("load indexes: %w", err)
+	}
+	return nil
+}
+
+// loadLocked decrypts every index tuple and the budget.
+func (s *Store) loadLocked() error {
+	s.colls = map[collName]*collection{}
+	s.nextSeq = 1
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketIndex).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			plain, err := s.open(v, adFor("idx", k))
+			if err != nil {
+				return fmt.Errorf("record %x: index tuple fails authentication", k)
+			}
+			plain, err = unpad(plain)
+			if err != nil {
+				return fmt.Errorf("record %x: %w", k, err)
+			}
+			var t tuple
+			if err := t.unmarshal(plain); err != nil {
+				return fmt.Errorf("record %x: %w", k, err)
+			}
+			e := &entry{tuple: t}
+			copy(e.rec[:], k)
+			s.coll(t.db, t.coll, true).add(e)
+			if t.seq >= s.nextSeq {
+				s.nextSeq = t.seq + 1
+			}
+		}
+		b, err := s.loadBudget(tx)
+		if err != nil {
+			return err
+		}
+		s.bmu.Lock()
+		s.budget = b
+		s.bmu.Unlock()
+		return nil
+	})
+}
+
+// ---- in-memory indexes ----
+
+type recID [16]byte
+
+type entry struct {
+	rec recID
+	tuple
+}
+
+func lessKeyTs(a, b *entry) bool {
+	if a.key != b.key {
+		return a.key < b.key
+	}
+	if a.hasTs != b.hasTs {
+		return !a.hasTs
+	}
+	if a.ts != b.ts {
+		return a.ts < b.ts
+	}
+	return a.seq < b.seq
+}
+
+func lessKeyWts(a, b *entry) bool {
+	if a.key != b.key {
+		return a.key < b.key
+	}
+	if a.hasWts != b.hasWts {
+		return !a.hasWts
+	}
+	if a.wts != b.wts {
+		return a.wts < b.wts
+	}
+	return a.seq < b.seq
+}
+
+func lessTs(a, b *entry) bool {
+	if a.ts != b.ts {
+		return a.ts < b.ts
+	}
+	return a.seq < b.seq
+}
+
+func lessWts(a, b *entry) bool {
+	if a.wts != b.wts {
+		return a.wts < b.wts
+	}
+	return a.seq < b.seq
+}
+
+type collection struct {
+	bySeq    *btree.BTreeG[*entry] // natural (insertion) order
+	byID     map[string]*entry
+	byKeyTs  *btree.BTreeG[*entry]
+	byKeyWts *btree.BTreeG[*entry]
+	byTs     *btree.BTreeG[*entry] // entries with a numeric data.ts
+	byWts    *btree.BTreeG[*entry] // entries with a numeric metadata.write_ts
+}
+
+func (s *Store) coll(db, name string, create bool) *collection {
+	c := s.colls[collName{db, name}]
+	if c == nil && create {
+		c = &collection{
+			bySeq:    btree.NewG(32, func(a, b *entry) bool { return a.seq < b.seq }),
+			byID:     map[string]*entry{},
+			byKeyTs:  btree.NewG(32, lessKeyTs),
+			byKeyWts: btree.NewG(32, lessKeyWts),
+			byTs:     btree.NewG(32, lessTs),
+			byWts:    btree.NewG(32, lessWts),
+		}
+		s.colls[collName{db, name}] = c
+	}
+	return c
+}
+
+func (c *collection) add(e *entry) {
+	c.bySeq.ReplaceOrInsert(e)
+	c.byID[e.id] = e
+	c.byKeyTs.ReplaceOrInsert(e)
+	c.byKeyWts.ReplaceOrInsert(e)
+	if e.hasTs {
+		c.byTs.ReplaceOrInsert(e)
+	}
+	if e.hasWts {
+		c.byWts.ReplaceOrInsert(e)
+	}
+}
+
+func (c *collection) remove(e *entry) {
+	c.bySeq.Delete(e)
+	delete(c.byID, e.id)
+	c.byKeyTs.Delete(e)
+	c.byKeyWts.Delete(e)
+	if e.hasTs {
+		c.byTs.Delete(e)
+	}
+	if e.hasWts {
+		c.byWts.Delete(e)
+	}
+}
+
+func (c *collection) len() int { return c.bySeq.Len() }
+
+// tupleFor extracts a document's index fields.
+func tupleFor(db, coll string, doc map[string]any) tuple {
+	t := tuple{db: db, coll: coll, id: query.Key(doc["_id"])}
+	if md, ok := doc["metadata"].(map[string]any); ok {
+		if k, ok := md["key"].(string); ok {
+			t.key = k
+		}
+		if w, ok := query.Number(md["write_ts"]); ok && !math.IsNaN(w) {
+			t.wts, t.hasWts = w, true
+		}
+	}
+	if d, ok := doc["data"].(map[string]any); ok {
+		if ts, ok := query.Number(d["ts"]); ok && !math.IsNaN(ts) {
+			t.ts, t.hasTs = ts, true
+		}
+	}
+	return t
+}
+
+// candidates picks, from the indexes, the entries a filter can match: a
+// superset of the matches, in natural order. scanned says whether the whole
+// collection had to be read.
+func (c *collection) candidates(f *query.Filter) (out []*entry, scanned bool) {
+	if ids, ok := f.EqualStrings("_id"); ok {
+		for _, id := range ids {
+			if e := c.byID[query.Key(id)]; e != nil {
+				out = append(out, e)
+			}
+		}
+		return sortSeq(out), false
+	}
+	keys, okK := f.EqualStrings("metadata.key")
+	tsR, okT := f.NumberRange("data.ts")
+	wR, okW := f.NumberRange("metadata.write_ts")
+	collect := func(t *btree.BTreeG[*entry], lo, hi *entry, keep func(*entry) bool) {
+		t.AscendRange(lo, hi, func(e *entry) bool {
+			if keep(e) {
+				out = append(out, e)
+			}
+			return true
+		})
+	}
+	inf := math.Inf(1)
+	switch {
+	case okK && okT:
+		for _, k := range keys {
+			collect(c.byKeyTs, &entry{tuple: tuple{key: k, hasTs: true, ts: tsR.Lo}},
+				&entry{tuple: tuple{key: k, hasTs: true, ts: tsR.Hi, seq: math.MaxUint64}},
+				func(e *entry) bool { return e.hasTs && tsR.Contains(e.ts) })
+			// AscendRange excludes hi; an entry exactly at (Hi, MaxUint64) cannot exist.
+		}
+	case okK && okW:
+		for _, k := range keys {
+			collect(c.byKeyWts, &entry{tuple: tuple{key: k, hasWts: true, wts: wR.Lo}},
+				&entry{tuple: tuple{key: k, hasWts: true, wts: wR.Hi, seq: math.MaxUint64}},
+				func(e *entry) bool { return e.hasWts && wR.Contains(e.wts) })
+		}
+	case okK:
+		for _, k := range keys {
+			collect(c.byKeyTs, &entry{tuple: tuple{key: k}},
+				&entry{tuple: tuple{key: k, hasTs: true, ts: inf, seq: math.MaxUint64}},
+				func(e *entry) bool { return e.key == k })
+		}
+	case okT:
+		collect(c.byTs, &entry{tuple: tuple{ts: tsR.Lo}}, &entry{tuple: tuple{ts: tsR.Hi, seq: math.MaxUint64}},
+			func(e *entry) bool { return tsR.Contains(e.ts) })
+	case okW:
+		collect(c.byWts, &entry{tuple: tuple{wts: wR.Lo}}, &entry{tuple: tuple{wts: wR.Hi, seq: math.MaxUint64}},
+			func(e *entry) bool { return wR.Contains(e.wts) })
+	default:
+		c.bySeq.Ascend(func(e *entry) bool { out = append(out, e); return true })
+		return out, true
+	}
+	return sortSeq(out), false
+}
+
+func sortSeq(es []*entry) []*entry {
+	sort.Slice(es, func(i, j int) bool { return es[i].seq < es[j].seq })
+	return es
+}
+
+// ---- documents ----
+
+func encodeDoc(doc map[string]any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+func decodeDoc(b []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (s *Store) readDoc(tx *bolt.Tx, rec recID) (map[string]any, error) {
+	v := tx.Bucket(bucketDocs).Get(rec[:])
+	if v == nil {
+		return nil, fmt.Errorf("record %x: document missing", rec)
+	}
+	plain, err := s.open(v, adFor("doc", rec[:]))
+	if err != nil {
+		return nil, fmt.Errorf("record %x: document fails authentication", rec)
+	}
+	if plain, err = unpad(plain); err != nil {
+		return nil, fmt.Errorf("record %x: %w", rec, err)
+	}
+	return decodeDoc(plain)
+}
+
+func (s *Store) putRecord(tx *bolt.Tx, rec recID, t tuple, doc map[string]any) error {
+	raw, err := encodeDoc(doc)
+	if err != nil {
+		return fmt.Errorf("encode document: %w", err)
+	}
+	if err := tx.Bucket(bucketDocs).Put(rec[:], s.seal(pad(raw, padBlock), adFor("doc", rec[:]))); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketIndex).Put(rec[:], s.seal(pad(t.marshal(), 64), adFor("idx", rec[:])))
+}
+
+func (s *Store) deleteRecord(tx *bolt.Tx, rec recID) error {
+	if err := tx.Bucket(bucketDocs).Delete(rec[:]); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketIndex).Delete(rec[:])
+}
+
+func newRecID() recID {
+	var r recID
+	copy(r[:], randomBytes(16))
+	return r
+}
