@@ -32,6 +32,11 @@ const (
 // needs a single process.
 const LocalMachine = "local"
 
+// Gateway, as agent.advertise or agent.publish_ip, means the UPC network's
+// gateway address: reachable from the host and from every container on the
+// network, so instances can call each other's addresses (pipeline → PM).
+const Gateway = "gateway"
+
 // Config is the one configuration of a UPC deployment, shared by the router,
 // the machine agents, the CLI and the harness. Its top-level field names are
 // those of the original conf/net/machines.json.sample, so an existing
@@ -132,9 +137,12 @@ type Agent struct {
 	// Listen is the address the agent binds; default ":<swarm_port>".
 	Listen string `json:"listen,omitempty"`
 	// Advertise is the host instances' addresses are given with (the address
+	// clients dial); "gateway" (the default) is the UPC network's gateway
+	// address, which the host and every container on the network reach.
 	// clients dial); default the loopback address.
 	Advertise string `json:"advertise,omitempty"`
-	// PublishIP is the host IP that instance ports are published on.
+	// PublishIP is the host IP that instance ports are published on;
+	// "gateway" (the default) is the UPC network's gateway address.
 	PublishIP string `json:"publish_ip,omitempty"`
 	// TokenFile holds the bearer token the router must send; empty disables auth.
 	TokenFile string `json:"token_file,omitempty"`
@@ -278,10 +286,10 @@ func (c *Config) SetDefaults() {
 		c.Agent.Listen = ":" + strconv.Itoa(c.SwarmPort)
 	}
 	if c.Agent.Advertise == "" {
-		c.Agent.Advertise = "127.0.0.1"
+		c.Agent.Advertise = Gateway
 	}
 	if c.Agent.PublishIP == "" {
-		c.Agent.PublishIP = "127.0.0.1"
+		c.Agent.PublishIP = Gateway
 	}
 }
 
@@ -357,11 +365,11 @@ func (c *Config) Validate() error {
 			bad(l.field, "%q has a bad port", l.addr)
 		}
 	}
-	if !isHost(c.Agent.Advertise) {
-		bad("agent.advertise", "%q is not a host name or IP address", c.Agent.Advertise)
+	if c.Agent.Advertise != Gateway && !isHost(c.Agent.Advertise) {
+		bad("agent.advertise", "%q is not a host name or IP address (nor %q)", c.Agent.Advertise, Gateway)
 	}
-	if net.ParseIP(c.Agent.PublishIP) == nil {
-		bad("agent.publish_ip", "%q is not an IP address", c.Agent.PublishIP)
+	if c.Agent.PublishIP != Gateway && net.ParseIP(c.Agent.PublishIP) == nil {
+		bad("agent.publish_ip", "%q is not an IP address (nor %q)", c.Agent.PublishIP, Gateway)
 	}
 	if c.Router.LaunchTimeout <= 0 {
 		bad("router.launch_timeout", "%s must be positive", c.Router.LaunchTimeout.D())
