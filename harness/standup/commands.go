@@ -20,6 +20,9 @@ func AgentCommand(d *Deployment, a scenario.Agent) []string {
 // ConfigPath is where the deployment's configuration is copied in containers.
 const ConfigPath = "/etc/upc/upc.yaml"
 
+// ImagesPath is where build/images.json is copied in containers.
+const ImagesPath = "/etc/upc/images.json"
+
 func ioReadFull(r io.Reader, b []byte) (int, error) {
 	n, err := io.ReadFull(r, b)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {

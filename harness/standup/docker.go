@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"strconv"
@@ -62,6 +63,9 @@ type Options struct {
 	AgentCommand  func(d *Deployment, a scenario.Agent) []string
 	// Files are copied into every container (path in container → content).
 	Files map[string][]byte
+	// FilesFor adds files that depend on the deployment (its network and
+	// gateway are known only once the network exists).
+	FilesFor func(d *Deployment) (map[string][]byte, error)
 	// RouterPort and AgentPort are the ports inside the containers
 	// (default the constants of the same names).
 	RouterPort, AgentPort int
@@ -155,6 +159,18 @@ func Up(ctx context.Context, cli *client.Client, opts Options) (d *Deployment, e
 
 	for _, a := range opts.Agents {
 		d.Agents = append(d.Agents, Agent{Agent: a, Address: fmt.Sprintf("%s:%d", a.Name, opts.AgentPort)})
+	}
+	if opts.FilesFor != nil {
+		more, err := opts.FilesFor(d)
+		if err != nil {
+			return d, err
+		}
+		files := maps.Clone(opts.Files)
+		if files == nil {
+			files = map[string][]byte{}
+		}
+		maps.Copy(files, more)
+		opts.Files = files
 	}
 	d.RouterInternal = fmt.Sprintf("http://router:%d", opts.RouterPort)
 

@@ -1,0 +1,131 @@
+// Package flow is what each simulated user does in an e2e run, step by step,
+// through the same client code a user's device runs (internal/userclient):
+// launch a PM through the router, unseal it, upload a real e-mission day,
+// download it back and compare, pause, resume, delete.
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/e-mission/upc/harness/runner"
+	"github.com/e-mission/upc/harness/scenario"
+	"github.com/e-mission/upc/internal/userclient"
+	"github.com/e-mission/upc/router/api"
+)
+
+// Flow makes one session per user against one router.
+type Flow struct {
+	Router userclient.Router
+	// HTTP reaches the instances; nil means http.DefaultClient.
+	HTTP *http.Client
+}
+
+// New is a runner.NewSession.
+func (f *Flow) New(u scenario.User) runner.Session {
+	return &session{u: u, c: &userclient.Client{Router: f.Router, User: u.ID, HTTP: f.HTTP}}
+}
+
+type session struct {
+	u scenario.User
+	c *userclient.Client
+	// pm is the user's PM once launched.
+	pm *api.Instance
+	// uploaded are the day's entries as prepared and sent; downloaded what came back.
+	uploaded, downloaded []userclient.Entry
+}
+
+var errNoPM = errors.New("no PM launched")
+
+func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, error) {
+	switch st.Do {
+	case scenario.Launch:
+		inst, err := s.c.Router.Launch(ctx, api.LaunchRequest{Service: userclient.PMService, User: s.u.ID})
+		if err != nil {
+			return runner.Outcome{}, fmt.Errorf("launch pm: %w", err)
+		}
+		s.pm = &inst
+		return runner.Outcome{Placement: Machine(inst.Machine), Note: fmt.Sprintf("%s on %s", inst.Address, Machine(inst.Machine))}, nil
+	case scenario.Unseal:
+		if s.pm == nil {
+			return runner.Outcome{}, errNoPM
+		}
+		if err := s.c.PM(s.pm.Address).Unseal(ctx, s.u.Key); err != nil {
+			return runner.Outcome{}, fmt.Errorf("unseal: %w", err)
+		}
+		return runner.Outcome{}, nil
+	case scenario.Upload:
+		if s.pm == nil {
+			return runner.Outcome{}, errNoPM
+		}
+		entries, err := userclient.LoadDay(s.u.DayPath)
+		if err != nil {
+			return runner.Outcome{}, err
+		}
+		res, err := s.c.Upload(ctx, s.pm.Address, entries)
+		o := runner.Outcome{Values: map[string]float64{"entries": float64(res.Entries), "inserted": float64(res.Inserted), "updated": float64(res.Updated)},
+			Note: fmt.Sprintf("%d entries: %d new, %d merged", res.Entries, res.Inserted, res.Updated)}
+		if err != nil {
+			return o, err
+		}
+		s.uploaded = entries
+		return o, nil
+	case scenario.Download:
+		if s.pm == nil {
+			return runner.Outcome{}, errNoPM
+		}
+		docs, err := s.c.Download(ctx, s.pm.Address, userclient.DownloadOptions{})
+		if err != nil {
+			return runner.Outcome{}, err
+		}
+		s.downloaded = docs
+		return runner.Outcome{Values: map[string]float64{"documents": float64(len(docs))}, Note: fmt.Sprintf("%d documents", len(docs))}, nil
+	case scenario.Compare:
+		if s.uploaded == nil || s.downloaded == nil {
+			return runner.Outcome{}, errors.New("compare: nothing uploaded and downloaded to compare")
+		}
+		want := userclient.Expected(s.uploaded)
+		if err := userclient.Compare(want, s.downloaded); err != nil {
+			return runner.Outcome{}, fmt.Errorf("compare: download differs from upload: %w", err)
+		}
+		return runner.Outcome{Note: fmt.Sprintf("%d documents equal", len(want))}, nil
+	case scenario.Pause:
+		if s.pm == nil {
+			return runner.Outcome{}, errNoPM
+		}
+		return runner.Outcome{}, s.c.Pause(ctx, s.pm.ID)
+	case scenario.Resume:
+		if s.pm == nil {
+			return runner.Outcome{}, errNoPM
+		}
+		if err := s.c.Resume(ctx, s.pm.ID); err != nil {
+			return runner.Outcome{}, err
+		}
+		// Resumed means answering again.
+		if err := s.c.PM(s.pm.Address).Healthz(ctx); err != nil {
+			return runner.Outcome{}, fmt.Errorf("resumed pm does not answer: %w", err)
+		}
+		return runner.Outcome{}, nil
+	case scenario.Delete:
+		if s.pm == nil {
+			return runner.Outcome{}, errNoPM
+		}
+		if err := s.c.Delete(ctx, s.pm.ID); err != nil {
+			return runner.Outcome{}, err
+		}
+		s.pm = nil
+		return runner.Outcome{}, nil
+	}
+	return runner.Outcome{}, fmt.Errorf("step %s: not supported by this harness yet", st.Do)
+}
+
+// Machine is a machine's short name: its configured address without the port.
+func Machine(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i > 0 {
+		return addr[:i]
+	}
+	return addr
+}

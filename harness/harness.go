@@ -1,0 +1,292 @@
+// Package harness runs UPC end to end: it reads a scenario, stands the system
+// up (router and machine agents as containers on the local Docker engine,
+// with testcontainers-go), carries every user through the scenario's steps,
+// tears everything down, checks the scenario's expectations and writes a
+// report (results/<run>/report.json, report.md, SVG plots; results/latest).
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/harness/flow"
+	"github.com/e-mission/upc/harness/report"
+	"github.com/e-mission/upc/harness/runner"
+	"github.com/e-mission/upc/harness/scenario"
+	"github.com/e-mission/upc/harness/standup"
+	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/userclient"
+	"github.com/e-mission/upc/internal/version"
+)
+
+// Options say what to run and where to write.
+type Options struct {
+	// ScenarioPath is the scenario file.
+	ScenarioPath string
+	// Mode overrides the scenario's backend when set ("docker", "kubernetes").
+	Mode string
+	// ImagesPath is the manifest `make images` wrote (build/images.json).
+	ImagesPath string
+	// ResultsDir receives results/<run>/ and results/latest.
+	ResultsDir string
+	// Parallel overrides the scenario's bound on concurrent users when > 0.
+	Parallel int
+	// Command is the exact command line, recorded in the report.
+	Command string
+	// Progress receives a line per user and step; Logger the harness's events.
+	Progress io.Writer
+	Logger   *slog.Logger
+	// NewRouter makes the router's typed client from its URL.
+	NewRouter func(url string) userclient.Router
+}
+
+// Result is a finished run: its report and the folder it was written to.
+type Result struct {
+	Report *report.Report
+	Dir    string
+}
+
+// Failed reports whether the run must exit non-zero.
+func (r *Result) Failed() bool { return r.Report == nil || !r.Report.Passed }
+
+// Run runs the scenario end to end. It returns an error only when there is no
+// report to write (bad scenario, no images); a run that stood up and ran
+// always writes its report, whatever failed, and Passed says how it went.
+// Everything the run started is removed before Run returns, also when ctx is
+// cancelled (Ctrl-C) part-way.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	progress := o.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	started := time.Now()
+	sc, err := scenario.Load(o.ScenarioPath)
+	if err != nil {
+		return nil, err
+	}
+	if o.Mode != "" {
+		sc.Backend = o.Mode
+	}
+	if o.Parallel > 0 {
+		sc.Parallel = o.Parallel
+	}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("scenario %s: %w", o.ScenarioPath, err)
+	}
+	if sc.Backend != "docker" {
+		return nil, fmt.Errorf("backend %q: this harness stands up docker only so far", sc.Backend)
+	}
+	if o.NewRouter == nil {
+		return nil, errors.New("harness: no router client")
+	}
+	wd, _ := os.Getwd()
+	dataDir, err := scenario.Locate(sc.Population.RealDays.Dir, filepath.Dir(o.ScenarioPath), wd)
+	if err != nil {
+		return nil, err
+	}
+	run := RunID(started)
+	users, err := sc.Users(dataDir, run)
+	if err != nil {
+		return nil, fmt.Errorf("population: %w", err)
+	}
+	manifest, err := images.LoadManifest(o.ImagesPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w (run `make images` first)", err)
+	}
+	var missing []string
+	for _, n := range []string{"router", "agent", "pm"} {
+		if _, ok := manifest.Images[n]; !ok {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("image manifest %s lacks %s (run `make images`)", o.ImagesPath, strings.Join(missing, ", "))
+	}
+	imagesJSON, err := os.ReadFile(o.ImagesPath)
+	if err != nil {
+		return nil, fmt.Errorf("read image manifest: %w", err)
+	}
+	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("connect to docker: %w", err)
+	}
+	defer cli.Close()
+
+	scope := standup.Scope{Run: run, Deployment: "e2e-" + run}
+	scJSON, _ := json.Marshal(sc)
+	rep := &report.Report{
+		Scenario: sc.Name, Description: sc.Description, Run: run, Started: started.UTC(),
+		ScenarioConfig: scJSON,
+		Deployment:     report.Deployment{Backend: sc.Backend},
+		Environment:    environment(ctx, cli, o, sc, dataDir, manifest),
+	}
+	dir := filepath.Join(o.ResultsDir, run)
+
+	// Stand up. The tear-down below runs whatever happens from here on.
+	fmt.Fprintf(progress, "run %s: %d users, parallel %d; standing up %d agents and the router\n", run, len(users), sc.Parallel, len(sc.Deployment.Agents))
+	t0 := time.Now()
+	upCtx, cancelUp := context.WithTimeout(ctx, time.Duration(sc.Timeouts.Standup))
+	dep, upErr := standup.Up(upCtx, cli, standup.Options{
+		Scope:       scope,
+		RouterImage: manifest.Images["router"].ID,
+		AgentImage:  manifest.Images["agent"].ID,
+		Agents:      sc.Deployment.Agents,
+		Timeout:     time.Duration(sc.Timeouts.Standup),
+		Logger:      logger,
+		FilesFor: func(d *standup.Deployment) (map[string][]byte, error) {
+			cfg, err := DeploymentConfig(d)
+			if err != nil {
+				return nil, err
+			}
+			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON}, nil
+		},
+	})
+	cancelUp()
+	rep.StandupMS = ms(time.Since(t0))
+	if upErr != nil {
+		rep.Error = "stand-up: " + upErr.Error()
+		fmt.Fprintf(progress, "stand-up failed: %v\n", upErr)
+	} else {
+		fmt.Fprintf(progress, "[%6.1fs] stood up: router %s, network %s (gateway %s)\n", time.Since(started).Seconds(), dep.RouterURL, dep.Network, dep.Gateway)
+		rep.Deployment.Network, rep.Deployment.Gateway, rep.Deployment.Router = dep.Network, dep.Gateway, dep.RouterURL
+		for _, a := range dep.Agents {
+			rep.Deployment.Agents = append(rep.Deployment.Agents, report.AgentInfo{Name: a.Name, Weight: a.Weight, Address: a.Address})
+		}
+		f := &flow.Flow{Router: o.NewRouter(dep.RouterURL)}
+		rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
+			Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress,
+		})
+		for i := range rep.Deployment.Agents {
+			for _, u := range rep.Users {
+				if u.Placement == rep.Deployment.Agents[i].Name {
+					rep.Deployment.Agents[i].Placed++
+				}
+			}
+		}
+	}
+
+	// Tear down, even after Ctrl-C: with a context of its own.
+	t1 := time.Now()
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if dep != nil && upErr == nil {
+		if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err == nil {
+			for name, b := range dep.Logs(tctx) {
+				os.WriteFile(filepath.Join(dir, "logs", name+".log"), b, 0o644)
+			}
+		}
+		if err := dep.Down(tctx); err != nil {
+			logger.Warn("tear-down", "err", err)
+		}
+	}
+	// Whatever Down missed (or a failed stand-up left), by label.
+	if err := standup.Cleanup(tctx, cli, scope); err != nil {
+		logger.Warn("clean-up", "err", err)
+	}
+	left, err := standup.Leftovers(tctx, cli, scope)
+	if err != nil {
+		logger.Warn("list leftovers", "err", err)
+	}
+	rep.Leftovers = left
+	rep.TeardownMS = ms(time.Since(t1))
+	if ctx.Err() != nil && rep.Error == "" {
+		rep.Error = "interrupted: " + context.Cause(ctx).Error()
+	}
+
+	rep.Expectations = Evaluate(sc.Expectations, rep.Users, rep.Leftovers)
+	rep.Passed = rep.Error == "" && len(rep.Users) > 0
+	for _, c := range rep.Expectations {
+		rep.Passed = rep.Passed && c.Held
+	}
+	rep.WallMS = ms(time.Since(started))
+	if err := report.Write(dir, rep); err != nil {
+		return &Result{Report: rep}, err
+	}
+	if err := report.Latest(o.ResultsDir, dir); err != nil {
+		return &Result{Report: rep, Dir: dir}, err
+	}
+	return &Result{Report: rep, Dir: dir}, nil
+}
+
+// RunID names a run: its UTC start and a random suffix, so two runs started
+// in the same second on one engine never share labels.
+func RunID(t time.Time) string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return t.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
+}
+
+// DeploymentConfig is the conf.Config the router and the agents read: one
+// machine per agent with its weight, the run's network, instance ports
+// published on the network's gateway address.
+func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
+	c := conf.Default()
+	c.UPCMode = conf.ModeDocker
+	c.ServiceRouterIP = "router"
+	c.ServiceRouterPort = standup.RouterPort
+	c.SwarmPort = standup.AgentPort
+	c.Machines = map[string]float64{}
+	for _, a := range d.Agents {
+		c.Machines[a.Address] = float64(a.Weight)
+	}
+	c.Network = d.Network
+	c.Images = standup.ImagesPath
+	c.Router.Listen = fmt.Sprintf(":%d", standup.RouterPort)
+	c.Agent.Listen = fmt.Sprintf(":%d", standup.AgentPort)
+	c.Agent.PublishIP = d.Gateway
+	c.Agent.Advertise = d.Gateway
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("deployment config: %w", err)
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("deployment config: %w", err)
+	}
+	return b, nil
+}
+
+func environment(ctx context.Context, cli *client.Client, o Options, sc *scenario.Scenario, dataDir string, m *images.Manifest) report.Environment {
+	e := report.Environment{
+		Command: o.Command, UPCVersion: version.Version, GoVersion: runtime.Version(),
+		Platform: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(),
+		Seed: sc.Seed, Parallel: sc.Parallel, DataDir: dataDir,
+	}
+	if v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{}); err == nil {
+		e.DockerVersion, e.DockerAPI = v.Version, v.APIVersion
+	}
+	for _, n := range sortedKeys(m.Images) {
+		im := m.Images[n]
+		e.Images = append(e.Images, report.Image{Name: n, Ref: im.Ref, ID: im.ID})
+	}
+	return e
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
