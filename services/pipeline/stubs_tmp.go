@@ -2,7 +2,5 @@ package pipeline
 
 import "context"
 
-func (r *Run) moveUsercache(ctx context.Context) error    { return nil }
-func (r *Run) filterAccuracy(ctx context.Context) error   { return nil }
-func (r *Run) smoothJumps(ctx context.Context) error      { return nil }
-func (r *Run) cleanAndResample(ctx context.Context) error { return nil }
+func (r *Run) moveUsercache(ctx context.Context) error  { return nil }
+func (r *Run) filterAccuracy(ctx context.Context) error { return nil }
