@@ -117,6 +117,7 @@ func body(q string) string {
 
 // A box around the start of aug-27's first trip (-122.0846749, 37.393415).
 const home = `{"type": "Polygon", "coordinates": [[[-122.086, 37.392], [-122.083, 37.392], [-122.083, 37.395], [-122.086, 37.395], [-122.086, 37.392]]]}`
+
 // The box of the original's example count query: Berkeley, where aug-27 went.
 const berkeley = `{"type": "Polygon", "coordinates": [[[-122.267443, 37.864693], [-122.267443, 37.880687], [-122.250985, 37.880687], [-122.250985, 37.864693], [-122.267443, 37.864693]]]}`
 
