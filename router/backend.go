@@ -79,7 +79,7 @@ type NetworkSetup interface {
 // Machine is one placement target with its configured weight.
 type Machine struct {
 	Name   string
-	Weight int
+	Weight float64
 	Up     bool
 }
 

@@ -7,7 +7,7 @@ import "sync"
 // check the exact split, and interleaved rather than in bursts.
 type placer struct {
 	mu      sync.Mutex
-	current map[string]int
+	current map[string]float64
 }
 
 // pick chooses among the machines that are up; ok is false if none is.
@@ -15,9 +15,9 @@ func (p *placer) pick(ms []Machine) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.current == nil {
-		p.current = map[string]int{}
+		p.current = map[string]float64{}
 	}
-	total, best := 0, -1
+	total, best := 0.0, -1
 	for i, m := range ms {
 		if !m.Up || m.Weight <= 0 {
 			continue

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -231,4 +232,19 @@ func (r *Router) handleLegacyOp(op func(ctx context.Context, id ID) error) httpx
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
+}
+
+// RequireToken wraps h so every request but GET /healthz must carry
+// "Authorization: Bearer <token>".
+func RequireToken(token string, logger *slog.Logger, h http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(req.Header.Get("Authorization")), want) != 1 {
+			httpx.Handle(logger, func(http.ResponseWriter, *http.Request) error {
+				return httpx.Errorf(http.StatusUnauthorized, "missing or wrong bearer token")
+			}).ServeHTTP(w, req)
+			return
+		}
+		h.ServeHTTP(w, req)
+	})
 }

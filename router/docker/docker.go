@@ -45,7 +45,7 @@ var (
 // placement weight and its driver.
 type Machine struct {
 	Name   string
-	Weight int
+	Weight float64
 	Driver Driver
 }
 
@@ -83,8 +83,8 @@ func New(machines []Machine, opts Options, logger *slog.Logger) (*Backend, error
 			errs = append(errs, fmt.Errorf("machines[%d]: no name", i))
 		case m.Driver == nil:
 			errs = append(errs, fmt.Errorf("machine %s: no driver", m.Name))
-		case m.Weight <= 0:
-			errs = append(errs, fmt.Errorf("machine %s: weight %d must be positive", m.Name, m.Weight))
+		case !(m.Weight > 0):
+			errs = append(errs, fmt.Errorf("machine %s: weight %v must be positive", m.Name, m.Weight))
 		}
 		if _, dup := b.byName[m.Name]; dup {
 			errs = append(errs, fmt.Errorf("machine %s: listed twice", m.Name))

@@ -31,6 +31,9 @@ type Options struct {
 	Advertise string
 	// NetworkLabels are extra labels for the network if the agent creates it.
 	NetworkLabels map[string]string
+	// Labels are put on every container and volume the agent creates (the
+	// e2e harness adds its run's upc.deployment label to clean up by it).
+	Labels map[string]string
 	// Name is the agent's name (default "upc"), put in the upc.agent label:
 	// agents sharing one engine need distinct names.
 	Name string
@@ -135,6 +138,9 @@ func (e *Engine) findOrCreateNetwork(ctx context.Context) (network.Inspect, erro
 	}
 	if len(ids) == 0 {
 		labels := map[string]string{LabelNetwork: name}
+		for k, v := range e.opts.Labels {
+			labels[k] = v
+		}
 		for k, v := range e.opts.NetworkLabels {
 			labels[k] = v
 		}
@@ -190,6 +196,9 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	image := cmp.Or(req.Digest, req.Image)
 	port, _ := network.PortFrom(uint16(req.Port), network.TCP)
 	labels := map[string]string{}
+	for k, v := range e.opts.Labels {
+		labels[k] = v
+	}
 	for k, v := range req.Labels {
 		labels[k] = v
 	}
@@ -206,9 +215,11 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 		if v.PerUser {
 			m.Source = VolumeName(e.opts.Name, req.User, v.Name)
 			// Creating an existing volume returns it: the user's data stays.
-			if _, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: m.Source, Labels: map[string]string{
-				LabelUser: req.User, LabelVolume: v.Name, LabelAgent: e.opts.Name,
-			}}); err != nil {
+			vl := map[string]string{LabelUser: req.User, LabelVolume: v.Name, LabelAgent: e.opts.Name}
+			for k, v := range e.opts.Labels {
+				vl[k] = v
+			}
+			if _, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: m.Source, Labels: vl}); err != nil {
 				return Container{}, fmt.Errorf("create volume %s: %w", m.Source, err)
 			}
 		}
