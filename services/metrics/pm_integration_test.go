@@ -1,0 +1,154 @@
+package metrics
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/e-mission/upc/services/pipeline"
+	"github.com/e-mission/upc/services/pm"
+	"github.com/e-mission/upc/services/pm/api"
+	"github.com/e-mission/upc/services/pm/pmclient"
+	"github.com/e-mission/upc/services/pm/store"
+)
+
+// startPM runs a real permission manager (encrypted store in a temporary
+// directory, its HTTP server on loopback), unsealed, with the given budget.
+func startPM(t *testing.T, budget float64) *pmclient.Client {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, InitialBudget: budget, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := httptest.NewServer(pm.New(st, slog.New(slog.NewTextHandler(io.Discard, nil)), pm.Options{}).Handler())
+	t.Cleanup(srv.Close)
+	c := pmclient.New(srv.URL, nil)
+	if err := c.Unseal(context.Background(), "a user's secret"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// uploadPipelineOutput runs the Go pipeline on a real day and stores its
+// analysis entries in the PM's analysis timeseries, as the pipeline service
+// leaves them.
+func uploadPipelineOutput(t *testing.T, c *pmclient.Client, day, user string) int {
+	t.Helper()
+	f, err := os.Open(filepath.Join(realExamples, day))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	es, err := pipeline.ReadEntries(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range es {
+		es[i].UserID = user
+	}
+	ctx := context.Background()
+	st := pipeline.NewMemStore()
+	if err := st.Insert(ctx, pipeline.Timeseries, es); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&pipeline.Run{Store: st, UserID: user, Seed: pipeline.DefaultSeed}).Execute(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.Find(ctx, pipeline.Query{Keys: []string{pipeline.KeyCleanedSection, pipeline.KeyCleanedTrip}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	b, _ := json.Marshal(out)
+	if err := json.Unmarshal(b, &docs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(ctx, api.DefaultDatabase, api.AnalysisTimeseries, docs...); err != nil {
+		t.Fatal(err)
+	}
+	return len(docs)
+}
+
+func startMetrics(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func postJSON(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(bytes.TrimSpace(b))
+}
+
+// TestWithRealPM runs the metrics service against a real PM holding the Go
+// pipeline's output for aug-27: the original request body, the answer, the
+// charge in the PM's ledger, and the refusal once the budget is spent.
+func TestWithRealPM(t *testing.T) {
+	c := startPM(t, 0.5)
+	if n := uploadPipelineOutput(t, c, "shankari_2015-aug-27", "aug27"); n < 15 {
+		t.Fatalf("uploaded %d entries", n)
+	}
+	url := startMetrics(t)
+	body := `{"pm_address": "` + c.BaseURL() + `", "uuid": "aug27",
+	 "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
+	 "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},
+	 "freq": "DAILY", "metric": "%s",
+	 "offset": {"CAR": 1000, "IN_VEHICLE": 1000, "BICYCLING": 1000},
+	 "alpha": {"CAR": 0.05, "IN_VEHICLE": 0.05, "BICYCLING": 0.05}}`
+	code, got := postJSON(t, url+"/metrics/local_date", strings.Replace(body, "%s", "count", 1))
+	if code != 200 || got != `{"success":true,"results":{"BICYCLING":4,"CAR":0,"IN_VEHICLE":5}}` {
+		t.Fatalf("count: %d %s", code, got)
+	}
+	cost := -math.Log(0.05) * 55 / 1000
+	l, err := c.Ledger(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(l); !strings.Contains(string(b), `"metrics"`) || math.Abs(l.Remaining-(0.5-cost)) > 1e-9 {
+		t.Errorf("ledger after one count: %s (want remaining %v)", b, 0.5-cost)
+	}
+	// Distance: Δf(CAR) = 3840000 m/day, so a large offset keeps it cheap;
+	// modes outside the Δf table (IN_VEHICLE, BICYCLING) cost nothing.
+	distBody := strings.Replace(strings.Replace(body, "%s", "distance", 1), `"CAR": 1000, "IN_VEHICLE": 1000, "BICYCLING": 1000`, `"CAR": 1e8, "IN_VEHICLE": 1, "BICYCLING": 1`, 1)
+	code, got = postJSON(t, url+"/metrics/local_date", distBody)
+	if code != 200 || !strings.HasPrefix(got, `{"success":true,"results":{"BICYCLING":`) || !strings.Contains(got, `"CAR":0,"IN_VEHICLE":`) {
+		t.Fatalf("distance: %d %s", code, got)
+	}
+	var dist struct{ Results map[string]float64 }
+	json.Unmarshal([]byte(got), &dist)
+	if v := dist.Results["IN_VEHICLE"]; v < 150000 || v > 170000 {
+		t.Errorf("IN_VEHICLE distance %v m, want the ~158 km of aug-27's five drives", v)
+	}
+	cost += -math.Log(0.05) * 3840000 / 1e8
+	// Count with CAR offset 100 costs −ln(0.05)·55/100 ≈ 1.65: refused.
+	overBody := strings.Replace(strings.Replace(body, "%s", "count", 1), `"CAR": 1000`, `"CAR": 100`, 1)
+	before, _ := c.Ledger(context.Background())
+	if math.Abs(before.Remaining-(0.5-cost)) > 1e-9 {
+		t.Errorf("remaining %v, want %v", before.Remaining, 0.5-cost)
+	}
+	code, got = postJSON(t, url+"/metrics/local_date", overBody)
+	if code != 200 || got != `{"success":false}` {
+		t.Fatalf("over budget: %d %s", code, got)
+	}
+	after, _ := c.Ledger(context.Background())
+	if after.Remaining != before.Remaining {
+		t.Errorf("a refused query changed the budget: %v → %v", before.Remaining, after.Remaining)
+	}
+}
