@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -50,58 +49,35 @@ func loadDay(t testing.TB, name string) (*MemStore, string) {
 	return st, user
 }
 
-type gtTrip struct {
-	Properties struct {
-		StartTS      float64 `json:"start_ts"`
-		EndTS        float64 `json:"end_ts"`
-		StartFmtTime string  `json:"start_fmt_time"`
-		EndFmtTime   string  `json:"end_fmt_time"`
-	} `json:"properties"`
-	Features []struct {
-		Type     string `json:"type"`
-		Features []struct {
-			Properties struct {
-				StartFmtTime string    `json:"start_fmt_time"`
-				EndFmtTime   string    `json:"end_fmt_time"`
-				SensedMode   string    `json:"sensed_mode"`
-				Speeds       []float64 `json:"speeds"`
-			} `json:"properties"`
-		} `json:"features"`
-	} `json:"features"`
-}
-
-func TestDebugTrips(t *testing.T) {
-	day := os.Getenv("DAY")
-	if day == "" {
-		t.Skip("debug helper: set DAY")
-	}
-	st, user := loadDay(t, day)
+// Every stage keeps its progress: a second run over the same data finds
+// nothing new and writes nothing.
+func TestSecondRunAddsNothing(t *testing.T) {
+	ctx := context.Background()
+	st, user := loadDay(t, "shankari_2015-08-23")
 	r := &Run{Store: st, UserID: user}
-	if err := r.Execute(context.Background()); err != nil {
+	if err := r.Execute(ctx); err != nil {
 		t.Fatal(err)
 	}
-	es, _ := st.Find(context.Background(), Query{Keys: []string{KeyRawTrip, KeyRawUntracked}, Field: "data.start_ts"})
-	secs, _ := st.Find(context.Background(), Query{Keys: []string{KeyRawSection}, Field: "data.start_ts"})
-	for _, e := range es {
-		tr, _ := Decode[Trip](e)
-		t.Logf("%s %s -> %s  %.3f %.3f", e.Metadata.Key, tr.StartFmtTime, tr.EndFmtTime, tr.StartTS, tr.EndTS)
-		for _, se := range secs {
-			s, _ := Decode[Section](se)
-			if s.TripID == e.ID {
-				t.Logf("     sec %s -> %s %s", s.StartFmtTime, s.EndFmtTime, MotionTypeName(s.SensedMode))
-			}
+	keys := []string{KeyRawTrip, KeyRawPlace, KeyRawSection, KeyRawStop, KeySmoothing, KeyCleanedTrip, KeyCleanedPlace, KeyCleanedSection, KeyCleanedStop, KeyRecreated}
+	before := map[string]int{}
+	for _, k := range keys {
+		before[k] = st.Count(Timeseries, k)
+	}
+	if before[KeyCleanedTrip] != 3 || before[KeyRecreated] == 0 {
+		t.Fatalf("first run: %v", before)
+	}
+	if err := r.Execute(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if n := st.Count(Timeseries, k); n != before[k] {
+			t.Errorf("%s: %d after the second run, %d before", k, n, before[k])
 		}
 	}
-	b, _ := os.ReadFile(filepath.Join(realExamples(t), day+".ground_truth"))
-	var gt struct{ Data []gtTrip }
-	_ = json.Unmarshal(b, &gt)
-	for _, g := range gt.Data {
-		t.Logf("GT %s -> %s  %.3f %.3f", g.Properties.StartFmtTime, g.Properties.EndFmtTime, g.Properties.StartTS, g.Properties.EndTS)
-		for _, f := range g.Features {
-			if f.Type == "FeatureCollection" {
-				p := f.Features[0].Properties
-				t.Logf("     sec %s -> %s %s %d", p.StartFmtTime, p.EndFmtTime, p.SensedMode, len(p.Speeds))
-			}
+	for _, s := range Stages[2:] {
+		state, _ := st.State(ctx, s.Name)
+		if state.LastProcessedTS == nil {
+			t.Errorf("stage %s recorded no progress", s.Name)
 		}
 	}
 }
