@@ -1,0 +1,142 @@
+package count
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/e-mission/upc/services/pipeline"
+	"github.com/e-mission/upc/services/pm"
+	"github.com/e-mission/upc/services/pm/api"
+	"github.com/e-mission/upc/services/pm/pmclient"
+	"github.com/e-mission/upc/services/pm/store"
+)
+
+// startPM runs a real permission manager (encrypted store in a temporary
+// directory, its HTTP server on loopback), unsealed, with the given budget.
+func startPM(t *testing.T, budget float64) *pmclient.Client {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, InitialBudget: budget, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := httptest.NewServer(pm.New(st, slog.New(slog.NewTextHandler(io.Discard, nil)), pm.Options{}).Handler())
+	t.Cleanup(srv.Close)
+	c := pmclient.New(srv.URL, nil)
+	if err := c.Unseal(context.Background(), "a user's secret"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// uploadRecreated runs the Go pipeline on a real day and stores its
+// recreated locations in the PM's analysis timeseries.
+func uploadRecreated(t *testing.T, c *pmclient.Client, day string) int {
+	t.Helper()
+	f, err := os.Open(filepath.Join("../../../shared/data/real_examples", day))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	es, err := pipeline.ReadEntries(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st := pipeline.NewMemStore()
+	for i := range es {
+		es[i].UserID = "u"
+	}
+	if err := st.Insert(ctx, pipeline.Timeseries, es); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&pipeline.Run{Store: st, UserID: "u", Seed: pipeline.DefaultSeed}).Execute(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.Find(ctx, pipeline.Query{Keys: []string{pipeline.KeyRecreated}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	b, _ := json.Marshal(out)
+	if err := json.Unmarshal(b, &docs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Insert(ctx, api.DefaultDatabase, api.AnalysisTimeseries, docs...); err != nil {
+		t.Fatal(err)
+	}
+	return len(docs)
+}
+
+func postJSON(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(bytes.TrimSpace(b))
+}
+
+// TestWithRealPM runs the count service over HTTP against a real PM that
+// holds the Go pipeline's recreated locations of aug-27; the PM evaluates
+// the time window and the $geoWithin.
+func TestWithRealPM(t *testing.T) {
+	c := startPM(t, 0.1)
+	if n := uploadRecreated(t, c, "shankari_2015-aug-27"); n < 100 {
+		t.Fatalf("only %d recreated locations", n)
+	}
+	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
+	defer srv.Close()
+	ask := func(path, q string) (int, string) {
+		return postJSON(t, srv.URL+path, `{"pm_address": "`+c.BaseURL()+`", "uuid": "u", "query": `+q+`}`)
+	}
+	day := `"start_ts": 1440658800, "end_ts": 1440745200`
+	for _, tc := range []struct{ name, q, want string }{
+		{"berkeley, the original example's box", `{"offset": 100, "alpha": 0.05, ` + day + `, "sel_region": {"geometry": ` + berkeley + `}}`, `{"success":true,"results":1}`},
+		{"home", `{"offset": 100, "alpha": 0.05, ` + day + `, "sel_region": {"geometry": ` + home + `}}`, `{"success":true,"results":1}`},
+		{"sacramento", `{"offset": 100, "alpha": 0.05, ` + day + `, "sel_region": {"geometry": ` + elsewhere + `}}`, `{"success":true,"results":0}`},
+	} {
+		code, got := ask("/count_query", tc.q)
+		if code != 200 || got != tc.want {
+			t.Errorf("%s: %d %s, want %s", tc.name, code, got, tc.want)
+		}
+	}
+	l, err := c.Ledger(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 0.1 - 3*0.029957322735539909; math.Abs(l.Remaining-want) > 1e-9 {
+		t.Errorf("remaining %v, want %v", l.Remaining, want)
+	}
+	// 0.0101 left: the fourth query is refused and charges nothing.
+	code, got := ask("/count_query", `{"offset": 100, "alpha": 0.05, `+day+`, "sel_region": null}`)
+	if code != 200 || got != `{"success":false}` {
+		t.Fatalf("short budget: %d %s", code, got)
+	}
+	// The versioned API's query id makes a retry free: charged once.
+	c2 := startPM(t, 0.05)
+	uploadRecreated(t, c2, "shankari_2015-aug-27")
+	for range 3 {
+		code, got := postJSON(t, srv.URL+"/v1/count_query", `{"pm_address": "`+c2.BaseURL()+`", "uuid": "u", "query_id": "retry-me",
+		  "query": {"offset": 100, "alpha": 0.05, `+day+`, "sel_region": {"geometry": `+home+`}}}`)
+		if code != 200 || !strings.Contains(got, `"success":true,"results":1`) {
+			t.Fatalf("v1: %d %s", code, got)
+		}
+	}
+	l, _ = c2.Ledger(context.Background())
+	if math.Abs(l.Remaining-(0.05-0.029957322735539909)) > 1e-9 {
+		t.Errorf("three tries of one query id left %v", l.Remaining)
+	}
+}
