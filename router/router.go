@@ -212,7 +212,9 @@ func (r *Router) place(ctx context.Context, ms Machines, spec Spec) (string, err
 	return m, nil
 }
 
-// waitHealthy polls url with a bounded exponential backoff until it answers
+// waitHealthy polls url with a bounded exponential backoff (2ms growing to
+// 20ms: probes are cheap, and a coarser step would add its slack to every
+// launch) until it answers
 // 2xx, the health timeout passes, or ctx ends.
 func (r *Router) waitHealthy(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.healthTimeout)
@@ -229,7 +231,7 @@ func (r *Router) waitHealthy(ctx context.Context, url string) error {
 			return fmt.Errorf("%w at %s within %s: last probe: %v", ErrUnhealthy, url, r.healthTimeout, last)
 		case <-time.After(delay):
 		}
-		delay = min(delay*3/2, 100*time.Millisecond)
+		delay = min(delay*3/2, 20*time.Millisecond)
 	}
 }
 
