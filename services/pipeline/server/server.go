@@ -1,0 +1,170 @@
+// Package server is the pipeline service of a user's private cloud: it runs
+// the intake pipeline over the user's PM. POST /run_pipeline keeps the
+// original body ({"pm_address", "uuid"}); POST /v1/run answers with what the
+// run did.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/services/pipeline"
+	"github.com/e-mission/upc/services/pipeline/pmstore"
+	"github.com/e-mission/upc/services/pm/pmclient"
+)
+
+// Connector returns the Store of user in the PM at pmAddress.
+type Connector func(pmAddress, user string) pipeline.Store
+
+// PMStores connects through pmclient over hc (nil: http.DefaultClient). An
+// address without a scheme gets http://.
+func PMStores(hc *http.Client) Connector {
+	return func(addr, user string) pipeline.Store {
+		if !strings.Contains(addr, "://") {
+			addr = "http://" + addr
+		}
+		return pmstore.New(pmclient.New(addr, hc), user)
+	}
+}
+
+// Server is the pipeline service.
+type Server struct {
+	Logger  *slog.Logger
+	Connect Connector
+
+	mu      sync.Mutex
+	running map[string]*sync.Mutex // one run at a time per user's PM
+}
+
+// New returns a pipeline server.
+func New(logger *slog.Logger, connect Connector) *Server {
+	return &Server{Logger: logger, Connect: connect, running: map[string]*sync.Mutex{}}
+}
+
+// Request is the body of both endpoints.
+type Request struct {
+	PMAddress string `json:"pm_address"`
+	UUID      string `json:"uuid"`
+}
+
+// Validate returns every problem of the request.
+func (r Request) Validate() error {
+	var errs []error
+	if r.PMAddress == "" {
+		errs = append(errs, errors.New("pm_address is required"))
+	} else {
+		a := r.PMAddress
+		if !strings.Contains(a, "://") {
+			a = "http://" + a
+		}
+		if u, err := url.Parse(a); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			errs = append(errs, fmt.Errorf("pm_address %q is not an http(s) address", r.PMAddress))
+		}
+	}
+	if strings.TrimSpace(r.UUID) == "" {
+		errs = append(errs, errors.New("uuid is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Result is the versioned answer.
+type Result struct {
+	Success bool   `json:"success"`
+	UUID    string `json:"uuid"`
+	// StageMillis is each stage's wall time.
+	StageMillis map[string]float64 `json:"stage_ms"`
+	// Written counts the entries the run added, by key.
+	Written map[string]int `json:"written"`
+}
+
+// Handler serves /run_pipeline, /v1/run and /healthz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /run_pipeline", httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
+		res, err := s.run(w, r)
+		if err != nil {
+			return err
+		}
+		// The original answered 200 with no body; its client only checks r.ok.
+		return httpx.WriteJSON(w, http.StatusOK, map[string]bool{"success": res.Success})
+	}))
+	mux.Handle("POST /v1/run", httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
+		res, err := s.run(w, r)
+		if err != nil {
+			return err
+		}
+		return httpx.WriteJSON(w, http.StatusOK, res)
+	}))
+	mux.HandleFunc("GET /healthz", httpx.Healthz)
+	return mux
+}
+
+func (s *Server) lock(key string) func() {
+	s.mu.Lock()
+	m, ok := s.running[key]
+	if !ok {
+		m = &sync.Mutex{}
+		s.running[key] = m
+	}
+	s.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request) (Result, error) {
+	var req Request
+	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{}); err != nil {
+		return Result{}, err
+	}
+	if err := req.Validate(); err != nil {
+		return Result{}, httpx.BadRequest("invalid pipeline request: %w", err)
+	}
+	defer s.lock(req.PMAddress + "\x00" + req.UUID)()
+	res, err := Run(r.Context(), s.Connect(req.PMAddress, req.UUID), req.UUID, s.Logger)
+	if err != nil {
+		return Result{}, &httpx.Error{Code: http.StatusBadGateway, Msg: "pipeline run failed: " + err.Error(), Err: err}
+	}
+	s.Logger.Info("pipeline run", "uuid", req.UUID, "written", res.Written)
+	return res, nil
+}
+
+// counting wraps a Store and counts inserted entries by key.
+type counting struct {
+	pipeline.Store
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *counting) Insert(ctx context.Context, coll string, es []pipeline.Entry) error {
+	if err := c.Store.Insert(ctx, coll, es); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range es {
+		c.n[e.Metadata.Key]++
+	}
+	return nil
+}
+
+// Run runs the whole pipeline for user over st.
+func Run(ctx context.Context, st pipeline.Store, user string, logger *slog.Logger) (Result, error) {
+	cs := &counting{Store: st, n: map[string]int{}}
+	run := &pipeline.Run{Store: cs, UserID: user, Seed: pipeline.DefaultSeed, Logger: logger}
+	if err := run.Execute(ctx); err != nil {
+		return Result{}, err
+	}
+	res := Result{Success: true, UUID: user, StageMillis: map[string]float64{}, Written: cs.n}
+	for k, d := range run.Timing() {
+		res.StageMillis[k] = float64(d) / float64(time.Millisecond)
+	}
+	return res, nil
+}

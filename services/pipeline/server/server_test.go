@@ -1,0 +1,165 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/e-mission/upc/services/pipeline"
+	"github.com/e-mission/upc/services/pipeline/diary"
+	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
+	"github.com/e-mission/upc/services/pipeline/pmstore"
+	"github.com/e-mission/upc/services/pm"
+	"github.com/e-mission/upc/services/pm/pmclient"
+	"github.com/e-mission/upc/services/pm/pmtest"
+	"github.com/e-mission/upc/services/pm/store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// startPM runs a real permission manager (encrypted store in a temporary
+// directory, its HTTP server on loopback), unsealed.
+func startPM(t testing.TB) *pmclient.Client {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := httptest.NewServer(pm.New(st, quiet, pm.Options{}).Handler())
+	t.Cleanup(srv.Close)
+	c := pmclient.New(srv.URL, nil)
+	if err := c.Unseal(context.Background(), "a user's secret"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func upload(t testing.TB, c *pmclient.Client, day, user string) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(pmtest.RealExamplesDir(t), day))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	es, err := pipeline.ReadEntries(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range es {
+		es[i].UserID = user
+	}
+	if err := pmstore.New(c, user).Insert(context.Background(), pipeline.Timeseries, es); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func post(t *testing.T, url, body string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// The service runs the pipeline through a real PM: the day's results land in
+// the PM and match the ground truth exactly, and the analysis entries have
+// e-mission's shapes for the metrics and count services.
+func TestRunPipelineThroughPM(t *testing.T) {
+	c := startPM(t)
+	const user = "0763de67f61e3f5d90e7518e69793954"
+	upload(t, c, "shankari_2015-08-23", user)
+	srv := httptest.NewServer(New(quiet, PMStores(nil)).Handler())
+	defer srv.Close()
+
+	code, body := post(t, srv.URL+"/run_pipeline", `{"pm_address": "`+c.BaseURL()+`", "uuid": "`+user+`"}`)
+	if code != http.StatusOK || !bytes.Contains(body, []byte(`"success":true`)) {
+		t.Fatalf("run_pipeline: %d %s", code, body)
+	}
+	ctx := context.Background()
+	got, err := diary.Trips(ctx, pmstore.New(c, user), 2015, 8, 23)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := gt.Load(filepath.Join(pmtest.RealExamplesDir(t), "shankari_2015-08-23.ground_truth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := gt.CompareExact(want, got); !rep.OK() {
+		var b strings.Builder
+		_ = rep.Write(&b)
+		t.Fatalf("through the PM:\n%s", b.String())
+	}
+	secs, err := c.Find(ctx, pmclient.FindRequest{Database: "Stage_database", Collection: "Stage_analysis_timeseries",
+		Filter: map[string]any{"metadata.key": "analysis/cleaned_section"}})
+	if err != nil || len(secs) != 5 {
+		t.Fatalf("cleaned sections in the PM: %d, %v", len(secs), err)
+	}
+	d := secs[0]["data"].(map[string]any)
+	for _, f := range []string{"start_ts", "end_ts", "start_local_dt", "distance", "duration", "sensed_mode", "speeds", "distances"} {
+		if _, ok := d[f]; !ok {
+			t.Errorf("cleaned_section has no data.%s", f)
+		}
+	}
+	if _, isNum := d["sensed_mode"].(float64); !isNum {
+		t.Errorf("sensed_mode is %T, want a number", d["sensed_mode"])
+	}
+	n, err := c.Count(ctx, pmclient.FindRequest{Database: "Stage_database", Collection: "Stage_analysis_timeseries",
+		Filter: map[string]any{"metadata.key": "analysis/recreated_location",
+			"data.loc": map[string]any{"$geoWithin": map[string]any{"$geometry": map[string]any{"type": "Polygon",
+				"coordinates": []any{[]any{[]any{-122.2, 37.3}, []any{-122.0, 37.3}, []any{-122.0, 37.45}, []any{-122.2, 37.45}, []any{-122.2, 37.3}}}}}}}})
+	if err != nil || n == 0 {
+		t.Fatalf("recreated locations in the day's area: %d, %v", n, err)
+	}
+
+	// A second run (versioned API) finds nothing new.
+	code, body = post(t, srv.URL+"/v1/run", `{"pm_address": "`+c.BaseURL()+`", "uuid": "`+user+`"}`)
+	var res Result
+	if code != http.StatusOK || json.Unmarshal(body, &res) != nil || !res.Success {
+		t.Fatalf("v1/run: %d %s", code, body)
+	}
+	if len(res.Written) != 0 {
+		t.Errorf("second run wrote %v", res.Written)
+	}
+	if len(res.StageMillis) != len(pipeline.Stages) {
+		t.Errorf("stage timings %v", res.StageMillis)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	srv := httptest.NewServer(New(quiet, PMStores(nil)).Handler())
+	defer srv.Close()
+	for _, c := range []struct {
+		body, want string
+		code       int
+	}{
+		{`{}`, "pm_address is required", 400},
+		{`{"pm_address": "http://127.0.0.1:1"}`, "uuid is required", 400},
+		{`{"pm_address": "ftp://x", "uuid": "u"}`, "not an http(s) address", 400},
+		{`{"pm_address": "http://127.0.0.1:1", "uuid": "u", "extra": 1}`, "extra", 400},
+		{`not json`, "", 400},
+		{`{"pm_address": "http://127.0.0.1:1", "uuid": "u"}`, "pipeline run failed", 502}, // nothing listens there
+	} {
+		for _, path := range []string{"/run_pipeline", "/v1/run"} {
+			code, body := post(t, srv.URL+path, c.body)
+			if code != c.code || !strings.Contains(string(body), c.want) {
+				t.Errorf("%s %s: %d %s; want %d containing %q", path, c.body, code, body, c.code, c.want)
+			}
+		}
+	}
+	resp, err := http.Get(srv.URL + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+}
