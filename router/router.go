@@ -212,10 +212,9 @@ func (r *Router) place(ctx context.Context, ms Machines, spec Spec) (string, err
 	return m, nil
 }
 
-// waitHealthy polls url with a bounded exponential backoff (2ms growing to
-// 20ms: probes are cheap, and a coarser step would add its slack to every
-// launch) until it answers
-// 2xx, the health timeout passes, or ctx ends.
+// waitHealthy polls url until it answers 2xx, the health timeout passes, or
+// ctx ends, with a bounded exponential backoff: 2ms growing to 20ms, since
+// probes are cheap and a coarser step would add its slack to every launch.
 func (r *Router) waitHealthy(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.healthTimeout)
 	defer cancel()

@@ -1,0 +1,175 @@
+package docker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/router"
+	"github.com/e-mission/upc/router/docker"
+	"github.com/e-mission/upc/router/routerclient"
+)
+
+// benchRounds is the number of paired samples per benchmark iteration: each
+// round launches once through the router and once directly, alternating, so
+// both medians come from the same run under the same load.
+const benchRounds = 10
+
+// BenchmarkLaunchToAnswerDocker measures launch→first HTTP answer of the
+// test image through the whole router (typed client → router HTTP API →
+// Docker backend → machine agent HTTP API → engine, then the router's health
+// wait) against creating, starting and polling the same container directly
+// through the Docker API, and pause/resume through the router. Metrics:
+// medians in ms and router/direct ratio (target ≤ 1.2).
+func BenchmarkLaunchToAnswerDocker(b *testing.B) {
+	ctx := context.Background()
+	d := newDeployment(b)
+	agentSrv := d.agentServer(b, "bench")
+	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
+	cat := &conf.Catalog{Services: []conf.Service{{Name: "bench", Image: imageRef, Digest: imageID, Port: 8080, Health: "/healthz"}}}
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 30 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(router.Handler(core, slog.New(slog.DiscardHandler)))
+	b.Cleanup(srv.Close)
+	rc, _ := routerclient.New(srv.URL)
+	net, err := be.SetupNetworks(ctx)
+	if err != nil || len(net) != 1 {
+		b.Fatal(err)
+	}
+	gw := gateway(b, d.network)
+
+	var viaRouter, direct, pause, resume, dockerPause, dockerUnpause []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for r := range benchRounds {
+			start := time.Now()
+			in, err := rc.Launch(ctx, "bench", "bench"+strconv.Itoa(r))
+			if err != nil {
+				b.Fatal(err)
+			}
+			viaRouter = append(viaRouter, time.Since(start))
+
+			t0 := time.Now()
+			if _, err := rc.Pause(ctx, in.ID); err != nil {
+				b.Fatal(err)
+			}
+			pause = append(pause, time.Since(t0))
+			t0 = time.Now()
+			if _, err := rc.Resume(ctx, in.ID); err != nil {
+				b.Fatal(err)
+			}
+			resume = append(resume, time.Since(t0))
+			if err := rc.Delete(ctx, in.ID); err != nil {
+				b.Fatal(err)
+			}
+
+			dt, pt, ut := launchDirect(b, d.network, gw)
+			direct = append(direct, dt)
+			dockerPause = append(dockerPause, pt)
+			dockerUnpause = append(dockerUnpause, ut)
+		}
+	}
+	b.StopTimer()
+	mr, md := median(viaRouter), median(direct)
+	b.ReportMetric(ms(mr), "router-ms")
+	b.ReportMetric(ms(md), "direct-ms")
+	b.ReportMetric(float64(mr)/float64(md), "ratio")
+	b.ReportMetric(ms(median(pause)), "pause-ms")
+	b.ReportMetric(ms(median(resume)), "resume-ms")
+	b.ReportMetric(ms(median(dockerPause)), "docker-pause-ms")
+	b.ReportMetric(ms(median(dockerUnpause)), "docker-unpause-ms")
+	b.Logf("%d samples each: launch→answer median router %.1f ms (min %.1f, max %.1f), direct %.1f ms (min %.1f, max %.1f), ratio %.3f; "+
+		"pause %.1f ms, resume %.1f ms through the router (docker pause %.1f ms, unpause %.1f ms)",
+		len(direct), ms(mr), ms(slices.Min(viaRouter)), ms(slices.Max(viaRouter)), ms(md), ms(slices.Min(direct)), ms(slices.Max(direct)),
+		float64(mr)/float64(md), ms(median(pause)), ms(median(resume)), ms(median(dockerPause)), ms(median(dockerUnpause)))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func gateway(b testing.TB, name string) netip.Addr {
+	res, err := cli.NetworkInspect(context.Background(), name, client.NetworkInspectOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range res.Network.IPAM.Config {
+		if c.Gateway.Is4() {
+			return c.Gateway
+		}
+	}
+	b.Fatalf("network %s has no gateway", name)
+	return netip.Addr{}
+}
+
+// launchDirect is the baseline: the same container (image, network, port
+// published on the gateway) created, started and polled through the Docker
+// API with no router, then paused and unpaused; it returns the three times.
+func launchDirect(b testing.TB, netName string, gw netip.Addr) (launch, pause, unpause time.Duration) {
+	ctx := context.Background()
+	port, _ := network.PortFrom(8080, network.TCP)
+	start := time.Now()
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config:           &container.Config{Image: imageID, Labels: map[string]string{"upc.test": "1"}, ExposedPorts: network.PortSet{port: {}}},
+		HostConfig:       &container.HostConfig{PortBindings: network.PortMap{port: {{HostIP: gw}}}},
+		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {}}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	ins, err := cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := fmt.Sprintf("http://%s:%s/healthz", gw, ins.Container.NetworkSettings.Ports[port][0].HostPort)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := hc.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Since(start) > 30*time.Second {
+			b.Fatalf("direct launch never answered: %v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	launch = time.Since(start)
+	t0 := time.Now()
+	if _, err := cli.ContainerPause(ctx, c.ID, client.ContainerPauseOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	pause = time.Since(t0)
+	t0 = time.Now()
+	if _, err := cli.ContainerUnpause(ctx, c.ID, client.ContainerUnpauseOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	return launch, pause, time.Since(t0)
+}
