@@ -1,0 +1,135 @@
+// Package pmtest helps the PM's tests: it finds the real e-mission day files
+// in ../shared/data/real_examples and loads them as the client library would
+// send them (extended JSON's {"$oid": h} and {"$uuid": h} become strings).
+package pmtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// RealExamplesDir locates shared/data/real_examples: $UPC_SHARED/data/real_examples
+// when set, else ../shared beside the repository root (the directory holding
+// go.mod), found by walking up from the working directory.
+func RealExamplesDir(t testing.TB) string {
+	t.Helper()
+	if s := os.Getenv("UPC_SHARED"); s != "" {
+		return filepath.Join(s, "data", "real_examples")
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			p := filepath.Join(dir, "..", "shared", "data", "real_examples")
+			if _, err := os.Stat(p); err != nil {
+				t.Fatalf("real examples not found at %s (set UPC_SHARED): %v", p, err)
+			}
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory; set UPC_SHARED")
+		}
+		dir = parent
+	}
+}
+
+// DayFiles lists the day files (not the ground truths, not the README).
+func DayFiles(t testing.TB) []string {
+	t.Helper()
+	dir := RealExamplesDir(t)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if e.IsDir() || strings.HasSuffix(n, ".md") || strings.HasSuffix(n, ".ground_truth") {
+			continue
+		}
+		out = append(out, filepath.Join(dir, n))
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		t.Fatalf("no day files in %s", dir)
+	}
+	return out
+}
+
+// LoadDay reads a day file with numbers kept exact (json.Number) and
+// extended-JSON ids flattened to strings.
+func LoadDay(t testing.TB, path string) []map[string]any {
+	t.Helper()
+	docs, err := ReadDay(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return docs
+}
+
+// ReadDay is LoadDay without a testing.TB.
+func ReadDay(path string) ([]map[string]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var docs []map[string]any
+	if err := dec.Decode(&docs); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	for _, d := range docs {
+		Flatten(d)
+	}
+	return docs, nil
+}
+
+// Flatten rewrites {"$oid": h} and {"$uuid": h} to h, in place.
+func Flatten(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		if len(x) == 1 {
+			for _, k := range []string{"$oid", "$uuid"} {
+				if s, ok := x[k].(string); ok {
+					return s
+				}
+			}
+		}
+		for k, e := range x {
+			x[k] = Flatten(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = Flatten(e)
+		}
+	}
+	return v
+}
+
+// Canonical re-encodes v with sorted keys and numbers as they were, for
+// comparing documents byte for byte.
+func Canonical(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var x any
+	if err := dec.Decode(&x); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = json.Marshal(x)
+	return string(b)
+}
