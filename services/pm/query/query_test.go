@@ -318,7 +318,9 @@ func TestEmissionQueriesOnRealDay(t *testing.T) {
 		{"write_ts range (usercache moveToLongTerm)", map[string]any{"metadata.write_ts": map[string]any{"$lte": end}},
 			func(d map[string]any) bool { w, ok := num(d, "metadata.write_ts"); return ok && w <= end }},
 		{"geo query on data.loc", map[string]any{"metadata.key": "background/filtered_location", "data.loc": box},
-			func(d map[string]any) bool { return str(d, "metadata.key") == "background/filtered_location" && inBox(d) }},
+			func(d map[string]any) bool {
+				return str(d, "metadata.key") == "background/filtered_location" && inBox(d)
+			}},
 		{"extra query filter=time", map[string]any{"metadata.key": "background/location", "data.filter": "time"},
 			func(d map[string]any) bool {
 				return str(d, "metadata.key") == "background/location" && str(d, "data.filter") == "time"
