@@ -1,0 +1,287 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/userclient"
+	"github.com/e-mission/upc/router/routerclient"
+)
+
+func init() { subcommands = append(subcommands, newClientCmd) }
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	config    string
+	routerURL string
+	tokenFile string
+	user      string
+}
+
+func (f *clientFlags) load() (*conf.Config, error) {
+	if f.config == "" {
+		return conf.Default(), nil
+	}
+	return conf.Load(f.config)
+}
+
+// httpClient trusts the configuration's certificate bundle when TLS is on.
+func httpClient(cfg *conf.Config) (*http.Client, error) {
+	hc := &http.Client{Timeout: 10 * time.Minute}
+	if cfg.CertificateBundlePath == "" {
+		return hc, nil
+	}
+	pem, err := os.ReadFile(cfg.Path(cfg.CertificateBundlePath))
+	if err != nil {
+		return nil, fmt.Errorf("read certificate bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("certificate bundle %s: no PEM certificate in it", cfg.CertificateBundlePath)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	hc.Transport = tr
+	return hc, nil
+}
+
+// userClient builds the user's client from the flags and configuration.
+func (f *clientFlags) userClient(needUser bool) (*userclient.Client, error) {
+	if needUser && f.user == "" {
+		return nil, errors.New("--user is required")
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return nil, err
+	}
+	hc, err := httpClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	base := f.routerURL
+	if base == "" {
+		base = cfg.RouterURL()
+	}
+	var token string
+	tokenFile := f.tokenFile
+	if tokenFile == "" && cfg.Router.TokenFile != "" {
+		tokenFile = cfg.Path(cfg.Router.TokenFile)
+	}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read router token: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	rc, err := routerclient.New(base, routerclient.WithHTTPClient(hc), routerclient.WithToken(token))
+	if err != nil {
+		return nil, err
+	}
+	return &userclient.Client{Router: userclient.NewRouter(rc), User: f.user, HTTP: hc}, nil
+}
+
+// userKey reads the user's secret from UPC_KEY_FILE or UPC_KEY (never a flag,
+// so it stays out of shell history and process lists).
+func userKey(keyFile string) (string, error) {
+	if keyFile == "" {
+		keyFile = os.Getenv("UPC_KEY_FILE")
+	}
+	if keyFile != "" {
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			return "", fmt.Errorf("read key: %w", err)
+		}
+		k := strings.TrimSpace(string(b))
+		if k == "" {
+			return "", fmt.Errorf("key file %s is empty", keyFile)
+		}
+		return k, nil
+	}
+	if k := os.Getenv("UPC_KEY"); k != "" {
+		return k, nil
+	}
+	return "", errors.New("no key: set --key-file, UPC_KEY_FILE or UPC_KEY")
+}
+
+func newClientCmd(g *globals) *cobra.Command {
+	f := &clientFlags{}
+	cmd := &cobra.Command{
+		Use:   "client",
+		Short: "The user's device: launch and unseal a PM, upload, download, pause, resume, delete",
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.config, "config", "", "UPC configuration file (JSON or YAML; default: built-in defaults)")
+	pf.StringVar(&f.routerURL, "router", "", "router base URL (default: from the configuration)")
+	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the router's bearer token (default: router.token_file)")
+	pf.StringVar(&f.user, "user", "", "the user's id")
+
+	printJSON := func(v any) error {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+
+	var keyFile string
+	launch := &cobra.Command{
+		Use:   "launch",
+		Short: "Launch a PM for the user through the router and unseal it with the user's key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := userKey(keyFile)
+			if err != nil {
+				return err
+			}
+			c, err := f.userClient(true)
+			if err != nil {
+				return err
+			}
+			inst, err := c.LaunchPM(cmd.Context(), key)
+			if err != nil {
+				return err
+			}
+			g.logger().Info("pm launched and unsealed", "user", f.user, "id", inst.ID, "address", inst.Address)
+			return printJSON(inst)
+		},
+	}
+	launch.Flags().StringVar(&keyFile, "key-file", "", "file holding the user's secret key (default: $UPC_KEY_FILE, then $UPC_KEY)")
+
+	var pmAddr string
+	upload := &cobra.Command{
+		Use:   "upload --pm ADDRESS DAYFILE...",
+		Short: "Upload e-mission day files into the user's PM, as the original upload_data.py",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, files []string) error {
+			if pmAddr == "" {
+				return errors.New("--pm is required")
+			}
+			c, err := f.userClient(true)
+			if err != nil {
+				return err
+			}
+			for _, file := range files {
+				entries, err := userclient.LoadDay(file)
+				if err != nil {
+					return err
+				}
+				start := time.Now()
+				res, err := c.Upload(cmd.Context(), pmAddr, entries)
+				if err != nil {
+					return fmt.Errorf("upload %s: %w", file, err)
+				}
+				g.logger().Info("uploaded", "file", file, "entries", res.Entries, "inserted", res.Inserted,
+					"updated", res.Updated, "took", time.Since(start).Round(time.Millisecond))
+				if err := printJSON(map[string]any{"file": file, "result": res}); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	upload.Flags().StringVar(&pmAddr, "pm", "", "the PM's address (as launch printed it)")
+
+	var out, typ string
+	download := &cobra.Command{
+		Use:   "download --pm ADDRESS [--out FILE]",
+		Short: "Download the user's entries from their PM, sorted by write_ts, as the original download_data.py",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pmAddr == "" {
+				return errors.New("--pm is required")
+			}
+			c, err := f.userClient(true)
+			if err != nil {
+				return err
+			}
+			docs, err := c.Download(cmd.Context(), pmAddr, userclient.DownloadOptions{Type: typ})
+			if err != nil {
+				return err
+			}
+			b, err := json.MarshalIndent(docs, "", "    ")
+			if err != nil {
+				return err
+			}
+			b = append(b, '\n')
+			if out == "" || out == "-" {
+				_, err = g.stdout.Write(b)
+				return err
+			}
+			if err := writeFileAtomic(out, b); err != nil {
+				return err
+			}
+			g.logger().Info("downloaded", "entries", len(docs), "out", out)
+			return nil
+		},
+	}
+	download.Flags().StringVar(&pmAddr, "pm", "", "the PM's address (as launch printed it)")
+	download.Flags().StringVar(&out, "out", "", "output file (default: standard output)")
+	download.Flags().StringVar(&typ, "type", "", `only entries of this metadata.type ("document" is what the original fetched; default: all)`)
+
+	op := func(use, short string, do func(c *userclient.Client, cmd *cobra.Command, id string) error) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " ID",
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := f.userClient(false)
+				if err != nil {
+					return err
+				}
+				return do(c, cmd, args[0])
+			},
+		}
+	}
+	cmd.AddCommand(launch, upload, download,
+		op("pause", "Pause an instance: it keeps its state and stops answering", func(c *userclient.Client, cmd *cobra.Command, id string) error {
+			if err := c.Pause(cmd.Context(), id); err != nil {
+				return err
+			}
+			return printJSON(map[string]string{"paused": id})
+		}),
+		op("resume", "Resume a paused instance", func(c *userclient.Client, cmd *cobra.Command, id string) error {
+			if err := c.Resume(cmd.Context(), id); err != nil {
+				return err
+			}
+			return printJSON(map[string]string{"resumed": id})
+		}),
+		op("delete", "Delete an instance (the user's data volume is kept)", func(c *userclient.Client, cmd *cobra.Command, id string) error {
+			if err := c.Delete(cmd.Context(), id); err != nil {
+				return err
+			}
+			return printJSON(map[string]string{"deleted": id})
+		}),
+	)
+	return cmd
+}
+
+// writeFileAtomic writes through a temporary file and a rename, so a failed
+// write never leaves half a file.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".upc-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

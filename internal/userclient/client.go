@@ -1,0 +1,191 @@
+package userclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/e-mission/upc/router/api"
+	"github.com/e-mission/upc/router/routerclient"
+	pmapi "github.com/e-mission/upc/services/pm/api"
+	"github.com/e-mission/upc/services/pm/pmclient"
+)
+
+// Router is what the user's device needs of the service router: the
+// versioned API's launch, pause, resume and delete (router/routerclient).
+type Router interface {
+	Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error)
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+	Delete(ctx context.Context, id string) error
+}
+
+// NewRouter adapts the router's typed client to Router.
+func NewRouter(rc *routerclient.Client) Router { return routerAdapter{rc} }
+
+type routerAdapter struct{ c *routerclient.Client }
+
+func (r routerAdapter) Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
+	return r.c.Launch(ctx, req.Service, req.User)
+}
+
+func (r routerAdapter) Pause(ctx context.Context, id string) error {
+	_, err := r.c.Pause(ctx, id)
+	return err
+}
+
+func (r routerAdapter) Resume(ctx context.Context, id string) error {
+	_, err := r.c.Resume(ctx, id)
+	return err
+}
+
+func (r routerAdapter) Delete(ctx context.Context, id string) error { return r.c.Delete(ctx, id) }
+
+// PMService is the catalog name of the permission manager, as the original
+// client spelled it.
+const PMService = "PM"
+
+// Client is a user's device: one user, one router.
+type Client struct {
+	Router Router
+	// User is the user's id; it tags their instances and their records.
+	User string
+	// HTTP is used to reach the PM; nil means http.DefaultClient.
+	HTTP *http.Client
+}
+
+// PM returns a client of the PM at address.
+func (c *Client) PM(address string) *pmclient.Client {
+	return pmclient.New(address, c.HTTP)
+}
+
+// LaunchPM asks the router for a PM for the user and unseals it with key
+// (the original launch_pm.py). When the PM cannot be unsealed it is deleted,
+// so a failed launch leaves nothing running.
+func (c *Client) LaunchPM(ctx context.Context, key string) (api.Instance, error) {
+	if key == "" {
+		return api.Instance{}, errors.New("launch pm: empty key")
+	}
+	inst, err := c.Router.Launch(ctx, api.LaunchRequest{Service: PMService, User: c.User})
+	if err != nil {
+		return api.Instance{}, fmt.Errorf("launch pm for %s: %w", c.User, err)
+	}
+	if err := c.PM(inst.Address).Unseal(ctx, key); err != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if derr := c.Router.Delete(dctx, inst.ID); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete the sealed pm %s: %w", inst.ID, derr))
+		}
+		return api.Instance{}, fmt.Errorf("unseal pm %s for %s: %w", inst.ID, c.User, err)
+	}
+	return inst, nil
+}
+
+// UsercacheIndices are the indices the original UsercacheCollection sent with
+// every request.
+var UsercacheIndices = pmapi.Indices{
+	"metadata.type\nmetadata.write_ts\nmetadata.key": []any{[]any{1, 1, 1}, false},
+	"metadata.write_ts": []any{[]any{-1}, false},
+	"data.ts":           []any{[]any{-1}, true},
+}
+
+// UploadResult counts what an upload did.
+type UploadResult struct {
+	Entries  int `json:"entries"`
+	Inserted int `json:"inserted"`
+	Updated  int `json:"updated"`
+}
+
+// Upload sends a day's entries to the PM as the original upload_data.py did:
+// each entry, prepared (Prepare), is upserted into the usercache under
+// (user, metadata.type, metadata.write_ts, metadata.key) with {"$set": entry},
+// one request per entry, in file order, so duplicates collapse into one
+// document. Entries are modified in place. It stops at the first failure.
+func (c *Client) Upload(ctx context.Context, pmAddress string, entries []Entry) (UploadResult, error) {
+	pm := c.PM(pmAddress)
+	res := UploadResult{Entries: len(entries)}
+	for i, e := range entries {
+		if _, err := Prepare(e, c.User); err != nil {
+			return res, fmt.Errorf("upload entry %d: %w", i, err)
+		}
+		r, err := pm.Update(ctx, pmapi.UpdateRequest{
+			StageName: pmapi.Usercache,
+			Indices:   UsercacheIndices,
+			Query:     UpsertQuery(e),
+			Data:      map[string]any{"$set": e},
+			Upsert:    true,
+		})
+		if err != nil {
+			return res, fmt.Errorf("upload entry %d: %w", i, err)
+		}
+		// The original raised when raw_result carried ok != 1.
+		if ok, present := r.RawResult["ok"]; present {
+			if f, isNum := ok.(float64); !isNum || f != 1 {
+				return res, fmt.Errorf("upload entry %d: pm answered ok=%v", i, ok)
+			}
+		}
+		if r.UpsertedID != nil {
+			res.Inserted++
+		} else {
+			res.Updated++
+		}
+	}
+	return res, nil
+}
+
+// DownloadOptions narrow a download.
+type DownloadOptions struct {
+	// Type keeps only entries of this metadata.type. The original
+	// download_data.py fetched "document" (what the server wrote for the
+	// phone); empty fetches every entry of the user.
+	Type string
+}
+
+// Download returns the user's usercache entries from the PM as the original
+// download_data.py did: without _id and user_id, sorted by metadata.write_ts.
+func (c *Client) Download(ctx context.Context, pmAddress string, o DownloadOptions) ([]Entry, error) {
+	filter := map[string]any{"user_id": c.User}
+	if o.Type != "" {
+		filter["metadata.type"] = o.Type
+	}
+	docs, err := c.PM(pmAddress).Find(ctx, pmapi.FindRequest{
+		StageName:  pmapi.Usercache,
+		Indices:    UsercacheIndices,
+		Filter:     filter,
+		Projection: map[string]any{"_id": false, "user_id": false},
+		Sort:       []pmapi.SortField{pmapi.Asc("metadata.write_ts")},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("download for %s: %w", c.User, err)
+	}
+	if docs == nil {
+		docs = []Entry{}
+	}
+	return docs, nil
+}
+
+// Pause pauses the user's instance: it keeps its state and stops answering.
+func (c *Client) Pause(ctx context.Context, id string) error {
+	if err := c.Router.Pause(ctx, id); err != nil {
+		return fmt.Errorf("pause %s: %w", id, err)
+	}
+	return nil
+}
+
+// Resume resumes a paused instance.
+func (c *Client) Resume(ctx context.Context, id string) error {
+	if err := c.Router.Resume(ctx, id); err != nil {
+		return fmt.Errorf("resume %s: %w", id, err)
+	}
+	return nil
+}
+
+// Delete removes the instance; the user's data volume is kept.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	if err := c.Router.Delete(ctx, id); err != nil {
+		return fmt.Errorf("delete %s: %w", id, err)
+	}
+	return nil
+}
