@@ -23,7 +23,7 @@ import (
 
 // startPM runs a real permission manager (encrypted store in a temporary
 // directory, its HTTP server on loopback), unsealed, with the given budget.
-func startPM(t *testing.T, budget float64) *pmclient.Client {
+func startPM(t testing.TB, budget float64) *pmclient.Client {
 	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, InitialBudget: budget, NoSync: true})
 	if err != nil {
@@ -41,7 +41,7 @@ func startPM(t *testing.T, budget float64) *pmclient.Client {
 
 // uploadRecreated runs the Go pipeline on a real day and stores its
 // recreated locations in the PM's analysis timeseries.
-func uploadRecreated(t *testing.T, c *pmclient.Client, day string) int {
+func uploadRecreated(t testing.TB, c *pmclient.Client, day string) int {
 	t.Helper()
 	f, err := os.Open(filepath.Join("../../../shared/data/real_examples", day))
 	if err != nil {
@@ -139,4 +139,28 @@ func TestWithRealPM(t *testing.T) {
 	if math.Abs(l.Remaining-(0.05-0.029957322735539909)) > 1e-9 {
 		t.Errorf("three tries of one query id left %v", l.Remaining)
 	}
+}
+
+// BenchmarkCountRealPM is one whole /count_query call over HTTP: charge at a
+// real PM, which then evaluates the window and the polygon over aug-27's
+// recreated locations.
+func BenchmarkCountRealPM(b *testing.B) {
+	c := startPM(b, 1e12)
+	n := uploadRecreated(b, c, "shankari_2015-aug-27")
+	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
+	defer srv.Close()
+	body := `{"pm_address": "` + c.BaseURL() + `", "uuid": "u", "query": {"offset": 100, "alpha": 0.05,
+	  "start_ts": 1440658800, "end_ts": 1440745200, "sel_region": {"geometry": ` + elsewhere + `}}}`
+	for b.Loop() {
+		resp, err := http.Post(srv.URL+"/count_query", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Contains(out, []byte(`"results":0`)) {
+			b.Fatalf("answer %s", out)
+		}
+	}
+	b.ReportMetric(float64(n), "points")
 }

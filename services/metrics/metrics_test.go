@@ -16,7 +16,7 @@ const realExamples = "../../../shared/data/real_examples"
 // groundTruthSections turns a day's ground-truth sections (the cleaned
 // sections e-mission's pipeline produced, as the diary shows them) into
 // metric inputs for user.
-func groundTruthSections(t *testing.T, day, user string, shift float64) []Section {
+func groundTruthSections(t testing.TB, day, user string, shift float64) []Section {
 	t.Helper()
 	trips, err := groundtruth.Load(filepath.Join(realExamples, day+".ground_truth"))
 	if err != nil {
@@ -317,4 +317,29 @@ func TestFloatJSON(t *testing.T) {
 	if _, err := json.Marshal(Float(math.Inf(1))); err == nil {
 		t.Error("Inf encoded")
 	}
+}
+
+// BenchmarkSummarizeYear summarizes a year of aug-27 days (5,475 sections)
+// by local day, all four metrics.
+func BenchmarkSummarizeYear(b *testing.B) {
+	day := groundTruthSections(b, "shankari_2015-aug-27", "u", 0)
+	var secs []Section
+	for d := 0; d < 365; d++ {
+		for _, s := range day {
+			s.StartTs += float64(d) * 86400
+			t := utcOf(s.StartTs).In(time.FixedZone("PDT", -7*3600))
+			s.StartLocalDt.Year, s.StartLocalDt.Month, s.StartLocalDt.Day = t.Year(), int(t.Month()), t.Day()
+			secs = append(secs, s)
+		}
+	}
+	y := DateBound{Year: ip(2015)}
+	y2 := DateBound{Year: ip(2016)}
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := SummarizeByLocalDate(secs, y, y2, Daily, []string{Count, Distance, Duration, MeanSpeed}, Options{Aggregate: true})
+		if err != nil || len(res.AggregateMetrics[0]) != 365 {
+			b.Fatalf("%v %d", err, len(res.AggregateMetrics[0]))
+		}
+	}
+	b.ReportMetric(float64(len(secs)), "sections")
 }

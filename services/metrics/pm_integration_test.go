@@ -23,7 +23,7 @@ import (
 
 // startPM runs a real permission manager (encrypted store in a temporary
 // directory, its HTTP server on loopback), unsealed, with the given budget.
-func startPM(t *testing.T, budget float64) *pmclient.Client {
+func startPM(t testing.TB, budget float64) *pmclient.Client {
 	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, InitialBudget: budget, NoSync: true})
 	if err != nil {
@@ -42,7 +42,7 @@ func startPM(t *testing.T, budget float64) *pmclient.Client {
 // uploadPipelineOutput runs the Go pipeline on a real day and stores its
 // analysis entries in the PM's analysis timeseries, as the pipeline service
 // leaves them.
-func uploadPipelineOutput(t *testing.T, c *pmclient.Client, day, user string) int {
+func uploadPipelineOutput(t testing.TB, c *pmclient.Client, day, user string) int {
 	t.Helper()
 	f, err := os.Open(filepath.Join(realExamples, day))
 	if err != nil {
@@ -150,5 +150,29 @@ func TestWithRealPM(t *testing.T) {
 	after, _ := c.Ledger(context.Background())
 	if after.Remaining != before.Remaining {
 		t.Errorf("a refused query changed the budget: %v → %v", before.Remaining, after.Remaining)
+	}
+}
+
+// BenchmarkLocalDateRealPM is one whole /metrics/local_date call over HTTP:
+// charge at a real PM, read aug-27's cleaned sections, summarize, answer.
+func BenchmarkLocalDateRealPM(b *testing.B) {
+	c := startPM(b, 1e12)
+	uploadPipelineOutput(b, c, "shankari_2015-aug-27", "aug27")
+	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
+	defer srv.Close()
+	body := `{"pm_address": "` + c.BaseURL() + `", "uuid": "aug27",
+	 "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
+	 "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},
+	 "freq": "DAILY", "metric": "count", "offset": {"CAR": 1000, "IN_VEHICLE": 1000}, "alpha": {"CAR": 0.05, "IN_VEHICLE": 0.05}}`
+	for b.Loop() {
+		resp, err := http.Post(srv.URL+"/metrics/local_date", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Contains(out, []byte(`"IN_VEHICLE":5`)) {
+			b.Fatalf("answer %s", out)
+		}
 	}
 }

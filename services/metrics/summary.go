@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 	_ "time/tzdata" // the service runs FROM scratch, without a zoneinfo database
 )
@@ -345,7 +346,7 @@ func groupLocal(sections []Section, freq Freq, fn metricFn, names ModeNames) ([]
 			}
 		}
 		tzName := first.StartLocalDt.Timezone
-		loc, err := time.LoadLocation(tzName)
+		loc, err := loadLocation(tzName)
 		if err != nil {
 			return nil, fmt.Errorf("section timezone %q: %w", tzName, err)
 		}
@@ -373,6 +374,21 @@ func groupLocal(sections []Section, freq Freq, fn metricFn, names ModeNames) ([]
 		out = append(out, sum)
 	}
 	return out, nil
+}
+
+var locations sync.Map // name → *time.Location
+
+// loadLocation caches time.LoadLocation, which parses the zone each call.
+func loadLocation(name string) (*time.Location, error) {
+	if l, ok := locations.Load(name); ok {
+		return l.(*time.Location), nil
+	}
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, err
+	}
+	locations.Store(name, l)
+	return l, nil
 }
 
 // isoWeekMonday is the Monday (UTC date) of ISO week w of ISO year y.
