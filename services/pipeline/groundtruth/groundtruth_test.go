@@ -227,3 +227,18 @@ func TestWriteNamesTripsAndFeatures(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCompare compares aug-27's ground truth (8 trips, 15 sections)
+// with itself, both ways, report included.
+func BenchmarkCompare(b *testing.B) {
+	want, err := Load(filepath.Join(realExamples, "shankari_2015-aug-27.ground_truth"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	got, _ := Load(filepath.Join(realExamples, "shankari_2015-aug-27.ground_truth"))
+	for b.Loop() {
+		if !CompareExact(want, got).OK() || !CompareApprox(want, got).OK() {
+			b.Fatal("self comparison failed")
+		}
+	}
+}
