@@ -139,7 +139,6 @@ type Agent struct {
 	// Advertise is the host instances' addresses are given with (the address
 	// clients dial); "gateway" (the default) is the UPC network's gateway
 	// address, which the host and every container on the network reach.
-	// clients dial); default the loopback address.
 	Advertise string `json:"advertise,omitempty"`
 	// PublishIP is the host IP that instance ports are published on;
 	// "gateway" (the default) is the UPC network's gateway address.
