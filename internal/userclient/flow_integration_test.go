@@ -1,0 +1,217 @@
+package userclient_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/images/imagestest"
+	"github.com/e-mission/upc/internal/userclient"
+	"github.com/e-mission/upc/router"
+	"github.com/e-mission/upc/router/docker"
+	"github.com/e-mission/upc/router/docker/agent"
+	"github.com/e-mission/upc/router/routerclient"
+	"github.com/e-mission/upc/services/pm/pmclient"
+)
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// TestIntegrationClientFlow needs the Docker engine: the user's client
+// against the real router (in process, driving the local engine) and a real
+// PM container built from cmd/upc-pm. Launch and unseal, upload a real day,
+// download and compare, pause (no answers), resume (answers, same data),
+// delete (gone from the router).
+func TestIntegrationClientFlow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	m := imagestest.Require(t, "pm")
+	cat, err := conf.DefaultCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Pin(cat)
+
+	cli, err := agent.NewClientFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	name, network := "uc"+randHex(4), "upc-test-"+randHex(4)
+	t.Cleanup(func() { cleanup(t, cli, name, network) })
+	logger := slog.New(slog.DiscardHandler)
+	eng, err := agent.NewEngine(cli, agent.Options{
+		Network: network, Name: name,
+		NetworkLabels: map[string]string{"upc.test": "1"},
+		Labels:        map[string]string{"upc.test": "1"},
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := docker.New([]docker.Machine{{Name: conf.LocalMachine, Weight: 1, Driver: eng}}, docker.Options{Labels: map[string]string{"upc.test": "1"}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(router.Handler(core, logger))
+	defer srv.Close()
+	rc, err := routerclient.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &userclient.Client{Router: userclient.NewRouter(rc), User: "user-" + randHex(4)}
+
+	inst, err := c.LaunchPM(ctx, "correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.ID == "" || inst.Address == "" || inst.Digest != m.Images["pm"].ID {
+		t.Errorf("instance = %+v, want the pinned digest %s", inst, m.Images["pm"].ID)
+	}
+	st, err := c.PM(inst.Address).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pm %s at %s, status %+v", inst.ID, inst.Address, st)
+
+	entries, err := userclient.LoadDay(filepath.Join("../../../shared/data/real_examples", "shankari_2015-08-23"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := c.Upload(ctx, inst.Address, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("uploaded %d entries in %s: %d inserted, %d updated", res.Entries, time.Since(start).Round(time.Millisecond), res.Inserted, res.Updated)
+	want := userclient.Expected(entries)
+	if res.Inserted != len(want) || res.Inserted+res.Updated != len(entries) {
+		t.Errorf("upload result %+v, want %d inserted of %d", res, len(want), len(entries))
+	}
+	got, err := c.Download(ctx, inst.Address, userclient.DownloadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := userclient.Compare(want, got); err != nil {
+		t.Fatalf("download differs from upload: %v", err)
+	}
+	for i := 1; i < len(got); i++ {
+		if wts(got[i]) < wts(got[i-1]) {
+			t.Fatalf("download not sorted by write_ts at %d", i)
+		}
+	}
+	// Uploading the same day again changes nothing: every entry is an update.
+	again, err := userclient.LoadDay(filepath.Join("../../../shared/data/real_examples", "shankari_2015-08-23"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2, err := c.Upload(ctx, inst.Address, again); err != nil || res2.Inserted != 0 {
+		t.Errorf("second upload = %+v, %v; want no inserts", res2, err)
+	}
+	// The original download fetched only "document" entries: none in a phone's upload.
+	if docs, err := c.Download(ctx, inst.Address, userclient.DownloadOptions{Type: "document"}); err != nil || len(docs) != 0 {
+		t.Errorf("download --type document = %d docs, %v", len(docs), err)
+	}
+
+	// Paused: the PM keeps its state and does not answer.
+	if err := c.Pause(ctx, inst.ID); err != nil {
+		t.Fatal(err)
+	}
+	short := pmclient.New(inst.Address, &http.Client{Timeout: 500 * time.Millisecond})
+	if err := short.Healthz(ctx); err == nil {
+		t.Error("paused pm answered")
+	}
+	if err := c.Resume(ctx, inst.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PM(inst.Address).Healthz(ctx); err != nil {
+		t.Fatalf("resumed pm does not answer: %v", err)
+	}
+	got2, err := c.Download(ctx, inst.Address, userclient.DownloadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := userclient.Compare(want, got2); err != nil {
+		t.Errorf("after pause and resume: %v", err)
+	}
+
+	if err := c.Delete(ctx, inst.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Get(ctx, inst.ID); !errors.Is(err, routerclient.ErrNotFound) {
+		t.Errorf("Get after delete = %v, want not found", err)
+	}
+	if err := short.Healthz(ctx); err == nil {
+		t.Error("deleted pm still answers")
+	}
+}
+
+// TestIntegrationLaunchBadRouter: a router that is not there gives a clear
+// error and nothing to clean up.
+func TestIntegrationLaunchBadRouter(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	rc, err := routerclient.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &userclient.Client{Router: userclient.NewRouter(rc), User: "u"}
+	if _, err := c.LaunchPM(context.Background(), "k"); err == nil {
+		t.Fatal("launch through a closed router succeeded")
+	}
+	if _, err := c.LaunchPM(context.Background(), ""); err == nil {
+		t.Fatal("launch with an empty key succeeded")
+	}
+}
+
+func wts(e userclient.Entry) float64 {
+	md, _ := e["metadata"].(map[string]any)
+	f, _ := md["write_ts"].(float64)
+	return f
+}
+
+// cleanup removes what the test's agent made (containers, volumes) and its network.
+func cleanup(t *testing.T, cli *client.Client, name, network string) {
+	ctx := context.Background()
+	f := make(client.Filters).Add("label", agent.LabelAgent+"="+name)
+	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	for _, c := range cs.Items {
+		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+			t.Errorf("cleanup container %s: %v", c.ID, err)
+		}
+	}
+	vs, _ := cli.VolumeList(ctx, client.VolumeListOptions{Filters: f})
+	for _, v := range vs.Items {
+		if _, err := cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+			t.Errorf("cleanup volume %s: %v", v.Name, err)
+		}
+	}
+	ns, _ := cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", network)})
+	for _, n := range ns.Items {
+		if n.Name == network {
+			if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil {
+				t.Errorf("cleanup network %s: %v", n.Name, err)
+			}
+		}
+	}
+}
