@@ -10,10 +10,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,8 +30,8 @@ import (
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/harness/standup"
 	"github.com/e-mission/upc/internal/images"
-	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/internal/version"
+	"github.com/e-mission/upc/router/routerclient"
 )
 
 // Options say what to run and where to write.
@@ -51,8 +51,6 @@ type Options struct {
 	// Progress receives a line per user and step; Logger the harness's events.
 	Progress io.Writer
 	Logger   *slog.Logger
-	// NewRouter makes the router's typed client from its URL.
-	NewRouter func(url string) userclient.Router
 }
 
 // Result is a finished run: its report and the folder it was written to.
@@ -95,9 +93,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if sc.Backend != "docker" {
 		return nil, fmt.Errorf("backend %q: this harness stands up docker only so far", sc.Backend)
 	}
-	if o.NewRouter == nil {
-		return nil, errors.New("harness: no router client")
-	}
 	wd, _ := os.Getwd()
 	dataDir, err := scenario.Locate(sc.Population.RealDays.Dir, filepath.Dir(o.ScenarioPath), wd)
 	if err != nil {
@@ -132,6 +127,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer cli.Close()
 
 	scope := standup.Scope{Run: run, Deployment: "e2e-" + run}
+	// The router asks for a bearer token; a fresh one per run.
+	tok := make([]byte, 24)
+	rand.Read(tok)
+	token := hex.EncodeToString(tok)
 	scJSON, _ := json.Marshal(sc)
 	rep := &report.Report{
 		Scenario: sc.Name, Description: sc.Description, Run: run, Started: started.UTC(),
@@ -157,7 +156,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON}, nil
+			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON, standup.TokenPath: []byte(token + "\n")}, nil
 		},
 	})
 	cancelUp()
@@ -171,10 +170,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		for _, a := range dep.Agents {
 			rep.Deployment.Agents = append(rep.Deployment.Agents, report.AgentInfo{Name: a.Name, Weight: a.Weight, Address: a.Address})
 		}
-		f := &flow.Flow{Router: o.NewRouter(dep.RouterURL)}
-		rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
-			Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress,
-		})
+		rc, err := routerclient.New(dep.RouterURL, routerclient.WithToken(token),
+			routerclient.WithHTTPClient(&http.Client{Timeout: time.Duration(sc.Timeouts.Step)}))
+		if err != nil {
+			rep.Error = "router client: " + err.Error()
+		} else {
+			f := &flow.Flow{Router: flow.RouterClient{C: rc}}
+			rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
+				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress, Start: started,
+			})
+		}
 		for i := range rep.Deployment.Agents {
 			for _, u := range rep.Users {
 				if u.Placement == rep.Deployment.Agents[i].Name {
@@ -251,6 +256,7 @@ func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
 	c.Network = d.Network
 	c.Images = standup.ImagesPath
 	c.Router.Listen = fmt.Sprintf(":%d", standup.RouterPort)
+	c.Router.TokenFile = standup.TokenPath
 	c.Agent.Listen = fmt.Sprintf(":%d", standup.AgentPort)
 	c.Agent.PublishIP = d.Gateway
 	c.Agent.Advertise = d.Gateway

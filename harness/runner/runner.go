@@ -43,6 +43,8 @@ type Options struct {
 	StepTimeout time.Duration
 	// Progress receives one line per user and step as they finish (nil: none).
 	Progress io.Writer
+	// Start is the time progress lines count from (zero: when Run starts).
+	Start time.Time
 }
 
 // TripsValue is the Outcome value a pipeline step sets to the trips it found.
@@ -53,7 +55,10 @@ const TripsValue = "trips"
 // the user has launched, so a failed user does not leave instances behind.
 // When ctx ends, the steps not yet started are skipped.
 func Run(ctx context.Context, users []scenario.User, steps []scenario.Step, newSession NewSession, opts Options) []report.User {
-	start := time.Now()
+	start := opts.Start
+	if start.IsZero() {
+		start = time.Now()
+	}
 	p := &progress{w: opts.Progress, start: start}
 	out := make([]report.User, len(users))
 	sem := make(chan struct{}, max(opts.Parallel, 1))

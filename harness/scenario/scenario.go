@@ -207,9 +207,11 @@ func (s *Scenario) SetDefaults() {
 
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}$`)
-	dayRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
-	freqs  = []string{"DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
-	metric = []string{"count", "distance", "duration", "median_speed"}
+	// Agent names become part of Docker names and labels, with a run prefix.
+	agentRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
+	dayRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	freqs   = []string{"DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
+	metric  = []string{"count", "distance", "duration", "median_speed"}
 )
 
 // Validate reports every problem at once, each naming its field.
@@ -234,8 +236,8 @@ func (s *Scenario) Validate() error {
 	}
 	agents := map[string]bool{}
 	for i, a := range s.Deployment.Agents {
-		if !nameRE.MatchString(a.Name) {
-			bad("deployment.agents[%d].name: %q must be lowercase letters, digits and dashes", i, a.Name)
+		if !agentRE.MatchString(a.Name) {
+			bad("deployment.agents[%d].name: %q must be 1-20 lowercase letters, digits and dashes, starting with a letter", i, a.Name)
 		}
 		if agents[a.Name] {
 			bad("deployment.agents[%d].name: %q is used twice", i, a.Name)

@@ -1,0 +1,85 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/e-mission/upc/harness/report"
+	"github.com/e-mission/upc/harness/standup"
+	"github.com/e-mission/upc/internal/images/imagestest"
+)
+
+func TestMain(m *testing.M) {
+	standup.Prepare()
+	os.Exit(m.Run())
+}
+
+// TestIntegrationE2EDockerOneDay runs a one-day scenario for real: the
+// router, agent and PM images built from this tree, the router and two agents
+// as containers on the local engine, one user's full client flow, tear-down,
+// and the report.
+func TestIntegrationE2EDockerOneDay(t *testing.T) {
+	m := imagestest.Require(t, "router", "agent", "pm")
+	tmp := t.TempDir()
+	manifest := filepath.Join(tmp, "images.json")
+	if err := m.Save(manifest); err != nil {
+		t.Fatal(err)
+	}
+	results := filepath.Join(tmp, "results")
+	var progress bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{
+		ScenarioPath: "testdata/one-day.yaml", ImagesPath: manifest, ResultsDir: results,
+		Command: "go test ./harness -run TestIntegrationE2EDockerOneDay", Progress: &progress,
+	})
+	t.Logf("progress:\n%s", progress.String())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	var table bytes.Buffer
+	report.Table(&table, res.Report)
+	t.Logf("summary:\n%s", table.String())
+	r := res.Report
+	if !r.Passed {
+		b, _ := os.ReadFile(filepath.Join(res.Dir, report.MarkdownFile))
+		t.Fatalf("run failed: %s\n%s", r.Error, b)
+	}
+	if len(r.Users) != 1 || len(r.Users[0].Steps) != 8 {
+		t.Fatalf("users %+v", r.Users)
+	}
+	u := r.Users[0]
+	if up, _ := u.Step("upload"); up.Values["entries"] != 413 {
+		t.Errorf("uploaded %v entries, want 413 (the day file's)", up.Values["entries"])
+	}
+	if !strings.HasPrefix(u.Placement, "agent-") {
+		t.Errorf("placement %q", u.Placement)
+	}
+	if !r.Leftovers.Checked || !r.Leftovers.Empty() {
+		t.Errorf("leftovers %+v", r.Leftovers)
+	}
+	// The report folder and results/latest hold every file, and the JSON
+	// report reads back.
+	for _, f := range []string{report.JSONFile, report.MarkdownFile, report.PhasesSVG, report.LaunchSVG} {
+		if _, err := os.Stat(filepath.Join(results, "latest", f)); err != nil {
+			t.Errorf("latest/%s: %v", f, err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(res.Dir, report.JSONFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back report.Report
+	if err := json.Unmarshal(b, &back); err != nil || back.Run != r.Run || len(back.Environment.Images) < 3 {
+		t.Errorf("report.json: %v %+v", err, back.Environment)
+	}
+	if !strings.Contains(progress.String(), "shankari_2015-08-23#1") {
+		t.Error("no progress line for the user")
+	}
+}
