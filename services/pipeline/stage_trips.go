@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"slices"
 )
 
 // Stage names, as e-mission's PipelineStages.
@@ -41,12 +42,11 @@ func (r *Run) segmentTrips(ctx context.Context) error {
 		return r.markDone(ctx, state, nil)
 	}
 	// HEAD drops (and invalidates) points whose ts goes backwards.
+	var invalid []string
 	kept := locs[:0:0]
 	for i, p := range locs {
 		if i > 0 && p.TS < locs[i-1].TS {
-			if err := r.invalidate(ctx, p.ID); err != nil {
-				return err
-			}
+			invalid = append(invalid, p.ID)
 			continue
 		}
 		kept = append(kept, p)
@@ -72,12 +72,7 @@ func (r *Run) segmentTrips(ctx context.Context) error {
 			filters = append(filters, f)
 		}
 	}
-	var invalidErr error
-	invalidate := func(id string) {
-		if err := r.invalidate(ctx, id); err != nil && invalidErr == nil {
-			invalidErr = err
-		}
-	}
+	invalidate := func(id string) { invalid = append(invalid, id) }
 	// Mixed filters (a user switching phones): segment each block on its own.
 	var segs []segPoint
 	var lastTS *float64
@@ -107,8 +102,8 @@ func (r *Run) segmentTrips(ctx context.Context) error {
 		}
 		i = j
 	}
-	if invalidErr != nil {
-		return invalidErr
+	if err := r.invalidate(ctx, invalid); err != nil {
+		return err
 	}
 	if len(segs) == 0 {
 		return r.markDone(ctx, state, nil)
@@ -130,15 +125,22 @@ func filterOf(p Pt) string {
 	return p.Filter
 }
 
-func (r *Run) invalidate(ctx context.Context, id string) error {
+// invalidate marks filtered locations invalid, as e-mission does with
+// out-of-order and spurious points: later queries no longer see them.
+func (r *Run) invalidate(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	es, err := r.Store.Find(ctx, Query{Keys: []string{KeyFilteredLocation}})
 	if err != nil {
 		return err
 	}
 	for _, e := range es {
-		if e.ID == id {
+		if slices.Contains(ids, e.ID) {
 			e.Invalid = true
-			return r.Store.Update(ctx, Timeseries, e)
+			if err := r.Store.Update(ctx, Timeseries, e); err != nil {
+				return fmt.Errorf("invalidate %s: %w", e.ID, err)
+			}
 		}
 	}
 	return nil
