@@ -395,7 +395,7 @@ func (r *Run) cleanAndResample(ctx context.Context) error {
 	}
 	c := &cleanCtx{r: r, places: map[string]*Entry{}, sections: map[string][]*Entry{}, stops: map[string][]*Entry{},
 		deleted: map[string][]string{}, rawByID: map[string]*Entry{}, locByTS: map[float64]Pt{}}
-	pts, err := fetchLocations(ctx, st, KeyFilteredLocation, FieldTS, nil, nil)
+	pts, err := r.allLocations(ctx)
 	if err != nil {
 		return err
 	}

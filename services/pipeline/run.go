@@ -23,6 +23,44 @@ type Run struct {
 	rng    *MT19937
 	runTS  float64
 	timing map[string]time.Duration
+
+	// The raw streams several stages read whole, fetched once per run.
+	locs        []Pt
+	motions     []*Motion
+	transitions []*Transition
+}
+
+func (r *Run) allLocations(ctx context.Context) ([]Pt, error) {
+	if r.locs == nil {
+		l, err := fetchLocations(ctx, r.Store, KeyFilteredLocation, FieldTS, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		r.locs = l
+	}
+	return r.locs, nil
+}
+
+func (r *Run) allMotions(ctx context.Context) ([]*Motion, error) {
+	if r.motions == nil {
+		m, err := fetchMotions(ctx, r.Store, FieldTS, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		r.motions = m
+	}
+	return r.motions, nil
+}
+
+func (r *Run) allTransitions(ctx context.Context) ([]*Transition, error) {
+	if r.transitions == nil {
+		t, err := fetchTransitions(ctx, r.Store, FieldTS, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		r.transitions = t
+	}
+	return r.transitions, nil
 }
 
 // DefaultSeed is the seed e-mission's tests give numpy before running.
@@ -77,6 +115,7 @@ func (r *Run) Execute(ctx context.Context) error {
 		r.rng = NewMT19937(seed)
 	}
 	r.timing = map[string]time.Duration{}
+	r.locs, r.motions, r.transitions = nil, nil, nil
 	for _, s := range Stages {
 		t0 := time.Now()
 		if err := s.Fn(r, ctx); err != nil {

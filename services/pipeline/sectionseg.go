@@ -461,15 +461,15 @@ func (r *Run) segmentSections(ctx context.Context) error {
 	if len(trips) == 0 {
 		return r.markDone(ctx, state, nil)
 	}
-	pts, err := fetchLocations(ctx, st, KeyFilteredLocation, FieldTS, nil, nil)
+	pts, err := r.allLocations(ctx)
 	if err != nil {
 		return err
 	}
-	motions, err := fetchMotions(ctx, st, FieldTS, nil, nil)
+	motions, err := r.allMotions(ctx)
 	if err != nil {
 		return err
 	}
-	transitions, err := fetchTransitions(ctx, st, FieldTS, nil, nil)
+	transitions, err := r.allTransitions(ctx)
 	if err != nil {
 		return err
 	}

@@ -370,7 +370,7 @@ func (r *Run) smoothJumps(ctx context.Context) error {
 	if len(secs) == 0 {
 		return r.markDone(ctx, state, nil)
 	}
-	all, err := fetchLocations(ctx, st, KeyFilteredLocation, FieldTS, nil, nil)
+	all, err := r.allLocations(ctx)
 	if err != nil {
 		return err
 	}

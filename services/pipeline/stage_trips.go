@@ -53,10 +53,10 @@ func (r *Run) segmentTrips(ctx context.Context) error {
 	}
 	locs = kept
 	in := segInput{}
-	if in.motions, err = fetchMotions(ctx, st, FieldTS, nil, nil); err != nil {
+	if in.motions, err = r.allMotions(ctx); err != nil {
 		return err
 	}
-	if in.transitions, err = fetchTransitions(ctx, st, FieldTS, nil, nil); err != nil {
+	if in.transitions, err = r.allTransitions(ctx); err != nil {
 		return err
 	}
 	if in.windowTrans, err = fetchTransitions(ctx, st, FieldWriteTS, state.LastProcessedTS, &end); err != nil {
@@ -131,6 +131,7 @@ func (r *Run) invalidate(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	r.locs = nil // the cached stream still holds them
 	es, err := r.Store.Find(ctx, Query{Keys: []string{KeyFilteredLocation}})
 	if err != nil {
 		return err
