@@ -1,0 +1,137 @@
+package docker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/internal/images/imagestest"
+	"github.com/e-mission/upc/router/routertest"
+)
+
+// TestRouterAndAgentsAsContainersDocker runs the real upc/router and
+// upc/agent images as containers on a UPC network, the agents driving the
+// engine through its mounted socket and publishing instance ports on the
+// network's gateway, as make e2e does: the host reaches the router and the
+// instances, instances reach each other's addresses, and placement follows
+// the agents' weights.
+func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
+	ctx := context.Background()
+	m := imagestest.Require(t, "router", "agent")
+	d := newDeployment(t)
+	_, err := cli.NetworkCreate(ctx, d.network, client.NetworkCreateOptions{Driver: "bridge", Labels: map[string]string{"upc.test": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := gateway(t, d.network)
+
+	dir := t.TempDir()
+	catalog := fmt.Sprintf(`{"services": [{"name": "test", "aliases": ["Test"], "image": %q, "digest": %q, "port": 8080, "health": "/healthz"}]}`, imageRef, imageID)
+	config := fmt.Sprintf("machines: {\"agent-a:54321\": 3, \"agent-b:54321\": 1}\nnetwork: %s\ncatalog: catalog.json\n", d.network)
+	for name, body := range map[string]string{"catalog.json": catalog, "upc.yaml": config} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(name, image string, cmd []string, mounts []mount.Mount, publish bool) string {
+		port, _ := network.PortFrom(4430, network.TCP)
+		hc := &container.HostConfig{Mounts: mounts}
+		if publish {
+			hc.PortBindings = network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}}
+		}
+		c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+			Name:       d.prefix + "-" + name,
+			Config:     &container.Config{Image: image, Cmd: cmd, Labels: map[string]string{"upc.test": "1"}, ExposedPorts: network.PortSet{port: {}}},
+			HostConfig: hc,
+			NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+				d.network: {Aliases: []string{name}},
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				logs, _ := cli.ContainerLogs(ctx, c.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+				if logs != nil {
+					b := new(strings.Builder)
+					buf := make([]byte, 64<<10)
+					n, _ := logs.Read(buf)
+					b.Write(buf[:n])
+					t.Logf("%s logs:\n%s", name, b)
+					logs.Close()
+				}
+			}
+			cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+		})
+		if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if !publish {
+			return ""
+		}
+		ins, err := cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "http://127.0.0.1:" + ins.Container.NetworkSettings.Ports[port][0].HostPort
+	}
+	sock := []mount.Mount{{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock"}}
+	for _, a := range []string{"a", "b"} {
+		full := d.prefix + "-" + a
+		*d.agents = append(*d.agents, full) // cleanup removes its instances
+		run("agent-"+a, m.Images["agent"].ID, []string{"--network", d.network, "--name", full, "--listen", ":54321"}, sock, false)
+	}
+	cfgMount := []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/etc/upc", ReadOnly: true}}
+	routerURL := run("router", m.Images["router"].ID, []string{"--config", "/etc/upc/upc.yaml"}, cfgMount, true)
+
+	routertest.Eventually(t, "router answers", func() error {
+		code, _, err := routertest.Get(routerURL, "/healthz")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d", code)
+		}
+		return err
+	})
+	var addrs []string
+	machines := map[string]int{}
+	for i := range 4 {
+		body := fmt.Sprintf(`{"service": "Test", "user": "u%d"}`, i)
+		resp, err := (&http.Client{Timeout: time.Minute}).Post(routerURL+"/v1/instances", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in struct{ Address, Machine, Error string }
+		json.NewDecoder(resp.Body).Decode(&in)
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			t.Fatalf("launch: %d %s", resp.StatusCode, in.Error)
+		}
+		if !strings.HasPrefix(in.Address, "http://"+gw.String()+":") {
+			t.Fatalf("address %s is not on the network's gateway %s", in.Address, gw)
+		}
+		addrs = append(addrs, in.Address)
+		machines[in.Machine]++
+	}
+	if machines["agent-a:54321"] != 3 || machines["agent-b:54321"] != 1 {
+		t.Fatalf("4 launches on weights 3:1 went %v", machines)
+	}
+	// The host reaches an instance; an instance reaches another's address.
+	if code, _, err := routertest.Get(addrs[0], "/healthz"); err != nil || code != 200 {
+		t.Fatalf("host → instance: %d %v", code, err)
+	}
+	if code, body, err := routertest.Get(addrs[0], "/fetch?url="+addrs[3]+"/"); err != nil || code != 200 || !strings.Contains(body, "hostname") {
+		t.Fatalf("instance → instance on another agent: %d %q %v", code, body, err)
+	}
+}
