@@ -9,6 +9,7 @@
 //	UPC_PM_BUDGET  a new volume's privacy budget (default 1.0)
 //	UPC_PM_KDF_MEMORY_MIB, UPC_PM_KDF_TIME  Argon2id costs for a new volume
 //	UPC_PM_MAX_BODY_MIB  request body limit (default 64)
+//	UPC_PM_BUDGET_RENEW  reset the budget every this long (e.g. 720h; 0: never)
 //	UPC_PM_NOSYNC  "true" skips fsync (throwaway clouds, benchmarks)
 package main
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/version"
@@ -22,6 +23,7 @@ type Config struct {
 	KDF        store.KDFParams
 	MaxBodyMiB int64
 	NoSync     bool
+	RenewEvery time.Duration // 0: the budget never renews
 }
 
 // ParseConfig reads flags over environment variables, returning every
@@ -50,9 +52,16 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	mem := fs.Int64("kdf-memory-mib", int64(num("UPC_PM_KDF_MEMORY_MIB", strconv.Itoa(int(store.DefaultKDF.MemoryKiB/1024)))), "Argon2id memory for a new volume, MiB")
 	tm := fs.Int64("kdf-time", int64(num("UPC_PM_KDF_TIME", strconv.Itoa(int(store.DefaultKDF.Time)))), "Argon2id passes for a new volume")
 	fs.Int64Var(&c.MaxBodyMiB, "max-body-mib", int64(num("UPC_PM_MAX_BODY_MIB", "64")), "request body limit, MiB")
+	renew := env("UPC_PM_BUDGET_RENEW", "0s")
+	fs.StringVar(&renew, "budget-renew", renew, "renew the budget to its initial value every this long, e.g. 720h; 0 never (UPC_PM_BUDGET_RENEW)")
 	fs.BoolVar(&c.NoSync, "nosync", env("UPC_PM_NOSYNC", "false") == "true", "skip fsync (UPC_PM_NOSYNC=true)")
 	if err := fs.Parse(args); err != nil {
 		errs = append(errs, err)
+	}
+	if d, err := time.ParseDuration(renew); err != nil || d < 0 {
+		errs = append(errs, fmt.Errorf("budget renewal %q must be a duration ≥ 0 such as 720h", renew))
+	} else {
+		c.RenewEvery = d
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
@@ -78,7 +87,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 		return fmt.Errorf("configuration: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(logOut, nil)).With("service", "pm")
-	st, err := store.Open(cfg.DataDir, store.Options{KDF: cfg.KDF, InitialBudget: cfg.Budget, NoSync: cfg.NoSync})
+	st, err := store.Open(cfg.DataDir, store.Options{KDF: cfg.KDF, InitialBudget: cfg.Budget, NoSync: cfg.NoSync, RenewEvery: cfg.RenewEvery})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,9 @@ type budgetState struct {
 	Balance float64            `json:"balance"`
 	Entries []api.LedgerEntry  `json:"entries"`
 	Charges map[string]*charge `json:"charges"` // by query id
+	// PeriodStart is when the current renewal period began (the first
+	// budget use when renewal is on).
+	PeriodStart time.Time `json:"period_start,omitzero"`
 }
 
 type charge struct {
@@ -66,13 +69,50 @@ func (s *Store) saveBudget(next *budgetState) error {
 }
 
 func (b *budgetState) clone() *budgetState {
-	n := &budgetState{Initial: b.Initial, Balance: b.Balance, Charges: make(map[string]*charge, len(b.Charges)+1)}
+	n := &budgetState{Initial: b.Initial, Balance: b.Balance, PeriodStart: b.PeriodStart, Charges: make(map[string]*charge, len(b.Charges)+1)}
 	n.Entries = append(make([]api.LedgerEntry, 0, len(b.Entries)+1), b.Entries...)
 	for k, v := range b.Charges {
 		c := *v
 		n.Charges[k] = &c
 	}
 	return n
+}
+
+// renew applies the renewal policy (Options.RenewEvery): when a period has
+// passed, the balance goes back to the initial budget, once per elapsed
+// period boundary, with a "renew" ledger entry. It reports whether next changed.
+func (s *Store) renew(next *budgetState, now time.Time) bool {
+	every := s.opts.RenewEvery
+	if every <= 0 {
+		return false
+	}
+	if next.PeriodStart.IsZero() {
+		next.PeriodStart = now.UTC()
+		return true
+	}
+	if now.Before(next.PeriodStart.Add(every)) {
+		return false
+	}
+	periods := now.Sub(next.PeriodStart) / every
+	next.PeriodStart = next.PeriodStart.Add(periods * every)
+	next.Balance = next.Initial
+	next.Entries = append(next.Entries, api.LedgerEntry{Time: now.UTC().Format(time.RFC3339Nano), Kind: "renew",
+		Amount: next.Initial, Balance: next.Balance, Reason: "renewal period " + every.String() + " elapsed"})
+	return true
+}
+
+// renewed returns the budget with the renewal policy applied, persisted when
+// it changed.
+func (s *Store) renewed() (*budgetState, error) {
+	next := s.budget.clone()
+	if !s.renew(next, s.opts.Now()) {
+		return s.budget, nil
+	}
+	if err := s.saveBudget(next); err != nil {
+		return nil, fmt.Errorf("save budget: %w", err)
+	}
+	s.budget = next
+	return next, nil
 }
 
 func (s *Store) budgetReady() error {
@@ -98,7 +138,10 @@ func (s *Store) Spend(cost float64, queryID, service string) (api.SpendResponse,
 	}
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
-	b := s.budget
+	b, err := s.renewed()
+	if err != nil {
+		return api.SpendResponse{}, err
+	}
 	if queryID != "" {
 		if c, ok := b.Charges[queryID]; ok {
 			if c.Amount != cost {
@@ -139,23 +182,28 @@ func (s *Store) Refund(queryID, reason string) (api.RefundResponse, error) {
 	}
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
-	b := s.budget
+	b, err := s.renewed()
+	if err != nil {
+		return api.RefundResponse{}, err
+	}
 	c, ok := b.Charges[queryID]
 	if !ok || c.Refunded {
 		return api.RefundResponse{Refunded: false, Remaining: b.Balance}, nil
 	}
 	next := b.clone()
 	next.Charges[queryID].Refunded = true
-	next.Balance = b.Balance + c.Amount
+	// After a renewal the charge may belong to an earlier period: never refund
+	// above the initial budget.
+	next.Balance = math.Min(b.Balance+c.Amount, math.Max(b.Initial, b.Balance))
 	next.Entries = append(next.Entries, api.LedgerEntry{
 		Time: s.opts.Now().UTC().Format(time.RFC3339Nano), Kind: "refund", Service: c.Service,
-		QueryID: queryID, Amount: c.Amount, Balance: next.Balance, Reason: reason,
+		QueryID: queryID, Amount: next.Balance - b.Balance, Balance: next.Balance, Reason: reason,
 	})
 	if err := s.saveBudget(next); err != nil {
 		return api.RefundResponse{}, fmt.Errorf("save budget: %w", err)
 	}
 	s.budget = next
-	return api.RefundResponse{Refunded: true, Amount: c.Amount, Remaining: next.Balance}, nil
+	return api.RefundResponse{Refunded: true, Amount: next.Balance - b.Balance, Remaining: next.Balance}, nil
 }
 
 // Ledger returns the budget's balance and history.
@@ -165,7 +213,10 @@ func (s *Store) Ledger() (api.Ledger, error) {
 	}
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
-	b := s.budget
+	b, err := s.renewed()
+	if err != nil {
+		return api.Ledger{}, err
+	}
 	entries := append([]api.LedgerEntry{}, b.Entries...)
 	spent := 0.0
 	for _, e := range b.Entries {

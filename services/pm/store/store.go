@@ -59,6 +59,9 @@ const FileName = "pm.db"
 type Options struct {
 	KDF           KDFParams // zero: DefaultKDF (used only when the volume is new)
 	InitialBudget float64   // a new volume's privacy budget
+	// RenewEvery, when > 0, resets the balance to the initial budget at the
+	// end of every period of this length (counted from the first use).
+	RenewEvery time.Duration
 	// NoSync skips fsync on commit: faster, but a machine crash may lose the
 	// last writes. Only for benchmarks and throwaway clouds.
 	NoSync bool

@@ -1,0 +1,132 @@
+package store
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/e-mission/upc/services/pm/query"
+)
+
+var testKDF = KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
+
+func openTest(t *testing.T, dir string, o Options) *Store {
+	t.Helper()
+	o.KDF = testKDF
+	s, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Unseal([]byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestBudgetRenewal(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	s := openTest(t, t.TempDir(), Options{InitialBudget: 1, RenewEvery: 24 * time.Hour, Now: clock})
+	if r, _ := s.Spend(0.8, "a", "count"); !r.Success {
+		t.Fatal("first spend denied")
+	}
+	if r, _ := s.Spend(0.8, "b", "count"); r.Success {
+		t.Fatal("overspend allowed")
+	}
+	advance(23 * time.Hour)
+	if r, _ := s.Spend(0.8, "b", "count"); r.Success {
+		t.Fatal("renewed before the period ended")
+	}
+	advance(2 * time.Hour)
+	r, err := s.Spend(0.8, "b", "count")
+	if err != nil || !r.Success || r.Remaining > 0.2+1e-12 {
+		t.Fatalf("after renewal: %+v %v", r, err)
+	}
+	// A refund of the previous period's charge cannot lift the balance above the initial budget.
+	rf, _ := s.Refund("a", "late")
+	if !rf.Refunded || rf.Remaining != 1 {
+		t.Fatalf("refund across periods: %+v", rf)
+	}
+	l, _ := s.Ledger()
+	var kinds []string
+	for _, e := range l.Entries {
+		kinds = append(kinds, e.Kind)
+	}
+	if got := strings.Join(kinds, ","); got != "spend,denied,denied,renew,spend,refund" {
+		t.Errorf("ledger kinds %s", got)
+	}
+}
+
+// Queries on the indexed fields decrypt only what the index returns.
+func TestIndexedQueriesDoNotScan(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	var docs []map[string]any
+	for i := 0; i < 2000; i++ {
+		key := []string{"background/location", "background/motion_activity", "statemachine/transition", "config/x"}[i%4]
+		docs = append(docs, map[string]any{"metadata": map[string]any{"key": key, "write_ts": float64(i) + 0.5}, "data": map[string]any{"ts": float64(i)}})
+	}
+	docs = append(docs, map[string]any{"metadata": map[string]any{"key": "background/location"}, "data": map[string]any{"ts": "text"}})
+	if _, err := s.Insert("db", "ts", docs); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		filter   map[string]any
+		matches  int
+		maxCands int
+		scan     bool
+	}{
+		{"key", map[string]any{"metadata.key": "background/location"}, 501, 501, false},
+		{"key and ts range", map[string]any{"metadata.key": "background/location", "data.ts": map[string]any{"$gte": 100.0, "$lt": 200.0}}, 25, 25, false},
+		{"keys $in and ts range", map[string]any{"metadata.key": map[string]any{"$in": []any{"config/x", "statemachine/transition"}}, "data.ts": map[string]any{"$gt": 100.0, "$lte": 200.0}}, 50, 50, false},
+		{"ts range", map[string]any{"data.ts": map[string]any{"$gte": 1990.0}}, 10, 10, false},
+		{"write_ts range in $and", map[string]any{"$and": []any{map[string]any{"metadata.write_ts": map[string]any{"$lt": 10.0}}}}, 10, 10, false},
+		{"key and write_ts equality (upload upsert)", map[string]any{"metadata.key": "config/x", "metadata.write_ts": 3.5}, 1, 1, false},
+		{"_id", map[string]any{"_id": docs[5]["_id"]}, 1, 1, false},
+		{"$or is not indexed", map[string]any{"$or": []any{map[string]any{"data.ts": 1.0}, map[string]any{"data.ts": 2.0}}}, 2, 2001, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := query.Compile(tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, st, err := s.Find("db", "ts", f, FindOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != tc.matches || st.Candidates > tc.maxCands || st.Scanned != tc.scan {
+				t.Errorf("%d matches from %d decrypted (scan %v); want %d from ≤ %d (scan %v)", len(got), st.Candidates, st.Scanned, tc.matches, tc.maxCands, tc.scan)
+			}
+		})
+	}
+	if _, _, err := s.Find("db", "other", query.MatchAll(), FindOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTupleRoundTripAndPadding(t *testing.T) {
+	in := tuple{seq: 7, db: "d", coll: "c", id: "s\"x\"", key: "k/é", ts: 1.5, wts: -2, hasTs: true, hasWts: true}
+	var out tuple
+	if err := out.unmarshal(in.marshal()); err != nil || out != in {
+		t.Fatalf("%+v %v", out, err)
+	}
+	for _, n := range []int{0, 1, 255, 256, 1000} {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i%250) + 1
+		}
+		p := pad(b, 256)
+		if len(p)%256 != 0 || len(p) <= n {
+			t.Fatalf("pad(%d) gave %d bytes", n, len(p))
+		}
+		u, err := unpad(p)
+		if err != nil || string(u) != string(b) {
+			t.Fatalf("unpad(pad(%d)) failed: %v", n, err)
+		}
+	}
+}
