@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
 	"github.com/e-mission/upc/router/routerclient"
@@ -34,11 +36,28 @@ const benchRounds = 10
 // through the Docker API, and pause/resume through the router. Metrics:
 // medians in ms and router/direct ratio (target ≤ 1.2).
 func BenchmarkLaunchToAnswerDocker(b *testing.B) {
+	b.Run("image=test", func(b *testing.B) {
+		benchLaunch(b, conf.Service{Name: "bench", Image: imageRef, Digest: imageID, Port: 8080, Health: "/healthz"})
+	})
+	// The real PM, as the catalog runs it: environment, limits, per-user volume.
+	b.Run("image=pm", func(b *testing.B) {
+		m := imagestest.Require(b, "pm")
+		cat, err := conf.DefaultCatalog()
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Pin(cat)
+		pm, _ := cat.Lookup("pm")
+		benchLaunch(b, pm)
+	})
+}
+
+func benchLaunch(b *testing.B, svc conf.Service) {
 	ctx := context.Background()
 	d := newDeployment(b)
 	agentSrv := d.agentServer(b, "bench")
 	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
-	cat := &conf.Catalog{Services: []conf.Service{{Name: "bench", Image: imageRef, Digest: imageID, Port: 8080, Health: "/healthz"}}}
+	cat := &conf.Catalog{Services: []conf.Service{svc}}
 	core, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 30 * time.Second})
 	if err != nil {
 		b.Fatal(err)
@@ -57,7 +76,7 @@ func BenchmarkLaunchToAnswerDocker(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for r := range benchRounds {
 			start := time.Now()
-			in, err := rc.Launch(ctx, "bench", "bench"+strconv.Itoa(r))
+			in, err := rc.Launch(ctx, svc.Name, "bench"+strconv.Itoa(r))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -77,7 +96,7 @@ func BenchmarkLaunchToAnswerDocker(b *testing.B) {
 				b.Fatal(err)
 			}
 
-			dt, pt, ut := launchDirect(b, d.network, gw)
+			dt, pt, ut := launchDirect(b, svc, d.network, gw, r)
 			direct = append(direct, dt)
 			dockerPause = append(dockerPause, pt)
 			dockerUnpause = append(dockerUnpause, ut)
@@ -123,22 +142,41 @@ func gateway(b testing.TB, name string) netip.Addr {
 	return netip.Addr{}
 }
 
-// launchDirect is the baseline: the same container (image, network, port
-// published on the gateway) created, started and polled through the Docker
-// API with no router, then paused and unpaused; it returns the three times.
-func launchDirect(b testing.TB, netName string, gw netip.Addr) (launch, pause, unpause time.Duration) {
+// launchDirect is the baseline: the same container (image, environment,
+// limits, volumes, network, port published on the gateway) created, started
+// and polled through the Docker API with no router, then paused and
+// unpaused; it returns the three times.
+func launchDirect(b testing.TB, svc conf.Service, netName string, gw netip.Addr, round int) (launch, pause, unpause time.Duration) {
 	ctx := context.Background()
-	port, _ := network.PortFrom(8080, network.TCP)
+	port, _ := network.PortFrom(uint16(svc.Port), network.TCP)
+	var env []string
+	for k, v := range svc.Env {
+		env = append(env, k+"="+v)
+	}
+	var mounts []mount.Mount
+	var volumes []string
+	for _, v := range svc.Volumes {
+		name := fmt.Sprintf("upc-bench-direct-%s-%d-%s", netName, round, v.Name)
+		volumes = append(volumes, name)
+		mounts = append(mounts, mount.Mount{Type: mount.TypeVolume, Source: name, Target: v.Path,
+			VolumeOptions: &mount.VolumeOptions{Labels: map[string]string{"upc.test": "1"}}})
+	}
 	start := time.Now()
 	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config:           &container.Config{Image: imageID, Labels: map[string]string{"upc.test": "1"}, ExposedPorts: network.PortSet{port: {}}},
-		HostConfig:       &container.HostConfig{PortBindings: network.PortMap{port: {{HostIP: gw}}}},
+		Config: &container.Config{Image: svc.Digest, Env: env, Labels: map[string]string{"upc.test": "1"}, ExposedPorts: network.PortSet{port: {}}},
+		HostConfig: &container.HostConfig{PortBindings: network.PortMap{port: {{HostIP: gw}}}, Mounts: mounts,
+			Resources: container.Resources{NanoCPUs: int64(svc.Resources.CPUMillis) * 1_000_000, Memory: int64(svc.Resources.MemoryMB) << 20}},
 		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{netName: {}}},
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+	defer func() {
+		cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+		for _, v := range volumes {
+			cli.VolumeRemove(ctx, v, client.VolumeRemoveOptions{Force: true})
+		}
+	}()
 	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
 		b.Fatal(err)
 	}
@@ -146,7 +184,7 @@ func launchDirect(b testing.TB, netName string, gw netip.Addr) (launch, pause, u
 	if err != nil {
 		b.Fatal(err)
 	}
-	url := fmt.Sprintf("http://%s:%s/healthz", gw, ins.Container.NetworkSettings.Ports[port][0].HostPort)
+	url := fmt.Sprintf("http://%s:%s%s", gw, ins.Container.NetworkSettings.Ports[port][0].HostPort, svc.Health)
 	hc := &http.Client{Timeout: 2 * time.Second}
 	for {
 		resp, err := hc.Get(url)
