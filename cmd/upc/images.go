@@ -61,7 +61,7 @@ when --bin is empty). No base image is pulled. The image IDs are written to
 			}
 			for _, n := range names {
 				im := m.Images[n]
-				log.Info("image built", "name", n, "ref", im.Ref, "id", im.ID)
+				log.Debug("image built", "name", n, "ref", im.Ref, "id", im.ID)
 				fmt.Fprintf(g.stdout, "%-10s %-28s %s\n", n, im.Ref, im.ID)
 			}
 			abs, _ := filepath.Abs(out)

@@ -2,33 +2,18 @@ package userclient_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/moby/moby/client"
-
-	"github.com/e-mission/upc/conf"
-	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/internal/userclient"
-	"github.com/e-mission/upc/router"
-	"github.com/e-mission/upc/router/docker"
-	"github.com/e-mission/upc/router/docker/agent"
+	"github.com/e-mission/upc/internal/userclient/clienttest"
 	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // TestIntegrationClientFlow needs the Docker engine: the user's client
 // against the real router (in process, driving the local engine) and a real
@@ -38,44 +23,13 @@ func randHex(n int) string {
 func TestIntegrationClientFlow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	m := imagestest.Require(t, "pm")
-	cat, err := conf.DefaultCatalog()
+	tr := clienttest.StartRouter(t, "pm")
+	m := tr.Images
+	rc, err := routerclient.New(tr.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Pin(cat)
-
-	cli, err := agent.NewClientFromEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	name, network := "uc"+randHex(4), "upc-test-"+randHex(4)
-	t.Cleanup(func() { cleanup(t, cli, name, network) })
-	logger := slog.New(slog.DiscardHandler)
-	eng, err := agent.NewEngine(cli, agent.Options{
-		Network: network, Name: name,
-		NetworkLabels: map[string]string{"upc.test": "1"},
-		Labels:        map[string]string{"upc.test": "1"},
-	}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := docker.New([]docker.Machine{{Name: conf.LocalMachine, Weight: 1, Driver: eng}}, docker.Options{Labels: map[string]string{"upc.test": "1"}}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(router.Handler(core, logger))
-	defer srv.Close()
-	rc, err := routerclient.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &userclient.Client{Router: userclient.NewRouter(rc), User: "user-" + randHex(4)}
+	c := &userclient.Client{Router: userclient.NewRouter(rc), User: "user-" + time.Now().Format("150405.000")}
 
 	inst, err := c.LaunchPM(ctx, "correct horse battery staple")
 	if err != nil {
@@ -184,34 +138,4 @@ func wts(e userclient.Entry) float64 {
 	md, _ := e["metadata"].(map[string]any)
 	f, _ := md["write_ts"].(float64)
 	return f
-}
-
-// cleanup removes what the test's agent made (containers, volumes) and its network.
-func cleanup(t *testing.T, cli *client.Client, name, network string) {
-	ctx := context.Background()
-	f := make(client.Filters).Add("label", agent.LabelAgent+"="+name)
-	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	for _, c := range cs.Items {
-		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
-			t.Errorf("cleanup container %s: %v", c.ID, err)
-		}
-	}
-	vs, _ := cli.VolumeList(ctx, client.VolumeListOptions{Filters: f})
-	for _, v := range vs.Items {
-		if _, err := cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
-			t.Errorf("cleanup volume %s: %v", v.Name, err)
-		}
-	}
-	ns, _ := cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", network)})
-	for _, n := range ns.Items {
-		if n.Name == network {
-			if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil {
-				t.Errorf("cleanup network %s: %v", n.Name, err)
-			}
-		}
-	}
 }

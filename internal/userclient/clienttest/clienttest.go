@@ -1,0 +1,112 @@
+// Package clienttest stands up, for a test, a real service router in process
+// over the local Docker engine with the real service images (built through
+// imagestest), on a network of its own that is removed with everything the
+// test's instances made.
+package clienttest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/images/imagestest"
+	"github.com/e-mission/upc/router"
+	"github.com/e-mission/upc/router/docker"
+	"github.com/e-mission/upc/router/docker/agent"
+)
+
+// Router is a running test router.
+type Router struct {
+	// URL is the router's base URL.
+	URL string
+	// Images are the images the catalog is pinned to.
+	Images *images.Manifest
+}
+
+// StartRouter builds the images of services (failing the test when one has
+// no cmd/upc-<name>), pins the built-in catalog to them and serves a router
+// driving the local engine. Everything is removed when the test ends.
+func StartRouter(t testing.TB, services ...string) Router {
+	t.Helper()
+	m := imagestest.Require(t, services...)
+	cat, err := conf.DefaultCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Pin(cat)
+	cli, err := agent.NewClientFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, network := "uc"+randHex(4), "upc-test-"+randHex(4)
+	t.Cleanup(func() {
+		cleanup(t, cli, name, network)
+		cli.Close()
+	})
+	logger := slog.New(slog.DiscardHandler)
+	eng, err := agent.NewEngine(cli, agent.Options{
+		Network: network, Name: name,
+		NetworkLabels: map[string]string{"upc.test": "1"},
+		Labels:        map[string]string{"upc.test": "1"},
+	}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := docker.New([]docker.Machine{{Name: conf.LocalMachine, Weight: 1, Driver: eng}},
+		docker.Options{Labels: map[string]string{"upc.test": "1"}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(router.Handler(core, logger))
+	t.Cleanup(srv.Close)
+	return Router{URL: srv.URL, Images: m}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// cleanup removes what the test's agent made (containers, volumes) and its network.
+func cleanup(t testing.TB, cli *client.Client, name, network string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	f := make(client.Filters).Add("label", agent.LabelAgent+"="+name)
+	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	for _, c := range cs.Items {
+		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+			t.Errorf("cleanup container %s: %v", c.ID, err)
+		}
+	}
+	vs, _ := cli.VolumeList(ctx, client.VolumeListOptions{Filters: f})
+	for _, v := range vs.Items {
+		if _, err := cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+			t.Errorf("cleanup volume %s: %v", v.Name, err)
+		}
+	}
+	ns, _ := cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", network)})
+	for _, n := range ns.Items {
+		if n.Name == network {
+			if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil {
+				t.Errorf("cleanup network %s: %v", n.Name, err)
+			}
+		}
+	}
+}
