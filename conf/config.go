@@ -547,11 +547,40 @@ func ParseCatalog(b []byte) (*Catalog, error) {
 }
 
 // LoadCatalog returns the catalog the config names (or the built-in one).
+// Entries that name no port listen on upc_port.
 func (c *Config) LoadCatalog() (*Catalog, error) {
-	if c.Catalog == "" {
-		return DefaultCatalog()
+	b := builtinCatalog
+	if c.Catalog != "" {
+		var err error
+		if b, err = os.ReadFile(c.Path(c.Catalog)); err != nil {
+			return nil, fmt.Errorf("read catalog: %w", err)
+		}
 	}
-	return LoadCatalog(c.Path(c.Catalog))
+	var cat Catalog
+	if err := decodeStrict(b, &cat); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", c.catalogName(), err)
+	}
+	cat.SetDefaults(c.UPCPort)
+	if err := cat.Validate(); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", c.catalogName(), err)
+	}
+	return &cat, nil
+}
+
+func (c *Config) catalogName() string {
+	if c.Catalog == "" {
+		return "(built-in)"
+	}
+	return c.Path(c.Catalog)
+}
+
+// SetDefaults gives entries that name no port the given one (upc_port).
+func (cat *Catalog) SetDefaults(port int) {
+	for i := range cat.Services {
+		if cat.Services[i].Port == 0 {
+			cat.Services[i].Port = port
+		}
+	}
 }
 
 // Parse decodes a configuration (JSON or YAML) strictly, sets defaults and

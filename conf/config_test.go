@@ -240,3 +240,25 @@ func TestCatalogBuiltin(t *testing.T) {
 		t.Error("Lookup(calendar) found a service")
 	}
 }
+
+// A catalog entry without a port listens on upc_port, as in the original.
+func TestCatalogPortDefaultsToUPCPort(t *testing.T) {
+	c, err := Load("testdata/valid-catalog-noport.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := c.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := cat.Lookup("calendar"); s.Port != 9123 {
+		t.Errorf("calendar port = %d, want upc_port 9123", s.Port)
+	}
+	if s, _ := cat.Lookup("pm"); s.Port != 8080 {
+		t.Errorf("pm port = %d, want its own 8080", s.Port)
+	}
+	// Read on its own, the same catalog is missing a port.
+	if _, err := LoadCatalog("testdata/catalog-noport.yaml"); err == nil || !strings.Contains(err.Error(), "services[0].port") {
+		t.Errorf("LoadCatalog = %v, want a port error", err)
+	}
+}
