@@ -102,14 +102,26 @@ type UploadResult struct {
 // each entry, prepared (Prepare), is upserted into the usercache under
 // (user, metadata.type, metadata.write_ts, metadata.key) with {"$set": entry},
 // one request per entry, in file order, so duplicates collapse into one
-// document. Entries are modified in place. It stops at the first failure.
+// document. Entries are modified in place. Every entry is checked before the
+// first is sent, so a malformed file writes nothing; after that it stops at
+// the first failure, and running it again is safe (upserts are idempotent).
 func (c *Client) Upload(ctx context.Context, pmAddress string, entries []Entry) (UploadResult, error) {
 	pm := c.PM(pmAddress)
 	res := UploadResult{Entries: len(entries)}
+	var bad []error
 	for i, e := range entries {
 		if _, err := Prepare(e, c.User); err != nil {
-			return res, fmt.Errorf("upload entry %d: %w", i, err)
+			if len(bad) == 5 {
+				bad = append(bad, errors.New("..."))
+				break
+			}
+			bad = append(bad, fmt.Errorf("entry %d: %w", i, err))
 		}
+	}
+	if len(bad) > 0 {
+		return res, fmt.Errorf("upload: nothing sent: %w", errors.Join(bad...))
+	}
+	for i, e := range entries {
 		r, err := pm.Update(ctx, pmapi.UpdateRequest{
 			StageName: pmapi.Usercache,
 			Indices:   UsercacheIndices,

@@ -1,6 +1,7 @@
 package userclient
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -184,4 +185,25 @@ func TestMain(m *testing.M) {
 	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
 	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 	os.Exit(m.Run())
+}
+
+// A malformed entry anywhere in a file stops the upload before anything is
+// sent: the PM address here is never contacted (nothing listens on port 1).
+func TestUploadRejectsMalformedFileBeforeSending(t *testing.T) {
+	var entries []Entry
+	json.Unmarshal([]byte(`[
+		{"data":{"ts":1},"metadata":{"write_ts":1,"key":"k","type":"t"}},
+		{"data":{"ts":2},"metadata":{"write_ts":2,"type":"t"}},
+		{"metadata":{"write_ts":3,"key":"k"}}
+	]`), &entries)
+	c := &Client{User: "u"}
+	_, err := c.Upload(context.Background(), "http://127.0.0.1:1", entries)
+	if err == nil {
+		t.Fatal("upload of a malformed file succeeded")
+	}
+	for _, w := range []string{"nothing sent", "entry 1: metadata.key", "entry 2: data: missing"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
 }
