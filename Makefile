@@ -42,5 +42,6 @@ lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet ./...
 
-clean: ## remove build outputs
+clean: ## remove build outputs and untagged (superseded) UPC images
 	rm -rf $(BIN) build
+	-docker image prune -f --filter label=upc.image
