@@ -108,7 +108,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("%w (run `make images` first)", err)
 	}
 	var missing []string
-	for _, n := range []string{"router", "agent", "pm"} {
+	for _, n := range NeededImages(sc) {
 		if _, ok := manifest.Images[n]; !ok {
 			missing = append(missing, n)
 		}
@@ -230,6 +230,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return &Result{Report: rep, Dir: dir}, err
 	}
 	return &Result{Report: rep, Dir: dir}, nil
+}
+
+// NeededImages lists the images a scenario's run needs.
+func NeededImages(sc *scenario.Scenario) []string {
+	need := []string{"router", "agent", "pm"}
+	for _, k := range []string{scenario.Pipeline, scenario.Metrics, scenario.Count} {
+		if sc.Has(k) {
+			need = append(need, k)
+		}
+	}
+	return need
 }
 
 // RunID names a run: its UTC start and a random suffix, so two runs started

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 // as containers on the local engine, one user's full client flow, tear-down,
 // and the report.
 func TestIntegrationE2EDockerOneDay(t *testing.T) {
-	m := imagestest.Require(t, "router", "agent", "pm")
+	m := imagestest.Require(t, "router", "agent", "pm", "pipeline", "metrics", "count")
 	tmp := t.TempDir()
 	manifest := filepath.Join(tmp, "images.json")
 	if err := m.Save(manifest); err != nil {
@@ -51,12 +51,21 @@ func TestIntegrationE2EDockerOneDay(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(res.Dir, report.MarkdownFile))
 		t.Fatalf("run failed: %s\n%s", r.Error, b)
 	}
-	if len(r.Users) != 1 || len(r.Users[0].Steps) != 8 {
+	if len(r.Users) != 1 || len(r.Users[0].Steps) != 11 {
 		t.Fatalf("users %+v", r.Users)
 	}
 	u := r.Users[0]
 	if up, _ := u.Step("upload"); up.Values["entries"] != 413 {
 		t.Errorf("uploaded %v entries, want 413 (the day file's)", up.Values["entries"])
+	}
+	if u.TripsFound == nil || *u.TripsFound != 3 {
+		t.Errorf("trips found %v, want the ground truth's 3", u.TripsFound)
+	}
+	if c, _ := u.Step("count"); c.Values["here"] != 1 || c.Values["mirror"] != 0 {
+		t.Errorf("count answers %v", c.Values)
+	}
+	if m, _ := u.Step("metrics"); m.Values["privacy_cost"] <= 0 {
+		t.Errorf("metrics charged nothing: %v", m.Values)
 	}
 	if !strings.HasPrefix(u.Placement, "agent-") {
 		t.Errorf("placement %q", u.Placement)

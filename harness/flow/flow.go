@@ -110,6 +110,12 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 			return runner.Outcome{}, fmt.Errorf("resumed pm does not answer: %w", err)
 		}
 		return runner.Outcome{}, nil
+	case scenario.Pipeline:
+		return s.pipeline(ctx)
+	case scenario.Metrics:
+		return s.metrics(ctx, st)
+	case scenario.Count:
+		return s.count(ctx)
 	case scenario.Delete:
 		if s.pm == nil {
 			return runner.Outcome{}, errNoPM

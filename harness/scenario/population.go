@@ -29,6 +29,20 @@ type User struct {
 	GroundTruthPath string `json:"ground_truth_path"`
 	// ExpectedTrips is the number of trips in the ground truth.
 	ExpectedTrips int `json:"expected_trips"`
+	// Truth is what queries about the day can be checked against.
+	Truth Truth `json:"truth"`
+}
+
+// Truth summarises a day's ground truth: the local date and span of its
+// trips and where the first one started.
+type Truth struct {
+	// Date is the local date of the first trip, in its time zone.
+	Year, Month, Day int
+	Timezone         string
+	// StartTs and EndTs span the trips (seconds).
+	StartTs, EndTs float64
+	// FirstStart is the first trip's start [longitude, latitude].
+	FirstStart [2]float64
 }
 
 // Locate finds the real_examples folder: the scenario's own dir (relative to
@@ -95,7 +109,7 @@ func (s *Scenario) Users(dataDir, run string) ([]User, error) {
 			errs = append(errs, fmt.Errorf("day %s: %w", day, err))
 			continue
 		}
-		trips, err := countTrips(gp)
+		truth, trips, err := readTruth(gp)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("day %s: %w", day, err))
 			continue
@@ -110,25 +124,53 @@ func (s *Scenario) Users(dataDir, run string) ([]User, error) {
 				DayPath:         dp,
 				GroundTruthPath: gp,
 				ExpectedTrips:   trips,
+				Truth:           truth,
 			})
 		}
 	}
 	return users, errors.Join(errs...)
 }
 
-// countTrips reads a ground truth file: {"data": [trip...]} (data may be null).
-func countTrips(path string) (int, error) {
+// readTruth reads a ground truth file: {"data": [trip...]} (data may be
+// null), each trip a GeoJSON FeatureCollection whose properties carry the
+// trip's start and end.
+func readTruth(path string) (Truth, int, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("read ground truth: %w", err)
+		return Truth{}, 0, fmt.Errorf("read ground truth: %w", err)
 	}
 	var gt struct {
-		Data []json.RawMessage `json:"data"`
+		Data []struct {
+			Properties struct {
+				StartTs      float64 `json:"start_ts"`
+				EndTs        float64 `json:"end_ts"`
+				StartLocalDt struct {
+					Year, Month, Day int
+					Timezone         string
+				} `json:"start_local_dt"`
+				StartLoc struct {
+					Coordinates []float64 `json:"coordinates"`
+				} `json:"start_loc"`
+			} `json:"properties"`
+		} `json:"data"`
 	}
 	if err := json.Unmarshal(b, &gt); err != nil {
-		return 0, fmt.Errorf("ground truth %s: %w", path, err)
+		return Truth{}, 0, fmt.Errorf("ground truth %s: %w", path, err)
 	}
-	return len(gt.Data), nil
+	var t Truth
+	for i, trip := range gt.Data {
+		p := trip.Properties
+		if i == 0 {
+			t.Year, t.Month, t.Day, t.Timezone = p.StartLocalDt.Year, p.StartLocalDt.Month, p.StartLocalDt.Day, p.StartLocalDt.Timezone
+			t.StartTs = p.StartTs
+			if len(p.StartLoc.Coordinates) == 2 {
+				t.FirstStart = [2]float64{p.StartLoc.Coordinates[0], p.StartLoc.Coordinates[1]}
+			}
+		}
+		t.StartTs = min(t.StartTs, p.StartTs)
+		t.EndTs = max(t.EndTs, p.EndTs)
+	}
+	return t, len(gt.Data), nil
 }
 
 // derive is a reproducible 256-bit value (hex) for the seed and the parts.

@@ -211,7 +211,7 @@ var (
 	agentRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
 	dayRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 	freqs   = []string{"DAILY", "WEEKLY", "MONTHLY", "YEARLY"}
-	metric  = []string{"count", "distance", "duration", "median_speed"}
+	metric  = []string{"count", "distance", "duration"}
 )
 
 // Validate reports every problem at once, each naming its field.

@@ -182,6 +182,13 @@ func TestDefaultScenario(t *testing.T) {
 	trips := map[string]int{}
 	for _, u := range us {
 		trips[u.Day] = u.ExpectedTrips
+		tr := u.Truth
+		if tr.Year < 2015 || tr.Timezone == "" || tr.StartTs <= 0 || tr.EndTs <= tr.StartTs || tr.FirstStart == [2]float64{} {
+			t.Errorf("%s: truth %+v", u.Day, tr)
+		}
+		if u.Day == "shankari_2015-aug-27" && (tr.Year != 2015 || tr.Month != 8 || tr.Day != 27 || tr.Timezone != "America/Los_Angeles") {
+			t.Errorf("aug-27 truth date %+v", tr)
+		}
 	}
 	want := map[string]int{"shankari_2015-aug-27": 8, "shankari_2016-06-20": 6, "shankari_2016-08-10": 5,
 		"shankari_2015-08-23": 3, "iphone_3_2016-02-22": 9, "sunil_2016-07-20": 2}

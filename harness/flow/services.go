@@ -1,0 +1,216 @@
+package flow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/e-mission/upc/harness/runner"
+	"github.com/e-mission/upc/harness/scenario"
+	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/router/api"
+	"github.com/e-mission/upc/services/count"
+	"github.com/e-mission/upc/services/metrics"
+	pipeserver "github.com/e-mission/upc/services/pipeline/server"
+)
+
+// Catalog names of the services, as the original clients spelled them.
+const (
+	PipelineService = "Pipeline"
+	MetricsService  = "Metrics"
+	CountService    = "Count"
+)
+
+// Query parameters of the metrics and count steps: a cost well inside the
+// PM's default budget (1.0) so every step of a scenario can be charged.
+const (
+	metricsOffset = 1000.0 // per mode: cost −ln(α)·days·Δf/offset = 0.69·1·55/1000 ≈ 0.04 for count
+	metricsAlpha  = 0.5
+	countOffset   = 100.0 // cost −ln(α)/offset ≈ 0.03
+	countAlpha    = 0.05
+	// countBox is the half-width, in degrees, of the box around the first
+	// trip's start that the count step asks about (about 500 m).
+	countBox = 0.005
+)
+
+// withService launches service for the user through the router, calls call
+// with its instance, and deletes the instance whatever happened, as the
+// original client scripts did. The outcome records both times.
+func (s *session) withService(ctx context.Context, service string, call func(inst api.Instance) (runner.Outcome, error)) (runner.Outcome, error) {
+	if s.pm == nil {
+		return runner.Outcome{}, errNoPM
+	}
+	t0 := time.Now()
+	inst, err := s.c.Router.Launch(ctx, api.LaunchRequest{Service: service, User: s.u.ID})
+	if err != nil {
+		return runner.Outcome{}, fmt.Errorf("launch %s: %w", service, err)
+	}
+	launched := time.Since(t0)
+	t1 := time.Now()
+	o, err := call(inst)
+	called := time.Since(t1)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if derr := s.c.Router.Delete(dctx, inst.ID); derr != nil {
+		err = errors.Join(err, fmt.Errorf("delete %s instance %s: %w", service, inst.ID, derr))
+	}
+	if o.Values == nil {
+		o.Values = map[string]float64{}
+	}
+	o.Values["launch_ms"] = float64(launched.Microseconds()) / 1000
+	o.Values["call_ms"] = float64(called.Microseconds()) / 1000
+	return o, err
+}
+
+func (s *session) pipeline(ctx context.Context) (runner.Outcome, error) {
+	return s.withService(ctx, PipelineService, func(inst api.Instance) (runner.Outcome, error) {
+		var res pipeserver.Result
+		err := s.post(ctx, inst.Address+"/v1/run", pipeserver.Request{PMAddress: s.pm.Address, UUID: s.u.ID}, &res)
+		if err != nil {
+			return runner.Outcome{}, fmt.Errorf("run pipeline: %w", err)
+		}
+		if !res.Success {
+			return runner.Outcome{}, errors.New("run pipeline: the service answered success=false")
+		}
+		trips := res.Written["analysis/cleaned_trip"]
+		return runner.Outcome{
+			Values: map[string]float64{runner.TripsValue: float64(trips), "sections": float64(res.Written["analysis/cleaned_section"]),
+				"recreated_locations": float64(res.Written["analysis/recreated_location"])},
+			Note: fmt.Sprintf("%d trips, %d sections (ground truth: %d trips)", trips, res.Written["analysis/cleaned_section"], s.u.ExpectedTrips),
+		}, nil
+	})
+}
+
+func (s *session) metrics(ctx context.Context, st scenario.Step) (runner.Outcome, error) {
+	tr := s.u.Truth
+	if tr.Year == 0 {
+		return runner.Outcome{}, errors.New("metrics: the day's ground truth has no trip to date the query by")
+	}
+	// The day itself: [day, day+1), one day of sensitivity.
+	day := time.Date(tr.Year, time.Month(tr.Month), tr.Day, 0, 0, 0, 0, time.UTC)
+	next := day.AddDate(0, 0, 1)
+	bound := func(t time.Time) metrics.DateBound {
+		y, m, d := t.Year(), int(t.Month()), t.Day()
+		return metrics.DateBound{Year: &y, Month: &m, Day: &d, Timezone: tr.Timezone}
+	}
+	modes := []string{"CAR", "WALK", "BICYCLE", "TRANSIT"}
+	req := metrics.LocalDateRequest{PMAddress: s.pm.Address, UUID: s.u.ID, StartTime: bound(day), EndTime: bound(next),
+		Freq: st.Freq, Metric: st.Metric, Offset: map[string]float64{}, Alpha: map[string]float64{}}
+	for _, m := range modes {
+		req.Offset[m], req.Alpha[m] = metricsOffset, metricsAlpha
+	}
+	return s.withService(ctx, MetricsService, func(inst api.Instance) (runner.Outcome, error) {
+		var res metrics.LocalDateResponseV1
+		if err := s.post(ctx, inst.Address+"/v1/metrics/local_date", req, &res); err != nil {
+			return runner.Outcome{}, fmt.Errorf("metrics %s %s: %w", st.Metric, st.Freq, err)
+		}
+		if !res.Success {
+			return runner.Outcome{}, fmt.Errorf("metrics %s %s: the service answered success=false (budget short?)", st.Metric, st.Freq)
+		}
+		o := runner.Outcome{Values: map[string]float64{"privacy_cost": res.PrivacyCost}}
+		var parts []string
+		for _, m := range modes {
+			v, _ := res.Results[m].(float64)
+			o.Values[m] = v
+			parts = append(parts, fmt.Sprintf("%s %g", m, v))
+		}
+		o.Note = fmt.Sprintf("%s %s of %s: %s; cost %.3f", st.Freq, st.Metric, day.Format("2006-01-02"), strings.Join(parts, ", "), res.PrivacyCost)
+		return o, nil
+	})
+}
+
+// count asks twice within the day's trips: around the first trip's start,
+// where the user was (answer 1), and around its mirror across the equator
+// (same longitude, opposite latitude: open ocean or another continent for
+// every real day here), where they were not (answer 0). Either answer wrong
+// fails the step.
+func (s *session) count(ctx context.Context) (runner.Outcome, error) {
+	tr := s.u.Truth
+	if tr.EndTs == 0 {
+		return runner.Outcome{}, errors.New("count: the day's ground truth has no trip to ask about")
+	}
+	lon, lat := tr.FirstStart[0], tr.FirstStart[1]
+	asks := []struct {
+		name     string
+		lon, lat float64
+		want     int64
+	}{
+		{"here", lon, lat, 1},
+		{"mirror", lon, -lat, 0},
+	}
+	return s.withService(ctx, CountService, func(inst api.Instance) (runner.Outcome, error) {
+		o := runner.Outcome{Values: map[string]float64{}}
+		var notes []string
+		for _, a := range asks {
+			region, _ := json.Marshal(map[string]any{"geometry": box(a.lon, a.lat, countBox)})
+			req := count.Request{PMAddress: s.pm.Address, UUID: s.u.ID, Query: count.Query{
+				Offset: countOffset, Alpha: countAlpha, StartTs: count.Timestamp(tr.StartTs), EndTs: count.Timestamp(tr.EndTs), SelRegion: region}}
+			var res count.ResponseV1
+			if err := s.post(ctx, inst.Address+"/v1/count_query", req, &res); err != nil {
+				return o, fmt.Errorf("count %s: %w", a.name, err)
+			}
+			if !res.Success || res.Results == nil {
+				return o, fmt.Errorf("count %s: the service answered success=false (budget short?)", a.name)
+			}
+			o.Values[a.name] = float64(*res.Results)
+			o.Values["privacy_cost"] += res.PrivacyCost
+			notes = append(notes, fmt.Sprintf("%s %d", a.name, *res.Results))
+			if *res.Results != a.want {
+				return o, fmt.Errorf("count %s (box around %.4f,%.4f during the day's trips): answered %d, want %d", a.name, a.lon, a.lat, *res.Results, a.want)
+			}
+		}
+		o.Note = strings.Join(notes, ", ") + fmt.Sprintf("; cost %.3f", o.Values["privacy_cost"])
+		return o, nil
+	})
+}
+
+// box is a GeoJSON polygon: a square of half-width d degrees around lon, lat.
+func box(lon, lat, d float64) map[string]any {
+	return map[string]any{"type": "Polygon", "coordinates": [][][2]float64{{
+		{lon - d, lat - d}, {lon + d, lat - d}, {lon + d, lat + d}, {lon - d, lat + d}, {lon - d, lat - d},
+	}}}
+}
+
+// post sends in as JSON and decodes a 2xx answer into out; other answers
+// become errors carrying the service's message.
+func (s *session) post(ctx context.Context, url string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	hc := s.c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e httpx.ErrorBody
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%d %s", resp.StatusCode, e.Error)
+		}
+		return fmt.Errorf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	return nil
+}
