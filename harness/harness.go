@@ -125,6 +125,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("connect to docker: %w", err)
 	}
 	defer cli.Close()
+	standup.QuietTestcontainers(logger)
 
 	scope := standup.Scope{Run: run, Deployment: "e2e-" + run}
 	// The router asks for a bearer token; a fresh one per run.

@@ -3,7 +3,10 @@ package standup
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+
+	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/e-mission/upc/harness/scenario"
 )
@@ -50,3 +53,15 @@ func ioReadFull(r io.Reader, b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// slogPrinter sends testcontainers' log lines to a slog logger at debug
+// level, so the harness's own progress lines stay readable.
+type slogPrinter struct{ l *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) {
+	p.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)), "from", "testcontainers")
+}
+
+// QuietTestcontainers routes testcontainers-go's process-wide log to logger
+// at debug level.
+func QuietTestcontainers(logger *slog.Logger) { tclog.SetDefault(slogPrinter{logger}) }
