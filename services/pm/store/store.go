@@ -22,9 +22,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/google/btree"
 	bolt "go.etcd.io/bbolt"
@@ -237,8 +239,14 @@ func (s *Store) Unseal(secret []byte) error {
 func (s *Store) loadLocked() error {
 	s.colls = map[collName]*collection{}
 	s.nextSeq = 1
-	return s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketIndex).Cursor()
+	// Entries are allocated in one slab: half a million small objects cost
+	// the garbage collector far less as one.
+	var slab []entry
+	byColl := map[collName][]*entry{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIndex)
+		slab = make([]entry, 0, b.Stats().KeyN)
+		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			plain, err := s.open(v, adFor("idx", k))
 			if err != nil {
@@ -252,22 +260,84 @@ func (s *Store) loadLocked() error {
 			if err := t.unmarshal(plain); err != nil {
 				return fmt.Errorf("record %x: %w", k, err)
 			}
-			e := &entry{tuple: t}
+			t.intern()
+			slab = append(slab, entry{tuple: t})
+			e := &slab[len(slab)-1]
 			copy(e.rec[:], k)
-			s.coll(t.db, t.coll, true).add(e)
+			n := collName{t.db, t.coll}
+			byColl[n] = append(byColl[n], e)
 			if t.seq >= s.nextSeq {
 				s.nextSeq = t.seq + 1
 			}
 		}
-		b, err := s.loadBudget(tx)
+		budget, err := s.loadBudget(tx)
 		if err != nil {
 			return err
 		}
 		s.bmu.Lock()
-		s.budget = b
+		s.budget = budget
 		s.bmu.Unlock()
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for n, es := range byColl {
+		c := s.coll(n.db, n.coll, true)
+		c.bulkAdd(es)
+	}
+	return nil
+}
+
+// bulkAdd builds the indexes of a collection from many entries at once: each
+// structure is filled from input sorted in its own order, and the structures
+// are built in parallel.
+func (c *collection) bulkAdd(es []*entry) {
+	type build struct {
+		t    *btree.BTreeG[*entry]
+		less func(a, b *entry) bool
+		keep func(*entry) bool
+	}
+	all := func(*entry) bool { return true }
+	builds := []build{
+		{c.bySeq, func(a, b *entry) bool { return a.seq < b.seq }, all},
+		{c.byKeyTs, lessKeyTs, all},
+		{c.byKeyWts, lessKeyWts, all},
+		{c.byTs, lessTs, func(e *entry) bool { return e.hasTs }},
+		{c.byWts, lessWts, func(e *entry) bool { return e.hasWts }},
+	}
+	var wg sync.WaitGroup
+	for _, b := range builds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sorted := make([]*entry, 0, len(es))
+			for _, e := range es {
+				if b.keep(e) {
+					sorted = append(sorted, e)
+				}
+			}
+			slices.SortFunc(sorted, func(x, y *entry) int {
+				switch {
+				case b.less(x, y):
+					return -1
+				case b.less(y, x):
+					return 1
+				}
+				return 0
+			})
+			for _, e := range sorted {
+				b.t.ReplaceOrInsert(e)
+			}
+		}()
+	}
+	if len(c.byID) == 0 {
+		c.byID = make(map[string]*entry, len(es))
+	}
+	for _, e := range es {
+		c.byID[e.id] = e
+	}
+	wg.Wait()
 }
 
 // ---- in-memory indexes ----
@@ -388,7 +458,16 @@ func tupleFor(db, coll string, doc map[string]any) tuple {
 			t.ts, t.hasTs = ts, true
 		}
 	}
+	t.intern()
 	return t
+}
+
+// intern shares the few distinct database, collection and stream names among
+// all entries: a year holds half a million entries but a dozen names.
+func (t *tuple) intern() {
+	t.db = unique.Make(t.db).Value()
+	t.coll = unique.Make(t.coll).Value()
+	t.key = unique.Make(t.key).Value()
 }
 
 // candidates picks, from the indexes, the entries a filter can match: a
