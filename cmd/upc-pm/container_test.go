@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+
+	"github.com/e-mission/upc/internal/images/imagestest"
+	"github.com/e-mission/upc/services/pm/api"
+	"github.com/e-mission/upc/services/pm/pmclient"
+)
+
+func TestMain(m *testing.M) {
+	// testcontainers cannot pull its reaper here; the test removes what it makes.
+	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+	os.Exit(m.Run())
+}
+
+// TestIntegrationDockerPMContainer runs the upc/pm FROM scratch image on the
+// real engine with its data on a bind-mounted directory: unseal, write,
+// docker stop (SIGTERM), start again, wrong key, right key. Needs Docker.
+func TestIntegrationDockerPMContainer(t *testing.T) {
+	m := imagestest.Require(t, "pm")
+	ctx := context.Background()
+	data := t.TempDir()
+	const key = "container-test-key"
+	req := testcontainers.GenericContainerRequest{
+		ContainerRequest: testcontainers.ContainerRequest{
+			Image:        m.Images["pm"].ID,
+			Name:         fmt.Sprintf("upc-test-pm-%d", time.Now().UnixNano()),
+			Env:          map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": "1.5"},
+			Labels:       map[string]string{"upc.test": "1"},
+			ExposedPorts: []string{"8080/tcp"},
+			HostConfigModifier: func(hc *container.HostConfig) {
+				hc.Binds = []string{data + ":/data"}
+				hc.PortBindings = network.PortMap{network.MustParsePort("8080/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "0"}}}
+			},
+			WaitingFor: wait.ForHTTP("/healthz").WithPort("8080/tcp").WithStartupTimeout(60 * time.Second).WithPollInterval(50 * time.Millisecond),
+		},
+		Started: true,
+	}
+	c, err := testcontainers.GenericContainer(ctx, req)
+	if c != nil {
+		t.Cleanup(func() { c.Terminate(context.Background()) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func() *pmclient.Client {
+		p, err := c.MappedPort(ctx, "8080/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pmclient.New("http://127.0.0.1:"+p.Port(), nil)
+	}
+	pm := client()
+	if err := pm.Unseal(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pm.Insert(ctx, api.DefaultDatabase, api.Timeseries, map[string]any{"metadata": map[string]any{"key": "k"}, "data": map[string]any{"ts": 1.25}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := pm.SpendBudget(ctx, 1.0); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	grace := 10 * time.Second
+	start := time.Now()
+	if err := c.Stop(ctx, &grace); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Since(start)
+	st, err := c.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("docker stop took %v, exit code %d", stopped, st.ExitCode)
+	if st.ExitCode != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0 (a graceful exit, not the engine's SIGKILL)", st.ExitCode)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pm = client()
+	var se *pmclient.StatusError
+	if err := pm.Unseal(ctx, "wrong"); !errors.As(err, &se) || se.Code != 403 {
+		t.Fatalf("wrong key after restart: %v", err)
+	}
+	if err := pm.Unseal(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := pm.Find(ctx, pmclient.FindRequest{Collection: api.Timeseries, Filter: map[string]any{"data.ts": map[string]any{"$gt": 1}}})
+	if err != nil || len(docs) != 1 {
+		t.Fatalf("after restart: %v %v", docs, err)
+	}
+	if ok, _ := pm.SpendBudget(ctx, 1.0); ok {
+		t.Error("the budget did not survive the restart")
+	}
+	rc, err := c.Logs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := io.ReadAll(rc)
+	rc.Close()
+	if strings.Contains(string(logs), key) {
+		t.Error("the key is in the container's logs")
+	}
+}
