@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"runtime/debug"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/e-mission/upc/internal/httpx"
@@ -94,7 +97,43 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 	defer st.Close()
 	logger.Info("starting", "version", version.Version, "data", cfg.DataDir, "initialized", st.Initialized())
 	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20})
-	err = httpx.ListenAndServe(ctx, logger, cfg.Addr, srv.Handler())
+	h, requests := countRequests(srv.Handler())
+	go trimWhenIdle(ctx, requests, 5*time.Second)
+	err = httpx.ListenAndServe(ctx, logger, cfg.Addr, h)
 	logger.Info("stopped")
 	return err
+}
+
+// countRequests counts the requests h serves.
+func countRequests(h http.Handler) (http.Handler, *atomic.Uint64) {
+	var n atomic.Uint64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h.ServeHTTP(w, r)
+	}), &n
+}
+
+// trimWhenIdle hands freed memory back to the OS once the PM has been idle
+// for a period after serving requests: an unseal (Argon2id's 46 MiB) or a
+// large upload would otherwise keep the process's resident size high for
+// minutes, and a machine runs many idle PMs.
+func trimWhenIdle(ctx context.Context, requests *atomic.Uint64, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	last, dirty := requests.Load(), false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := requests.Load()
+		switch {
+		case n != last:
+			last, dirty = n, true
+		case dirty:
+			debug.FreeOSMemory()
+			dirty = false
+		}
+	}
 }
