@@ -305,22 +305,22 @@ func TestLaplaceSharesSumToDiscreteLaplace(t *testing.T) {
 func BenchmarkDiscreteLaplace(b *testing.B) {
 	sc, _ := ScaleFor(0.029957, 1)
 	n := New()
-	for b.Loop() {
+	reportCPU(b, func() {
 		n.DiscreteLaplace(sc)
-	}
+	})
 }
 
 func BenchmarkLaplace(b *testing.B) {
 	n := New()
-	for b.Loop() {
+	reportCPU(b, func() {
 		n.Laplace(33.4)
-	}
+	})
 }
 
 func BenchmarkLaplaceShare(b *testing.B) {
 	sc, _ := ScaleFor(0.029957, 1)
 	n := New()
-	for b.Loop() {
+	reportCPU(b, func() {
 		n.LaplaceShare(sc, 16)
-	}
+	})
 }

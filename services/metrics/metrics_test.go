@@ -335,11 +335,11 @@ func BenchmarkSummarizeYear(b *testing.B) {
 	y := DateBound{Year: ip(2015)}
 	y2 := DateBound{Year: ip(2016)}
 	b.ResetTimer()
-	for b.Loop() {
+	reportCPU(b, func() {
 		res, err := SummarizeByLocalDate(secs, y, y2, Daily, []string{Count, Distance, Duration, MeanSpeed}, Options{Aggregate: true})
 		if err != nil || len(res.AggregateMetrics[0]) != 365 {
 			b.Fatalf("%v %d", err, len(res.AggregateMetrics[0]))
 		}
-	}
+	})
 	b.ReportMetric(float64(len(secs)), "sections")
 }

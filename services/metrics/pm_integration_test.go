@@ -164,7 +164,7 @@ func BenchmarkLocalDateRealPM(b *testing.B) {
 	 "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
 	 "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},
 	 "freq": "DAILY", "metric": "count", "offset": {"CAR": 1000, "IN_VEHICLE": 1000}, "alpha": {"CAR": 0.05, "IN_VEHICLE": 0.05}}`
-	for b.Loop() {
+	reportCPU(b, func() {
 		resp, err := http.Post(srv.URL+"/metrics/local_date", "application/json", strings.NewReader(body))
 		if err != nil {
 			b.Fatal(err)
@@ -174,5 +174,23 @@ func BenchmarkLocalDateRealPM(b *testing.B) {
 		if !bytes.Contains(out, []byte(`"IN_VEHICLE":5`)) {
 			b.Fatalf("answer %s", out)
 		}
-	}
+	})
+}
+
+// BenchmarkLocalDatePMDirect is the baseline of BenchmarkLocalDateRealPM: the
+// same spend and read asked of the PM directly with pmclient.
+func BenchmarkLocalDatePMDirect(b *testing.B) {
+	c := startPM(b, 1e12)
+	uploadPipelineOutput(b, c, "shankari_2015-aug-27", "aug27")
+	ctx := context.Background()
+	reportCPU(b, func() {
+		if _, err := c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.2, Service: "metrics"}); err != nil {
+			b.Fatal(err)
+		}
+		var es []SectionEntry
+		if err := c.FindInto(ctx, pmclient.FindRequest{Database: api.DefaultDatabase, Collection: api.AnalysisTimeseries,
+			Filter: map[string]any{"metadata.key": KeyCleanedSection, "invalid": map[string]any{"$exists": false}}}, &es); err != nil || len(es) != 15 {
+			b.Fatal(len(es), err)
+		}
+	})
 }

@@ -251,7 +251,7 @@ func SummarizeByLocalDate(sections []Section, start, end DateBound, freq Freq, m
 	if err := checkMetrics(metricList); err != nil {
 		return Result{}, err
 	}
-	var selected []Section
+	selected := make([]Section, 0, len(sections))
 	for _, s := range sections {
 		if filter.match(s.StartLocalDt) {
 			selected = append(selected, s)
@@ -316,28 +316,45 @@ func localKeyOf(ld LocalDate, freq Freq) localKey {
 	}
 }
 
+func cmpKey(x, y localKey) int {
+	if x.a != y.a {
+		return x.a - y.a
+	}
+	if x.b != y.b {
+		return x.b - y.b
+	}
+	return x.c - y.c
+}
+
 func groupLocal(sections []Section, freq Freq, fn metricFn, names ModeNames) ([]Summary, error) {
-	groups := map[localKey][]Section{}
-	for _, s := range sections {
-		k := localKeyOf(s.StartLocalDt, freq)
-		groups[k] = append(groups[k], s)
+	// One stable sort by (period, mode) and one copy: periods and, within
+	// them, modes become contiguous runs, each in input order (which fixes the
+	// order of the float sums).
+	keys := make([]localKey, len(sections))
+	order := make([]int, len(sections))
+	for i, s := range sections {
+		keys[i] = localKeyOf(s.StartLocalDt, freq)
+		order[i] = i
 	}
-	ks := make([]localKey, 0, len(groups))
-	for k := range groups {
-		ks = append(ks, k)
-	}
-	slices.SortFunc(ks, func(x, y localKey) int {
-		if x.a != y.a {
-			return x.a - y.a
+	slices.SortStableFunc(order, func(i, j int) int {
+		if c := cmpKey(keys[i], keys[j]); c != 0 {
+			return c
 		}
-		if x.b != y.b {
-			return x.b - y.b
-		}
-		return x.c - y.c
+		return sections[i].Mode - sections[j].Mode
 	})
-	out := make([]Summary, 0, len(ks))
-	for _, k := range ks {
-		ss := groups[k]
+	sorted := make([]Section, len(order))
+	for n, i := range order {
+		sorted[n] = sections[i]
+	}
+	out := []Summary{}
+	for lo := 0; lo < len(sorted); {
+		k := keys[order[lo]]
+		hi := lo + 1
+		for hi < len(sorted) && keys[order[hi]] == k {
+			hi++
+		}
+		ss := sorted[lo:hi]
+		lo = hi
 		// The period starts in the timezone of its earliest section.
 		first := ss[0]
 		for _, s := range ss {
@@ -398,19 +415,30 @@ func isoWeekMonday(y, w int) time.Time {
 	return jan4.AddDate(0, 0, -offset+7*(w-1))
 }
 
+// fillModes sets nUsers and the metric of each mode of the sections ss.
 func fillModes(sum *Summary, ss []Section, fn metricFn, names ModeNames) {
-	users := map[string]bool{}
-	byMode := map[int][]Section{}
+	bymode := func(a, b Section) int { return a.Mode - b.Mode }
+	if !slices.IsSortedFunc(ss, bymode) {
+		ss = slices.Clone(ss)
+		slices.SortStableFunc(ss, bymode)
+	}
+	var users []string
 	for _, s := range ss {
-		users[s.User] = true
-		byMode[s.Mode] = append(byMode[s.Mode], s)
+		if !slices.Contains(users, s.User) {
+			users = append(users, s.User)
+		}
 	}
 	sum.NUsers = len(users)
 	sum.Modes = map[string]any{}
-	for mode, ms := range byMode {
-		if v, ok := fn(ms); ok {
-			sum.Modes[names(mode)] = v
+	for lo := 0; lo < len(ss); {
+		hi := lo + 1
+		for hi < len(ss) && ss[hi].Mode == ss[lo].Mode {
+			hi++
 		}
+		if v, ok := fn(ss[lo:hi]); ok {
+			sum.Modes[names(ss[lo].Mode)] = v
+		}
+		lo = hi
 	}
 }
 
