@@ -336,7 +336,11 @@ func (s *Store) Count(db, coll string, f *query.Filter, skip, limit int64) (int6
 	}
 	var n int64
 	err := s.db.View(func(tx *bolt.Tx) error {
-		ms, _, err := s.matchLocked(tx, db, coll, f, 0)
+		max := int64(0)
+		if limit > 0 { // stop decrypting once the window is full
+			max = skip + limit
+		}
+		ms, _, err := s.matchLocked(tx, db, coll, f, max)
 		n = int64(len(window(ms, skip, limit)))
 		return err
 	})
