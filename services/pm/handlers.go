@@ -287,11 +287,19 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
-	var req api.SpendRequest
+	// api.SpendRequest's fields, with the cost required.
+	var req struct {
+		PrivacyCost *api.Cost `json:"privacy_cost"`
+		QueryID     string    `json:"query_id"`
+		Service     string    `json:"service"`
+	}
 	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: 64 << 10}); err != nil {
 		return err
 	}
-	res, err := s.st.Spend(float64(req.PrivacyCost), req.QueryID, req.Service)
+	if req.PrivacyCost == nil {
+		return httpx.BadRequest("privacy_cost is required")
+	}
+	res, err := s.st.Spend(float64(*req.PrivacyCost), req.QueryID, req.Service)
 	if err != nil {
 		return err
 	}

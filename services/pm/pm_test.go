@@ -564,6 +564,8 @@ func TestBadInputs(t *testing.T) {
 		{"budget negative", api.PathBudget, `{"privacy_cost":-1}`, 400, "≥ 0"},
 		{"budget not a number", api.PathBudget, `{"privacy_cost":"lots"}`, 400, "number"},
 		{"budget bool", api.PathBudget, `{"privacy_cost":true}`, 400, "number"},
+		{"budget without cost", api.PathBudget, `{"query_id":"q"}`, 400, "privacy_cost is required"},
+		{"budget null cost", api.PathBudget, `{"privacy_cost":null}`, 400, "privacy_cost is required"},
 		{"refund without id", api.PathBudgetRefund, `{}`, 400, "query_id"},
 		{"key with unknown field", api.PathKey, `{"secret":"x"}`, 400, "unknown field"},
 		{"huge body", api.PathInsert, huge, 413, "larger than"},
