@@ -1,6 +1,7 @@
 // Command upc-count is the count service of a user's private cloud:
 // POST /count_query (the original API) and /v1/count_query.
-// It listens on UPC_COUNT_ADDR (default :8080).
+// It listens on UPC_COUNT_ADDR (default :8080). UPC_EXPERIMENT_NOISE_SEED
+// seeds the noise shares of /v1/count_query, for experiments only.
 package main
 
 import (
@@ -11,9 +12,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/count"
@@ -35,6 +38,16 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		addr = ":8080"
 	}
 	srv := count.NewServer(logger, count.PMClients(&http.Client{Timeout: 10 * time.Minute}))
+	// Experiment mode only: reproducible noise shares. Seeded noise protects
+	// nothing against whoever knows the seed, so it is never the default.
+	if v := getenv("UPC_EXPERIMENT_NOISE_SEED"); v != "" {
+		seed, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("UPC_EXPERIMENT_NOISE_SEED must be an unsigned integer, not %q", v)
+		}
+		srv.Noise = dp.New(dp.WithSeed(seed))
+		logger.Warn("experiment mode: noise shares are seeded and reproducible", "seed", seed)
+	}
 	logger.Info("starting", "version", version.Version)
 	return httpx.ListenAndServe(ctx, logger, addr, srv.Handler())
 }

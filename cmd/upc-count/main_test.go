@@ -83,3 +83,15 @@ func TestBadAddress(t *testing.T) {
 		t.Fatal("a bad address was accepted")
 	}
 }
+
+func TestBadNoiseSeed(t *testing.T) {
+	err := run(context.Background(), func(k string) string {
+		if k == "UPC_EXPERIMENT_NOISE_SEED" {
+			return "-1"
+		}
+		return "127.0.0.1:0"
+	}, io.Discard)
+	if err == nil {
+		t.Fatal("a bad seed was accepted")
+	}
+}
