@@ -300,7 +300,6 @@ func (c *collection) bulkAdd(es []*entry) {
 	}
 	all := func(*entry) bool { return true }
 	builds := []build{
-		{c.bySeq, func(a, b *entry) bool { return a.seq < b.seq }, all},
 		{c.byKeyTs, lessKeyTs, all},
 		{c.byKeyWts, lessKeyWts, all},
 		{c.byTs, lessTs, func(e *entry) bool { return e.hasTs }},
@@ -390,7 +389,6 @@ func lessWts(a, b *entry) bool {
 }
 
 type collection struct {
-	bySeq    *btree.BTreeG[*entry] // natural (insertion) order
 	byID     map[string]*entry
 	byKeyTs  *btree.BTreeG[*entry]
 	byKeyWts *btree.BTreeG[*entry]
@@ -402,7 +400,6 @@ func (s *Store) coll(db, name string, create bool) *collection {
 	c := s.colls[collName{db, name}]
 	if c == nil && create {
 		c = &collection{
-			bySeq:    btree.NewG(32, func(a, b *entry) bool { return a.seq < b.seq }),
 			byID:     map[string]*entry{},
 			byKeyTs:  btree.NewG(32, lessKeyTs),
 			byKeyWts: btree.NewG(32, lessKeyWts),
@@ -415,7 +412,6 @@ func (s *Store) coll(db, name string, create bool) *collection {
 }
 
 func (c *collection) add(e *entry) {
-	c.bySeq.ReplaceOrInsert(e)
 	c.byID[e.id] = e
 	c.byKeyTs.ReplaceOrInsert(e)
 	c.byKeyWts.ReplaceOrInsert(e)
@@ -428,7 +424,6 @@ func (c *collection) add(e *entry) {
 }
 
 func (c *collection) remove(e *entry) {
-	c.bySeq.Delete(e)
 	delete(c.byID, e.id)
 	c.byKeyTs.Delete(e)
 	c.byKeyWts.Delete(e)
@@ -440,7 +435,7 @@ func (c *collection) remove(e *entry) {
 	}
 }
 
-func (c *collection) len() int { return c.bySeq.Len() }
+func (c *collection) len() int { return len(c.byID) }
 
 // tupleFor extracts a document's index fields.
 func tupleFor(db, coll string, doc map[string]any) tuple {
@@ -521,8 +516,12 @@ func (c *collection) candidates(f *query.Filter) (out []*entry, scanned bool) {
 		collect(c.byWts, &entry{tuple: tuple{wts: wR.Lo}}, &entry{tuple: tuple{wts: wR.Hi, seq: math.MaxUint64}},
 			func(e *entry) bool { return wR.Contains(e.wts) })
 	default:
-		c.bySeq.Ascend(func(e *entry) bool { out = append(out, e); return true })
-		return out, true
+		// Natural (insertion) order: every entry, sorted by its insertion number.
+		out = make([]*entry, 0, len(c.byID))
+		for _, e := range c.byID {
+			out = append(out, e)
+		}
+		return sortSeq(out), true
 	}
 	return sortSeq(out), false
 }
