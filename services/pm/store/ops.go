@@ -217,12 +217,15 @@ func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, 
 		res.Matched = int64(len(ms))
 		if len(ms) == 0 && upsert {
 			doc := map[string]any{}
+			eq := f.Equalities()
 			if !u.IsReplacement() {
-				for p, v := range f.Equalities() {
+				for p, v := range eq {
 					if err := query.SetPath(doc, p, v); err != nil {
 						return fmt.Errorf("%w: upsert: %v", ErrInvalid, err)
 					}
 				}
+			} else if id, ok := eq["_id"]; ok { // a replacing upsert keeps the filter's _id
+				doc["_id"] = id
 			}
 			nd, err := u.Apply(doc, true)
 			if err != nil {

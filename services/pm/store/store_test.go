@@ -130,3 +130,17 @@ func TestTupleRoundTripAndPadding(t *testing.T) {
 		}
 	}
 }
+
+func TestReplaceUpsertKeepsFilterID(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	f, _ := query.Compile(map[string]any{"_id": "pipeline-state-1"})
+	u, _ := query.CompileUpdate(map[string]any{"stage": 3.0}, true, false)
+	res, err := s.Update("db", "state", f, u, false, true)
+	if err != nil || res.UpsertedID != "pipeline-state-1" {
+		t.Fatalf("replace upsert: %+v %v", res, err)
+	}
+	docs, _, err := s.Find("db", "state", f, FindOptions{})
+	if err != nil || len(docs) != 1 || docs[0]["stage"] != 3.0 {
+		t.Fatalf("after replace upsert: %v %v", docs, err)
+	}
+}
