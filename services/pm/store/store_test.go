@@ -140,7 +140,7 @@ func TestReplaceUpsertKeepsFilterID(t *testing.T) {
 		t.Fatalf("replace upsert: %+v %v", res, err)
 	}
 	docs, _, err := s.Find("db", "state", f, FindOptions{})
-	if err != nil || len(docs) != 1 || docs[0]["stage"] != 3.0 {
+	if err != nil || len(docs) != 1 || !query.Equal(docs[0]["stage"], 3) {
 		t.Fatalf("after replace upsert: %v %v", docs, err)
 	}
 }
