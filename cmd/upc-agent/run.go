@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker/agent"
 )
 
@@ -97,7 +99,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, err := engine.EnsureNetwork(pctx); err != nil {
 		return err
 	}
-	h := agent.Handler(engine, logger)
+	var h http.Handler = agent.Handler(engine, logger)
+	if cfg.Agent.TokenFile != "" {
+		token, err := readToken(cfg.Path(cfg.Agent.TokenFile))
+		if err != nil {
+			return fmt.Errorf("agent.token_file: %w", err)
+		}
+		h = router.RequireToken(token, logger, h)
+	}
 	if !cfg.MachinesUseTLS {
 		return httpx.ListenAndServe(ctx, logger, addr, h)
 	}
@@ -115,6 +124,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return token, nil
 }
 
 func firstSet(vs ...string) string {

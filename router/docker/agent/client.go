@@ -13,8 +13,9 @@ import (
 
 // Client calls a machine agent's HTTP API. Its methods mirror Engine's.
 type Client struct {
-	base string
-	hc   *http.Client
+	base  string
+	hc    *http.Client
+	token string
 }
 
 // NewClient calls the agent at base (http://host:port or https://...); hc
@@ -28,6 +29,12 @@ func NewClient(base string, hc *http.Client) (*Client, error) {
 		hc = http.DefaultClient
 	}
 	return &Client{base: strings.TrimRight(base, "/"), hc: hc}, nil
+}
+
+// WithToken makes c send "Authorization: Bearer token" (agent.token_file).
+func (c *Client) WithToken(token string) *Client {
+	c.token = token
+	return c
 }
 
 // Addr is the agent's base URL.
@@ -48,6 +55,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

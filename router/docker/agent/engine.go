@@ -60,8 +60,8 @@ func NewEngine(cli *client.Client, opts Options, logger *slog.Logger) (*Engine, 
 	opts.BindIP = cmp.Or(opts.BindIP, "gateway")
 	opts.Name = cmp.Or(opts.Name, DefaultNetwork)
 	var errs []error
-	if !volRE.MatchString(opts.Name) {
-		errs = append(errs, fmt.Errorf("name: %q must be lowercase letters, digits and dashes", opts.Name))
+	if !agentRE.MatchString(opts.Name) {
+		errs = append(errs, fmt.Errorf("name: %q must be 1-63 lowercase letters, digits and dashes", opts.Name))
 	}
 	if !nameRE.MatchString(opts.Network) {
 		errs = append(errs, fmt.Errorf("network: %q is not a valid network name", opts.Network))

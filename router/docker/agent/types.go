@@ -99,6 +99,8 @@ var (
 var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 	volRE  = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+	// agentRE: agent names go into volume names and labels.
+	agentRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 )
 
 // Validate reports every problem with r at once.
