@@ -135,7 +135,7 @@ func TestCountNoEntries(t *testing.T) {
 	if jsonOf(res) != `{"aggregate_metrics":[[]],"user_metrics":[[]]}` {
 		t.Errorf("local date, no entries: %s", jsonOf(res))
 	}
-	res, err = SummarizeByTimestamp(secs, 946684800, 978307200, "M", []string{Count}, Options{User: `"aug27"`, Aggregate: true})
+	res, err = SummarizeByTimestamp(secs, 946684800, 978307200, "m", []string{Count}, Options{User: `"aug27"`, Aggregate: true})
 	if err != nil {
 		t.Fatal(err)
 	}

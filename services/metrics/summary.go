@@ -530,13 +530,13 @@ func timestampBinner(freq string) (binner, error) {
 			next:  func(t time.Time) time.Time { return t.AddDate(0, 0, 7) },
 			label: func(t time.Time) time.Time { return t.AddDate(0, 0, 6) },
 		}, nil
-	case "M", "ME":
+	case "M", "m", "ME":
 		return binner{
 			key:   func(t time.Time) time.Time { return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC) },
 			next:  func(t time.Time) time.Time { return t.AddDate(0, 1, 0) },
 			label: func(t time.Time) time.Time { return t.AddDate(0, 1, -1) },
 		}, nil
-	case "A", "Y", "YE", "A-DEC":
+	case "A", "a", "Y", "y", "YE", "A-DEC":
 		return binner{
 			key:   func(t time.Time) time.Time { return time.Date(t.Year(), 1, 1, 0, 0, 0, 0, time.UTC) },
 			next:  func(t time.Time) time.Time { return t.AddDate(1, 0, 0) },
