@@ -274,9 +274,12 @@ func (c *checker) exactFloat(field string, w, g float64) {
 	c.add(field, ff(w), ff(g), w == g)
 }
 
-// places2 is Python's assertAlmostEqual(places=2): round(a-b, 2) == 0.
+// places2 is Python's assertAlmostEqual(places=2): round(|a-b|, 2) == 0.
+// Python rounds the exact binary value, so that holds exactly when the
+// difference is below the real 0.005, i.e. below the double 0.005 (the
+// nearest double lies just above 0.005).
 func (c *checker) places2(field string, w, g float64) {
-	ok := w == g || math.RoundToEven((g-w)*100) == 0
+	ok := w == g || math.Abs(w-g) < 0.005
 	c.add(field, ff(w), ff(g), ok)
 }
 

@@ -242,3 +242,18 @@ func BenchmarkCompare(b *testing.B) {
 		}
 	})
 }
+
+// Python's assertAlmostEqual(places=2) at its boundary (values checked with
+// CPython's round).
+func TestPlaces2(t *testing.T) {
+	for _, tc := range []struct {
+		w, g float64
+		ok   bool
+	}{{1, 1.005, true}, {0, 0.005, false}, {0, 0.0049, true}, {0.006, 0, false}, {12345.678, 12345.6749, true}} {
+		var c checker
+		c.places2("distance", tc.w, tc.g)
+		if c.checks[0].OK != tc.ok {
+			t.Errorf("places2(%v, %v) = %v, want %v", tc.w, tc.g, c.checks[0].OK, tc.ok)
+		}
+	}
+}
