@@ -128,10 +128,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	standup.QuietTestcontainers(logger)
 
 	scope := standup.Scope{Run: run, Deployment: "e2e-" + run}
-	// The router asks for a bearer token; a fresh one per run.
-	tok := make([]byte, 24)
-	rand.Read(tok)
-	token := hex.EncodeToString(tok)
+	// The router asks clients, and each agent the router, for a bearer
+	// token: fresh ones per run.
+	token, agentToken := newToken(), newToken()
 	scJSON, _ := json.Marshal(sc)
 	rep := &report.Report{
 		Scenario: sc.Name, Description: sc.Description, Run: run, Started: started.UTC(),
@@ -157,7 +156,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON, standup.TokenPath: []byte(token + "\n")}, nil
+			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON, standup.TokenPath: []byte(token + "\n"),
+				standup.AgentTokenPath: []byte(agentToken + "\n")}, nil
 		},
 	})
 	cancelUp()
@@ -233,6 +233,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return &Result{Report: rep, Dir: dir}, nil
 }
 
+func newToken() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // NeededImages lists the images a scenario's run needs.
 func NeededImages(sc *scenario.Scenario) []string {
 	need := []string{"router", "agent", "pm"}
@@ -269,6 +275,7 @@ func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
 	c.Images = standup.ImagesPath
 	c.Router.Listen = fmt.Sprintf(":%d", standup.RouterPort)
 	c.Router.TokenFile = standup.TokenPath
+	c.Agent.TokenFile = standup.AgentTokenPath
 	c.Agent.Listen = fmt.Sprintf(":%d", standup.AgentPort)
 	c.Agent.PublishIP = d.Gateway
 	c.Agent.Advertise = d.Gateway

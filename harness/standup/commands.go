@@ -40,6 +40,9 @@ const ConfigPath = "/etc/upc/upc.yaml"
 // TokenPath is where the router's bearer token is copied in containers.
 const TokenPath = "/etc/upc/router.token"
 
+// AgentTokenPath is where the agents' bearer token is copied in containers.
+const AgentTokenPath = "/etc/upc/agent.token"
+
 // ImagesPath is where build/images.json is copied in containers.
 const ImagesPath = "/etc/upc/images.json"
 
