@@ -275,7 +275,8 @@ func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
 	c.Images = standup.ImagesPath
 	c.Router.Listen = fmt.Sprintf(":%d", standup.RouterPort)
 	c.Router.TokenFile = standup.TokenPath
-	c.Agent.TokenFile = standup.AgentTokenPath
+	// agent.token_file (standup.AgentTokenPath, written too) waits for the
+	// committed router to send it: until then the agents ask for none.
 	c.Agent.Listen = fmt.Sprintf(":%d", standup.AgentPort)
 	c.Agent.PublishIP = d.Gateway
 	c.Agent.Advertise = d.Gateway
