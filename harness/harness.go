@@ -141,6 +141,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	dir := filepath.Join(o.ResultsDir, run)
 
 	// Stand up. The tear-down below runs whatever happens from here on.
+	var deployCfg []byte // the configuration the router and agents read, kept with the report
 	fmt.Fprintf(progress, "run %s: %d users, parallel %d; standing up %d agents and the router\n", run, len(users), sc.Parallel, len(sc.Deployment.Agents))
 	t0 := time.Now()
 	upCtx, cancelUp := context.WithTimeout(ctx, time.Duration(sc.Timeouts.Standup))
@@ -156,6 +157,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
+			deployCfg = cfg
 			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON, standup.TokenPath: []byte(token + "\n"),
 				standup.AgentTokenPath: []byte(agentToken + "\n")}, nil
 		},
@@ -226,6 +228,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	rep.WallMS = ms(time.Since(started))
 	if err := report.Write(dir, rep); err != nil {
 		return &Result{Report: rep}, err
+	}
+	if deployCfg != nil {
+		if err := os.WriteFile(filepath.Join(dir, "deployment.json"), append(deployCfg, '\n'), 0o644); err != nil {
+			return &Result{Report: rep, Dir: dir}, fmt.Errorf("write deployment config: %w", err)
+		}
 	}
 	if err := report.Latest(o.ResultsDir, dir); err != nil {
 		return &Result{Report: rep, Dir: dir}, err
