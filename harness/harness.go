@@ -158,6 +158,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				return nil, err
 			}
 			deployCfg = cfg
+			rep.Deployment.ConfigFile = "deployment.json"
 			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON, standup.TokenPath: []byte(token + "\n"),
 				standup.AgentTokenPath: []byte(agentToken + "\n")}, nil
 		},

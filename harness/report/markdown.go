@@ -116,6 +116,9 @@ func Markdown(r *Report) []byte {
 	if d.Router != "" {
 		w("- router: %s\n", d.Router)
 	}
+	if d.ConfigFile != "" {
+		w("- configuration the router and agents read: [%s](%s)\n", d.ConfigFile, d.ConfigFile)
+	}
 	if len(d.Agents) > 0 {
 		w("\n| agent | weight | address | PMs placed |\n|---|---:|---|---:|\n")
 		for _, a := range d.Agents {

@@ -90,6 +90,9 @@ type Deployment struct {
 	Gateway string      `json:"gateway,omitempty"`
 	Router  string      `json:"router,omitempty"`
 	Agents  []AgentInfo `json:"agents,omitempty"`
+	// ConfigFile names the configuration the router and agents read, saved
+	// beside the report.
+	ConfigFile string `json:"config_file,omitempty"`
 }
 
 // AgentInfo is one machine agent.
