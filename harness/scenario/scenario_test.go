@@ -201,3 +201,31 @@ func TestDefaultScenario(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedScenarios loads every scenario in scenarios/ and resolves its users.
+func TestShippedScenarios(t *testing.T) {
+	t.Setenv(DataEnv, "")
+	files, err := filepath.Glob("../../scenarios/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scenarios: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			s, err := Load(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir, err := Locate(s.Population.RealDays.Dir, filepath.Dir(f), ".")
+			if err != nil {
+				t.Fatal(err)
+			}
+			us, err := s.Users(dir, "r")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := len(s.Population.RealDays.Days) * s.Population.RealDays.UsersPerDay; len(us) != want {
+				t.Errorf("%d users, want %d", len(us), want)
+			}
+		})
+	}
+}
