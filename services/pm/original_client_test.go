@@ -70,7 +70,7 @@ func TestOriginalClientScripts(t *testing.T) {
 		for i, w := range []float64{30, 10, 20} {
 			if _, err := p.c.InsertOne(ctx, api.DefaultDatabase, api.Usercache, map[string]any{"user_id": uuid,
 				"metadata": map[string]any{"type": "document", "key": "diary/trips-" + string(rune('a'+i)), "write_ts": w},
-				"data": map[string]any{"n": i}}); err != nil {
+				"data":     map[string]any{"n": i}}); err != nil {
 				t.Fatal(err)
 			}
 		}
