@@ -220,12 +220,39 @@ func sortValue(doc map[string]any, k SortKey) any {
 	return best
 }
 
-// Sort sorts docs in place, stably.
+// Sort sorts docs in place, stably. Each document's sort values are
+// extracted once, not at every comparison.
 func (s Sorter) Sort(docs []map[string]any) {
-	if len(s) == 0 {
+	if len(s) == 0 || len(docs) < 2 {
 		return
 	}
-	sort.SliceStable(docs, func(i, j int) bool { return s.Compare(docs[i], docs[j]) < 0 })
+	type keyed struct {
+		vals []any
+		doc  map[string]any
+	}
+	ks := make([]keyed, len(docs))
+	for i, d := range docs {
+		vals := make([]any, len(s))
+		for j, k := range s {
+			vals[j] = sortValue(d, k)
+		}
+		ks[i] = keyed{vals, d}
+	}
+	sort.SliceStable(ks, func(a, b int) bool {
+		for j, k := range s {
+			c := Compare(ks[a].vals[j], ks[b].vals[j])
+			if k.Desc {
+				c = -c
+			}
+			if c != 0 {
+				return c < 0
+			}
+		}
+		return false
+	})
+	for i := range ks {
+		docs[i] = ks[i].doc
+	}
 }
 
 // Distinct returns the distinct values at path among docs, arrays flattened.
