@@ -212,3 +212,23 @@ func TestMT19937MatchesNumpy(t *testing.T) {
 		t.Errorf("seed 42: %v", v)
 	}
 }
+
+func TestFormattersKeepTimeseriesForm(t *testing.T) {
+	e := raw(t, `{"metadata":{"key":"statemachine/transition","platform":"android","type":"message","write_ts":1440318569.034,"time_zone":"America/Los_Angeles"},
+		"data":{"curr_state":1,"transition":0,"ts":1440318569.034}}`)
+	f, err := FormatUsercache(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := f.Data.(*Transition); tr.CurrState != 1 || tr.Transition != 0 || tr.FmtTime != "2015-08-23T01:29:29.034000-07:00" {
+		t.Errorf("transition %+v", tr)
+	}
+	e = raw(t, `{"metadata":{"key":"background/motion_activity","platform":"android","type":"message","write_ts":1440348360},
+		"data":{"type":5,"confidence":100,"ts":1440348359.413}}`)
+	if f, err = FormatUsercache(e); err != nil {
+		t.Fatal(err)
+	}
+	if m := f.Data.(*Motion); m.Type != Tilting || m.TS != 1440348359.413 {
+		t.Errorf("motion %+v", m)
+	}
+}

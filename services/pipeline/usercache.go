@@ -11,7 +11,8 @@ import (
 // Usercache entries are what phones push: metadata plus phone-format data
 // (Android's bearing, obfuscated activity fields, state-machine strings; iOS's
 // activity flags and confidence levels). The formatters turn them into
-// timeseries entries (§2.1).
+// timeseries entries (§2.1). They also accept entries already in timeseries
+// form, which is what the user's client uploads from e-mission day files.
 
 var androidStates = map[string]int{
 	"unknown": -1, "local.state.start": 0, "local.state.waiting_for_trip_start": 1,
@@ -217,9 +218,16 @@ func formatMotion(m Metadata, d map[string]any) (*Motion, error) {
 		}
 		return mo, nil
 	}
-	t, ok := num(d, "agb", "zzaEg", "zzaKM", "zzaEM", "zzbhB", "type")
+	t, ok := num(d, "agb", "zzaEg", "zzaKM", "zzaEM", "zzbhB")
 	if !ok {
-		return nil, fmt.Errorf("format %s: no activity type", m.Key)
+		// already in timeseries form: keep its own time
+		if t, ok = num(d, "type"); !ok {
+			return nil, fmt.Errorf("format %s: no activity type", m.Key)
+		}
+		if ts, has := num(d, "ts"); has {
+			mo.TS = ts
+			mo.LocalDT, mo.FmtTime, _ = LocalTime(ts, m.TimeZone)
+		}
 	}
 	if t != math.Trunc(t) || t < 0 || t > AirOrHSR {
 		return nil, fmt.Errorf("format %s: activity type %v is not a MotionType", m.Key, t)
@@ -230,6 +238,19 @@ func formatMotion(m Metadata, d map[string]any) (*Motion, error) {
 }
 
 func formatTransition(m Metadata, d map[string]any) (*Transition, error) {
+	if cs, ok := num(d, "curr_state"); ok {
+		// already in timeseries form (a day file uploaded by the user's client)
+		tr, ok := num(d, "transition")
+		if !ok {
+			return nil, fmt.Errorf("format %s: curr_state without transition", m.Key)
+		}
+		t := &Transition{CurrState: int(cs), Transition: int(tr), TS: m.WriteTS, LocalDT: *m.WriteLocalDT, FmtTime: m.WriteFmtTime}
+		if ts, ok := num(d, "ts"); ok {
+			t.TS = ts
+			t.LocalDT, t.FmtTime, _ = LocalTime(ts, m.TimeZone)
+		}
+		return t, nil
+	}
 	states, trans := androidStates, androidTransitions
 	if m.Platform == "ios" {
 		states, trans = iosStates, iosTransitions
