@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +80,18 @@ func TestSecondRunAddsNothing(t *testing.T) {
 		if state.LastProcessedTS == nil {
 			t.Errorf("stage %s recorded no progress", s.Name)
 		}
+	}
+}
+
+// panicky is a fake Store (a unit-test stand-in) whose reads blow up.
+type panicky struct{ *MemStore }
+
+func (panicky) Find(context.Context, Query) ([]Entry, error) { panic("corrupt index") }
+
+func TestStagePanicBecomesError(t *testing.T) {
+	r := &Run{Store: panicky{NewMemStore()}, UserID: "u"}
+	err := r.Execute(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "corrupt index") || !strings.Contains(err.Error(), StageUsercache) {
+		t.Fatalf("Execute = %v", err)
 	}
 }

@@ -118,13 +118,24 @@ func (r *Run) Execute(ctx context.Context) error {
 	r.locs, r.motions, r.transitions = nil, nil, nil
 	for _, s := range Stages {
 		t0 := time.Now()
-		if err := s.Fn(r, ctx); err != nil {
+		if err := r.stage(ctx, s); err != nil {
 			return fmt.Errorf("pipeline stage %s: %w", s.Name, err)
 		}
 		r.timing[s.Name] = time.Since(t0)
 		r.Logger.Debug("stage done", "stage", s.Name, "took", r.timing[s.Name])
 	}
 	return nil
+}
+
+// stage runs one stage; data the algorithms did not expect must fail the
+// run, not the process (the service runs many users' pipelines).
+func (r *Run) stage(ctx context.Context, s Stage) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("unexpected data: %v", p)
+		}
+	}()
+	return s.Fn(r, ctx)
 }
 
 // Timing returns how long each stage of the last Execute took.
