@@ -283,6 +283,10 @@ func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
 	c.Images = standup.ImagesPath
 	c.Router.Listen = fmt.Sprintf(":%d", standup.RouterPort)
 	c.Router.TokenFile = standup.TokenPath
+	// Generous bounds: an e2e run may share a busy engine, and a slow answer
+	// should show in the timings, not fail the launch.
+	c.Router.AgentTimeout = conf.Duration(2 * time.Minute)
+	c.Router.LaunchTimeout = conf.Duration(2 * time.Minute)
 	// agent.token_file (standup.AgentTokenPath, written too) waits for the
 	// committed router to send it: until then the agents ask for none.
 	c.Agent.Listen = fmt.Sprintf(":%d", standup.AgentPort)

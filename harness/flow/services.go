@@ -30,8 +30,11 @@ const (
 // Query parameters of the metrics and count steps: a cost well inside the
 // PM's default budget (1.0) so every step of a scenario can be charged.
 const (
-	metricsOffset = 1000.0 // per mode: cost −ln(α)·days·Δf/offset = 0.69·1·55/1000 ≈ 0.04 for count
-	metricsAlpha  = 0.5
+	// metricsOffsetFactor sets each mode's offset to this many times its
+	// sensitivity Δf, whatever the metric: each mode then costs
+	// −ln(α)·days·Δf/offset = 0.69/20 ≈ 0.035 for one day.
+	metricsOffsetFactor = 20.0
+	metricsAlpha        = 0.5
 	countOffset   = 100.0 // cost −ln(α)/offset ≈ 0.03
 	countAlpha    = 0.05
 	// countBox is the half-width, in degrees, of the box around the first
@@ -103,7 +106,7 @@ func (s *session) metrics(ctx context.Context, st scenario.Step) (runner.Outcome
 	req := metrics.LocalDateRequest{PMAddress: s.pm.Address, UUID: s.u.ID, StartTime: bound(day), EndTime: bound(next),
 		Freq: st.Freq, Metric: st.Metric, Offset: map[string]float64{}, Alpha: map[string]float64{}}
 	for _, m := range modes {
-		req.Offset[m], req.Alpha[m] = metricsOffset, metricsAlpha
+		req.Offset[m], req.Alpha[m] = metrics.DeltaF[st.Metric][m]*metricsOffsetFactor, metricsAlpha
 	}
 	return s.withService(ctx, MetricsService, func(inst api.Instance) (runner.Outcome, error) {
 		var res metrics.LocalDateResponseV1
