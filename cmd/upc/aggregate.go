@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/aggregate"
+	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/userclient"
+	"github.com/e-mission/upc/router"
+	"github.com/e-mission/upc/router/docker"
+	"github.com/e-mission/upc/router/docker/agent"
+	"github.com/e-mission/upc/router/routerclient"
+)
+
+func init() { subcommands = append(subcommands, newAggregateCmd) }
+
+func newAggregateCmd(g *globals) *cobra.Command {
+	cf := &clientFlags{}
+	var (
+		data, queryFile, out string
+		seed                 uint64
+		local                bool
+		imagesPath           string
+		o                    aggregate.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "aggregate count|metrics --data DIR --query FILE",
+		Short: "Ask every user of a folder of day files a count or metrics query; publish the noisy total",
+		Long: `The researcher's aggregator (the original aggregator_scripts/count_aggregator.py
+and metric_aggregator.py). For every day file of --data (ground truths, .json,
+.md and hidden files are skipped), the user's client launches their PM through
+the router, unseals it with the user's key, uploads the day, runs the pipeline
+service and the count or metrics service (which charges the user's privacy
+budget), and deletes its instances. Users run --parallel at a time; each one's
+outcome is reported (answered, no_budget, failed with the phase and why), and
+no user's failure stops the run.
+
+The output is the original's number_participants and noisy_total, plus ε, each
+user's status and the phases' times, as JSON on stdout (and result.json,
+result.md, phases.svg in --out). Count totals get exact discrete Laplace noise
+(central) or, with --noise distributed, each user's count service adds its share
+so the aggregator never sees one user's exact answer; metrics totals get Laplace
+noise. Noise comes from crypto/rand; --experiment-seed makes noise and keys
+reproducible (never for published figures). The exact total is printed only
+with --reveal-true-total, for experiments.
+
+The router is the configuration's (or --router), or with --local one started in
+this process over the local Docker engine on a network of its own, with the
+images of --images (make images), removed with everything it made at the end.`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{aggregate.Count, aggregate.Metrics},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var errs []error
+			if data == "" {
+				errs = append(errs, errors.New("--data is required"))
+			}
+			if queryFile == "" {
+				errs = append(errs, errors.New("--query is required"))
+			}
+			if args[0] != aggregate.Count && args[0] != aggregate.Metrics {
+				errs = append(errs, fmt.Errorf("query kind %q is not count or metrics", args[0]))
+			}
+			if err := errors.Join(errs...); err != nil {
+				return fmt.Errorf("aggregate: %w", err)
+			}
+			q, err := aggregate.LoadQuery(args[0], queryFile)
+			if err != nil {
+				return err
+			}
+			files, err := aggregate.DayFiles(data)
+			if err != nil {
+				return err
+			}
+			o.Query = q
+			if cmd.Flags().Changed("experiment-seed") {
+				o.Seed = &seed
+			}
+			o.Progress = g.stderr
+			o.Logger = g.logger()
+			if err := o.Validate(); err != nil && !strings.Contains(err.Error(), "router") {
+				return fmt.Errorf("aggregate: %w", err)
+			}
+			if local {
+				lr, err := startLocalRouter(ctx, imagesPath, o.Logger)
+				if err != nil {
+					return err
+				}
+				defer lr.close(o.Logger)
+				o.Router = lr.router
+			} else {
+				c, err := cf.userClient(false)
+				if err != nil {
+					return err
+				}
+				o.Router, o.HTTP = c.Router, c.HTTP
+			}
+			res, err := aggregate.Run(ctx, files, o)
+			if err != nil {
+				return err
+			}
+			res.Command = shellQuote(append([]string{"upc"}, os.Args[1:]...))
+			res.LoadAverage = loadAverage()
+			if out != "" {
+				if err := res.Write(out); err != nil {
+					return err
+				}
+			}
+			j, err := res.JSON()
+			if err != nil {
+				return err
+			}
+			_, err = g.stdout.Write(j)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cf.config, "config", "", "UPC configuration file (default: built-in defaults)")
+	f.StringVar(&cf.routerURL, "router", "", "router base URL (default: from the configuration)")
+	f.StringVar(&cf.tokenFile, "token-file", "", "file holding the router's bearer token (default: router.token_file)")
+	f.StringVar(&data, "data", "", "folder of user day files (one user each)")
+	f.StringVar(&queryFile, "query", "", "query file (the original's example_count_query.json / example_metric_query.json format)")
+	f.StringVar(&out, "out", "", "folder receiving result.json, result.md and phases.svg")
+	f.IntVar(&o.Parallel, "parallel", 8, "users run at once")
+	f.StringVar(&o.Noise, "noise", aggregate.Central, "central (the aggregator adds the noise) or distributed (each user's count service adds its share)")
+	f.StringVar(&o.Upload, "upload", aggregate.UploadBatch, "batch (one insert for a new user) or upsert (one request per entry, as the original)")
+	f.Uint64Var(&seed, "experiment-seed", 0, "experiment mode: seed the noise and the users' keys (never for published figures)")
+	f.BoolVar(&o.RevealTrueTotal, "reveal-true-total", false, "also print the exact total (experiments only)")
+	f.DurationVar(&o.Timeout, "user-timeout", 10*time.Minute, "bound on one user's whole run")
+	f.BoolVar(&local, "local", false, "start a router in this process over the local Docker engine (removed at the end)")
+	f.StringVar(&imagesPath, "images", "build/images.json", "image manifest for --local (make images)")
+	return cmd
+}
+
+// loadAverage is /proc/loadavg's first three figures, for the record.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// localRouter is a router core over the local engine, served on loopback,
+// on a network of its own; close removes all it made.
+type localRouter struct {
+	router  userclient.Router
+	cli     *client.Client
+	srv     *httptest.Server
+	name    string
+	network string
+}
+
+func startLocalRouter(ctx context.Context, imagesPath string, logger *slog.Logger) (*localRouter, error) {
+	m, err := images.LoadManifest(imagesPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w (run `make images` first)", err)
+	}
+	cat, err := conf.DefaultCatalog()
+	if err != nil {
+		return nil, err
+	}
+	if missing := m.Pin(cat); len(missing) > 0 {
+		return nil, fmt.Errorf("image manifest %s lacks %s (run `make images`)", imagesPath, strings.Join(missing, ", "))
+	}
+	cli, err := agent.NewClientFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	lr := &localRouter{cli: cli, name: "agg" + id, network: "upc-agg-" + id}
+	labels := map[string]string{"upc.aggregate": id}
+	eng, err := agent.NewEngine(cli, agent.Options{Network: lr.network, Name: lr.name, NetworkLabels: labels, Labels: labels}, logger)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	be, err := docker.New([]docker.Machine{{Name: conf.LocalMachine, Weight: 1, Driver: eng}}, docker.Options{Labels: labels}, logger)
+	if err != nil {
+		lr.close(logger)
+		return nil, err
+	}
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute})
+	if err != nil {
+		lr.close(logger)
+		return nil, err
+	}
+	lr.srv = httptest.NewServer(router.Handler(core, logger))
+	rc, err := routerclient.New(lr.srv.URL)
+	if err != nil {
+		lr.close(logger)
+		return nil, err
+	}
+	lr.router = userclient.NewRouter(rc)
+	return lr, nil
+}
+
+// close removes the containers and volumes of the local agent and its network.
+func (lr *localRouter) close(logger *slog.Logger) {
+	if lr.srv != nil {
+		lr.srv.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	f := make(client.Filters).Add("label", agent.LabelAgent+"="+lr.name)
+	if cs, err := lr.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f}); err == nil {
+		for _, c := range cs.Items {
+			if _, err := lr.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+				logger.Warn("remove container", "id", c.ID, "err", err)
+			}
+		}
+	}
+	if vs, err := lr.cli.VolumeList(ctx, client.VolumeListOptions{Filters: f}); err == nil {
+		for _, v := range vs.Items {
+			if _, err := lr.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+				logger.Warn("remove volume", "name", v.Name, "err", err)
+			}
+		}
+	}
+	if ns, err := lr.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", lr.network)}); err == nil {
+		for _, n := range ns.Items {
+			if n.Name == lr.network {
+				if _, err := lr.cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil {
+					logger.Warn("remove network", "name", n.Name, "err", err)
+				}
+			}
+		}
+	}
+	lr.cli.Close()
+}
