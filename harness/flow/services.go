@@ -35,8 +35,8 @@ const (
 	// −ln(α)·days·Δf/offset = 0.69/20 ≈ 0.035 for one day.
 	metricsOffsetFactor = 20.0
 	metricsAlpha        = 0.5
-	countOffset   = 100.0 // cost −ln(α)/offset ≈ 0.03
-	countAlpha    = 0.05
+	countOffset         = 100.0 // cost −ln(α)/offset ≈ 0.03
+	countAlpha          = 0.05
 	// countBox is the half-width, in degrees, of the box around the first
 	// trip's start that the count step asks about (about 500 m).
 	countBox = 0.005
