@@ -94,13 +94,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("backend %q: this harness stands up docker only so far", sc.Backend)
 	}
 	wd, _ := os.Getwd()
-	dataDir, err := scenario.Locate(sc.Population.RealDays.Dir, filepath.Dir(o.ScenarioPath), wd)
+	dataDir, err := scenario.Locate(sc.Population.SourceDir(), filepath.Dir(o.ScenarioPath), wd)
 	if err != nil {
 		return nil, err
 	}
 	run := RunID(started)
-	users, err := sc.Users(dataDir, run)
-	if err != nil {
+	var users []scenario.User
+	if sc.Population.Synthetic != nil {
+		// Made-up users are written to a temporary folder: the seed, not
+		// the files, is what the report keeps to reproduce them.
+		tmp, err := os.MkdirTemp("", "upc-e2e-synth-")
+		if err != nil {
+			return nil, fmt.Errorf("population: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		users, err = sc.Synthesize(ctx, dataDir, tmp, run)
+		if err != nil {
+			return nil, fmt.Errorf("population: %w", err)
+		}
+	} else if users, err = sc.Users(dataDir, run); err != nil {
 		return nil, fmt.Errorf("population: %w", err)
 	}
 	manifest, err := images.LoadManifest(o.ImagesPath)

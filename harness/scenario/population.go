@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/e-mission/upc/internal/synth"
 )
 
 // DataEnv names the environment variable that may point at real_examples.
@@ -100,9 +103,35 @@ func isDir(p string) bool {
 // unique to this run, so runs never share a user's volumes.
 func (s *Scenario) Users(dataDir, run string) ([]User, error) {
 	r := s.Population.RealDays
+	if r == nil {
+		return nil, errors.New("population: synthetic users must be generated first (Synthesize)")
+	}
+	return DayUsers(s.Seed, dataDir, run, r.Days, r.UsersPerDay)
+}
+
+// Synthesize writes the scenario's synthetic users, made from the real days
+// in dataDir, into out, and returns them.
+func (s *Scenario) Synthesize(ctx context.Context, dataDir, out, run string) ([]User, error) {
+	syn := s.Population.Synthetic
+	if syn == nil {
+		return nil, errors.New("population: no synthetic users to generate")
+	}
+	m, err := synth.Generate(ctx, synth.Options{Source: dataDir, Days: syn.Days, Users: syn.Users, Seed: syn.Seed, Out: out, MaxOffset: syn.MaxOffset})
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(m.Users))
+	for i, u := range m.Users {
+		names[i] = u.Name
+	}
+	return DayUsers(s.Seed, out, run, names, 1)
+}
+
+// DayUsers makes perDay users of each day file in dataDir.
+func DayUsers(seed int64, dataDir, run string, days []string, perDay int) ([]User, error) {
 	var users []User
 	var errs []error
-	for _, day := range r.Days {
+	for _, day := range days {
 		dp := filepath.Join(dataDir, day)
 		gp := dp + ".ground_truth"
 		if _, err := os.Stat(dp); err != nil {
@@ -114,12 +143,12 @@ func (s *Scenario) Users(dataDir, run string) ([]User, error) {
 			errs = append(errs, fmt.Errorf("day %s: %w", day, err))
 			continue
 		}
-		for i := 1; i <= r.UsersPerDay; i++ {
+		for i := 1; i <= perDay; i++ {
 			name := fmt.Sprintf("%s#%d", day, i)
 			users = append(users, User{
 				Name:            name,
-				ID:              userID(s.Seed, run, name),
-				Key:             derive(s.Seed, "key", name),
+				ID:              userID(seed, run, name),
+				Key:             derive(seed, "key", name),
 				Day:             day,
 				DayPath:         dp,
 				GroundTruthPath: gp,

@@ -54,10 +54,39 @@ type Agent struct {
 	Weight int    `json:"weight"`
 }
 
-// Population is the users of a run.
+// Population is the users of a run: real days, or synthetic users made from
+// them. Exactly one is set.
 type Population struct {
 	// RealDays gives each listed e-mission day file its own users.
 	RealDays *RealDays `json:"real_days,omitempty"`
+	// Synthetic makes users from real days moved in time and space
+	// (internal/synth), each with its own ground truth.
+	Synthetic *Synthetic `json:"synthetic,omitempty"`
+}
+
+// Synthetic is a seeded population of made-up users.
+type Synthetic struct {
+	// Users is how many (1-100000).
+	Users int `json:"users"`
+	// Seed makes the users reproducible.
+	Seed uint64 `json:"seed"`
+	// Days are the real days used, round robin; empty means all of Dir.
+	Days []string `json:"days,omitempty"`
+	// Dir holds the real days, as RealDays.Dir.
+	Dir string `json:"dir,omitempty"`
+	// MaxOffset bounds the spatial shift in degrees (default 0.05).
+	MaxOffset float64 `json:"max_offset,omitempty"`
+}
+
+// SourceDir is the population's configured folder of real days ("" if unset).
+func (p Population) SourceDir() string {
+	switch {
+	case p.RealDays != nil:
+		return p.RealDays.Dir
+	case p.Synthetic != nil:
+		return p.Synthetic.Dir
+	}
+	return ""
 }
 
 // RealDays names day files from the real_examples folder.
@@ -247,8 +276,26 @@ func (s *Scenario) Validate() error {
 			bad("deployment.agents[%d].weight: %d is not within 1-1000", i, a.Weight)
 		}
 	}
+	if syn := s.Population.Synthetic; syn != nil {
+		if s.Population.RealDays != nil {
+			bad("population: set real_days or synthetic, not both")
+		}
+		if syn.Users < 1 || syn.Users > 100000 {
+			bad("population.synthetic.users: %d is not within 1-100000", syn.Users)
+		}
+		if syn.MaxOffset < 0 || syn.MaxOffset > 1 {
+			bad("population.synthetic.max_offset: %v is not within (0, 1] degrees", syn.MaxOffset)
+		}
+		for i, d := range syn.Days {
+			if !dayRE.MatchString(d) || strings.HasSuffix(d, ".ground_truth") {
+				bad("population.synthetic.days[%d]: %q is not a day file name", i, d)
+			}
+		}
+	}
 	if r := s.Population.RealDays; r == nil {
-		bad("population: real_days is required")
+		if s.Population.Synthetic == nil {
+			bad("population: real_days or synthetic is required")
+		}
 	} else {
 		if len(r.Days) == 0 {
 			bad("population.real_days.days: at least one day is needed")

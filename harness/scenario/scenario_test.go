@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -17,8 +18,10 @@ func TestLoad(t *testing.T) {
 		"invalid-duration.yaml":      {`duration "5 minutes"`},
 		"invalid-after-delete.yaml":  {"steps[2]: upload comes after delete"},
 		"invalid-type.yaml":          {`field "seed"`},
+		"invalid-synthetic.yaml": {"population: set real_days or synthetic, not both", "synthetic.users: 0", "synthetic.max_offset: 2",
+			`synthetic.days[0]: "x.ground_truth"`},
 		"invalid-empty.yaml": {
-			"backend: required", "deployment.agents: at least one", "population: real_days is required", "steps: at least one step",
+			"backend: required", "deployment.agents: at least one", "population: real_days or synthetic is required", "steps: at least one step",
 		},
 		"invalid-many.yaml": {
 			`name: "Bad Name"`,
@@ -52,7 +55,7 @@ func TestLoad(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Load: %v", err)
 				}
-				if s.Parallel < 1 || s.Timeouts.Step <= 0 || s.Population.RealDays.UsersPerDay < 1 {
+				if s.Parallel < 1 || s.Timeouts.Step <= 0 || (s.Population.RealDays != nil && s.Population.RealDays.UsersPerDay < 1) {
 					t.Errorf("defaults not set: %+v", s)
 				}
 				return
@@ -227,5 +230,37 @@ func TestShippedScenarios(t *testing.T) {
 				t.Errorf("%d users, want %d", len(us), want)
 			}
 		})
+	}
+}
+
+// TestSynthesize makes synthetic users from two real days: each has its own
+// day file and ground truth, moved in time and space, with the source's trips.
+func TestSynthesize(t *testing.T) {
+	t.Setenv(DataEnv, "")
+	s, err := Load("testdata/valid-synthetic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Population.Synthetic.Users = 4
+	dir, err := Locate("", "../../scenarios", ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	us, err := s.Synthesize(context.Background(), dir, out, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(us) != 4 {
+		t.Fatalf("%d users", len(us))
+	}
+	want := map[int]bool{3: true, 2: true} // 08-23 has 3 trips, sunil 2
+	for _, u := range us {
+		if !want[u.ExpectedTrips] || u.Truth.EndTs <= u.Truth.StartTs || filepath.Dir(u.DayPath) != out {
+			t.Errorf("user %+v", u)
+		}
+	}
+	if _, err := s.Users(dir, "r"); err == nil {
+		t.Error("Users must refuse a synthetic population")
 	}
 }
