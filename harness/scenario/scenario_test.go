@@ -218,9 +218,16 @@ func TestShippedScenarios(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dir, err := Locate(s.Population.RealDays.Dir, filepath.Dir(f), ".")
+			dir, err := Locate(s.Population.SourceDir(), filepath.Dir(f), ".")
 			if err != nil {
 				t.Fatal(err)
+			}
+			if syn := s.Population.Synthetic; syn != nil {
+				us, err := s.Synthesize(context.Background(), dir, t.TempDir(), "r")
+				if err != nil || len(us) != syn.Users {
+					t.Errorf("%d synthetic users (%v), want %d", len(us), err, syn.Users)
+				}
+				return
 			}
 			us, err := s.Users(dir, "r")
 			if err != nil {
