@@ -99,11 +99,18 @@ type Options struct {
 	// RunID (ids) and crypto/rand (keys; from the seed in experiment mode).
 	UserID func(file string) string
 	Key    func(file string) string
+	// SharedServices launches one pipeline and one query service for the
+	// whole run instead of one of each per user (the original's way): a
+	// third of the launches, but one instance then serves every user (it
+	// sees their PM addresses and answers; it keeps no state between calls).
+	SharedServices bool
 	// Timeout bounds one user's whole run (default 10 minutes).
 	Timeout time.Duration
 	// Progress gets one line per finished user (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
+
+	shared map[string]api.Instance // SharedServices' instances, by service
 }
 
 // Validate checks the options that do not depend on the users.
@@ -256,6 +263,14 @@ func Run(ctx context.Context, files []string, o Options) (*Result, error) {
 		noise = dp.New(dp.WithSeed(*o.Seed))
 	}
 	started := time.Now()
+	if o.SharedServices {
+		shared, cleanup, err := o.launchShared(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("aggregate: %w", err)
+		}
+		defer cleanup()
+		o.shared = shared
+	}
 	runs := make([]userRun, len(files))
 	sem := make(chan struct{}, o.Parallel)
 	var wg sync.WaitGroup
@@ -289,7 +304,7 @@ func Run(ctx context.Context, files []string, o Options) (*Result, error) {
 	res := &Result{
 		Query: o.Query.Kind, Noise: o.Noise, Epsilon: eps.Total, EpsilonByMode: eps.ByMode,
 		Users: len(files), Parallel: o.Parallel, Upload: o.Upload, Run: o.RunID,
-		Started: started.UTC(), WallMS: msSince(started), Seed: o.Seed,
+		Started: started.UTC(), WallMS: msSince(started), Seed: o.Seed, SharedServices: o.SharedServices,
 	}
 	for _, r := range runs {
 		res.PerUser = append(res.PerUser, r.rep)
@@ -455,6 +470,13 @@ func (o *Options) runUser(ctx context.Context, file string, users int) (out user
 	if o.Query.Kind == Metrics {
 		queryService = MetricsService
 	}
+	if o.shared != nil {
+		launch = func(service string) <-chan launchResult {
+			ch := make(chan launchResult, 1)
+			ch <- launchResult{inst: o.shared[service]}
+			return ch
+		}
+	}
 	pipeCh, queryCh := launch(PipelineService), launch(queryService)
 	pmInst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: userclient.PMService, User: r.ID})
 	if err != nil {
@@ -482,7 +504,9 @@ func (o *Options) runUser(ctx context.Context, file string, users int) (out user
 
 	t0 = time.Now()
 	pl := <-pipeCh
-	r.LaunchMS["pipeline"] = pl.ms
+	if o.shared == nil {
+		r.LaunchMS["pipeline"] = pl.ms
+	}
 	if pl.err != nil {
 		drain(queryCh)
 		r.PhasesMS[PhasePipeline] = msSince(t0)
@@ -502,7 +526,9 @@ func (o *Options) runUser(ctx context.Context, file string, users int) (out user
 
 	t0 = time.Now()
 	ql := <-queryCh
-	r.LaunchMS[o.Query.Kind] = ql.ms
+	if o.shared == nil {
+		r.LaunchMS[o.Query.Kind] = ql.ms
+	}
 	if ql.err != nil {
 		r.PhasesMS[PhaseQuery] = msSince(t0)
 		return fail(PhaseQuery, fmt.Errorf("launch %s: %w", queryService, ql.err))
@@ -565,6 +591,47 @@ func (o *Options) runUser(ctx context.Context, file string, users int) (out user
 	}
 	r.Status = Answered
 	return userRun{rep: r, answer: ans}
+}
+
+// launchShared launches the run's shared pipeline and query services.
+func (o *Options) launchShared(ctx context.Context) (map[string]api.Instance, func(), error) {
+	services := []string{PipelineService, CountService}
+	if o.Query.Kind == Metrics {
+		services[1] = MetricsService
+	}
+	out := map[string]api.Instance{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []error
+	for _, svc := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: svc, User: "aggregator-" + o.RunID})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("launch shared %s: %w", svc, err))
+				return
+			}
+			out[svc] = inst
+		}()
+	}
+	wg.Wait()
+	cleanup := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		for _, inst := range out {
+			if err := o.Router.Delete(dctx, inst.ID); err != nil {
+				o.Logger.Warn("delete shared service", "instance", inst.ID, "err", err)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return out, cleanup, nil
 }
 
 // drain waits for pending launches so their instances are known to cleanup.

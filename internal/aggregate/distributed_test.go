@@ -38,7 +38,7 @@ func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) 
 	cs := httptest.NewServer(count.NewServer(slog.New(slog.DiscardHandler), count.PMClients(nil)).Handler())
 	defer cs.Close()
 
-	const users, samples = 4, 2500
+	const users, samples = 3, 1500
 	q, err := ParseQuery(Count, []byte(`{"offset": 1, "alpha": 0.5, "start_ts": 0, "end_ts": 2000000000, "sel_region": null}`))
 	if err != nil {
 		t.Fatal(err)
@@ -76,12 +76,12 @@ func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) 
 	}
 	variance /= samples - 1
 	want := dp.DiscreteLaplaceVariance(sc)
-	// mean: 5 standard errors; variance: within 15% (≈ 5 standard errors of
-	// the sample variance of a Laplace-like law at this size).
+	// mean: 5 standard errors; variance: within 25% (≈ 4 standard errors of
+	// the sample variance of a law of kurtosis ≈ 6 at this size).
 	if se := math.Sqrt(want / samples); math.Abs(mean) > 5*se {
 		t.Errorf("mean of the totals %.3f, want 0 ± %.3f", mean, 5*se)
 	}
-	if math.Abs(variance/want-1) > 0.15 {
+	if math.Abs(variance/want-1) > 0.25 {
 		t.Errorf("variance of the totals %.3f, want %.3f (DLap of scale %.3f)", variance, want, sc.Float())
 	}
 	// χ² over the values with expected count ≥ 5, tails pooled.

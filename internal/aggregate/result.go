@@ -36,7 +36,9 @@ type Result struct {
 	Failed   int     `json:"failed"`
 	Parallel int     `json:"parallel"`
 	Upload   string  `json:"upload"`
-	Run      string  `json:"run"`
+	// SharedServices: one pipeline and one query instance served every user.
+	SharedServices bool   `json:"shared_services,omitempty"`
+	Run            string `json:"run"`
 	// Command and LoadAverage are filled by the caller for the record.
 	Command     string       `json:"command,omitempty"`
 	LoadAverage string       `json:"load_average,omitempty"`
@@ -144,7 +146,11 @@ func (r *Result) Markdown() []byte {
 	}
 	fmt.Fprintf(&b, "| noise | %s%s |\n", r.Noise, seedNote(r.Seed))
 	fmt.Fprintf(&b, "| no budget left / failed | %d / %d |\n", r.NoBudget, r.Failed)
-	fmt.Fprintf(&b, "| wall time | %.1f s (parallel %d, upload %s) |\n", r.WallMS/1000, r.Parallel, r.Upload)
+	services := "per user"
+	if r.SharedServices {
+		services = "shared by all users"
+	}
+	fmt.Fprintf(&b, "| wall time | %.1f s (parallel %d, upload %s, services %s) |\n", r.WallMS/1000, r.Parallel, r.Upload, services)
 	if r.LoadAverage != "" {
 		fmt.Fprintf(&b, "| load average | %s |\n", r.LoadAverage)
 	}
