@@ -7,6 +7,8 @@ BIN := bin
 # Images built FROM scratch from these static binaries (cmd/upc-<name>).
 IMAGES ?= pm pipeline metrics count router agent
 MODE ?= docker
+# Local Kubernetes tiers for cluster-up: fake (kwok), real (kubelet + containerd) or both.
+NODES ?= both
 RESULTS ?= results
 
 # testcontainers-go cannot pull its reaper here and, seeing /.dockerenv, would
@@ -15,7 +17,7 @@ export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE := 127.0.0.1
 export CGO_ENABLED := 0
 
-.PHONY: help build images test unit e2e bench lint clean
+.PHONY: help build images test unit e2e bench lint clean cluster-up cluster-down test-kubernetes
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,12 +29,29 @@ build: ## compile every binary into bin/
 images: build ## build the FROM scratch service images and record their digests in build/images.json
 	$(GO) run ./cmd/upc images build --bin $(BIN) --version $(VERSION) --out build/images.json $(IMAGES)
 
-test: images ## vet, then run every test (unit and real Docker engine)
+test: images ## vet, then run every test (unit and real Docker engine; the TestCluster* ones are test-kubernetes')
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 40m ./...
+	$(GO) test -count=1 -timeout 40m -skip '^TestCluster' ./...
 
-e2e: images ## stand UPC up on the local Docker engine, run the default scenario, write the report to results/
+e2e: images ## stand UPC up (MODE=docker: the local engine; MODE=kubernetes: the local cluster), run the default scenario, report to results/
+	$(if $(filter kubernetes,$(MODE)),$(GO) run ./cmd/upc cluster up --nodes $(NODES) --reuse --images build/images.json)
 	$(GO) run ./cmd/upc e2e --mode $(MODE) --images build/images.json --results $(RESULTS)
+
+cluster-up: images ## build (cached) and start the local Kubernetes (NODES=fake|real|both) with our images on its node
+	$(GO) run ./cmd/upc cluster up --nodes $(NODES) --reuse --images build/images.json
+
+cluster-down: ## stop the local Kubernetes and remove every process, chain, network and file it made
+	$(GO) run ./cmd/upc cluster down
+
+test-kubernetes: images ## Kubernetes mode on a fresh local cluster: conformance (kwok and real node), e2e, then cluster-down
+	$(GO) run ./cmd/upc cluster down
+	$(GO) run ./cmd/upc cluster up --nodes both --images build/images.json
+	@mkdir -p $(RESULTS)
+	set -o pipefail; trap '$(GO) run ./cmd/upc cluster down' EXIT; \
+	  CI=true $(GO) test -count=1 -timeout 30m -run '^TestCluster' -v ./router/kubernetes/ 2>&1 | tee $(RESULTS)/test-kubernetes.txt; t=$$?; \
+	  $(GO) run ./cmd/upc e2e --mode kubernetes --images build/images.json --results $(RESULTS); e=$$?; \
+	  exit $$(( t || e ))
+
 
 bench: images ## run the benchmarks and print the figures (see docs/BENCHMARKS.md)
 	@mkdir -p $(RESULTS)

@@ -87,6 +87,8 @@ type Config struct {
 	Router Router `json:"router,omitempty"`
 	// Agent holds the machine agent's own settings.
 	Agent Agent `json:"agent,omitempty"`
+	// Kubernetes holds the router's settings in kubernetes mode.
+	Kubernetes Kubernetes `json:"kubernetes,omitempty"`
 
 	// dir is the directory of the file the config came from, so relative
 	// paths in it resolve next to it.
@@ -149,6 +151,31 @@ type Agent struct {
 	// machines_use_tls is set.
 	TLSCertPath string `json:"tls_cert_path,omitempty"`
 	TLSKeyPath  string `json:"tls_key_path,omitempty"`
+}
+
+// Kubernetes configures the router's Kubernetes backend (upc_mode kubernetes).
+type Kubernetes struct {
+	// Kubeconfig is the router's kubeconfig; empty means $KUBECONFIG, else
+	// the in-cluster ServiceAccount.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Namespace holds the instances; default "upc".
+	Namespace string `json:"namespace,omitempty"`
+	// NodeSelector places instance pods (e.g. {"upc.node": "real"}).
+	NodeSelector map[string]string `json:"node_selector,omitempty"`
+	// NodeAddress is the host in instance addresses; empty means the
+	// InternalIP of the node an instance's pod first ran on.
+	NodeAddress string `json:"node_address,omitempty"`
+	// WarmPool is the number of ready pods kept per service (not for
+	// services with per-user volumes).
+	WarmPool map[string]int `json:"warm_pool,omitempty"`
+	// StorageClass of per-user claims; empty binds each claim to a hostPath
+	// volume under HostPathDir (the local cluster).
+	StorageClass string `json:"storage_class,omitempty"`
+	HostPathDir  string `json:"host_path_dir,omitempty"`
+	// ImageByID runs pinned images by ID (nodes that hold our images).
+	ImageByID bool `json:"image_by_id,omitempty"`
+	// GracePeriod is the pods' termination grace period; default 1s.
+	GracePeriod Duration `json:"grace_period,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s") in files.
@@ -375,6 +402,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Router.AgentTimeout <= 0 {
 		bad("router.agent_timeout", "%s must be positive", c.Router.AgentTimeout.D())
+	}
+	for svc, n := range c.Kubernetes.WarmPool {
+		if n < 0 || n > 1000 {
+			bad("kubernetes.warm_pool", "%s: %d is not a pool size (0-1000)", svc, n)
+		}
+	}
+	if c.Kubernetes.GracePeriod < 0 {
+		bad("kubernetes.grace_period", "%s is negative", c.Kubernetes.GracePeriod.D())
+	}
+	if c.Kubernetes.StorageClass == "" && c.Kubernetes.HostPathDir != "" && !filepath.IsAbs(c.Kubernetes.HostPathDir) {
+		bad("kubernetes.host_path_dir", "%q must be absolute", c.Kubernetes.HostPathDir)
 	}
 	return errors.Join(errs...)
 }

@@ -90,8 +90,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", o.ScenarioPath, err)
 	}
-	if sc.Backend != "docker" {
-		return nil, fmt.Errorf("backend %q: this harness stands up docker only so far", sc.Backend)
+	if sc.Backend != "docker" && sc.Backend != "kubernetes" {
+		return nil, fmt.Errorf("backend %q: this harness stands up docker or kubernetes", sc.Backend)
 	}
 	wd, _ := os.Getwd()
 	dataDir, err := scenario.Locate(sc.Population.SourceDir(), filepath.Dir(o.ScenarioPath), wd)
@@ -151,6 +151,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Environment:    environment(ctx, cli, o, sc, dataDir, manifest),
 	}
 	dir := filepath.Join(o.ResultsDir, run)
+
+	if sc.Backend == "kubernetes" {
+		return runKubernetes(ctx, kubeRun{o: o, sc: sc, cli: cli, scope: scope, manifest: manifest, imagesJSON: imagesJSON,
+			token: token, users: users, rep: rep, dir: dir, started: started, progress: progress, logger: logger})
+	}
 
 	// Stand up. The tear-down below runs whatever happens from here on.
 	var deployCfg []byte // the configuration the router and agents read, kept with the report

@@ -58,9 +58,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	if cfg.UPCMode != conf.ModeDocker {
-		return fmt.Errorf("upc_mode %q: this router is built with the docker backend only", cfg.UPCMode)
-	}
 	if *launchTimeout < 0 || *rebuildWait < 0 {
 		return errors.New("--launch-timeout and --rebuild-wait must not be negative")
 	}
@@ -72,14 +69,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	backend, err := newBackend(cfg, tr, agent.Options{
-		Network:   firstSet(*network, cfg.Network),
-		BindIP:    firstSet(*publishIP, cfg.Agent.PublishIP),
-		Advertise: firstSet(*advertise, cfg.Agent.Advertise),
-		Name:      *name,
-	}, *advertise != "" && *publishIP == "", logger)
-	if err != nil {
-		return err
+	var backend router.Backend
+	if cfg.UPCMode == conf.ModeKubernetes {
+		kb, err := newKubernetesBackend(ctx, cfg, catalog, logger)
+		if err != nil {
+			return err
+		}
+		defer kb.Close()
+		backend = kb
+	} else {
+		backend, err = newBackend(cfg, tr, agent.Options{
+			Network:   firstSet(*network, cfg.Network),
+			BindIP:    firstSet(*publishIP, cfg.Agent.PublishIP),
+			Advertise: firstSet(*advertise, cfg.Agent.Advertise),
+			Name:      *name,
+		}, *advertise != "" && *publishIP == "", logger)
+		if err != nil {
+			return err
+		}
 	}
 	core, err := router.New(router.Options{
 		Backend: backend, Catalog: catalog, Logger: logger,

@@ -19,7 +19,7 @@ func TestStartupErrors(t *testing.T) {
 		{"extra argument", []string{"serve"}, `unexpected arguments ["serve"]`},
 		{"missing config", []string{"--config", "testdata/nope.yaml"}, "read config"},
 		{"unknown config field", []string{"--config", "testdata/invalid-unknown-field.yaml"}, "machnes"},
-		{"kubernetes mode", []string{"--config", "testdata/invalid-kubernetes.yaml"}, `upc_mode "kubernetes"`},
+		{"kubernetes mode without a kubeconfig", []string{"--config", "testdata/invalid-kubernetes.yaml"}, "nope.kubeconfig"},
 		{"bad catalog", []string{"--catalog", "testdata/invalid-catalog.json"}, "services[0].name"},
 		{"missing manifest", []string{"--images", "testdata/nope.json"}, "nope.json"},
 		{"bad publish ip", []string{"--publish-ip", "not-an-ip"}, "bind ip"},

@@ -53,7 +53,7 @@ the newest). Exits non-zero when an expectation fails.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.ScenarioPath, "scenario", "scenarios/default.yaml", "scenario file")
-	f.StringVar(&o.Mode, "mode", "", "backend, overriding the scenario's: docker (kubernetes is not stood up by the harness yet)")
+	f.StringVar(&o.Mode, "mode", "", "backend, overriding the scenario's: docker, or kubernetes (the local cluster of `make cluster-up`)")
 	f.StringVar(&o.ImagesPath, "images", "build/images.json", "image manifest written by `make images`")
 	f.StringVar(&o.ResultsDir, "results", "results", "folder receiving <run>/ and latest")
 	f.IntVar(&o.Parallel, "parallel", 0, "users run at once (default: the scenario's)")

@@ -286,7 +286,7 @@ func name(id router.ID) string { return "upc-" + string(id) }
 
 // Launch makes the instance's Service (the API server allocates its node
 // port), then its pod (a warm one when the pool has it), and returns once
-// the pod is Ready.
+// the pod runs.
 func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance, error) {
 	if err := router.ValidID(string(spec.ID)); err != nil {
 		return router.Instance{}, err
@@ -315,7 +315,11 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeNodePort,
 			Selector: map[string]string{LabelInstance: string(spec.ID)},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: int32(spec.Port), TargetPort: intstr.FromInt32(int32(spec.Port)), Protocol: corev1.ProtocolTCP}},
+			// The router's health probe, not the pod's readiness, decides
+			// when a launch is done: it must reach a starting pod, and see
+			// its 503 when it never turns healthy.
+			PublishNotReadyAddresses: true,
+			Ports:                    []corev1.ServicePort{{Name: "http", Port: int32(spec.Port), TargetPort: intstr.FromInt32(int32(spec.Port)), Protocol: corev1.ProtocolTCP}},
 		},
 	}
 	svc, err = b.cs.CoreV1().Services(b.opts.Namespace).Create(ctx, svc, metav1.CreateOptions{})
@@ -336,8 +340,9 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 	return in, nil
 }
 
-// start gives the instance a Ready pod (claimed from the pool when allowed)
-// and fixes its address on the Service.
+// start gives the instance a running pod (a Ready one claimed from the pool
+// when allowed) and fixes its address on the Service. Whether the service in
+// it answers is the router's health probe's business, as in Docker mode.
 func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Spec, pool bool) (router.Instance, error) {
 	claimed := false
 	if pool && !hasPerUser(spec.Volumes) {
@@ -352,7 +357,7 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 			return router.Instance{}, fmt.Errorf("create pod: %w", err)
 		}
 	}
-	pod, err := b.waitReady(ctx, "i/"+string(spec.ID))
+	pod, err := b.waitStarted(ctx, "i/"+string(spec.ID))
 	if err != nil {
 		return router.Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
 	}
@@ -443,8 +448,8 @@ func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string
 	return p
 }
 
-// readiness makes the pod Ready only once its health path answers, so the
-// Service sends nothing to a starting instance.
+// readiness marks the pod Ready once its health path answers: the warm
+// pool hands out only Ready pods.
 func readiness(spec router.Spec) *corev1.Probe {
 	if spec.Health == "" {
 		return nil
@@ -455,9 +460,10 @@ func readiness(spec router.Spec) *corev1.Probe {
 	}
 }
 
-// waitReady waits, by watch, for a Ready pod under key; a pod that cannot
+// waitStarted waits, by watch, for a pod under key whose containers run (or
+// that is Ready: simulated nodes report that at once); a pod that cannot
 // start (image missing, crash loop, failed) ends the wait with its reason.
-func (b *Backend) waitReady(ctx context.Context, key string) (*corev1.Pod, error) {
+func (b *Backend) waitStarted(ctx context.Context, key string) (*corev1.Pod, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.opts.ReadyTimeout)
 	defer cancel()
 	var ready *corev1.Pod
@@ -467,7 +473,7 @@ func (b *Backend) waitReady(ctx context.Context, key string) (*corev1.Pod, error
 			if p.DeletionTimestamp != nil {
 				continue
 			}
-			if isReady(p) {
+			if isReady(p) || isRunning(p) {
 				ready = p
 				return true, nil
 			}
@@ -482,7 +488,7 @@ func (b *Backend) waitReady(ctx context.Context, key string) (*corev1.Pod, error
 		if ctx.Err() != nil && last != "" {
 			err = fmt.Errorf("%w (pod: %s)", err, last)
 		}
-		return nil, fmt.Errorf("wait for a ready pod: %w", err)
+		return nil, fmt.Errorf("wait for a running pod: %w", err)
 	}
 	return ready, nil
 }
@@ -497,6 +503,18 @@ func isReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+func isRunning(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || len(p.Status.ContainerStatuses) == 0 {
+		return false
+	}
+	for _, c := range p.Status.ContainerStatuses {
+		if c.State.Running == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // podFailure reports a pod that will not become Ready by itself.
@@ -596,7 +614,7 @@ func (b *Backend) Pause(ctx context.Context, id router.ID) error {
 }
 
 // Resume makes a pod again for a paused instance, on the same claim, and
-// waits until it is Ready.
+// waits until it runs.
 func (b *Backend) Resume(ctx context.Context, id router.ID) error {
 	svc, err := b.service(ctx, id)
 	if err != nil {

@@ -1,0 +1,293 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/harness/flow"
+	"github.com/e-mission/upc/harness/report"
+	"github.com/e-mission/upc/harness/runner"
+	"github.com/e-mission/upc/harness/scenario"
+	"github.com/e-mission/upc/harness/standup"
+	"github.com/e-mission/upc/internal/cluster"
+	"github.com/e-mission/upc/internal/images"
+	upck8s "github.com/e-mission/upc/router/kubernetes"
+	"github.com/e-mission/upc/router/routerclient"
+)
+
+// kubeDeployment is the router of a kubernetes-mode run: the router image
+// on the host network (it reaches the API server on loopback and instances
+// at the node address), driving the local cluster's real node with its
+// ServiceAccount's rights. Instances are pods in namespace upc.
+type kubeDeployment struct {
+	RouterURL string
+	cli       *client.Client
+	id        string
+	dir       string
+	cs        kubernetes.Interface
+}
+
+// standUpKubernetes starts the router for a kubernetes-mode run on the
+// local cluster (make cluster-up). files are copied into /etc/upc.
+func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Scope, routerImage string, files map[string][]byte, timeout time.Duration, logger *slog.Logger) (*kubeDeployment, error) {
+	state, err := cluster.StateDir()
+	if err != nil {
+		return nil, err
+	}
+	kc, err := os.ReadFile(cluster.RouterKubeconfig(state))
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes mode needs the local cluster (make cluster-up): %w", err)
+	}
+	admin, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig(state))
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes mode: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	c := conf.Default()
+	c.UPCMode = conf.ModeKubernetes
+	c.ServiceRouterPort = port
+	c.Images = standup.ImagesPath
+	c.Router.Listen = "127.0.0.1:" + strconv.Itoa(port)
+	c.Router.TokenFile = standup.TokenPath
+	c.Kubernetes = conf.Kubernetes{
+		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
+		NodeSelector: map[string]string{cluster.LabelNode: "real"}, ImageByID: true,
+		HostPathDir: filepath.Join(state, "pv"), GracePeriod: conf.Duration(time.Second),
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("kubernetes deployment config: %w", err)
+	}
+	cfg, _ := json.MarshalIndent(c, "", "  ")
+	dir, err := os.MkdirTemp("", "upc-e2e-k8s-")
+	if err != nil {
+		return nil, err
+	}
+	d := &kubeDeployment{RouterURL: fmt.Sprintf("http://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs}
+	all := map[string][]byte{standup.ConfigPath: cfg, "/etc/upc/router.kubeconfig": kc}
+	for p, b := range files {
+		all[p] = b
+	}
+	for p, b := range all {
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), b, 0o644); err != nil {
+			d.Down(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
+	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: "upc-" + scope.Run + "-router",
+		Config: &container.Config{
+			Image: routerImage, Cmd: []string{"--config", standup.ConfigPath},
+			Labels: map[string]string{standup.LabelRun: scope.Run, standup.LabelDeployment: scope.Deployment, standup.LabelRole: "router"},
+		},
+		HostConfig: &container.HostConfig{
+			NetworkMode: "host",
+			Mounts:      []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/etc/upc", ReadOnly: true}},
+		},
+	})
+	if err != nil {
+		d.Down(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("create router: %w", err)
+	}
+	d.id = created.ID
+	if _, err := cli.ContainerStart(ctx, d.id, client.ContainerStartOptions{}); err != nil {
+		d.Down(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("start router: %w", err)
+	}
+	// The router's process starting, not a pod: polled with a deadline.
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := hc.Get(d.RouterURL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				logger.Info("router up (kubernetes mode)", "url", d.RouterURL)
+				return d, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			logs := d.Logs(context.WithoutCancel(ctx))
+			d.Down(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("router did not answer %s/healthz within %s: %v; its log:\n%s", d.RouterURL, timeout, err, tail(logs, 2000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Logs is the router container's log.
+func (d *kubeDeployment) Logs(ctx context.Context) []byte {
+	if d.id == "" {
+		return nil
+	}
+	rc, err := d.cli.ContainerLogs(ctx, d.id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(io.LimitReader(rc, 4<<20))
+	return b
+}
+
+// Down removes the router container and its files; instances left in the
+// namespace are reported by leftovers.
+func (d *kubeDeployment) Down(ctx context.Context) error {
+	var err error
+	if d.id != "" {
+		_, err = d.cli.ContainerRemove(ctx, d.id, client.ContainerRemoveOptions{Force: true})
+	}
+	os.RemoveAll(d.dir)
+	return err
+}
+
+// leftovers lists, then removes, the UPC pods and Services still in the
+// router's namespace after the run (the flow deletes what it launches).
+func (d *kubeDeployment) leftovers(ctx context.Context) (report.Leftovers, error) {
+	l := report.Leftovers{Checked: true}
+	sel := metav1.ListOptions{LabelSelector: upck8s.LabelManaged + "=true," + upck8s.LabelInstance}
+	pods, err := d.cs.CoreV1().Pods(upck8s.RouterNamespace).List(ctx, sel)
+	if err != nil {
+		return l, err
+	}
+	for _, p := range pods.Items {
+		l.Containers = append(l.Containers, "pod/"+p.Name)
+	}
+	svcs, err := d.cs.CoreV1().Services(upck8s.RouterNamespace).List(ctx, sel)
+	if err != nil {
+		return l, err
+	}
+	for _, s := range svcs.Items {
+		l.Containers = append(l.Containers, "service/"+s.Name)
+		d.cs.CoreV1().Services(upck8s.RouterNamespace).Delete(ctx, s.Name, metav1.DeleteOptions{})
+	}
+	if len(pods.Items) > 0 {
+		d.cs.CoreV1().Pods(upck8s.RouterNamespace).DeleteCollection(ctx, metav1.DeleteOptions{}, sel)
+	}
+	return l, nil
+}
+
+// kubeRun is what Run has prepared for a kubernetes-mode run.
+type kubeRun struct {
+	o          Options
+	sc         *scenario.Scenario
+	cli        *client.Client
+	scope      standup.Scope
+	manifest   *images.Manifest
+	imagesJSON []byte
+	token      string
+	users      []scenario.User
+	rep        *report.Report
+	dir        string
+	started    time.Time
+	progress   io.Writer
+	logger     *slog.Logger
+}
+
+// runKubernetes is Run's kubernetes mode: the same users, steps, client
+// flow and report as docker mode, with the router driving the local
+// cluster's real node.
+func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
+	rep, sc := k.rep, k.sc
+	fmt.Fprintf(k.progress, "run %s: %d users, parallel %d; starting the router in kubernetes mode on the local cluster\n", rep.Run, len(k.users), sc.Parallel)
+	t0 := time.Now()
+	upCtx, cancelUp := context.WithTimeout(ctx, time.Duration(sc.Timeouts.Standup))
+	dep, upErr := standUpKubernetes(upCtx, k.cli, k.scope, k.manifest.Images["router"].ID,
+		map[string][]byte{standup.ImagesPath: k.imagesJSON, standup.TokenPath: []byte(k.token + "\n")},
+		time.Duration(sc.Timeouts.Standup), k.logger)
+	cancelUp()
+	rep.StandupMS = ms(time.Since(t0))
+	if upErr != nil {
+		rep.Error = "stand-up: " + upErr.Error()
+		fmt.Fprintf(k.progress, "stand-up failed: %v\n", upErr)
+	} else {
+		fmt.Fprintf(k.progress, "[%6.1fs] stood up: router %s, kubernetes namespace %s\n", time.Since(k.started).Seconds(), dep.RouterURL, upck8s.RouterNamespace)
+		rep.Deployment.Router = dep.RouterURL
+		rep.Deployment.Network = cluster.NetworkName
+		rep.Deployment.Gateway = cluster.NodeIP
+		rc, err := routerclient.New(dep.RouterURL, routerclient.WithToken(k.token),
+			routerclient.WithHTTPClient(&http.Client{Timeout: time.Duration(sc.Timeouts.Step)}))
+		if err != nil {
+			rep.Error = "router client: " + err.Error()
+		} else {
+			f := &flow.Flow{Router: flow.RouterClient{C: rc}}
+			rep.Users = runner.Run(ctx, k.users, sc.Steps, f.New, runner.Options{
+				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
+			})
+		}
+	}
+	t1 := time.Now()
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if dep != nil {
+		if err := os.MkdirAll(filepath.Join(k.dir, "logs"), 0o755); err == nil {
+			os.WriteFile(filepath.Join(k.dir, "logs", "router.log"), dep.Logs(tctx), 0o644)
+		}
+		left, err := dep.leftovers(tctx)
+		if err != nil {
+			k.logger.Warn("list leftovers", "err", err)
+		}
+		if err := dep.Down(tctx); err != nil {
+			k.logger.Warn("tear-down", "err", err)
+		}
+		rep.Leftovers = left
+	}
+	if err := standup.Cleanup(tctx, k.cli, k.scope); err != nil {
+		k.logger.Warn("clean-up", "err", err)
+	}
+	rep.TeardownMS = ms(time.Since(t1))
+	if ctx.Err() != nil && rep.Error == "" {
+		rep.Error = "interrupted: " + context.Cause(ctx).Error()
+	}
+	rep.Expectations = Evaluate(sc.Expectations, rep.Users, rep.Leftovers)
+	rep.Passed = rep.Error == "" && len(rep.Users) > 0
+	for _, c := range rep.Expectations {
+		rep.Passed = rep.Passed && c.Held
+	}
+	rep.WallMS = ms(time.Since(k.started))
+	if err := report.Write(k.dir, rep); err != nil {
+		return &Result{Report: rep}, err
+	}
+	if err := report.Latest(k.o.ResultsDir, k.dir); err != nil {
+		return &Result{Report: rep, Dir: k.dir}, err
+	}
+	return &Result{Report: rep, Dir: k.dir}, nil
+}
