@@ -163,12 +163,23 @@ func loadCatalog(cfg *conf.Config, catalogPath, imagesPath string, logger *slog.
 func newBackend(cfg *conf.Config, tr http.RoundTripper, local agent.Options, bindAtAdvertise bool, logger *slog.Logger) (*docker.Backend, error) {
 	var machines []docker.Machine
 	hc := &http.Client{Timeout: cfg.Router.AgentTimeout.D(), Transport: tr}
+	var agentToken string
+	if cfg.Agent.TokenFile != "" {
+		b, err := os.ReadFile(cfg.Path(cfg.Agent.TokenFile))
+		if err != nil {
+			return nil, fmt.Errorf("agent.token_file: %w", err)
+		}
+		if agentToken = strings.TrimSpace(string(b)); agentToken == "" {
+			return nil, fmt.Errorf("agent.token_file %s is empty", cfg.Agent.TokenFile)
+		}
+	}
 	for _, m := range cfg.MachineList() {
 		if !m.Local {
 			c, err := agent.NewClient(m.URL, hc)
 			if err != nil {
 				return nil, fmt.Errorf("machines[%q]: %w", m.Address, err)
 			}
+			c.WithToken(agentToken)
 			machines = append(machines, docker.Machine{Name: m.Address, Weight: m.Weight, Driver: c})
 			continue
 		}
