@@ -91,7 +91,7 @@ images of --images (make images), removed with everything it made at the end.`,
 			}
 			o.Progress = g.stderr
 			o.Logger = g.logger()
-			if err := o.Validate(); err != nil && !strings.Contains(err.Error(), "router") {
+			if err := o.ValidateSettings(); err != nil {
 				return fmt.Errorf("aggregate: %w", err)
 			}
 			if local {

@@ -114,9 +114,15 @@ type Options struct {
 }
 
 // Validate checks the options that do not depend on the users.
-func (o *Options) Validate() error {
+func (o *Options) Validate() error { return o.validate(true) }
+
+// ValidateSettings is Validate without the router, for a command line to
+// check its flags before it connects to anything.
+func (o *Options) ValidateSettings() error { return o.validate(false) }
+
+func (o *Options) validate(needRouter bool) error {
 	var errs []error
-	if o.Router == nil {
+	if needRouter && o.Router == nil {
 		errs = append(errs, errors.New("router: required"))
 	}
 	switch o.Query.Kind {

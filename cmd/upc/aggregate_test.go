@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestAggregateAndSynthBadInput: each bad invocation fails with a message
+// naming the problem, before any router or engine is contacted.
+func TestAggregateAndSynthBadInput(t *testing.T) {
+	dir := t.TempDir()
+	q := filepath.Join(dir, "q.json")
+	os.WriteFile(q, []byte(`{"offset": 100, "alpha": 0.05, "start_ts": 0, "end_ts": 1, "sel_region": null}`), 0o644)
+	badQ := filepath.Join(dir, "bad.json")
+	os.WriteFile(badQ, []byte(`{"offset": -1, "alpha": 2, "start_ts": 0, "end_ts": 1}`), 0o644)
+	emptyDir := t.TempDir()
+	foreign := t.TempDir()
+	os.WriteFile(filepath.Join(foreign, "notes.txt"), []byte("x"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no data nor query", []string{"aggregate", "count"}, []string{"--data is required", "--query is required"}},
+		{"unknown kind", []string{"aggregate", "sum", "--data", dir, "--query", q}, []string{`"sum" is not count or metrics`}},
+		{"bad query", []string{"aggregate", "count", "--data", dir, "--query", badQ}, []string{"alpha must be in (0, 1)", "offset must be"}},
+		{"no day file", []string{"aggregate", "count", "--data", emptyDir, "--query", q}, []string{"no day file"}},
+		{"missing query file", []string{"aggregate", "metrics", "--data", dir, "--query", filepath.Join("..", "..", "nope.json")}, []string{"read query"}},
+		{"bad noise", []string{"aggregate", "count", "--data", dir, "--query", q, "--noise", "loud"}, []string{`noise "loud"`}},
+		{"synth without users", []string{"synth", "--out", t.TempDir()}, []string{"users: 0"}},
+		{"synth into a foreign folder", []string{"synth", "--users", "1", "--out", foreign}, []string{"synth did not write"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.WriteFile(filepath.Join(dir, "user-a"), []byte("[]"), 0o644)
+			var out, errOut bytes.Buffer
+			cmd := newRootCmd(&out, &errOut)
+			cmd.SetArgs(tc.args)
+			err := cmd.ExecuteContext(context.Background())
+			if err == nil {
+				t.Fatalf("succeeded; stdout %s", out.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+		})
+	}
+}
