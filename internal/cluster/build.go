@@ -248,19 +248,13 @@ func buildKwok(ctx context.Context, log *slog.Logger, cache string, out io.Write
 	if src == "" {
 		return fmt.Errorf("download kwok module: no Dir in %q", modDir.String())
 	}
+	// The "fast" stages: no delays (the "general" pod-ready waits 1 to 6 s).
 	var files []string
-	for _, pat := range []string{"kustomize/stage/node/*/*.yaml", "kustomize/stage/pod/*/*.yaml"} {
-		m, _ := filepath.Glob(filepath.Join(src, pat))
-		files = append(files, m...)
+	for _, f := range kwokStages {
+		files = append(files, filepath.Join(src, "kustomize", "stage", f))
 	}
 	var stages strings.Builder
 	for _, f := range files {
-		if base := filepath.Base(f); base == "kustomization.yaml" {
-			continue
-		}
-		if !wantStage(f) {
-			continue
-		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return fmt.Errorf("read kwok stage: %w", err)
@@ -275,15 +269,10 @@ func buildKwok(ctx context.Context, log *slog.Logger, cache string, out io.Write
 	return os.WriteFile(filepath.Join(cache, "kwok-stages.yaml"), []byte(stages.String()), 0o644)
 }
 
-// wantStage keeps the stages the spec names: node-initialize,
-// node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete.
-func wantStage(path string) bool {
-	for _, s := range []string{"node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete"} {
-		if strings.Contains(path, "/"+s+"/") || strings.Contains(filepath.Base(path), s) {
-			return true
-		}
-	}
-	return false
+// kwokStages are the stages the local cluster uses, in the kwok module.
+var kwokStages = []string{
+	"node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+	"pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml",
 }
 
 func goCmd(ctx context.Context, dir string, out io.Writer, env []string, args ...string) error {
