@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +46,7 @@ func Down(ctx context.Context, log *slog.Logger, dir string) error {
 			killShims(log, sock)
 		}
 	}
-	if bin, err := os.ReadFile(filepath.Join(dir, "bin-dir")); err == nil {
+	if bin, err := os.ReadFile(filepath.Join(dir, "bin-dir")); err == nil && len(bytes.TrimSpace(bin)) > 0 {
 		kp := filepath.Join(strings.TrimSpace(string(bin)), "kube-proxy")
 		if out, err := exec.CommandContext(ctx, kp, "--cleanup").CombinedOutput(); err != nil {
 			log.Warn("kube-proxy --cleanup", "err", err, "out", firstLine(out))
