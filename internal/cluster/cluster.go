@@ -265,7 +265,7 @@ func (c *run) controllers(ctx context.Context) error {
 		"--service-account-private-key-file="+p("sa.key"), "--root-ca-file="+p("ca.crt"),
 		"--cluster-signing-cert-file="+p("ca.crt"), "--cluster-signing-key-file="+p("ca.key"),
 		"--use-service-account-credentials=true", "--kube-api-qps=300", "--kube-api-burst=600",
-		"--concurrent-endpointslice-syncs=10", "--concurrent-service-endpoint-syncs=10",
+		"--concurrent-endpoint-syncs=10", "--concurrent-service-endpoint-syncs=10",
 	); err != nil {
 		return err
 	}

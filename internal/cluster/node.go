@@ -387,6 +387,7 @@ metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
 iptables: {localhostNodePorts: false, syncPeriod: 30s, minSyncPeriod: 0s}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+oomScoreAdj: 0
 `, c.path("kube-proxy.kubeconfig"), RealNode, Subnet, NodeIP)
 	if err := writeFile(c.path("kube-proxy.yaml"), conf); err != nil {
 		return err
