@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -89,8 +90,14 @@ func CacheDir() (string, error) {
 func BinDir(cache string) string { return filepath.Join(cache, "bin") }
 
 // Built reports whether every binary and the kwok stages are in the cache.
-func Built(cache string) bool {
-	for _, b := range append(append([]string{}, Binaries...), "../kwok-stages.yaml") {
+func Built(cache string) bool { return built(cache, Binaries) }
+
+// ControlPlane is what the kwok tier needs: Up with --nodes fake builds only
+// these (see BuildFor).
+var ControlPlane = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kwok"}
+
+func built(cache string, bins []string) bool {
+	for _, b := range append(append([]string{}, bins...), "../kwok-stages.yaml") {
 		if fi, err := os.Stat(filepath.Join(BinDir(cache), b)); err != nil || fi.Size() == 0 {
 			return false
 		}
@@ -104,7 +111,13 @@ func Built(cache string) bool {
 // directives), so the project's go.mod never sees it. Progress goes to log;
 // the go tool's output to cache/build.log.
 func Build(ctx context.Context, log *slog.Logger, cache string) error {
-	if Built(cache) {
+	return BuildFor(ctx, log, cache, Binaries)
+}
+
+// BuildFor builds what bins need (the control plane and kwok first, the
+// node's binaries and kubectl after) unless they are cached.
+func BuildFor(ctx context.Context, log *slog.Logger, cache string, bins []string) error {
+	if built(cache, bins) {
 		log.Info("cluster binaries cached", "dir", BinDir(cache))
 		return nil
 	}
@@ -123,10 +136,12 @@ func Build(ctx context.Context, log *slog.Logger, cache string) error {
 	if err := buildKwok(ctx, log, cache, logf); err != nil {
 		return err
 	}
-	if err := buildKube(ctx, log, cache, logf, phases[1:]); err != nil {
-		return err
+	if !built(cache, ControlPlane) || !slices.Equal(bins, ControlPlane) {
+		if err := buildKube(ctx, log, cache, logf, phases[1:]); err != nil {
+			return err
+		}
 	}
-	if !Built(cache) {
+	if !built(cache, bins) {
 		return fmt.Errorf("build cluster binaries: %s is incomplete after the build (see %s)", BinDir(cache), logf.Name())
 	}
 	log.Info("cluster binaries built", "dir", BinDir(cache), "took", time.Since(start).Round(time.Second))

@@ -94,7 +94,11 @@ func Up(ctx context.Context, log *slog.Logger, o Options) (err error) {
 		return fmt.Errorf("cluster up: a cluster is already up in %s (upc cluster down first)", o.Dir)
 	}
 	start := time.Now()
-	if err := Build(ctx, log, o.Cache); err != nil {
+	need := Binaries
+	if o.Nodes == NodesFake {
+		need = ControlPlane
+	}
+	if err := BuildFor(ctx, log, o.Cache, need); err != nil {
 		return err
 	}
 	// A leftover of a run that crashed would make every step below fail.
