@@ -140,6 +140,7 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.Uint64Var(&seed, "experiment-seed", 0, "experiment mode: seed the noise and the users' keys (never for published figures)")
 	f.BoolVar(&o.RevealTrueTotal, "reveal-true-total", false, "also print the exact total (experiments only)")
 	f.BoolVar(&o.SharedServices, "shared-services", false, "launch one pipeline and one query service for the whole run instead of one per user (a third of the launches; one instance then serves every user)")
+	f.IntVar(&o.SharedPipelines, "shared-pipelines", 0, "with --shared-services: pipeline instances serving the users round robin (default 1)")
 	f.DurationVar(&o.Timeout, "user-timeout", 10*time.Minute, "bound on one user's whole run")
 	f.BoolVar(&local, "local", false, "start a router in this process over the local Docker engine (removed at the end)")
 	f.StringVar(&imagesPath, "images", "build/images.json", "image manifest for --local (make images)")

@@ -104,13 +104,16 @@ type Options struct {
 	// third of the launches, but one instance then serves every user (it
 	// sees their PM addresses and answers; it keeps no state between calls).
 	SharedServices bool
+	// SharedPipelines is how many shared pipeline instances serve the users
+	// round robin (default 1): the pipeline's CPU limit bounds one instance.
+	SharedPipelines int
 	// Timeout bounds one user's whole run (default 10 minutes).
 	Timeout time.Duration
 	// Progress gets one line per finished user (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
 
-	shared map[string]api.Instance // SharedServices' instances, by service
+	shared map[string][]api.Instance // SharedServices' instances, by service
 }
 
 // Validate checks the options that do not depend on the users.
@@ -143,6 +146,9 @@ func (o *Options) validate(needRouter bool) error {
 	case "", UploadBatch, UploadUpsert:
 	default:
 		errs = append(errs, fmt.Errorf("upload %q is not batch or upsert", o.Upload))
+	}
+	if o.SharedPipelines < 0 || o.SharedPipelines > 64 || (o.SharedPipelines > 1 && !o.SharedServices) {
+		errs = append(errs, fmt.Errorf("shared pipelines %d: want 1-64, with shared services", o.SharedPipelines))
 	}
 	if o.Parallel < 0 || o.Parallel > 1024 {
 		errs = append(errs, fmt.Errorf("parallel %d is not within 1-1024", o.Parallel))
@@ -291,7 +297,7 @@ func Run(ctx context.Context, files []string, o Options) (*Result, error) {
 				defer func() { <-sem }()
 			case <-ctx.Done():
 			}
-			runs[i] = o.runUser(ctx, f, len(files))
+			runs[i] = o.runUser(ctx, i, f, len(files))
 			runs[i].rep.EndMS = msSince(started)
 			if o.Progress != nil {
 				pmu.Lock()
@@ -311,6 +317,7 @@ func Run(ctx context.Context, files []string, o Options) (*Result, error) {
 		Query: o.Query.Kind, Noise: o.Noise, Epsilon: eps.Total, EpsilonByMode: eps.ByMode,
 		Users: len(files), Parallel: o.Parallel, Upload: o.Upload, Run: o.RunID,
 		Started: started.UTC(), WallMS: msSince(started), Seed: o.Seed, SharedServices: o.SharedServices,
+		SharedPipelines: o.SharedPipelines,
 	}
 	for _, r := range runs {
 		res.PerUser = append(res.PerUser, r.rep)
@@ -399,7 +406,7 @@ func (res *Result) aggregate(runs []userRun, o Options, eps Epsilons, noise *dp.
 
 // runUser carries one user through the flow. Whatever happens, every
 // instance it launched is deleted.
-func (o *Options) runUser(ctx context.Context, file string, users int) (out userRun) {
+func (o *Options) runUser(ctx context.Context, index int, file string, users int) (out userRun) {
 	name := filepath.Base(file)
 	r := UserResult{File: name, ID: o.UserID(name), Status: Failed, PhasesMS: map[string]float64{}}
 	ctx, cancel := context.WithTimeoutCause(ctx, o.Timeout, fmt.Errorf("user took longer than %s", o.Timeout))
@@ -479,7 +486,8 @@ func (o *Options) runUser(ctx context.Context, file string, users int) (out user
 	if o.shared != nil {
 		launch = func(service string) <-chan launchResult {
 			ch := make(chan launchResult, 1)
-			ch <- launchResult{inst: o.shared[service]}
+			pool := o.shared[service]
+			ch <- launchResult{inst: pool[index%len(pool)]}
 			return ch
 		}
 	}
@@ -600,36 +608,46 @@ func (o *Options) runUser(ctx context.Context, file string, users int) (out user
 }
 
 // launchShared launches the run's shared pipeline and query services.
-func (o *Options) launchShared(ctx context.Context) (map[string]api.Instance, func(), error) {
-	services := []string{PipelineService, CountService}
+func (o *Options) launchShared(ctx context.Context) (map[string][]api.Instance, func(), error) {
+	query := CountService
 	if o.Query.Kind == Metrics {
-		services[1] = MetricsService
+		query = MetricsService
 	}
-	out := map[string]api.Instance{}
+	type want struct {
+		svc string
+		n   int
+	}
+	out := map[string][]api.Instance{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var errs []error
-	for _, svc := range services {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: svc, User: "aggregator-" + o.RunID})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("launch shared %s: %w", svc, err))
-				return
-			}
-			out[svc] = inst
-		}()
+	for _, w := range []want{{PipelineService, max(o.SharedPipelines, 1)}, {query, 1}} {
+		for k := range w.n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// One router user per instance: the router keeps one
+				// instance of a service per user.
+				inst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: w.svc, User: fmt.Sprintf("aggregator-%s-%d", o.RunID, k)})
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("launch shared %s: %w", w.svc, err))
+					return
+				}
+				out[w.svc] = append(out[w.svc], inst)
+			}()
+		}
 	}
 	wg.Wait()
 	cleanup := func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		for _, inst := range out {
-			if err := o.Router.Delete(dctx, inst.ID); err != nil {
-				o.Logger.Warn("delete shared service", "instance", inst.ID, "err", err)
+		for _, pool := range out {
+			for _, inst := range pool {
+				if err := o.Router.Delete(dctx, inst.ID); err != nil {
+					o.Logger.Warn("delete shared service", "instance", inst.ID, "err", err)
+				}
 			}
 		}
 	}

@@ -37,8 +37,9 @@ type Result struct {
 	Parallel int     `json:"parallel"`
 	Upload   string  `json:"upload"`
 	// SharedServices: one pipeline and one query instance served every user.
-	SharedServices bool   `json:"shared_services,omitempty"`
-	Run            string `json:"run"`
+	SharedServices  bool   `json:"shared_services,omitempty"`
+	SharedPipelines int    `json:"shared_pipelines,omitempty"`
+	Run             string `json:"run"`
 	// Command and LoadAverage are filled by the caller for the record.
 	Command     string       `json:"command,omitempty"`
 	LoadAverage string       `json:"load_average,omitempty"`
@@ -148,7 +149,7 @@ func (r *Result) Markdown() []byte {
 	fmt.Fprintf(&b, "| no budget left / failed | %d / %d |\n", r.NoBudget, r.Failed)
 	services := "per user"
 	if r.SharedServices {
-		services = "shared by all users"
+		services = fmt.Sprintf("shared by all users, %d pipeline instance(s)", max(r.SharedPipelines, 1))
 	}
 	fmt.Fprintf(&b, "| wall time | %.1f s (parallel %d, upload %s, services %s) |\n", r.WallMS/1000, r.Parallel, r.Upload, services)
 	if r.LoadAverage != "" {
