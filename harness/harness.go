@@ -304,8 +304,7 @@ func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
 	// should show in the timings, not fail the launch.
 	c.Router.AgentTimeout = conf.Duration(2 * time.Minute)
 	c.Router.LaunchTimeout = conf.Duration(2 * time.Minute)
-	// agent.token_file (standup.AgentTokenPath, written too) waits for the
-	// committed router to send it: until then the agents ask for none.
+	c.Agent.TokenFile = standup.AgentTokenPath
 	c.Agent.Listen = fmt.Sprintf(":%d", standup.AgentPort)
 	c.Agent.PublishIP = d.Gateway
 	c.Agent.Advertise = d.Gateway
