@@ -27,10 +27,30 @@ func tangent(a, p vec) vec {
 	return vec{a[0] - d*p[0], a[1] - d*p[1], a[2] - d*p[2]}
 }
 
-// ringContains sums the signed angles the ring's edges subtend around p: a
-// full turn (2π) means p is inside. Each edge is the shorter great-circle arc,
+// ring is a closed loop of vertices with the direction of their mean.
+type ring struct {
+	pts    []vec
+	center vec
+}
+
+func newRing(pts []vec) ring {
+	var c vec
+	for _, v := range pts[:len(pts)-1] { // the last vertex repeats the first
+		c[0], c[1], c[2] = c[0]+v[0], c[1]+v[1], c[2]+v[2]
+	}
+	return ring{pts: pts, center: c}
+}
+
+// contains sums the signed angles the ring's edges subtend around p: a full
+// turn (2π) means p is inside. Each edge is the shorter great-circle arc,
 // whose turn seen from p is below π for rings smaller than a hemisphere.
-func ringContains(ring []vec, p vec) bool {
+// Seen from the antipode of an inside point the edges make the same turn the
+// other way, so points on the far side of the ring's center are outside.
+func (r ring) contains(p vec) bool {
+	if dot(r.center, p) <= 0 {
+		return false
+	}
+	ring := r.pts
 	sum := 0.0
 	for i := 0; i+1 < len(ring); i++ {
 		a, b := tangent(ring[i], p), tangent(ring[i+1], p)
@@ -42,14 +62,14 @@ func ringContains(ring []vec, p vec) bool {
 	return math.Abs(sum) > math.Pi
 }
 
-type polygon [][]vec // exterior ring, then holes
+type polygon []ring // exterior ring, then holes
 
 func (pg polygon) contains(p vec) bool {
-	if !ringContains(pg[0], p) {
+	if !pg[0].contains(p) {
 		return false
 	}
 	for _, h := range pg[1:] {
-		if ringContains(h, p) {
+		if h.contains(p) {
 			return false
 		}
 	}
@@ -254,7 +274,7 @@ func parsePolygon(c any) (polygon, error) {
 		if first != last {
 			return nil, fmt.Errorf("ring %d is not closed: its first and last positions differ", i)
 		}
-		pg = append(pg, ring)
+		pg = append(pg, newRing(ring))
 	}
 	return pg, nil
 }

@@ -150,6 +150,35 @@ func TestGeoWithinIsSpherical(t *testing.T) {
 	}
 }
 
+// Seen from the antipode of a polygon, its edges wind the same amount the
+// other way: a point there must not count as within (a box around Mountain
+// View once matched points at its antipode in the Indian Ocean and back).
+func TestGeoWithinExcludesAntipode(t *testing.T) {
+	box := `{"p":{"$geoWithin":{"$geometry":{"type":"Polygon","coordinates":[[[-122.1,37.38],[-122.07,37.38],[-122.07,37.40],[-122.1,37.40],[-122.1,37.38]]]}}}}`
+	f, err := query.Compile(parse(t, box))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		lng, lat float64
+		in       bool
+	}{{-122.08, 37.39, true}, {57.92, -37.39, false}, {-122.08 + 180, 37.39, false}, {-122.08, -37.39, false}} {
+		doc := map[string]any{"p": map[string]any{"type": "Point", "coordinates": []any{tc.lng, tc.lat}}}
+		if got := f.Match(doc); got != tc.in {
+			t.Errorf("point (%v, %v): within = %v, want %v", tc.lng, tc.lat, got, tc.in)
+		}
+	}
+	// And the other way round: a box at the antipode holds none of Mountain View.
+	anti := `{"p":{"$geoWithin":{"$geometry":{"type":"Polygon","coordinates":[[[57.9,-37.40],[57.93,-37.40],[57.93,-37.38],[57.9,-37.38],[57.9,-37.40]]]}}}}`
+	g, err := query.Compile(parse(t, anti))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Match(map[string]any{"p": map[string]any{"type": "Point", "coordinates": []any{-122.08, 37.39}}}) {
+		t.Error("a point at the antipode of the box matched")
+	}
+}
+
 func TestUpdate(t *testing.T) {
 	tests := []struct {
 		name, doc, update, want, err string
