@@ -1,0 +1,160 @@
+package stack
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/images"
+)
+
+// Outputs are the stack outputs every target exports.
+type Outputs struct {
+	Kubeconfig pulumi.StringOutput
+	RouterURL  pulumi.StringOutput
+	Namespace  pulumi.StringOutput
+	// Images maps each service to the image the cluster runs it from.
+	Images map[string]string
+}
+
+// Run is the program under `pulumi up`: configuration paths are relative to
+// the working directory, the project folder.
+func Run(ctx *pulumi.Context) error {
+	dir, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("working directory: %w", err)
+	}
+	return RunIn(dir)(ctx)
+}
+
+// RunIn is the program with configuration paths relative to dir (the
+// Automation API runs it inline, in the CLI's own process).
+func RunIn(dir string) pulumi.RunFunc {
+	return func(ctx *pulumi.Context) error {
+		cfg, err := LoadConfig(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("configuration of stack %s: %w", ctx.Stack(), err)
+		}
+		return Program(cfg)(ctx)
+	}
+}
+
+// Program is the program for an already loaded configuration (the CLI's
+// Automation API path, where flags may override the stack's settings).
+func Program(cfg Config) pulumi.RunFunc {
+	return func(ctx *pulumi.Context) error {
+		_, err := deploy(ctx, cfg)
+		return err
+	}
+}
+
+// deploy stands up cfg.Target and exports its outputs; it is the seam the
+// mock tests call.
+func deploy(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var (
+		out *Outputs
+		err error
+	)
+	switch cfg.Target {
+	case TargetExisting:
+		out, err = deployExisting(ctx, cfg)
+	case TargetKind:
+		out, err = deployKind(ctx, cfg)
+	case TargetGKE:
+		out, err = deployGKE(ctx, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ctx.Export("kubeconfig", pulumi.ToSecret(out.Kubeconfig))
+	ctx.Export("routerUrl", out.RouterURL)
+	ctx.Export("namespace", out.Namespace)
+	ctx.Export("images", pulumi.ToStringMap(out.Images))
+	return out, nil
+}
+
+// catalogFor copies the catalog (built-in when cfg has none), pins it to the
+// manifest's images and points each pinned entry at image(name, ref).
+func catalogFor(cfg Config, image func(name, ref string) string) (*conf.Catalog, map[string]string, error) {
+	cat := cfg.Catalog
+	if cat == nil {
+		c, err := conf.DefaultCatalog()
+		if err != nil {
+			return nil, nil, fmt.Errorf("built-in catalog: %w", err)
+		}
+		cat = c
+	}
+	cp := *cat
+	cp.Services = slices.Clone(cat.Services)
+	cfg.Manifest.Pin(&cp)
+	used := map[string]string{}
+	for i, s := range cp.Services {
+		im, ok := cfg.Manifest.Images[s.Name]
+		if !ok {
+			continue
+		}
+		cp.Services[i].Image = image(s.Name, im.Ref)
+		used[s.Name] = cp.Services[i].Image
+	}
+	used["router"] = image("router", cfg.Manifest.Images["router"].Ref)
+	return &cp, used, nil
+}
+
+// tagOf is the tag of a reference "repo/name:tag".
+func tagOf(ref string) string {
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[i+1:]
+	}
+	return "latest"
+}
+
+// manifestNames are the manifest's images in a stable order.
+func manifestNames(m *images.Manifest) []string { return slices.Sorted(maps.Keys(m.Images)) }
+
+func deployExisting(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
+	cat, used, err := catalogFor(cfg, func(_, ref string) string { return ref })
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig := pulumi.ToSecret(pulumi.String(cfg.Existing.Kubeconfig)).(pulumi.StringOutput)
+	r, err := NewRouter(ctx, "upc", RouterArgs{
+		Kubeconfig:   kubeconfig,
+		Context:      cfg.Existing.Context,
+		Namespace:    cfg.Namespace,
+		RouterPort:   cfg.RouterPort,
+		NodePort:     cfg.RouterNodePort,
+		Image:        used["router"],
+		Catalog:      cat,
+		NodeSelector: cfg.NodeSelector,
+		NodeAddress:  cfg.NodeAddress,
+		HostPathDir:  cfg.HostPathDir,
+		StorageClass: cfg.StorageClass,
+		HostNetwork:  cfg.HostNetwork,
+		APIServer:    cfg.APIServer,
+		// The cluster's nodes hold our images already (nothing can be
+		// pulled): run them by the ID the manifest pins.
+		ImageByID:  true,
+		PullPolicy: "Never",
+		URLHost:    pulumi.String(urlHost(cfg.NodeAddress)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, Images: used}, nil
+}
+
+func urlHost(nodeAddress string) string {
+	if nodeAddress == "" {
+		return "127.0.0.1"
+	}
+	return nodeAddress
+}

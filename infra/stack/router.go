@@ -1,0 +1,383 @@
+package stack
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
+	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	rbacv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/rbac/v1"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/e-mission/upc/conf"
+)
+
+// RouterArgs is what the shared router component needs from a target.
+type RouterArgs struct {
+	// Kubeconfig of the cluster; every Kubernetes resource goes through an
+	// explicit provider built from it, never the ambient ~/.kube/config.
+	Kubeconfig pulumi.StringInput
+	// Context selects a kubeconfig context; empty means its current one.
+	Context    string
+	Namespace  string
+	RouterPort int
+	// NodePort exposes the router on every node (kind, existing); zero makes
+	// a LoadBalancer Service on RouterPort instead (GKE).
+	NodePort int
+	// Image is the router's image; Catalog's entries are already rewritten
+	// to the images the cluster can run.
+	Image        string
+	Catalog      *conf.Catalog
+	NodeSelector map[string]string
+	NodeAddress  string
+	HostPathDir  string
+	StorageClass string
+	// ImageByID makes the router run pinned images by ID (nodes that hold
+	// our images already); PullPolicy is the pods' image pull policy.
+	ImageByID  bool
+	PullPolicy string
+	// HostNetwork runs the router in the node's network namespace, with
+	// APIServer ("host:port") replacing the in-cluster service address: for
+	// clusters whose API server listens on the node's loopback only (the
+	// local cluster of `upc cluster up`).
+	HostNetwork bool
+	APIServer   string
+	// URLHost is the host of the router URL with a NodePort (a node's
+	// address); with a LoadBalancer it is the balancer's address.
+	URLHost pulumi.StringInput
+}
+
+// Router is the router deployment shared by every target.
+type Router struct {
+	pulumi.ResourceState
+
+	Namespace pulumi.StringOutput `pulumi:"namespace"`
+	URL       pulumi.StringOutput `pulumi:"url"`
+}
+
+// Names of the router's objects.
+const (
+	RouterName    = "upc-router"
+	configMapName = "upc-router-config"
+	configDir     = "/etc/upc"
+)
+
+// routerLabels select the router's pods; upc.component keeps them apart from
+// the instances (upc.managed) the router makes in the same namespace.
+var routerLabels = map[string]string{"app.kubernetes.io/name": RouterName, "upc.component": "router"}
+
+// RouterConfig is the router's configuration file in the ConfigMap: the
+// kubernetes mode, its port, the catalog next to it and the backend's
+// settings (conf.Config's "kubernetes" section). No kubeconfig: the router
+// uses its pod's ServiceAccount.
+func RouterConfig(a RouterArgs) ([]byte, error) {
+	c := conf.Default()
+	c.UPCMode = conf.ModeKubernetes
+	c.ServiceRouterPort = a.RouterPort
+	c.Catalog = "catalog.json"
+	c.Router.Listen = fmt.Sprintf(":%d", a.RouterPort)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode router config: %w", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("encode router config: %w", err)
+	}
+	m["kubernetes"] = RouterBackend(a)
+	out, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode router config: %w", err)
+	}
+	return out, nil
+}
+
+// RouterBackend is the config's "kubernetes" section: where the router
+// makes instances and how their addresses and claims are formed.
+func RouterBackend(a RouterArgs) map[string]any {
+	k := map[string]any{"namespace": a.Namespace, "grace_period": "1s"}
+	if len(a.NodeSelector) > 0 {
+		k["node_selector"] = a.NodeSelector
+	}
+	if a.NodeAddress != "" {
+		k["node_address"] = a.NodeAddress
+	}
+	if a.StorageClass != "" {
+		k["storage_class"] = a.StorageClass
+	} else if a.HostPathDir != "" {
+		k["host_path_dir"] = a.HostPathDir
+	}
+	if a.ImageByID {
+		k["image_by_id"] = true
+	}
+	return k
+}
+
+// RouterEnv is the router's environment beyond its config file.
+func RouterEnv(a RouterArgs) map[string]string {
+	env := map[string]string{}
+	if a.APIServer != "" {
+		host, port, _ := strings.Cut(a.APIServer, ":")
+		env["KUBERNETES_SERVICE_HOST"] = host
+		env["KUBERNETES_SERVICE_PORT"] = port
+	}
+	return env
+}
+
+// RouterRules are the Role's rules: only what the kubernetes backend does,
+// to pods, services and claims in its own namespace.
+func RouterRules() []rbacv1.PolicyRuleArgs {
+	return []rbacv1.PolicyRuleArgs{
+		{
+			ApiGroups: pulumi.StringArray{pulumi.String("")},
+			Resources: pulumi.StringArray{pulumi.String("pods")},
+			Verbs:     strs("get", "list", "watch", "create", "delete", "deletecollection", "patch"),
+		},
+		{
+			ApiGroups: pulumi.StringArray{pulumi.String("")},
+			Resources: pulumi.StringArray{pulumi.String("services")},
+			Verbs:     strs("get", "list", "watch", "create", "delete", "patch"),
+		},
+		{
+			ApiGroups: pulumi.StringArray{pulumi.String("")},
+			Resources: pulumi.StringArray{pulumi.String("persistentvolumeclaims")},
+			Verbs:     strs("get", "list", "watch", "create", "delete"),
+		},
+	}
+}
+
+// RouterClusterRules are the cluster-scoped rules the backend cannot do
+// without: reading a node's InternalIP for instance addresses, and, where
+// claims bind to hostPath volumes it makes, those volumes.
+func RouterClusterRules(hostPath bool) []rbacv1.PolicyRuleArgs {
+	rules := []rbacv1.PolicyRuleArgs{{
+		ApiGroups: pulumi.StringArray{pulumi.String("")},
+		Resources: pulumi.StringArray{pulumi.String("nodes")},
+		Verbs:     strs("get", "list", "watch"),
+	}}
+	if hostPath {
+		rules = append(rules, rbacv1.PolicyRuleArgs{
+			ApiGroups: pulumi.StringArray{pulumi.String("")},
+			Resources: pulumi.StringArray{pulumi.String("persistentvolumes")},
+			Verbs:     strs("get", "list", "create", "delete"),
+		})
+	}
+	return rules
+}
+
+// NewRouter deploys the router into the cluster named by args.Kubeconfig.
+func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.ResourceOption) (*Router, error) {
+	r := &Router{}
+	if err := ctx.RegisterComponentResource("upc:index:Router", name, r, opts...); err != nil {
+		return nil, fmt.Errorf("register router: %w", err)
+	}
+	provArgs := &kubernetes.ProviderArgs{
+		Kubeconfig: a.Kubeconfig.ToStringOutput(),
+		// Our objects are few: server-side apply's field managers add nothing
+		// but a dependency on the API server's version here.
+		EnableServerSideApply: pulumi.BoolPtr(false),
+	}
+	if a.Context != "" {
+		provArgs.Context = pulumi.StringPtr(a.Context)
+	}
+	prov, err := kubernetes.NewProvider(ctx, name+"-k8s", provArgs, pulumi.Parent(r))
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	in := []pulumi.ResourceOption{pulumi.Parent(r), pulumi.Provider(prov)}
+
+	ns, err := corev1.NewNamespace(ctx, name+"-ns", &corev1.NamespaceArgs{
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(a.Namespace), Labels: pulumi.StringMap{"upc.component": pulumi.String("namespace")}},
+	}, in...)
+	if err != nil {
+		return nil, fmt.Errorf("namespace: %w", err)
+	}
+	nsName := ns.Metadata.Name().Elem()
+	meta := func(n string) *metav1.ObjectMetaArgs {
+		return &metav1.ObjectMetaArgs{Name: pulumi.String(n), Namespace: nsName, Labels: toStringMap(routerLabels)}
+	}
+
+	sa, err := corev1.NewServiceAccount(ctx, name+"-sa", &corev1.ServiceAccountArgs{Metadata: meta(RouterName)}, in...)
+	if err != nil {
+		return nil, fmt.Errorf("service account: %w", err)
+	}
+	role, err := rbacv1.NewRole(ctx, name+"-role", &rbacv1.RoleArgs{
+		Metadata: meta(RouterName),
+		Rules:    policyRules(RouterRules()),
+	}, in...)
+	if err != nil {
+		return nil, fmt.Errorf("role: %w", err)
+	}
+	subjects := rbacv1.SubjectArray{rbacv1.SubjectArgs{
+		Kind: pulumi.String("ServiceAccount"), Name: sa.Metadata.Name().Elem(), Namespace: nsName,
+	}}
+	rb, err := rbacv1.NewRoleBinding(ctx, name+"-rolebinding", &rbacv1.RoleBindingArgs{
+		Metadata: meta(RouterName),
+		RoleRef: rbacv1.RoleRefArgs{
+			ApiGroup: pulumi.String("rbac.authorization.k8s.io"), Kind: pulumi.String("Role"), Name: role.Metadata.Name().Elem(),
+		},
+		Subjects: subjects,
+	}, in...)
+	if err != nil {
+		return nil, fmt.Errorf("role binding: %w", err)
+	}
+	// Cluster-scoped names carry the namespace so two deployments coexist.
+	crName := RouterName + "-" + a.Namespace
+	cr, err := rbacv1.NewClusterRole(ctx, name+"-clusterrole", &rbacv1.ClusterRoleArgs{
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(crName), Labels: toStringMap(routerLabels)},
+		Rules:    policyRules(RouterClusterRules(a.HostPathDir != "")),
+	}, in...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster role: %w", err)
+	}
+	crb, err := rbacv1.NewClusterRoleBinding(ctx, name+"-clusterrolebinding", &rbacv1.ClusterRoleBindingArgs{
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(crName), Labels: toStringMap(routerLabels)},
+		RoleRef: rbacv1.RoleRefArgs{
+			ApiGroup: pulumi.String("rbac.authorization.k8s.io"), Kind: pulumi.String("ClusterRole"), Name: cr.Metadata.Name().Elem(),
+		},
+		Subjects: subjects,
+	}, in...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster role binding: %w", err)
+	}
+
+	routerConf, err := RouterConfig(a)
+	if err != nil {
+		return nil, err
+	}
+	catalog, err := json.MarshalIndent(a.Catalog, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode catalog: %w", err)
+	}
+	cm, err := corev1.NewConfigMap(ctx, name+"-config", &corev1.ConfigMapArgs{
+		Metadata: meta(configMapName),
+		Data: pulumi.StringMap{
+			"upc.json":     pulumi.String(routerConf),
+			"catalog.json": pulumi.String(catalog),
+		},
+	}, in...)
+	if err != nil {
+		return nil, fmt.Errorf("config map: %w", err)
+	}
+
+	env := corev1.EnvVarArray{}
+	renv := RouterEnv(a)
+	for _, k := range slices.Sorted(maps.Keys(renv)) {
+		env = append(env, corev1.EnvVarArgs{Name: pulumi.String(k), Value: pulumi.String(renv[k])})
+	}
+	podLabels := toStringMap(routerLabels)
+	container := corev1.ContainerArgs{
+		Name:            pulumi.String("router"),
+		Image:           pulumi.String(a.Image),
+		ImagePullPolicy: pulumi.String(a.PullPolicy),
+		Args: pulumi.StringArray{
+			pulumi.String("--config"), pulumi.String(configDir + "/upc.json"),
+		},
+		Env: env,
+		Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{
+			Name: pulumi.String("http"), ContainerPort: pulumi.Int(a.RouterPort),
+		}},
+		ReadinessProbe: &corev1.ProbeArgs{
+			HttpGet:       &corev1.HTTPGetActionArgs{Path: pulumi.String("/healthz"), Port: pulumi.Int(a.RouterPort)},
+			PeriodSeconds: pulumi.Int(2),
+		},
+		VolumeMounts: corev1.VolumeMountArray{corev1.VolumeMountArgs{
+			Name: pulumi.String("config"), MountPath: pulumi.String(configDir), ReadOnly: pulumi.Bool(true),
+		}},
+		SecurityContext: &corev1.SecurityContextArgs{
+			AllowPrivilegeEscalation: pulumi.Bool(false),
+			ReadOnlyRootFilesystem:   pulumi.Bool(true),
+			RunAsNonRoot:             pulumi.Bool(true),
+			RunAsUser:                pulumi.Int(65532),
+		},
+	}
+	podSpec := &corev1.PodSpecArgs{
+		ServiceAccountName:            sa.Metadata.Name().Elem(),
+		HostNetwork:                   pulumi.Bool(a.HostNetwork),
+		TerminationGracePeriodSeconds: pulumi.Int(5),
+		Containers:                    corev1.ContainerArray{container},
+		Volumes: corev1.VolumeArray{corev1.VolumeArgs{
+			Name:      pulumi.String("config"),
+			ConfigMap: &corev1.ConfigMapVolumeSourceArgs{Name: cm.Metadata.Name().Elem()},
+		}},
+	}
+	if len(a.NodeSelector) > 0 {
+		podSpec.NodeSelector = toStringMap(a.NodeSelector)
+	}
+	dep, err := appsv1.NewDeployment(ctx, name+"-deployment", &appsv1.DeploymentArgs{
+		Metadata: meta(RouterName),
+		Spec: &appsv1.DeploymentSpecArgs{
+			Replicas: pulumi.Int(1), // the router's state is one process's (rebuilt from labels)
+			Strategy: &appsv1.DeploymentStrategyArgs{Type: pulumi.String("Recreate")},
+			Selector: &metav1.LabelSelectorArgs{MatchLabels: podLabels},
+			Template: &corev1.PodTemplateSpecArgs{
+				Metadata: &metav1.ObjectMetaArgs{Labels: podLabels},
+				Spec:     podSpec,
+			},
+		},
+	}, append(in, pulumi.DependsOn([]pulumi.Resource{rb, crb}))...)
+	if err != nil {
+		return nil, fmt.Errorf("deployment: %w", err)
+	}
+
+	port := corev1.ServicePortArgs{
+		Name: pulumi.String("http"), Port: pulumi.Int(a.RouterPort), TargetPort: pulumi.Int(a.RouterPort),
+	}
+	svcType := "LoadBalancer"
+	if a.NodePort != 0 {
+		svcType = "NodePort"
+		port.NodePort = pulumi.Int(a.NodePort)
+	}
+	svc, err := corev1.NewService(ctx, name+"-service", &corev1.ServiceArgs{
+		Metadata: meta(RouterName),
+		Spec: &corev1.ServiceSpecArgs{
+			Type:     pulumi.String(svcType),
+			Selector: podLabels,
+			Ports:    corev1.ServicePortArray{port},
+		},
+	}, append(in, pulumi.DependsOn([]pulumi.Resource{dep}))...)
+	if err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
+
+	r.Namespace = nsName
+	if a.NodePort != 0 {
+		r.URL = pulumi.Sprintf("http://%s:%d", a.URLHost, a.NodePort)
+	} else {
+		host := svc.Status.LoadBalancer().Ingress().Index(pulumi.Int(0)).Ip().Elem()
+		r.URL = pulumi.Sprintf("http://%s:%d", host, a.RouterPort)
+	}
+	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"namespace": r.Namespace, "url": r.URL}); err != nil {
+		return nil, fmt.Errorf("router outputs: %w", err)
+	}
+	return r, nil
+}
+
+func strs(s ...string) pulumi.StringArray {
+	out := make(pulumi.StringArray, len(s))
+	for i, v := range s {
+		out[i] = pulumi.String(v)
+	}
+	return out
+}
+
+func toStringMap(m map[string]string) pulumi.StringMap {
+	out := pulumi.StringMap{}
+	for k, v := range m {
+		out[k] = pulumi.String(v)
+	}
+	return out
+}
+
+func policyRules(rules []rbacv1.PolicyRuleArgs) rbacv1.PolicyRuleArray {
+	out := make(rbacv1.PolicyRuleArray, len(rules))
+	for i, r := range rules {
+		out[i] = r
+	}
+	return out
+}

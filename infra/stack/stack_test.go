@@ -1,0 +1,503 @@
+package stack
+
+// These tests run the program with Pulumi's mocks (pulumi.WithMocks): no
+// engine, provider or cluster is involved. They check what the program asks
+// for; the real stacks are exercised by TestIntegrationInfraExisting.
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/images"
+)
+
+// secret marks a value the program registered as a secret.
+type secret struct{ V any }
+
+// res is one registered resource with its inputs as plain Go values.
+type res struct {
+	Type, Name, Provider string
+	In                   map[string]any
+}
+
+// mocks records every resource and answers like the real providers would
+// for the few outputs the program reads.
+type mocks struct {
+	mu  sync.Mutex
+	all []res
+}
+
+func plain(pm resource.PropertyMap) map[string]any {
+	v := resource.NewObjectProperty(pm).MapRepl(nil, func(v resource.PropertyValue) (any, bool) {
+		if v.IsSecret() {
+			return secret{V: plainValue(v.SecretValue().Element)}, true
+		}
+		if v.IsOutput() && v.OutputValue().Secret {
+			return secret{V: plainValue(v.OutputValue().Element)}, true
+		}
+		return nil, false
+	})
+	return v.(map[string]any)
+}
+
+func plainValue(v resource.PropertyValue) any {
+	return plain(resource.PropertyMap{"v": v})["v"]
+}
+
+func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
+	m.mu.Lock()
+	m.all = append(m.all, res{Type: a.TypeToken, Name: a.Name, Provider: a.Provider, In: plain(a.Inputs)})
+	m.mu.Unlock()
+	out := a.Inputs.Copy()
+	switch a.TypeToken {
+	case TypeKindCluster:
+		out["kubeconfig"] = resource.NewStringProperty("apiVersion: v1\nkind: Config # kind " + a.Inputs["name"].StringValue())
+		out["nodeAddress"] = resource.NewStringProperty("172.18.0.2")
+	case TypeKindImages:
+		out["loaded"] = a.Inputs["images"]
+	case TypeRegistryImage:
+		out["repoDigest"] = resource.NewStringProperty(a.Inputs["target"].StringValue() + "@sha256:" + strings.Repeat("d", 64))
+	case "gcp:container/cluster:Cluster":
+		out["endpoint"] = resource.NewStringProperty("34.1.2.3")
+		out["masterAuth"] = resource.NewObjectProperty(resource.PropertyMap{
+			"clusterCaCertificate": resource.NewStringProperty("Q0EtREFUQQ=="),
+		})
+	case "kubernetes:core/v1:Service":
+		if t := a.Inputs["spec"].ObjectValue()["type"]; t.IsString() && t.StringValue() == "LoadBalancer" {
+			out["status"] = resource.NewPropertyValue(map[string]any{
+				"loadBalancer": map[string]any{"ingress": []any{map[string]any{"ip": "35.9.9.9"}}},
+			})
+		}
+	}
+	return a.Name + "-id", out, nil
+}
+
+func (m *mocks) Call(a pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	if a.Token == "gcp:organizations/getClientConfig:getClientConfig" {
+		return resource.NewPropertyMapFromMap(map[string]any{"accessToken": "ya29.token", "project": "p"}), nil
+	}
+	return nil, fmt.Errorf("unexpected call %s", a.Token)
+}
+
+func (m *mocks) of(typ string) []res {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []res
+	for _, r := range m.all {
+		if r.Type == typ {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (m *mocks) one(t *testing.T, typ string) res {
+	t.Helper()
+	rs := m.of(typ)
+	if len(rs) != 1 {
+		t.Fatalf("%d resources of type %s, want 1", len(rs), typ)
+	}
+	return rs[0]
+}
+
+// get walks a path of map keys and array indexes.
+func get(v any, path ...any) any {
+	for _, p := range path {
+		if s, ok := v.(secret); ok {
+			v = s.V
+		}
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			a, ok := v.([]any)
+			if !ok || k >= len(a) {
+				return nil
+			}
+			v = a[k]
+		}
+	}
+	return v
+}
+
+func testManifest() *images.Manifest {
+	m := &images.Manifest{Version: "v1.2.3", Images: map[string]images.Image{}}
+	for i, n := range []string{"pm", "pipeline", "metrics", "count", "router"} {
+		m.Images[n] = images.Image{Ref: images.Ref(n, "v1.2.3"), ID: "sha256:" + strings.Repeat(fmt.Sprint(i+1), 64)}
+	}
+	return m
+}
+
+// outputs are the stack outputs, resolved.
+type outputs struct {
+	kubeconfig, url, namespace string
+}
+
+// run runs deploy with the mocks as stack `stack` and resolves the outputs.
+func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
+	t.Helper()
+	m := &mocks{}
+	var o outputs
+	var mu sync.Mutex
+	set := func(dst *string) func(string) string {
+		return func(s string) string { mu.Lock(); *dst = s; mu.Unlock(); return s }
+	}
+	err := pulumi.RunErr(func(ctx *pulumi.Context) error {
+		out, err := deploy(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		out.Kubeconfig.ApplyT(set(&o.kubeconfig))
+		out.RouterURL.ApplyT(set(&o.url))
+		out.Namespace.ApplyT(set(&o.namespace))
+		return nil
+	}, pulumi.WithMocks("upc", stack, m))
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	return m, o
+}
+
+// checkRouter checks the shared router component: every Kubernetes object
+// through the one explicit provider built from want kubeconfig, RBAC limited
+// to pods, services and claims, the catalog in the ConfigMap and the
+// Deployment's image and environment. It returns the Deployment's container.
+func checkRouter(t *testing.T, m *mocks, kubeconfig string, hostPath bool) map[string]any {
+	t.Helper()
+	prov := m.one(t, "pulumi:providers:kubernetes")
+	if got := get(prov.In, "kubeconfig"); got != (secret{V: kubeconfig}) {
+		t.Errorf("provider kubeconfig = %#v, want the secret %q", got, kubeconfig)
+	}
+	var k8s int
+	for _, r := range m.all {
+		if !strings.HasPrefix(r.Type, "kubernetes:") {
+			continue
+		}
+		k8s++
+		if !strings.Contains(r.Provider, "upc-k8s") {
+			t.Errorf("%s %s uses provider %q, want the explicit upc-k8s", r.Type, r.Name, r.Provider)
+		}
+	}
+	if k8s != 9 {
+		t.Errorf("%d Kubernetes resources, want 9 (namespace, account, role, binding, cluster role, binding, config map, deployment, service)", k8s)
+	}
+
+	role := m.one(t, "kubernetes:rbac.authorization.k8s.io/v1:Role")
+	var resources []string
+	for _, r := range get(role.In, "rules").([]any) {
+		if g := get(r, "apiGroups", 0); g != "" {
+			t.Errorf("role rule on API group %q, want the core group only", g)
+		}
+		for _, res := range get(r, "resources").([]any) {
+			resources = append(resources, res.(string))
+		}
+		for _, v := range get(r, "verbs").([]any) {
+			if v == "*" || v == "escalate" || v == "bind" || v == "impersonate" {
+				t.Errorf("role grants verb %q", v)
+			}
+		}
+	}
+	slices.Sort(resources)
+	if want := []string{"persistentvolumeclaims", "pods", "services"}; !slices.Equal(resources, want) {
+		t.Errorf("role covers %v, want %v", resources, want)
+	}
+	cr := m.one(t, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+	var clusterRes []string
+	for _, r := range get(cr.In, "rules").([]any) {
+		for _, res := range get(r, "resources").([]any) {
+			clusterRes = append(clusterRes, res.(string))
+		}
+		if res := get(r, "resources", 0); res == "nodes" {
+			if verbs := fmt.Sprint(get(r, "verbs")); verbs != "[get list watch]" {
+				t.Errorf("nodes verbs %s, want read-only", verbs)
+			}
+		}
+	}
+	wantCluster := []string{"nodes"}
+	if hostPath {
+		wantCluster = append(wantCluster, "persistentvolumes")
+	}
+	if !slices.Equal(clusterRes, wantCluster) {
+		t.Errorf("cluster role covers %v, want %v", clusterRes, wantCluster)
+	}
+	rb := m.one(t, "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
+	if get(rb.In, "subjects", 0, "name") != RouterName || get(rb.In, "roleRef", "kind") != "Role" {
+		t.Errorf("role binding %v", rb.In)
+	}
+
+	dep := m.one(t, "kubernetes:apps/v1:Deployment")
+	pod := get(dep.In, "spec", "template", "spec")
+	if get(pod, "serviceAccountName") != RouterName {
+		t.Errorf("service account %v", get(pod, "serviceAccountName"))
+	}
+	if get(dep.In, "spec", "replicas") != 1.0 {
+		t.Errorf("replicas %v, want 1", get(dep.In, "spec", "replicas"))
+	}
+	return get(pod, "containers", 0).(map[string]any)
+}
+
+func envOf(c map[string]any) map[string]string {
+	env := map[string]string{}
+	list, _ := get(c, "env").([]any)
+	for _, e := range list {
+		v, _ := get(e, "value").(string)
+		env[get(e, "name").(string)] = v
+	}
+	return env
+}
+
+func catalogOf(t *testing.T, m *mocks) (*conf.Catalog, *conf.Config) {
+	t.Helper()
+	cm := m.one(t, "kubernetes:core/v1:ConfigMap")
+	cat, err := conf.ParseCatalog([]byte(get(cm.In, "data", "catalog.json").(string)))
+	if err != nil {
+		t.Fatalf("catalog in the config map: %v", err)
+	}
+	c, err := conf.Parse([]byte(get(cm.In, "data", "upc.json").(string)))
+	if err != nil {
+		t.Fatalf("router config in the config map: %v", err)
+	}
+	return cat, c
+}
+
+func TestExisting(t *testing.T) {
+	cfg := Config{
+		Target:       TargetExisting,
+		Manifest:     testManifest(),
+		Existing:     ExistingConfig{Kubeconfig: "apiVersion: v1\nkind: Config # local"},
+		NodeSelector: map[string]string{"upc.node": "real"},
+		NodeAddress:  "10.0.0.5",
+		HostPathDir:  "/var/lib/upc/volumes",
+		HostNetwork:  true,
+		APIServer:    "127.0.0.1:6443",
+	}
+	m, out := run(t, "existing", cfg)
+	c := checkRouter(t, m, cfg.Existing.Kubeconfig, true)
+
+	if c["image"] != "upc/router:v1.2.3" || c["imagePullPolicy"] != "Never" {
+		t.Errorf("router image %v pull %v, want upc/router:v1.2.3, Never", c["image"], c["imagePullPolicy"])
+	}
+	if env := envOf(c); env["KUBERNETES_SERVICE_HOST"] != "127.0.0.1" || env["KUBERNETES_SERVICE_PORT"] != "6443" {
+		t.Errorf("router env %v, want the API server override", env)
+	}
+	if get(m.one(t, "kubernetes:apps/v1:Deployment").In, "spec", "template", "spec", "hostNetwork") != true {
+		t.Error("router pod not on the host network")
+	}
+	_, rc := catalogOf(t, m)
+	k := rc.Kubernetes
+	if k.Namespace != "upc" || k.NodeAddress != "10.0.0.5" || k.NodeSelector["upc.node"] != "real" ||
+		k.HostPathDir != "/var/lib/upc/volumes" || k.StorageClass != "" || !k.ImageByID || k.Kubeconfig != "" {
+		t.Errorf("router kubernetes settings %+v", k)
+	}
+	if get(m.one(t, "kubernetes:apps/v1:Deployment").In, "spec", "template", "spec", "nodeSelector", "upc.node") != "real" {
+		t.Error("router pod has no node selector")
+	}
+	cat, rc := catalogOf(t, m)
+	pm, _ := cat.Lookup("pm")
+	if pm.Image != "upc/pm:v1.2.3" || pm.Digest != cfg.Manifest.Images["pm"].ID {
+		t.Errorf("catalog pm = %s %s, want the manifest's ref and ID", pm.Image, pm.Digest)
+	}
+	if rc.UPCMode != conf.ModeKubernetes || rc.ServiceRouterPort != conf.DefaultServiceRouterPort {
+		t.Errorf("router config mode %s port %d", rc.UPCMode, rc.ServiceRouterPort)
+	}
+	svc := m.one(t, "kubernetes:core/v1:Service")
+	if get(svc.In, "spec", "type") != "NodePort" || get(svc.In, "spec", "ports", 0, "nodePort") != float64(DefaultRouterNodePort) {
+		t.Errorf("router service %v", get(svc.In, "spec"))
+	}
+	if out.url != "http://10.0.0.5:30430" {
+		t.Errorf("router URL %q", out.url)
+	}
+	if out.kubeconfig != cfg.Existing.Kubeconfig || out.namespace != "upc" {
+		t.Errorf("outputs kubeconfig %q namespace %q", out.kubeconfig, out.namespace)
+	}
+	if n := len(m.of(TypeKindCluster)) + len(m.of("gcp:container/cluster:Cluster")); n != 0 {
+		t.Errorf("existing made %d clusters", n)
+	}
+}
+
+func TestKind(t *testing.T) {
+	cfg := Config{
+		Target:   TargetKind,
+		Manifest: testManifest(),
+		Kind:     KindConfig{ClusterName: "upc-test", NodeImage: "kindest/node:v1.35.0", Workers: 1},
+	}
+	m, out := run(t, "kind", cfg)
+	kc := m.one(t, TypeKindCluster)
+	if kc.In["name"] != "upc-test" || kc.In["nodeImage"] != "kindest/node:v1.35.0" || kc.In["workers"] != 1.0 {
+		t.Errorf("kind cluster inputs %v", kc.In)
+	}
+	ki := m.one(t, TypeKindImages)
+	var loaded []string
+	for _, v := range ki.In["images"].([]any) {
+		loaded = append(loaded, v.(string))
+	}
+	want := []string{"upc/count:v1.2.3", "upc/metrics:v1.2.3", "upc/pipeline:v1.2.3", "upc/pm:v1.2.3", "upc/router:v1.2.3"}
+	if !slices.Equal(loaded, want) || ki.In["cluster"] != "upc-test" {
+		t.Errorf("kind images %v into %v, want %v", loaded, ki.In["cluster"], want)
+	}
+	c := checkRouter(t, m, "apiVersion: v1\nkind: Config # kind upc-test", false)
+	if c["image"] != "upc/router:v1.2.3" || c["imagePullPolicy"] != "Never" {
+		t.Errorf("router image %v pull %v", c["image"], c["imagePullPolicy"])
+	}
+	if _, rc := catalogOf(t, m); rc.Kubernetes.StorageClass != "standard" || rc.Kubernetes.ImageByID || rc.Kubernetes.HostPathDir != "" {
+		t.Errorf("router kubernetes settings %+v", rc.Kubernetes)
+	}
+	if out.url != "http://172.18.0.2:30430" {
+		t.Errorf("router URL %q, want the kind node's address", out.url)
+	}
+	if !strings.Contains(out.kubeconfig, "kind upc-test") {
+		t.Errorf("kubeconfig output %q is not the cluster's", out.kubeconfig)
+	}
+}
+
+func TestGKE(t *testing.T) {
+	cfg := Config{
+		Target:   TargetGKE,
+		Manifest: testManifest(),
+		GKE: GKEConfig{
+			Project: "my-proj", Region: "europe-west1", Zone: "europe-west1-b",
+			NodeCount: 3, MachineType: "e2-standard-4", SourceRanges: []string{"203.0.113.7/32", "198.51.100.0/24"},
+		},
+		RouterPort: 4431,
+	}
+	m, out := run(t, "gke", cfg)
+
+	fws := m.of("gcp:compute/firewall:Firewall")
+	ports := map[string]bool{}
+	for _, fw := range fws {
+		if fmt.Sprint(fw.In["sourceRanges"]) != "[203.0.113.7/32 198.51.100.0/24]" {
+			t.Errorf("firewall %s source ranges %v", fw.Name, fw.In["sourceRanges"])
+		}
+		if fmt.Sprint(fw.In["targetTags"]) != "[upc-node]" || fw.In["direction"] != "INGRESS" {
+			t.Errorf("firewall %s targets %v direction %v", fw.Name, fw.In["targetTags"], fw.In["direction"])
+		}
+		if get(fw.In, "allows", 0, "protocol") != "tcp" {
+			t.Errorf("firewall %s protocol %v", fw.Name, get(fw.In, "allows", 0, "protocol"))
+		}
+		for _, p := range get(fw.In, "allows", 0, "ports").([]any) {
+			ports[p.(string)] = true
+		}
+	}
+	if len(fws) != 2 || !ports["30000-32767"] || !ports["4431"] {
+		t.Errorf("%d firewall rules opening %v, want the node-port range and 4431", len(fws), ports)
+	}
+	pool := m.one(t, "gcp:container/nodePool:NodePool")
+	if pool.In["nodeCount"] != 3.0 || get(pool.In, "nodeConfig", "machineType") != "e2-standard-4" ||
+		fmt.Sprint(get(pool.In, "nodeConfig", "tags")) != "[upc-node]" || pool.In["location"] != "europe-west1-b" {
+		t.Errorf("node pool %v", pool.In)
+	}
+	cl := m.one(t, "gcp:container/cluster:Cluster")
+	if cl.In["removeDefaultNodePool"] != true || cl.In["deletionProtection"] != false {
+		t.Errorf("cluster %v", cl.In)
+	}
+	repo := m.one(t, "gcp:artifactregistry/repository:Repository")
+	if repo.In["format"] != "DOCKER" || repo.In["location"] != "europe-west1" || repo.In["repositoryId"] != "upc" {
+		t.Errorf("repository %v", repo.In)
+	}
+	pushed := map[string]string{}
+	for _, ri := range m.of(TypeRegistryImage) {
+		pushed[ri.In["source"].(string)] = ri.In["target"].(string)
+		if ri.In["password"] != (secret{V: "ya29.token"}) || ri.In["username"] != "oauth2accesstoken" {
+			t.Errorf("push %s credentials %v/%v, want the access token as a secret", ri.Name, ri.In["username"], ri.In["password"])
+		}
+	}
+	const reg = "europe-west1-docker.pkg.dev/my-proj/upc/"
+	for _, n := range []string{"pm", "pipeline", "metrics", "count", "router"} {
+		if got, want := pushed["upc/"+n+":v1.2.3"], reg+n+":v1.2.3"; got != want {
+			t.Errorf("%s pushed to %q, want %q", n, got, want)
+		}
+	}
+	c := checkRouter(t, m, out.kubeconfig, false)
+	if c["image"] != reg+"router:v1.2.3" || c["imagePullPolicy"] != "IfNotPresent" {
+		t.Errorf("router image %v pull %v", c["image"], c["imagePullPolicy"])
+	}
+	if _, rc := catalogOf(t, m); rc.Kubernetes.StorageClass != "standard-rwo" || rc.Kubernetes.ImageByID {
+		t.Errorf("router kubernetes settings %+v", rc.Kubernetes)
+	}
+	cat, _ := catalogOf(t, m)
+	for _, s := range cat.Services {
+		if s.Image != reg+s.Name+":v1.2.3" {
+			t.Errorf("catalog %s runs %s, want the registry path", s.Name, s.Image)
+		}
+	}
+	svc := m.one(t, "kubernetes:core/v1:Service")
+	if get(svc.In, "spec", "type") != "LoadBalancer" || get(svc.In, "spec", "ports", 0, "port") != 4431.0 {
+		t.Errorf("router service %v", get(svc.In, "spec"))
+	}
+	if out.url != "http://35.9.9.9:4431" {
+		t.Errorf("router URL %q, want the load balancer's", out.url)
+	}
+	for _, want := range []string{"server: https://34.1.2.3", "certificate-authority-data: Q0EtREFUQQ==", "gke-gcloud-auth-plugin", "gke_my-proj_europe-west1-b_upc"} {
+		if !strings.Contains(out.kubeconfig, want) {
+			t.Errorf("kubeconfig lacks %q:\n%s", want, out.kubeconfig)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	noRouter := testManifest()
+	delete(noRouter.Images, "router")
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"unknown target", Config{Target: "aws", Manifest: testManifest()}, []string{"upc:target", `"aws"`}},
+		{"no manifest", Config{Target: TargetKind}, []string{"upc:images"}},
+		{"no router image", Config{Target: TargetKind, Manifest: noRouter}, []string{"no router image"}},
+		{"existing without kubeconfig", Config{Target: TargetExisting, Manifest: testManifest()}, []string{"upc:kubeconfig"}},
+		{"bad node port", Config{Target: TargetKind, Manifest: testManifest(), RouterNodePort: 8080}, []string{"upc:routerNodePort", "30000-32767"}},
+		{"gke without project or ranges", Config{Target: TargetGKE, Manifest: testManifest()}, []string{"upc:gcpProject", "upc:sourceRanges"}},
+		{"gke bad range and size", Config{Target: TargetGKE, Manifest: testManifest(), GKE: GKEConfig{
+			Project: "p", SourceRanges: []string{"0.0.0.0/0", "everyone"}, NodeCount: -1, DiskSizeGB: 5,
+		}}, []string{`"everyone" is not a CIDR`, "upc:nodeCount", "upc:diskSizeGb"}},
+		{"bad namespace", Config{Target: TargetKind, Manifest: testManifest(), Namespace: "UPC_ns"}, []string{"upc:namespace"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.SetDefaults()
+			err := cfg.Validate()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+			// deploy refuses the same configuration before making anything.
+			m := &mocks{}
+			err = pulumi.RunErr(func(ctx *pulumi.Context) error { _, err := deploy(ctx, tc.cfg); return err },
+				pulumi.WithMocks("upc", "test", m))
+			if err == nil || len(m.all) != 0 {
+				t.Errorf("deploy: err %v, %d resources", err, len(m.all))
+			}
+		})
+	}
+}
+
+func TestRouterConfigRoundTrips(t *testing.T) {
+	b, err := RouterConfig(RouterArgs{RouterPort: 4430})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v["upc_mode"] != "kubernetes" || v["catalog"] != "catalog.json" {
+		t.Errorf("router config %s", b)
+	}
+}
