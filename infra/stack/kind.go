@@ -27,6 +27,9 @@ func deployKind(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The provider marks it secret in the state too (AdditionalSecretOutputs);
+	// this keeps it secret wherever it flows before that.
+	kubeconfig := pulumi.ToSecret(cluster.Kubeconfig).(pulumi.StringOutput)
 	// kind's nodes are containers on the local engine: node ports answer on
 	// the control-plane node's address, which the provider reports.
 	host := cluster.NodeAddress
@@ -34,7 +37,7 @@ func deployKind(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		host = pulumi.String(cfg.NodeAddress).ToStringOutput()
 	}
 	r, err := NewRouter(ctx, "upc", RouterArgs{
-		Kubeconfig:   cluster.Kubeconfig,
+		Kubeconfig:   kubeconfig,
 		Namespace:    cfg.Namespace,
 		RouterPort:   cfg.RouterPort,
 		NodePort:     cfg.RouterNodePort,
@@ -50,7 +53,7 @@ func deployKind(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Outputs{Kubeconfig: cluster.Kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, Images: used}, nil
 }
 
 func orDefault(s, d string) string {
