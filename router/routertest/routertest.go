@@ -94,7 +94,7 @@ func (e Env) Catalog() *conf.Catalog {
 // Router builds a router core over b with the suite's catalog.
 func (e Env) Router(t *testing.T, b router.Backend) *router.Router {
 	t.Helper()
-	r, err := router.New(router.Options{Backend: b, Catalog: e.Catalog(), HealthTimeout: 3 * time.Second, HTTPClient: e.HTTP})
+	r, err := router.New(router.Options{Backend: b, Catalog: e.Catalog(), HealthTimeout: 15 * time.Second, HTTPClient: e.HTTP})
 	if err != nil {
 		t.Fatal(err)
 	}
