@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -146,28 +147,38 @@ type outputs struct {
 }
 
 // run runs deploy with the mocks as stack `stack` and resolves the outputs.
+// RunErr returns once every resource is registered, not once every apply has
+// run, so the outputs arrive on channels and are awaited here.
 func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 	t.Helper()
 	m := &mocks{}
-	var o outputs
-	var mu sync.Mutex
-	set := func(dst *string) func(string) string {
-		return func(s string) string { mu.Lock(); *dst = s; mu.Unlock(); return s }
+	kc, url, ns := make(chan string, 1), make(chan string, 1), make(chan string, 1)
+	send := func(c chan string) func(string) string {
+		return func(s string) string { c <- s; return s }
 	}
 	err := pulumi.RunErr(func(ctx *pulumi.Context) error {
 		out, err := deploy(ctx, cfg)
 		if err != nil {
 			return err
 		}
-		out.Kubeconfig.ApplyT(set(&o.kubeconfig))
-		out.RouterURL.ApplyT(set(&o.url))
-		out.Namespace.ApplyT(set(&o.namespace))
+		out.Kubeconfig.ApplyT(send(kc))
+		out.RouterURL.ApplyT(send(url))
+		out.Namespace.ApplyT(send(ns))
 		return nil
 	}, pulumi.WithMocks("upc", stack, m))
 	if err != nil {
 		t.Fatalf("deploy: %v", err)
 	}
-	return m, o
+	recv := func(name string, c chan string) string {
+		select {
+		case s := <-c:
+			return s
+		case <-time.After(30 * time.Second):
+			t.Fatalf("output %s never resolved", name)
+			return ""
+		}
+	}
+	return m, outputs{kubeconfig: recv("kubeconfig", kc), url: recv("routerUrl", url), namespace: recv("namespace", ns)}
 }
 
 // checkRouter checks the shared router component: every Kubernetes object
