@@ -3,25 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/e-mission/upc/internal/realdata"
 )
 
-func realExamplesDir(t *testing.T) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for d := dir; ; d = filepath.Dir(d) {
-		p := filepath.Join(d, "..", "shared", "data", "real_examples")
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return p
-		}
-		if filepath.Dir(d) == d {
-			t.Fatal("no go.mod above the test")
-		}
-	}
-}
+func realExamplesDir(t *testing.T) string { return realdata.DirT(t) }
 
 func TestPipelineCheck(t *testing.T) {
 	dir := realExamplesDir(t)

@@ -6,27 +6,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/e-mission/upc/internal/realdata"
 )
 
 // realExamples finds shared/data/real_examples by walking up from the test's
 // directory (the repository sits beside shared/).
-func realExamples(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		for _, c := range []string{filepath.Join(d, "shared", "data", "real_examples"), filepath.Join(d, "..", "shared", "data", "real_examples")} {
-			if st, err := os.Stat(c); err == nil && st.IsDir() {
-				return c
-			}
-		}
-		if filepath.Dir(d) == d {
-			t.Fatalf("shared/data/real_examples not found above %s", dir)
-		}
-	}
-}
+func realExamples(t testing.TB) string { return realdata.DirT(t) }
 
 func loadDay(t testing.TB, name string) (*MemStore, string) {
 	t.Helper()

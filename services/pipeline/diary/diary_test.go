@@ -7,27 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 )
 
-func realExamples(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		for _, c := range []string{filepath.Join(d, "shared", "data", "real_examples"), filepath.Join(d, "..", "shared", "data", "real_examples")} {
-			if st, err := os.Stat(c); err == nil && st.IsDir() {
-				return c
-			}
-		}
-		if filepath.Dir(d) == d {
-			t.Fatalf("shared/data/real_examples not found above %s", dir)
-		}
-	}
-}
+func realExamples(t testing.TB) string { return realdata.DirT(t) }
 
 // The six real days with their ground truth: the Android days must match
 // e-mission exactly, the iOS days at least approximately.

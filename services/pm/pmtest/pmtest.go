@@ -12,34 +12,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/e-mission/upc/internal/realdata"
 )
 
-// RealExamplesDir locates shared/data/real_examples: $UPC_SHARED/data/real_examples
-// when set, else ../shared beside the repository root (the directory holding
-// go.mod), found by walking up from the working directory.
+// RealExamplesDir locates shared/data/real_examples (see internal/realdata).
 func RealExamplesDir(t testing.TB) string {
 	t.Helper()
-	if s := os.Getenv("UPC_SHARED"); s != "" {
-		return filepath.Join(s, "data", "real_examples")
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "..", "shared", "data", "real_examples")
-			if _, err := os.Stat(p); err != nil {
-				t.Fatalf("real examples not found at %s (set UPC_SHARED): %v", p, err)
-			}
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory; set UPC_SHARED")
-		}
-		dir = parent
-	}
+	return realdata.DirT(t)
 }
 
 // DayFiles lists the day files (not the ground truths, not the README).
