@@ -11,11 +11,12 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/internal/synth"
 )
 
 // DataEnv names the environment variable that may point at real_examples.
-const DataEnv = "UPC_REAL_EXAMPLES"
+const DataEnv = realdata.Env
 
 // User is one simulated person: a day of data, a key, an id.
 type User struct {
