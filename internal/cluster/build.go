@@ -224,7 +224,9 @@ func buildKube(ctx context.Context, log *slog.Logger, cache string, out io.Write
 		for _, b := range bins {
 			src := filepath.Join(tmp, b)
 			if b == "etcd" {
-				src = filepath.Join(tmp, "v3") // the etcd server package's binary is named v3
+				// go build names a /vN module's binary for the element before
+				// the version: go.etcd.io/etcd/server/v3 → server.
+				src = filepath.Join(tmp, "server")
 			}
 			if err := os.Rename(src, filepath.Join(BinDir(cache), b)); err != nil {
 				return fmt.Errorf("install %s: %w", b, err)
