@@ -165,8 +165,8 @@ type Kubernetes struct {
 	// NodeAddress is the host in instance addresses; empty means the
 	// InternalIP of the node an instance's pod first ran on.
 	NodeAddress string `json:"node_address,omitempty"`
-	// WarmPool is the number of ready pods kept per service (not for
-	// services with per-user volumes).
+	// WarmPool is the number of ready pods kept per service; those of
+	// services with per-user volumes (the PM) go to new users only.
 	WarmPool map[string]int `json:"warm_pool,omitempty"`
 	// StorageClass of per-user claims; empty binds each claim to a hostPath
 	// volume under HostPathDir (the local cluster).

@@ -45,9 +45,11 @@ const (
 	LabelManaged  = "upc.managed" // "true" on every pod and Service the backend makes
 	LabelInstance = "upc.instance"
 	LabelService  = "upc.service"
-	LabelUser     = "upc.user"  // the user when it is a valid label value (see AnnUser)
-	LabelPool     = "upc.pool"  // service name, on warm pool pods not yet claimed
-	LabelClaim    = "upc.claim" // "true" on per-user claims and their volumes
+	LabelUser     = "upc.user"     // the user when it is a valid label value (see AnnUser)
+	LabelPool     = "upc.pool"     // service name, on warm pool pods not yet claimed
+	LabelClaim    = "upc.claim"    // "true" on per-user claims and their volumes
+	LabelUserKey  = "upc.user-key" // on claims: a hash of their user, by which a user's claims are found
+	LabelVolume   = "upc.volume"   // on claims: the catalog volume they hold
 
 	AnnUser    = "upc.user" // the user, always (labels cannot hold every user name)
 	AnnImage   = "upc.image"
@@ -94,8 +96,8 @@ type Options struct {
 	// when StorageClass is empty.
 	HostPathDir string
 	// WarmPool is the number of ready pods kept per service, claimed on
-	// launch and refilled. Services with per-user volumes cannot be pooled
-	// (their claim is mounted when the pod is made).
+	// launch and refilled. Pool pods of services with per-user volumes go
+	// to new users only (see pool.go).
 	WarmPool map[string]int
 	// Catalog describes the pooled services' pods.
 	Catalog *conf.Catalog
@@ -115,6 +117,7 @@ type Backend struct {
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{} // instance or pool → wakeups
+	users   [64]sync.Mutex                        // by user hash: one claim lookup-or-make at a time per user
 	nodes   map[string]string                     // node name → InternalIP
 	closed  bool
 }
@@ -138,12 +141,8 @@ func New(ctx context.Context, cs kubernetes.Interface, opts Options, logger *slo
 			errs = append(errs, fmt.Errorf("warm pool of %s: no catalog to describe its pods", svc))
 			continue
 		}
-		s, ok := opts.Catalog.Lookup(svc)
-		switch {
-		case !ok:
+		if _, ok := opts.Catalog.Lookup(svc); !ok {
 			errs = append(errs, fmt.Errorf("warm pool of %s: %w", svc, router.ErrUnknownService))
-		case hasPerUser(s.Volumes):
-			errs = append(errs, fmt.Errorf("warm pool of %s: the service has per-user volumes, which are mounted when its pod is made; it cannot be pooled", svc))
 		}
 	}
 	if opts.StorageClass == "" && opts.HostPathDir != "" && !strings.HasPrefix(opts.HostPathDir, "/") {
@@ -297,13 +296,6 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 	if spec.Port < 1 || spec.Port > 65535 || spec.Image == "" || spec.Service == "" {
 		return router.Instance{}, fmt.Errorf("%w: spec needs a service, an image and a port (got %q, %q, %d)", router.ErrInvalid, spec.Service, spec.Image, spec.Port)
 	}
-	for _, v := range spec.Volumes {
-		if v.PerUser {
-			if err := b.ensureClaim(ctx, spec.User, v); err != nil {
-				return router.Instance{}, err
-			}
-		}
-	}
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		return router.Instance{}, fmt.Errorf("encode spec: %w", err)
@@ -343,16 +335,40 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 // start gives the instance a running pod (a Ready one claimed from the pool
 // when allowed) and fixes its address on the Service. Whether the service in
 // it answers is the router's health probe's business, as in Docker mode.
+//
+// A service with per-user volumes mounts the user's claims. A user who has
+// none yet may take a pool pod: its claims, made empty with it, become the
+// user's. A user with data always gets a new pod on their own claims.
 func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Spec, pool bool) (router.Instance, error) {
 	claimed := false
-	if pool && !hasPerUser(spec.Volumes) {
+	var claims map[string]string
+	if hasPerUser(spec.Volumes) {
+		mu := &b.users[userKeyByte(spec.User)%byte(len(b.users))]
+		mu.Lock()
+		defer mu.Unlock()
+		var err error
+		if claims, err = b.userClaims(ctx, spec.User); err != nil {
+			return router.Instance{}, err
+		}
+		pool = pool && len(claims) == 0
+	}
+	if pool {
 		var err error
 		if claimed, err = b.claimWarm(ctx, spec); err != nil {
 			return router.Instance{}, err
 		}
 	}
 	if !claimed {
-		pod := b.pod(name(spec.ID), spec, b.labels(spec))
+		for _, v := range spec.Volumes {
+			if v.PerUser && claims[v.Name] == "" {
+				c := ClaimName(spec.User, v.Name)
+				if err := b.makeClaim(ctx, c, b.claimLabels(spec.User, v.Name), spec.User, v); err != nil {
+					return router.Instance{}, err
+				}
+				claims[v.Name] = c
+			}
+		}
+		pod := b.pod(name(spec.ID), spec, b.labels(spec), claims)
 		if _, err := b.cs.CoreV1().Pods(b.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			return router.Instance{}, fmt.Errorf("create pod: %w", err)
 		}
@@ -397,7 +413,8 @@ var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0
 // pod is the pod of spec: pinned image, prompt stop, no service links (a
 // thousand Services would otherwise become environment variables) and no
 // API token (our services do not call the API).
-func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string) *corev1.Pod {
+// claims names the claim of each per-user volume.
+func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string, claims map[string]string) *corev1.Pod {
 	image := spec.Image
 	if b.opts.ImageByID && spec.Digest != "" {
 		image = spec.Digest
@@ -438,7 +455,7 @@ func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string
 	for _, v := range spec.Volumes {
 		vol := corev1.Volume{Name: v.Name}
 		if v.PerUser {
-			vol.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ClaimName(spec.User, v.Name)}
+			vol.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claims[v.Name]}
 		} else {
 			vol.EmptyDir = &corev1.EmptyDirVolumeSource{}
 		}
@@ -764,20 +781,56 @@ func ClaimName(user, vol string) string {
 	return "upc-" + vol + "-" + cmp.Or(clean, "u") + "-" + hex.EncodeToString(sum[:4])
 }
 
-// ensureClaim makes user's claim for v if it does not exist, and with no
-// storage class a hostPath volume bound to it (the local cluster has no
-// provisioner; the backend is one).
-func (b *Backend) ensureClaim(ctx context.Context, user string, v conf.Volume) error {
-	claim := ClaimName(user, v.Name)
-	size := resource.NewQuantity(int64(cmp.Or(v.SizeMB, 64))<<20, resource.BinarySI)
+// UserKey is the claims' upc.user-key label of user: a hash, since labels
+// cannot hold every user name.
+func UserKey(user string) string {
+	sum := sha256.Sum256([]byte(user))
+	return hex.EncodeToString(sum[:12])
+}
+
+func userKeyByte(user string) byte {
+	sum := sha256.Sum256([]byte(user))
+	return sum[0]
+}
+
+func (b *Backend) claimLabels(user, vol string) map[string]string {
 	labels := maps.Clone(b.opts.Labels)
 	if labels == nil {
 		labels = map[string]string{}
 	}
 	labels[LabelClaim] = "true"
+	labels[LabelVolume] = vol
+	if user != "" {
+		labels[LabelUserKey] = UserKey(user)
+	}
 	if labelValueRE.MatchString(user) {
 		labels[LabelUser] = user
 	}
+	return labels
+}
+
+// userClaims finds user's claims, by volume, whether the backend made them
+// for the user or they came with a pool pod.
+func (b *Backend) userClaims(ctx context.Context, user string) (map[string]string, error) {
+	list, err := b.cs.CoreV1().PersistentVolumeClaims(b.opts.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: LabelClaim + "=true," + LabelUserKey + "=" + UserKey(user)})
+	if err != nil {
+		return nil, fmt.Errorf("find the claims of %s: %w", user, err)
+	}
+	out := map[string]string{}
+	for _, c := range list.Items {
+		if c.Annotations[AnnUser] == user && c.DeletionTimestamp == nil {
+			out[c.Labels[LabelVolume]] = c.Name
+		}
+	}
+	return out, nil
+}
+
+// makeClaim makes the claim if it does not exist, and with no storage class
+// a hostPath volume bound to it (the local cluster has no provisioner; the
+// backend is one).
+func (b *Backend) makeClaim(ctx context.Context, claim string, labels map[string]string, user string, v conf.Volume) error {
+	size := resource.NewQuantity(int64(cmp.Or(v.SizeMB, 64))<<20, resource.BinarySI)
 	pvc := &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: claim, Labels: labels, Annotations: map[string]string{AnnUser: user}},
 		Spec: corev1.PersistentVolumeClaimSpec{
@@ -806,7 +859,7 @@ func (b *Backend) ensureClaim(ctx context.Context, user string, v conf.Volume) e
 	pvLabels := maps.Clone(labels)
 	pvLabels["upc.namespace"] = b.opts.Namespace
 	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: pvName, Labels: pvLabels, Annotations: map[string]string{AnnUser: user}},
+		ObjectMeta: metav1.ObjectMeta{Name: pvName, Labels: pvLabels},
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: *size},
 			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},

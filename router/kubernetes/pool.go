@@ -21,6 +21,13 @@ import (
 // The warm pool: per service, Options.WarmPool[service] Ready pods labelled
 // upc.pool=<service> and no instance. A launch claims one by relabelling it
 // (the instance's Service selects it at once) and the pool refills behind.
+//
+// A pool pod of a service with per-user volumes (the PM) mounts empty claims
+// of its own, named <pod>-<volume>. Claiming the pod relabels them with the
+// user's key, so they are the user's from then on: pause, resume and later
+// launches find them by that label, as they find claims made for the user.
+// The PM starts sealed and is keyed by its user after the claim, so a pool
+// pod holds nothing of anyone before it is claimed.
 
 func (b *Backend) poolSize() int {
 	n := 0
@@ -73,12 +80,37 @@ func (b *Backend) claimWarm(ctx context.Context, spec router.Spec) (bool, error)
 		if err != nil {
 			return false, fmt.Errorf("claim warm pod %s: %w", p.Name, err)
 		}
+		if err := b.giveClaims(ctx, p.Name, spec); err != nil {
+			return false, err
+		}
 		b.kickRefill()
 		return true, nil
 	}
 	b.kickRefill()
 	return false, nil
 }
+
+// giveClaims makes a claimed pool pod's claims its user's.
+func (b *Backend) giveClaims(ctx context.Context, podName string, spec router.Spec) error {
+	for _, v := range spec.Volumes {
+		if !v.PerUser {
+			continue
+		}
+		labels := map[string]any{LabelPool: nil, LabelUserKey: UserKey(spec.User)}
+		if labelValueRE.MatchString(spec.User) {
+			labels[LabelUser] = spec.User
+		}
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+			"labels": labels, "annotations": map[string]string{AnnUser: spec.User}}})
+		claim := poolClaim(podName, v.Name)
+		if _, err := b.cs.CoreV1().PersistentVolumeClaims(b.opts.Namespace).Patch(ctx, claim, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("give claim %s of pool pod %s to %s: %w", claim, podName, spec.User, err)
+		}
+	}
+	return nil
+}
+
+func poolClaim(podName, vol string) string { return podName + "-" + vol }
 
 func (b *Backend) kickRefill() {
 	select {
@@ -126,7 +158,20 @@ func (b *Backend) fill(ctx context.Context, service string) error {
 	for ; have < want; have++ {
 		labels := b.labels(spec)
 		labels[LabelPool] = spec.Service
-		pod := b.pod(fmt.Sprintf("upc-pool-%s-%s", spec.Service, randHex(4)), spec, labels)
+		podName := fmt.Sprintf("upc-pool-%s-%s", spec.Service, randHex(4))
+		claims := map[string]string{}
+		for _, v := range spec.Volumes {
+			if v.PerUser {
+				c := poolClaim(podName, v.Name)
+				cl := b.claimLabels("", v.Name)
+				cl[LabelPool] = spec.Service
+				if err := b.makeClaim(ctx, c, cl, "", v); err != nil {
+					return err
+				}
+				claims[v.Name] = c
+			}
+		}
+		pod := b.pod(podName, spec, labels, claims)
 		if _, err := b.cs.CoreV1().Pods(b.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create pool pod: %w", err)
 		}

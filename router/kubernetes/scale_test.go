@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/cluster"
+	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 )
@@ -128,22 +130,23 @@ func BenchmarkClusterKwokLaunch(b *testing.B) {
 	}
 }
 
-// BenchmarkClusterRealLaunchToAnswer measures launch→answer on the real
+// BenchmarkClusterRealLaunchToAnswer measures PM launch→answer on the real
 // node through the router core (its health probe at node address + node
-// port), one launch at a time, UPC_LATENCY_N (default 50) launches, with no
-// warm pool and with one of UPC_POOL (default 3) pods. Run with -benchtime=1x.
+// port), one launch at a time, UPC_LATENCY_N (default 50) launches of new
+// users, with no warm pool and with one of UPC_POOL (default 3) pods. It runs
+// the PM image of build/images.json (make images). Run with -benchtime=1x.
 func BenchmarkClusterRealLaunchToAnswer(b *testing.B) {
 	c := needCluster(b)
 	sel := needNodes(b, c, "real")
-	ref, id := testImage(b, c)
+	pm := builtPM(b, c)
 	n := envInt("UPC_LATENCY_N", 50)
-	cat := &conf.Catalog{Services: []conf.Service{{Name: "echo", Image: ref, Digest: id, Port: 8080, Health: "/healthz"}}}
+	cat := &conf.Catalog{Services: []conf.Service{pm}}
 	for _, pool := range []int{0, envInt("UPC_POOL", 3)} {
 		b.Run(fmt.Sprintf("pool=%d", pool), func(b *testing.B) {
 			for b.Loop() {
 				ns := namespace(b, c)
 				be := newBackend(b, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: c.local != "",
-					WarmPool: map[string]int{"echo": pool}, Catalog: cat})
+					WarmPool: map[string]int{pm.Name: pool}, Catalog: cat})
 				r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: time.Minute,
 					HTTPClient: &http.Client{Timeout: time.Second}})
 				if err != nil {
@@ -159,7 +162,7 @@ func BenchmarkClusterRealLaunchToAnswer(b *testing.B) {
 						cancel()
 					}
 					t0 := time.Now()
-					in, err := r.Launch(context.Background(), "echo", fmt.Sprintf("user%03d", i))
+					in, err := r.Launch(context.Background(), pm.Name, fmt.Sprintf("user%03d", i))
 					if err != nil {
 						b.Fatalf("launch %d: %v", i, err)
 					}
@@ -170,10 +173,33 @@ func BenchmarkClusterRealLaunchToAnswer(b *testing.B) {
 				}
 				b.ReportMetric(float64(quantile(lat, 0.5).Milliseconds()), "ms-p50")
 				b.ReportMetric(float64(quantile(lat, 0.99).Milliseconds()), "ms-p99")
-				b.Logf("real node, warm pool %d: %d launches, launch→answer p50 %s p99 %s (min %s, max %s)", pool, n,
+				b.Logf("real node, warm pool %d: %d PM launches, launch→answer p50 %s p99 %s (min %s, max %s)", pool, n,
 					quantile(lat, 0.5).Round(time.Millisecond), quantile(lat, 0.99).Round(time.Millisecond),
 					slices.Min(lat).Round(time.Millisecond), slices.Max(lat).Round(time.Millisecond))
 			}
 		})
 	}
+}
+
+// builtPM is the catalog's PM pinned to the image make images built, loaded
+// into the local cluster's node.
+func builtPM(b *testing.B, c testCluster) conf.Service {
+	b.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	m, err := images.LoadManifest(filepath.Join(filepath.Dir(file), "..", "..", "build", "images.json"))
+	if err != nil {
+		b.Skipf("needs the PM image: make images (%v)", err)
+	}
+	pm := pmService(b)
+	cat := &conf.Catalog{Services: []conf.Service{pm}}
+	if unpinned := m.Pin(cat); len(unpinned) > 0 {
+		b.Skipf("build/images.json has no %v: make images", unpinned)
+	}
+	pm = cat.Services[0]
+	if c.local != "" {
+		if err := cluster.LoadImages(context.Background(), discard{}, c.local, pm.Image); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return pm
 }

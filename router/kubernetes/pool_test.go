@@ -1,0 +1,128 @@
+package kubernetes_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/router"
+	upck8s "github.com/e-mission/upc/router/kubernetes"
+)
+
+// TestClusterWarmPoolPerUserVolumes pools a service with a per-user volume
+// (as the PM has) on the real node: a new user gets a pool pod and its empty
+// claim becomes theirs; their data survives pause, resume and delete; their
+// next launch mounts their claim again (no pool pod); another new user gets a
+// pool pod with nothing of the first user's in it.
+func TestClusterWarmPoolPerUserVolumes(t *testing.T) {
+	c := needCluster(t)
+	sel := needNodes(t, c, "real")
+	ref, id := testImage(t, c)
+	ns := namespace(t, c)
+	cat := &conf.Catalog{Services: []conf.Service{{Name: "echo", Image: ref, Digest: id, Port: 8080, Health: "/healthz",
+		Volumes: []conf.Volume{{Name: "data", Path: "/data", PerUser: true}}}}}
+	be := newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: c.local != "",
+		WarmPool: map[string]int{"echo": 1}, Catalog: cat})
+	r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: time.Minute,
+		HTTPClient: &http.Client{Timeout: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	waitPool := func() {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if err := be.WaitPool(wctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	podOf := func(in router.Instance) string {
+		t.Helper()
+		pods, err := c.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: upck8s.LabelInstance + "=" + string(in.ID)})
+		if err != nil || len(pods.Items) != 1 {
+			t.Fatalf("pods of %s: %v (%d)", in.ID, err, len(pods.Items))
+		}
+		return pods.Items[0].Name
+	}
+	// call retries while kube-proxy catches up with a new endpoint.
+	call := func(method, url, body string) (int, string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			req, _ := http.NewRequest(method, url, strings.NewReader(body))
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, string(b)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s %s: %v", method, url, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	waitPool()
+	alice, err := r.Launch(ctx, "echo", "alice.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := podOf(alice); !strings.HasPrefix(p, "upc-pool-echo-") {
+		t.Errorf("a new user's launch did not take the pool pod: pod %s", p)
+	}
+	if code, body := call("GET", alice.Address+"/read", ""); code != http.StatusNotFound {
+		t.Errorf("a pool pod's volume is not empty: %d %q", code, body)
+	}
+	if code, _ := call("POST", alice.Address+"/write", "alice's note"); code != http.StatusOK {
+		t.Fatalf("write: %d", code)
+	}
+	if err := r.Pause(ctx, alice.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Resume(ctx, alice.ID); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := call("GET", alice.Address+"/read", ""); code != http.StatusOK || body != "alice's note" {
+		t.Errorf("after pause and resume: %d %q", code, body)
+	}
+	if err := r.Delete(ctx, alice.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	waitPool()
+	again, err := r.Launch(ctx, "echo", "alice.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := podOf(again); strings.HasPrefix(p, "upc-pool-") {
+		t.Errorf("a user with data took a pool pod (%s) instead of mounting their claim", p)
+	}
+	if code, body := call("GET", again.Address+"/read", ""); code != http.StatusOK || body != "alice's note" {
+		t.Errorf("relaunch after delete: %d %q, want alice's note", code, body)
+	}
+
+	waitPool()
+	bob, err := r.Launch(ctx, "echo", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := podOf(bob); !strings.HasPrefix(p, "upc-pool-echo-") {
+		t.Errorf("a new user's launch did not take the pool pod: pod %s", p)
+	}
+	if code, body := call("GET", bob.Address+"/read", ""); code != http.StatusNotFound {
+		t.Errorf("bob's pool pod reads %d %q: another user's data", code, body)
+	}
+	claims, err := c.cs.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{
+		LabelSelector: upck8s.LabelUserKey + "=" + upck8s.UserKey("alice.example")})
+	if err != nil || len(claims.Items) != 1 {
+		t.Errorf("alice has %d claims (%v), want exactly 1", len(claims.Items), err)
+	}
+}
