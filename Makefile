@@ -17,7 +17,7 @@ export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE := 127.0.0.1
 export CGO_ENABLED := 0
 
-.PHONY: help build images test unit e2e bench lint clean cluster-up cluster-down test-kubernetes
+.PHONY: help build images test unit e2e bench lint clean cluster-deps cluster-up cluster-down test-kubernetes
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,17 +33,24 @@ test: images ## vet, then run every test (unit and real Docker engine; the TestC
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m -skip '^TestCluster' ./...
 
-e2e: images ## stand UPC up (MODE=docker: the local engine; MODE=kubernetes: the local cluster), run the default scenario, report to results/
+e2e: images $(if $(filter kubernetes,$(MODE)),cluster-deps) ## stand UPC up (MODE=docker: the local engine; MODE=kubernetes: the local cluster), run the default scenario, report to results/
 	$(if $(filter kubernetes,$(MODE)),$(GO) run ./cmd/upc cluster up --nodes $(NODES) --reuse --images build/images.json)
 	$(GO) run ./cmd/upc e2e --mode $(MODE) --images build/images.json --results $(RESULTS)
 
-cluster-up: images ## build (cached) and start the local Kubernetes (NODES=fake|real|both) with our images on its node
+# The real node's CNI plugins come from Debian (containerd comes with Docker).
+cluster-deps: ## install the local cluster's Debian packages when missing (containerd, containernetworking-plugins)
+	@if [ ! -x /usr/lib/cni/bridge ] || ! command -v containerd >/dev/null; then \
+	  echo 'cluster-deps: installing containerd and containernetworking-plugins from Debian'; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd containernetworking-plugins; \
+	fi
+
+cluster-up: images cluster-deps ## build (cached) and start the local Kubernetes (NODES=fake|real|both) with our images on its node
 	$(GO) run ./cmd/upc cluster up --nodes $(NODES) --reuse --images build/images.json
 
 cluster-down: ## stop the local Kubernetes and remove every process, chain, network and file it made
 	$(GO) run ./cmd/upc cluster down
 
-test-kubernetes: images ## Kubernetes mode on a fresh local cluster: conformance (kwok and real node), e2e, then cluster-down
+test-kubernetes: images cluster-deps ## Kubernetes mode on a fresh local cluster: conformance (kwok and real node), e2e, then cluster-down
 	$(GO) run ./cmd/upc cluster down
 	$(GO) run ./cmd/upc cluster up --nodes both --images build/images.json
 	@mkdir -p $(RESULTS)
@@ -75,6 +82,6 @@ tools: ## the Pulumi engine and the kubernetes and upc provider plugins (cached;
 infra-test: ## the infra program's tests with Pulumi's mocks (every stack; no engine, no cluster)
 	$(GO) test -count=1 ./infra/... ./cmd/upc/ -run 'Test(Existing|Kind|GKE|Validate|RouterConfig|Provider)'
 
-test-infra: tools images ## upc infra up/destroy --stack existing on the local real-node cluster (started if needed), the kind stack where it can run
+test-infra: tools images cluster-deps ## upc infra up/destroy --stack existing on the local real-node cluster (started if needed), the kind stack where it can run
 	$(GO) run ./cmd/upc cluster up --nodes $(INFRA_NODES) --reuse --images build/images.json
 	UPC_TEST_INFRA=1 $(GO) test -count=1 -timeout 30m -run '^TestIntegrationInfra' -v ./cmd/upc/
