@@ -34,8 +34,7 @@ func newKubernetesBackend(ctx context.Context, cfg *conf.Config, catalog *conf.C
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	// client-go's default (5 requests/s) would cap launches at about two a second.
-	rc.QPS, rc.Burst = 500, 1000
+	upck8s.TuneClient(rc)
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: %w", err)

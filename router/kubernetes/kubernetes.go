@@ -34,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/e-mission/upc/conf"
@@ -827,8 +828,8 @@ func (b *Backend) userClaims(ctx context.Context, user string) (map[string]strin
 }
 
 // makeClaim makes the claim if it does not exist, and with no storage class
-// a hostPath volume bound to it (the local cluster has no provisioner; the
-// backend is one).
+// a hostPath volume bound to it first (the local cluster has no provisioner;
+// the backend is one).
 func (b *Backend) makeClaim(ctx context.Context, claim string, labels map[string]string, user string, v conf.Volume) error {
 	size := resource.NewQuantity(int64(cmp.Or(v.SizeMB, 64))<<20, resource.BinarySI)
 	pvc := &corev1.PersistentVolumeClaim{
@@ -838,42 +839,53 @@ func (b *Backend) makeClaim(ctx context.Context, claim string, labels map[string
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: *size}},
 		},
 	}
-	local := b.opts.StorageClass == ""
-	pvName := "upc-" + b.opts.Namespace + "-" + claim
-	if local {
+	if b.opts.StorageClass != "" {
+		pvc.Spec.StorageClassName = &b.opts.StorageClass
+	} else {
+		if b.opts.HostPathDir == "" {
+			return fmt.Errorf("claim %s: no storage class and no host path dir to make its volume in", claim)
+		}
+		pvName := "upc-" + b.opts.Namespace + "-" + claim
+		pvLabels := maps.Clone(labels)
+		pvLabels["upc.namespace"] = b.opts.Namespace
+		pv := &corev1.PersistentVolume{
+			ObjectMeta: metav1.ObjectMeta{Name: pvName, Labels: pvLabels},
+			Spec: corev1.PersistentVolumeSpec{
+				Capacity:                      corev1.ResourceList{corev1.ResourceStorage: *size},
+				AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+				StorageClassName:              "",
+				ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: b.opts.Namespace, Name: claim},
+				PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{
+					Path: strings.TrimRight(b.opts.HostPathDir, "/") + "/" + b.opts.Namespace + "/" + claim,
+					Type: new(corev1.HostPathDirectoryOrCreate),
+				}},
+			},
+		}
+		// Bound both ways at birth (the volume's claimRef, the claim's
+		// volumeName); the volume controller completes the binding. Marking
+		// the claim bound-completed ourselves would spare the scheduler's
+		// back-off, but the controller then marks it Lost for good whenever
+		// its cache has not seen the volume yet.
+		if _, err := b.cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create volume %s for claim %s: %w", pvName, claim, err)
+		}
 		pvc.Spec.StorageClassName = new("")
 		pvc.Spec.VolumeName = pvName
-	} else {
-		pvc.Spec.StorageClassName = &b.opts.StorageClass
 	}
 	_, err := b.cs.CoreV1().PersistentVolumeClaims(b.opts.Namespace).Create(ctx, pvc, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create claim %s: %w", claim, err)
 	}
-	if !local || apierrors.IsAlreadyExists(err) {
-		return nil
-	}
-	if b.opts.HostPathDir == "" {
-		return fmt.Errorf("claim %s: no storage class and no host path dir to make its volume in", claim)
-	}
-	pvLabels := maps.Clone(labels)
-	pvLabels["upc.namespace"] = b.opts.Namespace
-	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: pvName, Labels: pvLabels},
-		Spec: corev1.PersistentVolumeSpec{
-			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: *size},
-			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-			StorageClassName:              "",
-			ClaimRef:                      &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: b.opts.Namespace, Name: claim},
-			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{
-				Path: strings.TrimRight(b.opts.HostPathDir, "/") + "/" + b.opts.Namespace + "/" + claim,
-				Type: new(corev1.HostPathDirectoryOrCreate),
-			}},
-		},
-	}
-	if _, err := b.cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create volume %s for claim %s: %w", pvName, claim, err)
-	}
 	return nil
+}
+
+// TuneClient sets what the backend needs of its API client: a request rate
+// that does not cap launches (client-go's default, 5/s, would hold them to
+// about two a second) and protobuf, which costs the API server much less to
+// encode and decode than JSON (it is the bottleneck of a launch storm).
+func TuneClient(rc *rest.Config) {
+	rc.QPS, rc.Burst = 500, 1000
+	rc.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
 }

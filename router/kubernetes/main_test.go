@@ -73,7 +73,7 @@ func needCluster(t testing.TB) testCluster {
 			clusterErr = err
 			return
 		}
-		cfg.QPS, cfg.Burst = 1000, 2000
+		upck8s.TuneClient(cfg)
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			clusterErr = err

@@ -28,16 +28,20 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func pmService(t testing.TB) conf.Service {
+func pmService(t testing.TB) conf.Service { return catalogService(t, "pm") }
+
+// catalogService is the shipped catalog's service, pinned to a made-up
+// digest (kwok runs no image).
+func catalogService(t testing.TB, name string) conf.Service {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	cat, err := conf.LoadCatalog(filepath.Join(filepath.Dir(file), "..", "..", "conf", "catalog.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pm, ok := cat.Lookup("pm")
+	pm, ok := cat.Lookup(name)
 	if !ok {
-		t.Fatal("the catalog has no pm")
+		t.Fatalf("the catalog has no %s", name)
 	}
 	pm.Digest = "sha256:" + strings.Repeat("cd", 32)
 	return pm
@@ -78,14 +82,22 @@ func rssMB() float64 {
 
 // BenchmarkClusterKwokLaunch launches UPC_SCALE_N (default 1000) PM
 // instances (pod, NodePort Service, claim bound to a volume) on kwok's
-// simulated nodes, UPC_SCALE_CONCURRENCY (default 100) at a time. A launch
-// returns when its pod is Ready (watched), so the wall time is the time to
-// all Ready. Run with -benchtime=1x.
+// simulated nodes, UPC_SCALE_CONCURRENCY (default 100) at a time; then the
+// same launches of the count service, which has no per-user volume, to
+// separate the router's own rate from the volume controller's binding. A
+// launch returns when its pod is Ready (watched), so the wall time is the
+// time to all Ready. Run with -benchtime=1x.
 func BenchmarkClusterKwokLaunch(b *testing.B) {
 	c := needCluster(b)
 	sel := needNodes(b, c, "fake")
 	n, conc := envInt("UPC_SCALE_N", 1000), envInt("UPC_SCALE_CONCURRENCY", 100)
 	pm := pmService(b)
+	for _, svc := range []conf.Service{pm, catalogService(b, "count")} {
+		b.Run("service="+svc.Name, func(b *testing.B) { kwokLaunches(b, c, sel, svc, n, conc) })
+	}
+}
+
+func kwokLaunches(b *testing.B, c testCluster, sel map[string]string, pm conf.Service, n, conc int) {
 	for b.Loop() {
 		ns := namespace(b, c)
 		be := newBackend(b, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ReadyTimeout: 5 * time.Minute})
@@ -124,8 +136,8 @@ func BenchmarkClusterKwokLaunch(b *testing.B) {
 		b.ReportMetric(float64(quantile(lat, 0.99).Milliseconds()), "ms-p99")
 		b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "MB-heap")
 		b.ReportMetric(rssMB(), "MB-rss")
-		b.Logf("%d PM launches on kwok, %d at a time: %.1f launches/s, all Ready in %s, launch p50 %s p99 %s, heap %.0f MB, RSS %.0f MB",
-			n, conc, float64(n)/wall.Seconds(), wall.Round(time.Millisecond), quantile(lat, 0.5).Round(time.Millisecond),
+		b.Logf("%d %s launches on kwok, %d at a time: %.1f launches/s, all Ready in %s, launch p50 %s p99 %s, heap %.0f MB, RSS %.0f MB",
+			n, pm.Name, conc, float64(n)/wall.Seconds(), wall.Round(time.Millisecond), quantile(lat, 0.5).Round(time.Millisecond),
 			quantile(lat, 0.99).Round(time.Millisecond), float64(ms.HeapInuse)/(1<<20), rssMB())
 	}
 }
