@@ -180,8 +180,11 @@ func (d *kubeDeployment) Down(ctx context.Context) error {
 }
 
 // leftovers lists, then removes, the UPC pods and Services still in the
-// router's namespace after the run (the flow deletes what it launches).
-func (d *kubeDeployment) leftovers(ctx context.Context) (report.Leftovers, error) {
+// router's namespace after the run (the flow deletes what it launches),
+// then removes the run's users' claims and volumes: test users' data, which
+// Docker mode's clean-up removes with the run's volumes.
+func (d *kubeDeployment) leftovers(ctx context.Context, users []scenario.User) (report.Leftovers, error) {
+	defer d.removeClaims(ctx, users)
 	l := report.Leftovers{Checked: true}
 	sel := metav1.ListOptions{LabelSelector: upck8s.LabelManaged + "=true," + upck8s.LabelInstance}
 	pods, err := d.cs.CoreV1().Pods(upck8s.RouterNamespace).List(ctx, sel)
@@ -261,7 +264,7 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		if err := os.MkdirAll(filepath.Join(k.dir, "logs"), 0o755); err == nil {
 			os.WriteFile(filepath.Join(k.dir, "logs", "router.log"), dep.Logs(tctx), 0o644)
 		}
-		left, err := dep.leftovers(tctx)
+		left, err := dep.leftovers(tctx, k.users)
 		if err != nil {
 			k.logger.Warn("list leftovers", "err", err)
 		}
@@ -290,4 +293,22 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		return &Result{Report: rep, Dir: k.dir}, err
 	}
 	return &Result{Report: rep, Dir: k.dir}, nil
+}
+
+// removeClaims deletes the claims (and their volumes) of users, found by
+// their user-key label.
+func (d *kubeDeployment) removeClaims(ctx context.Context, users []scenario.User) {
+	for _, u := range users {
+		sel := metav1.ListOptions{LabelSelector: upck8s.LabelClaim + "=true," + upck8s.LabelUserKey + "=" + upck8s.UserKey(u.ID)}
+		claims, err := d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).List(ctx, sel)
+		if err != nil {
+			continue
+		}
+		for _, c := range claims.Items {
+			d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).Delete(ctx, c.Name, metav1.DeleteOptions{})
+			if c.Spec.VolumeName != "" {
+				d.cs.CoreV1().PersistentVolumes().Delete(ctx, c.Spec.VolumeName, metav1.DeleteOptions{})
+			}
+		}
+	}
 }
