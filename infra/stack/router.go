@@ -146,7 +146,7 @@ func RouterRules() []rbacv1.PolicyRuleArgs {
 		{
 			ApiGroups: pulumi.StringArray{pulumi.String("")},
 			Resources: pulumi.StringArray{pulumi.String("persistentvolumeclaims")},
-			Verbs:     strs("get", "list", "watch", "create", "delete"),
+			Verbs:     strs("get", "list", "watch", "create", "delete", "patch"),
 		},
 	}
 }
