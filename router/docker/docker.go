@@ -51,7 +51,9 @@ type Machine struct {
 
 // Options tune a Backend.
 type Options struct {
-	// PingTimeout bounds the check that a machine's agent is up. Default 1s.
+	// PingTimeout bounds the check that a machine's agent is up. Default 5s:
+	// an agent that is gone refuses at once, while a busy engine can take
+	// over a second to answer (1s turned away launches at 256 users).
 	PingTimeout time.Duration
 	// Labels are added to every container (tests add upc.test=1).
 	Labels map[string]string
@@ -76,7 +78,7 @@ func New(machines []Machine, opts Options, logger *slog.Logger) (*Backend, error
 	}
 	b := &Backend{byName: map[string]Machine{}, opts: opts, where: map[router.ID]string{},
 		logger: cmp.Or(logger, slog.New(slog.DiscardHandler))}
-	b.opts.PingTimeout = cmp.Or(b.opts.PingTimeout, time.Second)
+	b.opts.PingTimeout = cmp.Or(b.opts.PingTimeout, 5*time.Second)
 	for i, m := range machines {
 		switch {
 		case m.Name == "":
