@@ -88,6 +88,11 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 		t.Logf("upc infra %s: %s", strings.Join(sub, " "), tail(errOut.String(), 3000))
 		return out.String(), err
 	}
+	// Per-user volumes outlive the stack by design: remove this test's, by
+	// label, however it ends (registered first, so it runs after destroy).
+	t.Cleanup(func() {
+		runKubectl(context.Background(), dir, "delete", "pv", "-l", "upc.namespace="+ns, "--wait=false")
+	})
 	destroyed := false
 	t.Cleanup(func() {
 		if !destroyed {
@@ -173,7 +178,8 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 		return b
 	}
 	deadline = time.Now().Add(2 * time.Minute)
-	for strings.Contains(kubectl("get", "namespace", ns, "-o", "name"), ns) {
+	// --ignore-not-found: kubectl's NotFound message names the namespace too.
+	for strings.Contains(kubectl("get", "namespace", ns, "-o", "name", "--ignore-not-found"), ns) {
 		if time.Now().After(deadline) {
 			t.Fatalf("namespace %s still there after destroy", ns)
 		}
@@ -189,10 +195,10 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 		t.Errorf("router port %d still answers after destroy", port)
 	}
 	// The per-user volume is user data the router keeps (reclaim policy
-	// Retain): it outlives the stack by design and is removed here, by label.
-	if pvs := kubectl("get", "pv", "-l", "upc.namespace="+ns, "-o", "name"); strings.TrimSpace(pvs) != "" {
-		t.Logf("per-user volumes kept by design, removed by the test: %s", strings.Fields(pvs))
-		kubectl("delete", "pv", "-l", "upc.namespace="+ns, "--wait=false")
+	// Retain): it outlives the stack by design; the clean-up registered at
+	// the start removes it, by label.
+	if pvs := kubectl("get", "pv", "-l", "upc.namespace="+ns, "-o", "name"); strings.TrimSpace(pvs) == "" {
+		t.Error("the PM's per-user volume did not outlive the stack")
 	}
 }
 

@@ -125,6 +125,25 @@ func FindPulumi() (string, error) {
 	return "", fmt.Errorf("infra: no pulumi engine (looked in %s and on PATH): run `make tools`", strings.Join(tried, ", "))
 }
 
+// MergeConfig is the stack's configuration: the stack file's settings, then
+// the overrides, keys in their full form ("namespace" is "upc:namespace"),
+// so an override always wins over the file.
+func MergeConfig(file, overrides map[string]string) auto.ConfigMap {
+	full := func(k string) string {
+		if !strings.Contains(k, ":") {
+			return "upc:" + k
+		}
+		return k
+	}
+	cm := auto.ConfigMap{}
+	for _, src := range []map[string]string{file, overrides} {
+		for _, k := range slices.Sorted(maps.Keys(src)) {
+			cm[full(k)] = auto.ConfigValue{Value: src[k]}
+		}
+	}
+	return cm
+}
+
 // StackConfig reads the `config:` of <dir>/Pulumi.<stack>.yaml, if there is
 // one, as strings.
 func StackConfig(dir, stackName string) (map[string]string, error) {
@@ -227,15 +246,7 @@ func Stack(ctx context.Context, o Options) (auto.Stack, error) {
 	if err != nil {
 		return auto.Stack{}, err
 	}
-	maps.Copy(cfg, o.Config)
-	cm := auto.ConfigMap{}
-	for _, k := range slices.Sorted(maps.Keys(cfg)) {
-		key := k
-		if !strings.Contains(key, ":") {
-			key = "upc:" + key
-		}
-		cm[key] = auto.ConfigValue{Value: cfg[k]}
-	}
+	cm := MergeConfig(cfg, o.Config)
 	if len(cm) > 0 {
 		if err := st.SetAllConfig(ctx, cm); err != nil {
 			return auto.Stack{}, fmt.Errorf("infra: configure stack %s: %w", o.Stack, err)
