@@ -164,7 +164,7 @@ func RouterClusterRules(hostPath bool) []rbacv1.PolicyRuleArgs {
 		rules = append(rules, rbacv1.PolicyRuleArgs{
 			ApiGroups: pulumi.StringArray{pulumi.String("")},
 			Resources: pulumi.StringArray{pulumi.String("persistentvolumes")},
-			Verbs:     strs("get", "list", "create", "delete"),
+			Verbs:     strs("get", "list", "create", "delete", "patch"),
 		})
 	}
 	return rules

@@ -867,7 +867,11 @@ func (b *Backend) makeClaim(ctx context.Context, claim string, labels map[string
 		// the claim bound-completed ourselves would spare the scheduler's
 		// back-off, but the controller then marks it Lost for good whenever
 		// its cache has not seen the volume yet.
-		if _, err := b.cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		_, err := b.cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			err = b.reclaim(ctx, pvName, claim)
+		}
+		if err != nil {
 			return fmt.Errorf("create volume %s for claim %s: %w", pvName, claim, err)
 		}
 		pvc.Spec.StorageClassName = new("")
@@ -877,6 +881,35 @@ func (b *Backend) makeClaim(ctx context.Context, claim string, labels map[string
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create claim %s: %w", claim, err)
 	}
+	return nil
+}
+
+// reclaim readies a kept volume for its user's new claim. Volumes are
+// retained (they hold the user's data), so one can outlive its claim, e.g.
+// when the namespace was removed and made again; it still names the old
+// claim's UID, and the volume controller would never bind the new claim to
+// it. Dropping the UID lets it bind the user's new claim to their data.
+func (b *Backend) reclaim(ctx context.Context, pvName, claim string) error {
+	pv, err := b.cs.CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	ref := pv.Spec.ClaimRef
+	if ref == nil || ref.Name != claim || ref.Namespace != b.opts.Namespace || ref.UID == "" {
+		return nil
+	}
+	old, err := b.cs.CoreV1().PersistentVolumeClaims(b.opts.Namespace).Get(ctx, claim, metav1.GetOptions{})
+	if err == nil && old.UID == ref.UID {
+		return nil // still bound to the claim that exists
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	patch := []byte(`{"spec":{"claimRef":{"uid":null,"resourceVersion":null}}}`)
+	if _, err := b.cs.CoreV1().PersistentVolumes().Patch(ctx, pvName, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("release kept volume for a new claim: %w", err)
+	}
+	b.logger.Info("kept volume bound again to its user's new claim", "volume", pvName, "claim", claim)
 	return nil
 }
 
