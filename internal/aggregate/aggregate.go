@@ -559,7 +559,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 			}{Users: users}
 		}
 		var res count.ResponseV1
-		err = o.post(ctx, ql.inst.Address+"/v1/count_query", req, &res)
+		err = o.postQuery(ctx, ql.inst.Address+"/v1/count_query", req, &res)
 		switch {
 		case err != nil:
 		case !res.Success:
@@ -577,7 +577,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		req := o.Query.Metrics
 		req.PMAddress, req.UUID, req.QueryID = pmInst.Address, r.ID, qid
 		var res metrics.LocalDateResponseV1
-		err = o.post(ctx, ql.inst.Address+"/v1/metrics/local_date", req, &res)
+		err = o.postQuery(ctx, ql.inst.Address+"/v1/metrics/local_date", req, &res)
 		switch {
 		case err != nil:
 		case !res.Success:
@@ -707,6 +707,28 @@ const batchSize = 2000
 
 // post sends in as JSON and decodes a 2xx answer into out; other answers
 // become errors carrying the service's message.
+// transportError is a request that got no answer at all (refused, reset,
+// closed before the answer's headers).
+type transportError struct{ error }
+
+func (e transportError) Unwrap() error { return e.error }
+
+// postQuery posts a query, once more if the first got no answer at all: the
+// query carries its id, so the user's budget is charged once either way, and
+// a busy shared service dropping a connection does not fail the user.
+func (o *Options) postQuery(ctx context.Context, url string, in, out any) error {
+	err := o.post(ctx, url, in, out)
+	if _, ok := errors.AsType[transportError](err); !ok || ctx.Err() != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return err
+	case <-time.After(200 * time.Millisecond):
+	}
+	return o.post(ctx, url, in, out)
+}
+
 func (o *Options) post(ctx context.Context, url string, in, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -719,7 +741,7 @@ func (o *Options) post(ctx context.Context, url string, in, out any) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := o.HTTP.Do(req)
 	if err != nil {
-		return err
+		return transportError{err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

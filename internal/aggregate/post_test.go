@@ -1,0 +1,45 @@
+package aggregate
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+)
+
+// TestPostQueryRetriesOnlyUnanswered: a query whose connection is dropped
+// before any answer is sent once more (its query id makes the budget charge
+// once); a query the service answered, even with an error, is not.
+func TestPostQueryRetriesOnlyUnanswered(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n := calls.Add(1); {
+		case r.URL.Path == "/drop" && n == 1:
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.Close() // no answer at all
+			}
+		case r.URL.Path == "/fail":
+			http.Error(w, `{"error": "broken"}`, http.StatusInternalServerError)
+		default:
+			w.Write([]byte(`{"success": true}`))
+		}
+	}))
+	defer srv.Close()
+	o := &Options{HTTP: srv.Client()}
+	var out map[string]any
+	if err := o.postQuery(context.Background(), srv.URL+"/drop", map[string]int{"q": 1}, &out); err != nil {
+		t.Fatalf("dropped once: %v", err)
+	}
+	if calls.Load() != 2 || out["success"] != true {
+		t.Errorf("dropped once: %d calls, answer %v; want 2 calls and the answer", calls.Load(), out)
+	}
+	calls.Store(0)
+	if err := o.postQuery(context.Background(), srv.URL+"/fail", map[string]int{"q": 1}, &out); err == nil {
+		t.Error("a 500 answer passed")
+	}
+	if calls.Load() != 1 {
+		t.Errorf("an answered query was sent %d times", calls.Load())
+	}
+}
