@@ -13,8 +13,10 @@ import (
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	rbacv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/rbac/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	k8srbac "k8s.io/api/rbac/v1"
 
 	"github.com/e-mission/upc/conf"
+	upck8s "github.com/e-mission/upc/router/kubernetes"
 )
 
 // RouterArgs is what the shared router component needs from a target.
@@ -129,45 +131,43 @@ func RouterEnv(a RouterArgs) map[string]string {
 	return env
 }
 
-// RouterRules are the Role's rules: only what the kubernetes backend does,
-// to pods, services and claims in its own namespace.
+// RouterRules are the Role's rules: those of the router's own RBAC manifest
+// (router/kubernetes/rbac.yaml), only what the kubernetes backend does to
+// pods, services and claims in its namespace.
 func RouterRules() []rbacv1.PolicyRuleArgs {
-	return []rbacv1.PolicyRuleArgs{
-		{
-			ApiGroups: pulumi.StringArray{pulumi.String("")},
-			Resources: pulumi.StringArray{pulumi.String("pods")},
-			Verbs:     strs("get", "list", "watch", "create", "delete", "deletecollection", "patch"),
-		},
-		{
-			ApiGroups: pulumi.StringArray{pulumi.String("")},
-			Resources: pulumi.StringArray{pulumi.String("services")},
-			Verbs:     strs("get", "list", "watch", "create", "delete", "patch"),
-		},
-		{
-			ApiGroups: pulumi.StringArray{pulumi.String("")},
-			Resources: pulumi.StringArray{pulumi.String("persistentvolumeclaims")},
-			Verbs:     strs("get", "list", "watch", "create", "delete", "patch"),
-		},
+	role, _, err := upck8s.Rules()
+	if err != nil {
+		panic(err) // the embedded manifest is checked by router/kubernetes's tests
 	}
+	return ruleArgs(role)
 }
 
-// RouterClusterRules are the cluster-scoped rules the backend cannot do
-// without: reading a node's InternalIP for instance addresses, and, where
-// claims bind to hostPath volumes it makes, those volumes.
+// RouterClusterRules are the manifest's cluster-scoped rules: reading a
+// node's InternalIP for instance addresses, and, where claims bind to
+// hostPath volumes the backend makes (hostPath), those volumes.
 func RouterClusterRules(hostPath bool) []rbacv1.PolicyRuleArgs {
-	rules := []rbacv1.PolicyRuleArgs{{
-		ApiGroups: pulumi.StringArray{pulumi.String("")},
-		Resources: pulumi.StringArray{pulumi.String("nodes")},
-		Verbs:     strs("get", "list", "watch"),
-	}}
-	if hostPath {
-		rules = append(rules, rbacv1.PolicyRuleArgs{
-			ApiGroups: pulumi.StringArray{pulumi.String("")},
-			Resources: pulumi.StringArray{pulumi.String("persistentvolumes")},
-			Verbs:     strs("get", "list", "create", "delete", "patch"),
+	_, cluster, err := upck8s.Rules()
+	if err != nil {
+		panic(err)
+	}
+	if !hostPath {
+		cluster = slices.DeleteFunc(cluster, func(r k8srbac.PolicyRule) bool {
+			return slices.Contains(r.Resources, "persistentvolumes")
 		})
 	}
-	return rules
+	return ruleArgs(cluster)
+}
+
+func ruleArgs(rules []k8srbac.PolicyRule) []rbacv1.PolicyRuleArgs {
+	out := make([]rbacv1.PolicyRuleArgs, 0, len(rules))
+	for _, r := range rules {
+		out = append(out, rbacv1.PolicyRuleArgs{
+			ApiGroups: pulumi.ToStringArray(r.APIGroups),
+			Resources: pulumi.ToStringArray(r.Resources),
+			Verbs:     pulumi.ToStringArray(r.Verbs),
+		})
+	}
+	return out
 }
 
 // NewRouter deploys the router into the cluster named by args.Kubeconfig.
@@ -356,14 +356,6 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		return nil, fmt.Errorf("router outputs: %w", err)
 	}
 	return r, nil
-}
-
-func strs(s ...string) pulumi.StringArray {
-	out := make(pulumi.StringArray, len(s))
-	for i, v := range s {
-		out[i] = pulumi.String(v)
-	}
-	return out
 }
 
 func toStringMap(m map[string]string) pulumi.StringMap {

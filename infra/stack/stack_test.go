@@ -231,7 +231,7 @@ func checkRouter(t *testing.T, m *mocks, kubeconfig string, hostPath bool) map[s
 			clusterRes = append(clusterRes, res.(string))
 		}
 		if res := get(r, "resources", 0); res == "nodes" {
-			if verbs := fmt.Sprint(get(r, "verbs")); verbs != "[get list watch]" {
+			if verbs := fmt.Sprint(get(r, "verbs")); verbs != "[get list]" {
 				t.Errorf("nodes verbs %s, want read-only", verbs)
 			}
 		}

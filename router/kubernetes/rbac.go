@@ -62,3 +62,26 @@ func create(ctx context.Context, cs kubernetes.Interface, obj runtime.Object) er
 	}
 	return err
 }
+
+// Rules are the router's rights as RBAC states them: the Role's rules (in
+// its namespace) and the ClusterRole's. Deployments that make their own
+// RBAC objects (infra/) take the rules from here, so there is one statement
+// of what the router may do.
+func Rules() (role, cluster []rbacv1.PolicyRule, err error) {
+	for doc := range bytes.SplitSeq(RBAC, []byte("\n---\n")) {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rbac manifest: %w", err)
+		}
+		switch x := obj.(type) {
+		case *rbacv1.Role:
+			role = append(role, x.Rules...)
+		case *rbacv1.ClusterRole:
+			cluster = append(cluster, x.Rules...)
+		}
+	}
+	if len(role) == 0 || len(cluster) == 0 {
+		return nil, nil, fmt.Errorf("rbac manifest: no Role or no ClusterRole rules")
+	}
+	return role, cluster, nil
+}

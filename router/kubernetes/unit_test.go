@@ -70,3 +70,20 @@ func TestUnitApplyRBACWithFakeAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesAreTheManifests: the rules other deployments (infra/) take are
+// exactly the Role's and the ClusterRole's of rbac.yaml.
+func TestRulesAreTheManifests(t *testing.T) {
+	role, cluster, err := upck8s.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range append(slices.Clone(role), cluster...) {
+		got = append(got, r.Resources...)
+	}
+	want := []string{"pods", "services", "persistentvolumeclaims", "nodes", "persistentvolumes"}
+	if !slices.Equal(got, want) {
+		t.Errorf("rules cover %v, want %v", got, want)
+	}
+}
