@@ -221,9 +221,14 @@ func (r *Router) waitHealthy(ctx context.Context, url string) error {
 	delay := 2 * time.Millisecond
 	var last error
 	for {
-		last = r.probe(ctx, url)
-		if last == nil {
+		err := r.probe(ctx, url)
+		if err == nil {
 			return nil
+		}
+		// A probe cut short by the deadline itself says nothing of the
+		// instance: report the last one that finished (a 503, say).
+		if last == nil || ctx.Err() == nil {
+			last = err
 		}
 		select {
 		case <-ctx.Done():

@@ -108,8 +108,7 @@ func (e Env) spec(id router.ID, user string) router.Spec {
 }
 
 // quick bounds each request of the suite and each of the router's health
-// probes. 2 s, not less: on a loaded 2-core machine a probe of a container
-// that answers at once has taken over 500 ms, for 15 s on end.
+// probes, with room for a loaded machine.
 var quick = &http.Client{Timeout: 2 * time.Second}
 
 // Get fetches address+path and returns status and body.
