@@ -238,6 +238,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		rep.Error = "interrupted: " + context.Cause(ctx).Error()
 	}
 
+	return conclude(sc, rep, started, o.ResultsDir, dir, deployCfg)
+}
+
+// conclude judges a finished run of either mode (its expectations, then
+// passed or not), writes its report to dir (with the deployment's config,
+// when there is one) and points the results folder's latest at it.
+func conclude(sc *scenario.Scenario, rep *report.Report, started time.Time, resultsDir, dir string, deployCfg []byte) (*Result, error) {
 	rep.Expectations = Evaluate(sc.Expectations, rep.Users, rep.Leftovers)
 	rep.Passed = rep.Error == "" && len(rep.Users) > 0
 	for _, c := range rep.Expectations {
@@ -252,7 +259,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return &Result{Report: rep, Dir: dir}, fmt.Errorf("write deployment config: %w", err)
 		}
 	}
-	if err := report.Latest(o.ResultsDir, dir); err != nil {
+	if err := report.Latest(resultsDir, dir); err != nil {
 		return &Result{Report: rep, Dir: dir}, err
 	}
 	return &Result{Report: rep, Dir: dir}, nil

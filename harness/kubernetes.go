@@ -280,19 +280,7 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 	if ctx.Err() != nil && rep.Error == "" {
 		rep.Error = "interrupted: " + context.Cause(ctx).Error()
 	}
-	rep.Expectations = Evaluate(sc.Expectations, rep.Users, rep.Leftovers)
-	rep.Passed = rep.Error == "" && len(rep.Users) > 0
-	for _, c := range rep.Expectations {
-		rep.Passed = rep.Passed && c.Held
-	}
-	rep.WallMS = ms(time.Since(k.started))
-	if err := report.Write(k.dir, rep); err != nil {
-		return &Result{Report: rep}, err
-	}
-	if err := report.Latest(k.o.ResultsDir, k.dir); err != nil {
-		return &Result{Report: rep, Dir: k.dir}, err
-	}
-	return &Result{Report: rep, Dir: k.dir}, nil
+	return conclude(sc, rep, k.started, k.o.ResultsDir, k.dir, nil)
 }
 
 // removeClaims deletes the claims (and their volumes) of users, found by

@@ -80,14 +80,7 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 		"--config", "routerHostNetwork=true",
 		"--config", "apiServer=" + strings.TrimPrefix(cluster.APIServer, "https://"),
 	}
-	upc := func(sub ...string) (string, error) {
-		var out, errOut bytes.Buffer
-		cmd := newRootCmd(&out, &errOut)
-		cmd.SetArgs(append(append([]string{"infra"}, sub...), args...))
-		err := cmd.ExecuteContext(ctx)
-		t.Logf("upc infra %s: %s", strings.Join(sub, " "), tail(errOut.String(), 3000))
-		return out.String(), err
-	}
+	upc := func(sub ...string) (string, error) { return runInfra(ctx, t, args, sub...) }
 	// Per-user volumes outlive the stack by design: remove this test's, by
 	// label, however it ends (registered first, so it runs after destroy).
 	t.Cleanup(func() {
@@ -202,6 +195,16 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 	}
 }
 
+// runInfra runs `upc infra SUB... ARGS...` in process, logging its progress.
+func runInfra(ctx context.Context, t *testing.T, args []string, sub ...string) (string, error) {
+	var out, errOut bytes.Buffer
+	cmd := newRootCmd(&out, &errOut)
+	cmd.SetArgs(append(append([]string{"infra"}, sub...), args...))
+	err := cmd.ExecuteContext(ctx)
+	t.Logf("upc infra %s: %s", strings.Join(sub, " "), tail(errOut.String(), 3000))
+	return out.String(), err
+}
+
 type testLog struct{ t *testing.T }
 
 func (l testLog) Info(msg string, args ...any) { l.t.Log(append([]any{msg}, args...)...) }
@@ -264,14 +267,7 @@ func TestIntegrationInfraKind(t *testing.T) {
 	args := []string{"--stack", "kind", "--project", root, "--state", t.TempDir(),
 		"--config", "kindClusterName=" + name, "--config", "kindNodeImage=" + image,
 		"--config", "kindWorkers=0", "--config", "images=" + filepath.Join(root, "build", "images.json")}
-	run := func(sub ...string) (string, error) {
-		var out, errOut bytes.Buffer
-		cmd := newRootCmd(&out, &errOut)
-		cmd.SetArgs(append(append([]string{"infra"}, sub...), args...))
-		err := cmd.ExecuteContext(ctx)
-		t.Logf("upc infra %s: %s", strings.Join(sub, " "), tail(errOut.String(), 3000))
-		return out.String(), err
-	}
+	run := func(sub ...string) (string, error) { return runInfra(ctx, t, args, sub...) }
 	start := time.Now()
 	out, err := run("up")
 	t.Cleanup(func() {
