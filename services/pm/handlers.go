@@ -1,7 +1,10 @@
 package pm
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/services/pm/api"
@@ -45,6 +48,13 @@ func (s *Server) find(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	raws, ok, err := s.st.FindRaw(db, coll, f, o)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return writeRawFind(w, raws)
+	}
 	docs, _, err := s.st.Find(db, coll, f, o)
 	if err != nil {
 		return err
@@ -53,6 +63,28 @@ func (s *Server) find(w http.ResponseWriter, r *http.Request) error {
 		docs = []map[string]any{}
 	}
 	return httpx.WriteJSON(w, http.StatusOK, api.FindResponse{Data: docs})
+}
+
+// writeRawFind answers a find with the documents' stored JSON as they are.
+func writeRawFind(w http.ResponseWriter, docs [][]byte) error {
+	n := len(`{"data":[]}`) + 1
+	for _, d := range docs {
+		n += len(d) + 1
+	}
+	buf := make([]byte, 0, n)
+	buf = append(buf, `{"data":[`...)
+	for i, d := range docs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, d...)
+	}
+	buf = append(buf, "]}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(buf)
+	return err
 }
 
 func (s *Server) findOne(w http.ResponseWriter, r *http.Request) error {
@@ -137,8 +169,42 @@ func documents(v any, many bool, field string) ([]map[string]any, error) {
 	return out, nil
 }
 
+// rawDocuments is documents for JSON not yet decoded: plain documents stay
+// bytes (store.ParseDoc).
+func rawDocuments(raw json.RawMessage, many bool, field string) ([]store.Doc, error) {
+	if !many {
+		d, err := store.ParseDoc(raw)
+		if errors.Is(err, store.ErrNotDocument) {
+			return nil, httpx.BadRequest("%s must be a document (JSON object)", field)
+		}
+		if err != nil {
+			return nil, httpx.BadRequest("%s: %v", field, err)
+		}
+		return []store.Doc{d}, nil
+	}
+	list, isArray := store.SplitArray(raw)
+	if !isArray || len(list) == 0 {
+		return nil, httpx.BadRequest("%s must be a non-empty list of documents", field)
+	}
+	out := make([]store.Doc, len(list))
+	for i, e := range list {
+		d, err := store.ParseDoc(e)
+		if errors.Is(err, store.ErrNotDocument) {
+			return nil, httpx.BadRequest("%s[%d] must be a document (JSON object)", field, i)
+		}
+		if err != nil {
+			return nil, httpx.BadRequest("%s[%d]: %v", field, i, err)
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
 func (s *Server) insert(w http.ResponseWriter, r *http.Request) error {
-	var req api.InsertRequest
+	// Data decodes into raw (an interface holding a pointer is decoded
+	// into), so documents are parsed once, by rawDocuments.
+	var raw json.RawMessage
+	req := api.InsertRequest{Data: &raw}
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
@@ -146,11 +212,11 @@ func (s *Server) insert(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	docs, err := documents(req.Data, req.IsMany, "data")
+	docs, err := rawDocuments(raw, req.IsMany, "data")
 	if err != nil {
 		return err
 	}
-	ids, err := s.st.Insert(db, coll, docs)
+	ids, err := s.st.InsertDocs(db, coll, docs)
 	if err != nil {
 		return err
 	}

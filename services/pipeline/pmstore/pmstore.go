@@ -185,13 +185,24 @@ func (s *Store) collectionOf(coll, key string) string {
 	return api.Timeseries
 }
 
-// Insert implements pipeline.Store; each PM collection gets one batch.
+// newEntry is an Entry as it is written: without _id when it has none, so
+// the PM gives it one.
+type newEntry struct {
+	ID       string            `json:"_id,omitempty"`
+	UserID   string            `json:"user_id"`
+	Metadata pipeline.Metadata `json:"metadata"`
+	Data     any               `json:"data"`
+	Invalid  bool              `json:"invalid,omitempty"`
+}
+
+// Insert implements pipeline.Store; each PM collection gets one batch of
+// encoded entries (the PM stores them without decoding).
 func (s *Store) Insert(ctx context.Context, coll string, entries []pipeline.Entry) error {
-	batches := map[string][]map[string]any{}
+	batches := map[string][]json.RawMessage{}
 	for _, e := range entries {
-		d, err := toDoc(e)
+		d, err := json.Marshal(newEntry(e))
 		if err != nil {
-			return err
+			return fmt.Errorf("encode %s %s: %w", e.Metadata.Key, e.ID, err)
 		}
 		c := s.collectionOf(coll, e.Metadata.Key)
 		batches[c] = append(batches[c], d)
@@ -205,7 +216,7 @@ func (s *Store) Insert(ctx context.Context, coll string, entries []pipeline.Entr
 		docs := batches[c]
 		for len(docs) > 0 {
 			n := min(len(docs), 1000)
-			if _, err := s.C.Insert(ctx, s.db(), c, docs[:n]...); err != nil {
+			if _, err := s.C.InsertJSON(ctx, s.db(), c, docs[:n]); err != nil {
 				return fmt.Errorf("insert into %s: %w", c, err)
 			}
 			docs = docs[n:]

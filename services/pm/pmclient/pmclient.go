@@ -170,6 +170,26 @@ func (c *Client) Insert(ctx context.Context, db, coll string, docs ...map[string
 	return ids, nil
 }
 
+// InsertJSON is Insert for documents already encoded as JSON objects: the
+// PM stores plain documents as they are, so nothing is decoded on either side.
+func (c *Client) InsertJSON(ctx context.Context, db, coll string, docs []json.RawMessage) ([]string, error) {
+	if len(docs) == 0 {
+		return nil, nil
+	}
+	var out api.InsertResponse
+	err := c.do(ctx, http.MethodPost, api.PathInsert, api.InsertRequest{
+		Database: db, Collection: coll, Data: docs, IsMany: true,
+	}, &out)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(out.InsertedIDs))
+	for i, id := range out.InsertedIDs {
+		ids[i] = idString(id)
+	}
+	return ids, nil
+}
+
 // idString renders an _id: ObjectIds (and string ids) as they are.
 func idString(v any) string {
 	if s, ok := v.(string); ok {
@@ -203,16 +223,12 @@ func (c *Client) Find(ctx context.Context, req FindRequest) ([]map[string]any, e
 // FindInto decodes the matching documents into out, which must point to a
 // slice (of structs, maps, ...).
 func (c *Client) FindInto(ctx context.Context, req FindRequest, out any) error {
-	var raw struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := c.do(ctx, http.MethodPost, api.PathFind, req, &raw); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw.Data, out); err != nil {
-		return fmt.Errorf("pm %s: decode documents: %w", api.PathFind, err)
-	}
-	return nil
+	// Data holds out, so the answer is decoded into it in one pass (the
+	// decoder fills what a non-nil pointer in an interface points to).
+	ans := struct {
+		Data any `json:"data"`
+	}{Data: out}
+	return c.do(ctx, http.MethodPost, api.PathFind, req, &ans)
 }
 
 // FindOne returns the first matching document, or nil when none matches.

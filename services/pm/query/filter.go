@@ -514,3 +514,131 @@ func (f *Filter) Equalities() map[string]any {
 	}
 	return out
 }
+
+// Plan is a filter that the store's index tuples alone can decide: every
+// condition is on metadata.key or _id (strings), on data.ts or
+// metadata.write_ts (numeric bounds), or says invalid does not exist.
+type Plan struct {
+	Keys      []string // metadata.key is one of these (nil: any)
+	IDs       []string // _id is one of these strings (nil: any)
+	TS, WTS   *Range   // data.ts, metadata.write_ts is a number inside
+	NoInvalid bool     // the document has no top-level invalid field
+}
+
+// IndexPlan returns the filter as a Plan, or ok false when some condition
+// needs the document itself.
+func (f *Filter) IndexPlan() (p Plan, ok bool) {
+	if f.empty {
+		return p, true
+	}
+	var walk func(n andNode) bool
+	walk = func(n andNode) bool {
+		for _, c := range n {
+			switch x := c.(type) {
+			case andNode:
+				if !walk(x) {
+					return false
+				}
+			case *fieldNode:
+				if !planField(x) {
+					return false
+				}
+			default:
+				return false
+			}
+		}
+		return true
+	}
+	if !walk(f.root) {
+		return Plan{}, false
+	}
+	if keys, has := f.EqualStrings("metadata.key"); has {
+		p.Keys = append([]string{}, keys...)
+		if p.Keys == nil {
+			p.Keys = []string{}
+		}
+	}
+	if ids, has := f.EqualStrings("_id"); has {
+		p.IDs = append([]string{}, ids...)
+		if p.IDs == nil {
+			p.IDs = []string{}
+		}
+	}
+	if r, has := f.NumberRange("data.ts"); has {
+		p.TS = &r
+	}
+	if r, has := f.NumberRange("metadata.write_ts"); has {
+		p.WTS = &r
+	}
+	for _, fn := range f.conjuncts() {
+		if fn.path == "invalid" {
+			p.NoInvalid = true
+		}
+	}
+	return p, true
+}
+
+// planField reports whether every condition of n is one IndexPlan captures.
+func planField(n *fieldNode) bool {
+	for _, c := range n.conds {
+		switch n.path {
+		case "metadata.key", "_id":
+			switch x := c.(type) {
+			case eqCond:
+				if _, isStr := x.v.(string); !isStr {
+					return false
+				}
+			case inCond:
+				for _, e := range x {
+					if _, isStr := e.(string); !isStr {
+						return false
+					}
+				}
+			default:
+				return false
+			}
+		case "data.ts", "metadata.write_ts":
+			var v any
+			switch x := c.(type) {
+			case eqCond:
+				v = x.v
+			case cmpCond:
+				v = x.v
+			default:
+				return false
+			}
+			if n, isNum := number(v); !isNum || math.IsNaN(n) {
+				return false
+			}
+		case "invalid":
+			if e, isExists := c.(existsCond); !isExists || bool(e) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Contains reports whether the tuple-level values satisfy p.
+func (p *Plan) Contains(key, id string, ts float64, hasTs bool, wts float64, hasWts, invalid bool) bool {
+	if p.Keys != nil && !containsString(p.Keys, key) {
+		return false
+	}
+	if p.IDs != nil && !containsString(p.IDs, id) {
+		return false
+	}
+	if p.TS != nil && !(hasTs && p.TS.Contains(ts)) {
+		return false
+	}
+	if p.WTS != nil && !(hasWts && p.WTS.Contains(wts)) {
+		return false
+	}
+	return !(p.NoInvalid && invalid)
+}
+
+func containsString(sorted []string, s string) bool {
+	i := sort.SearchStrings(sorted, s)
+	return i < len(sorted) && sorted[i] == s
+}

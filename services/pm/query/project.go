@@ -88,6 +88,9 @@ func CompileProjection(p any) (*Projection, error) {
 	return nil, fmt.Errorf("projection must be an object or a list of field names")
 }
 
+// Identity reports whether the projection keeps documents as they are.
+func (p *Projection) Identity() bool { return p == nil || p.none }
+
 // Apply returns the projected document; doc is not changed unless the
 // projection is empty (then doc itself is returned).
 func (p *Projection) Apply(doc map[string]any) map[string]any {

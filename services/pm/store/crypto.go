@@ -110,6 +110,10 @@ type tuple struct {
 	ts, wts  float64
 	hasTs    bool
 	hasWts   bool
+	// invalidKnown says invalid is recorded (tuples written before it was
+	// are read with it false, and queries on it decrypt the document).
+	invalidKnown bool
+	invalid      bool // the document has a top-level invalid field
 }
 
 func (t *tuple) marshal() []byte {
@@ -121,6 +125,12 @@ func (t *tuple) marshal() []byte {
 	}
 	if t.hasWts {
 		flags |= 2
+	}
+	if t.invalidKnown {
+		flags |= 4
+	}
+	if t.invalid {
+		flags |= 8
 	}
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, t.seq)
@@ -139,6 +149,7 @@ func (t *tuple) unmarshal(b []byte) error {
 	}
 	flags := b[1]
 	t.hasTs, t.hasWts = flags&1 != 0, flags&2 != 0
+	t.invalidKnown, t.invalid = flags&4 != 0, flags&8 != 0
 	t.seq = binary.BigEndian.Uint64(b[2:])
 	t.ts = math.Float64frombits(binary.BigEndian.Uint64(b[10:]))
 	t.wts = math.Float64frombits(binary.BigEndian.Uint64(b[18:]))

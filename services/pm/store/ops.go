@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +49,15 @@ type Stats struct {
 // _id a new ObjectId. All or nothing: a duplicate _id (in the batch or the
 // collection) stores none.
 func (s *Store) Insert(db, coll string, docs []map[string]any) ([]any, error) {
+	ds := make([]Doc, len(docs))
+	for i, d := range docs {
+		ds[i] = MapDoc(d)
+	}
+	return s.InsertDocs(db, coll, ds)
+}
+
+// InsertDocs is Insert for documents decoded or kept as bytes (ParseDoc).
+func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.aead == nil {
@@ -56,17 +67,27 @@ func (s *Store) Insert(db, coll string, docs []map[string]any) ([]any, error) {
 	c := s.coll(db, coll, false)
 	ids := make([]any, len(docs))
 	seen := map[string]bool{}
-	for i, d := range docs {
-		id, ok := d["_id"]
-		if !ok {
-			id = NewObjectID(now)
-			d["_id"] = id
-		}
-		if _, isMap := id.(map[string]any); isMap {
-			return nil, fmt.Errorf("%w: document %d: _id cannot be an object", ErrInvalid, i)
-		}
-		if _, isArr := id.([]any); isArr {
-			return nil, fmt.Errorf("%w: document %d: _id cannot be an array", ErrInvalid, i)
+	for i := range docs {
+		d := &docs[i]
+		var id any
+		if d.m != nil {
+			var ok bool
+			if id, ok = d.m["_id"]; !ok {
+				id = NewObjectID(now)
+				d.m["_id"] = id
+			}
+			if _, isMap := id.(map[string]any); isMap {
+				return nil, fmt.Errorf("%w: document %d: _id cannot be an object", ErrInvalid, i)
+			}
+			if _, isArr := id.([]any); isArr {
+				return nil, fmt.Errorf("%w: document %d: _id cannot be an array", ErrInvalid, i)
+			}
+		} else {
+			if !d.info.hasID {
+				d.info.id, d.info.hasID = NewObjectID(now), true
+				d.raw = withID(d.raw, d.info.id)
+			}
+			id = d.info.id
 		}
 		k := query.Key(id)
 		if seen[k] || (c != nil && c.byID[k] != nil) {
@@ -79,9 +100,17 @@ func (s *Store) Insert(db, coll string, docs []map[string]any) ([]any, error) {
 	seq := s.nextSeq
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, d := range docs {
-			e := &entry{rec: newRecID(), tuple: tupleFor(db, coll, d)}
+			raw, t := d.raw, d.info.tuple(db, coll)
+			if d.m != nil {
+				var err error
+				if raw, err = encodeDoc(d.m); err != nil {
+					return fmt.Errorf("encode document: %w", err)
+				}
+				t = tupleFor(db, coll, d.m)
+			}
+			e := &entry{rec: newRecID(), tuple: t}
 			e.seq = seq + uint64(i)
-			if err := s.putRecord(tx, e.rec, e.tuple, d); err != nil {
+			if err := s.putRecord(tx, e.rec, e.tuple, raw); err != nil {
 				return err
 			}
 			entries[i] = e
@@ -105,12 +134,25 @@ type match struct {
 }
 
 // matchLocked returns the matching documents in natural order, stopping after
-// max matches when max > 0 (callers that sort pass 0).
-func (s *Store) matchLocked(tx *bolt.Tx, db, coll string, f *query.Filter, max int64) ([]match, Stats, error) {
+// max matches when max > 0 (callers that sort pass 0). Without needDocs, a
+// filter the index tuples decide reads no document (match.doc is nil).
+func (s *Store) matchLocked(tx *bolt.Tx, db, coll string, f *query.Filter, max int64, needDocs bool) ([]match, Stats, error) {
 	var st Stats
 	c := s.coll(db, coll, false)
 	if c == nil {
 		return nil, st, nil
+	}
+	if !needDocs {
+		if es, ok := c.planned(f); ok {
+			if max > 0 && int64(len(es)) > max {
+				es = es[:max]
+			}
+			out := make([]match, len(es))
+			for i, e := range es {
+				out[i] = match{e: e}
+			}
+			return out, st, nil
+		}
 	}
 	cands, scanned := c.candidates(f)
 	st.Scanned = scanned
@@ -145,7 +187,7 @@ func (s *Store) Find(db, coll string, f *query.Filter, o FindOptions) ([]map[str
 		if len(o.Sort) == 0 && o.Limit > 0 {
 			max = o.Skip + o.Limit
 		}
-		ms, stats, err := s.matchLocked(tx, db, coll, f, max)
+		ms, stats, err := s.matchLocked(tx, db, coll, f, max, true)
 		st = stats
 		if err != nil {
 			return err
@@ -167,6 +209,108 @@ func (s *Store) Find(db, coll string, f *query.Filter, o FindOptions) ([]map[str
 		}
 	}
 	return docs, st, nil
+}
+
+// FindRaw is Find answered with the documents' stored JSON, without decoding
+// them: ok is false (and nothing is read) unless the index tuples decide the
+// filter and the sort (on data.ts, metadata.write_ts or a string _id, present
+// in every match) and there is no projection.
+func (s *Store) FindRaw(db, coll string, f *query.Filter, o FindOptions) (docs [][]byte, ok bool, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.aead == nil {
+		return nil, false, ErrSealed
+	}
+	if !o.Projection.Identity() {
+		return nil, false, nil
+	}
+	c := s.coll(db, coll, false)
+	if c == nil {
+		return [][]byte{}, true, nil
+	}
+	es, ok := c.planned(f)
+	if !ok || !sortByTuple(es, o.Sort) {
+		return nil, false, nil
+	}
+	es = window(es, o.Skip, o.Limit)
+	docs = make([][]byte, len(es))
+	err = s.db.View(func(tx *bolt.Tx) error {
+		for i, e := range es {
+			raw, err := s.readRaw(tx, e.rec)
+			if err != nil {
+				return err
+			}
+			docs[i] = raw
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("find: %w", err)
+	}
+	return docs, true, nil
+}
+
+// sortByTuple sorts es (stably, as Sorter.Sort would) when every sort key is
+// a field the tuples hold for every entry; it reports false otherwise,
+// leaving es as it was.
+func sortByTuple(es []*entry, keys query.Sorter) bool {
+	if len(keys) == 0 || len(es) < 2 {
+		return true
+	}
+	ids := map[*entry]string{}
+	for _, k := range keys {
+		for _, e := range es {
+			switch k.Path {
+			case "data.ts":
+				if !e.hasTs {
+					return false
+				}
+			case "metadata.write_ts":
+				if !e.hasWts {
+					return false
+				}
+			case "_id":
+				id, isStr := e.stringID()
+				if !isStr {
+					return false
+				}
+				ids[e] = id
+			default:
+				return false
+			}
+		}
+	}
+	slices.SortStableFunc(es, func(a, b *entry) int {
+		for _, k := range keys {
+			var c int
+			switch k.Path {
+			case "data.ts":
+				c = cmpFloat(a.ts, b.ts)
+			case "metadata.write_ts":
+				c = cmpFloat(a.wts, b.wts)
+			default:
+				c = strings.Compare(ids[a], ids[b])
+			}
+			if k.Desc {
+				c = -c
+			}
+			if c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+	return true
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func window[T any](xs []T, skip, limit int64) []T {
@@ -210,7 +354,7 @@ func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, 
 		if many {
 			max = 0
 		}
-		ms, _, err := s.matchLocked(tx, db, coll, f, max)
+		ms, _, err := s.matchLocked(tx, db, coll, f, max, true)
 		if err != nil {
 			return err
 		}
@@ -240,9 +384,13 @@ func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, 
 			if c := s.coll(db, coll, false); c != nil && c.byID[query.Key(nd["_id"])] != nil {
 				return fmt.Errorf("%w: upsert: _id %v already exists", ErrDuplicateID, nd["_id"])
 			}
+			raw, err := encodeDoc(nd)
+			if err != nil {
+				return fmt.Errorf("encode document: %w", err)
+			}
 			e := &entry{rec: newRecID(), tuple: tupleFor(db, coll, nd)}
 			e.seq = s.nextSeq
-			if err := s.putRecord(tx, e.rec, e.tuple, nd); err != nil {
+			if err := s.putRecord(tx, e.rec, e.tuple, raw); err != nil {
 				return err
 			}
 			changes = append(changes, change{new: e})
@@ -264,7 +412,7 @@ func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, 
 			}
 			e := &entry{rec: m.e.rec, tuple: tupleFor(db, coll, nd)}
 			e.seq = m.e.seq
-			if err := s.putRecord(tx, e.rec, e.tuple, nd); err != nil {
+			if err := s.putRecord(tx, e.rec, e.tuple, after); err != nil {
 				return err
 			}
 			changes = append(changes, change{old: m.e, new: e})
@@ -300,7 +448,7 @@ func (s *Store) Delete(db, coll string, f *query.Filter, many bool) (int64, erro
 		if many {
 			max = 0
 		}
-		ms, _, err := s.matchLocked(tx, db, coll, f, max)
+		ms, _, err := s.matchLocked(tx, db, coll, f, max, false)
 		if err != nil {
 			return err
 		}
@@ -343,7 +491,7 @@ func (s *Store) Count(db, coll string, f *query.Filter, skip, limit int64) (int6
 		if limit > 0 { // stop decrypting once the window is full
 			max = skip + limit
 		}
-		ms, _, err := s.matchLocked(tx, db, coll, f, max)
+		ms, _, err := s.matchLocked(tx, db, coll, f, max, false)
 		n = int64(len(window(ms, skip, limit)))
 		return err
 	})

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 	"unique"
@@ -121,6 +122,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		NoSync:         opts.NoSync,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		// Address space, not memory (the file still grows as written):
+		// without it every few inserts remap the growing file.
+		InitialMmapSize: 1 << 30,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
@@ -453,8 +457,54 @@ func tupleFor(db, coll string, doc map[string]any) tuple {
 			t.ts, t.hasTs = ts, true
 		}
 	}
+	_, t.invalid = doc["invalid"]
+	t.invalidKnown = true
 	t.intern()
 	return t
+}
+
+// tuple is the index tuple of a scanned plain document.
+func (d docInfo) tuple(db, coll string) tuple {
+	t := tuple{db: db, coll: coll, id: query.Key(d.id), key: d.key, ts: d.ts, hasTs: d.hasTs,
+		wts: d.wts, hasWts: d.hasWts, invalid: d.invalid, invalidKnown: true}
+	t.intern()
+	return t
+}
+
+// stringID returns the entry's _id when it is a string.
+func (e *entry) stringID() (string, bool) {
+	if len(e.id) < 2 || e.id[0] != 's' {
+		return "", false
+	}
+	id, err := strconv.Unquote(e.id[1:])
+	return id, err == nil
+}
+
+// planned returns the matches of f in natural order when the index tuples
+// alone decide them (query.Filter.IndexPlan); ok is false otherwise.
+func (c *collection) planned(f *query.Filter) (out []*entry, ok bool) {
+	p, ok := f.IndexPlan()
+	if !ok {
+		return nil, false
+	}
+	cands, _ := c.candidates(f)
+	out = cands[:0]
+	for _, e := range cands {
+		if p.NoInvalid && !e.invalidKnown {
+			return nil, false // written before the tuple recorded it
+		}
+		id := ""
+		if p.IDs != nil {
+			var isStr bool
+			if id, isStr = e.stringID(); !isStr {
+				continue // a string never equals another type
+			}
+		}
+		if p.Contains(e.key, id, e.ts, e.hasTs, e.wts, e.hasWts, e.invalid) {
+			out = append(out, e)
+		}
+	}
+	return out, true
 }
 
 // intern shares the few distinct database, collection and stream names among
@@ -554,6 +604,15 @@ func decodeDoc(b []byte) (map[string]any, error) {
 }
 
 func (s *Store) readDoc(tx *bolt.Tx, rec recID) (map[string]any, error) {
+	plain, err := s.readRaw(tx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return decodeDoc(plain)
+}
+
+// readRaw returns a record's document as the JSON it was stored as.
+func (s *Store) readRaw(tx *bolt.Tx, rec recID) ([]byte, error) {
 	v := tx.Bucket(bucketDocs).Get(rec[:])
 	if v == nil {
 		return nil, fmt.Errorf("record %x: document missing", rec)
@@ -565,14 +624,11 @@ func (s *Store) readDoc(tx *bolt.Tx, rec recID) (map[string]any, error) {
 	if plain, err = unpad(plain); err != nil {
 		return nil, fmt.Errorf("record %x: %w", rec, err)
 	}
-	return decodeDoc(plain)
+	return plain, nil
 }
 
-func (s *Store) putRecord(tx *bolt.Tx, rec recID, t tuple, doc map[string]any) error {
-	raw, err := encodeDoc(doc)
-	if err != nil {
-		return fmt.Errorf("encode document: %w", err)
-	}
+// putRecord seals and writes a document's JSON and its index tuple.
+func (s *Store) putRecord(tx *bolt.Tx, rec recID, t tuple, raw []byte) error {
 	if err := tx.Bucket(bucketDocs).Put(rec[:], s.seal(pad(raw, padBlock), adFor("doc", rec[:]))); err != nil {
 		return err
 	}
