@@ -114,6 +114,9 @@ type Options struct {
 	Logger   *slog.Logger
 
 	shared map[string][]api.Instance // SharedServices' instances, by service
+	// randomKeys: the run made the users' keys (256 bits, from crypto/rand
+	// or the experiment seed), so PMs derive them with HKDF, not Argon2id.
+	randomKeys bool
 }
 
 // Validate checks the options that do not depend on the users.
@@ -189,6 +192,7 @@ func (o *Options) setDefaults() {
 		o.UserID = func(file string) string { return uuidOf("user", run, file) }
 	}
 	if o.Key == nil {
+		o.randomKeys = true
 		if o.Seed != nil {
 			seed := *o.Seed
 			o.Key = func(file string) string { return hexOf("key", fmt.Sprint(seed), file) }
@@ -500,7 +504,11 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 	}
 	keep(pmInst)
 	r.LaunchMS = map[string]float64{"pm": msSince(t0)}
-	if err := c.PM(pmInst.Address).Unseal(ctx, o.Key(name)); err != nil {
+	unseal := c.PM(pmInst.Address).Unseal
+	if o.randomKeys {
+		unseal = c.PM(pmInst.Address).UnsealRandom
+	}
+	if err := unseal(ctx, o.Key(name)); err != nil {
 		r.PhasesMS[PhasePM] = msSince(t0)
 		drain(pipeCh, queryCh)
 		return fail(PhasePM, fmt.Errorf("unseal pm: %w", err))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -350,6 +351,48 @@ func TestKeyBodyForms(t *testing.T) {
 		if code, out := p.post(t, api.PathKey, body); code != 200 {
 			t.Errorf("key body %s: %d %v", body, code, out)
 		}
+	}
+}
+
+// A random key is derived with HKDF: the volume records it, a restart
+// unseals with the same key, a wrong one is refused, and a key too short to
+// be 256 random bits or an unknown kind is a 400.
+func TestRandomKeyKind(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	key := strings.Repeat("0123456789abcdef", 4)
+	p := startPM(t, dir, 1)
+	for body, want := range map[string]string{
+		`{"key": "abcdef", "key_kind": "random"}`:                           "at least 64 hex digits",
+		`{"key": "` + strings.Repeat("zz", 32) + `", "key_kind": "random"}`: "at least 64 hex digits",
+		`{"key": "` + key + `", "key_kind": "raw"}`:                         "key_kind must be",
+		`{"key": "` + key + `", "kind": "random"}`:                          "unknown field",
+	} {
+		code, out := p.post(t, api.PathKey, body)
+		if code != 400 || !strings.Contains(fmt.Sprint(out), want) {
+			t.Errorf("%s: %d %v, want 400 naming %q", body, code, out, want)
+		}
+	}
+	if err := p.c.UnsealRandom(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.c.InsertOne(ctx, api.DefaultDatabase, api.Timeseries, map[string]any{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	p.stop()
+	hdr, err := os.ReadFile(filepath.Join(dir, store.FileName))
+	if err != nil || !strings.Contains(string(hdr), `"kdf":"hkdf-sha256"`) {
+		t.Fatalf("the volume does not record HKDF: %v", err)
+	}
+	p = startPM(t, dir, 1)
+	if err := p.c.UnsealRandom(ctx, strings.Repeat("f", 64)); err == nil || !strings.Contains(err.Error(), "wrong key") {
+		t.Fatalf("another random key: %v", err)
+	}
+	if err := p.c.UnsealRandom(ctx, key); err != nil {
+		t.Fatalf("the key after a restart: %v", err)
+	}
+	if n, err := p.c.Count(ctx, pmclient.FindRequest{Collection: api.Timeseries}); err != nil || n != 1 {
+		t.Fatalf("count after restart: %d %v", n, err)
 	}
 }
 

@@ -96,18 +96,18 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	return httpx.WriteJSON(w, http.StatusOK, api.Status{Sealed: s.st.Sealed(), Initialized: s.st.Initialized()})
 }
 
-// unseal accepts {"key": "..."}, a bare JSON string or a bare integer: the
-// original client library sent each in turn.
+// unseal accepts {"key": "..."} (with an optional "key_kind"), a bare JSON
+// string or a bare integer: the original client library sent each in turn.
 func (s *Server) unseal(w http.ResponseWriter, r *http.Request) error {
 	var raw json.RawMessage
 	if err := httpx.Decode(w, r, &raw, httpx.DecodeOptions{MaxBody: 64 << 10}); err != nil {
 		return err
 	}
-	key, err := parseKey(raw)
+	key, kind, err := parseKey(raw)
 	if err != nil {
 		return err
 	}
-	if err := s.st.Unseal([]byte(key)); err != nil {
+	if err := s.st.UnsealKind([]byte(key), kind); err != nil {
 		if errors.Is(err, store.ErrWrongKey) || errors.Is(err, store.ErrAlreadyUnsealed) || errors.Is(err, store.ErrInvalid) {
 			s.log.Warn("unseal refused", "reason", err.Error())
 			return storeError(err)
@@ -118,39 +118,48 @@ func (s *Server) unseal(w http.ResponseWriter, r *http.Request) error {
 	return httpx.WriteJSON(w, http.StatusOK, api.Status{Sealed: false, Initialized: true})
 }
 
-func parseKey(raw json.RawMessage) (string, error) {
+func parseKey(raw json.RawMessage) (string, store.KeyKind, error) {
 	t := strings.TrimSpace(string(raw))
 	switch {
 	case strings.HasPrefix(t, "{"):
 		var kr map[string]json.RawMessage
 		if err := json.Unmarshal(raw, &kr); err != nil {
-			return "", httpx.BadRequest("key body must be {\"key\": \"...\"}")
+			return "", "", httpx.BadRequest("key body must be {\"key\": \"...\"}")
 		}
 		for k := range kr {
-			if k != "key" {
-				return "", httpx.BadRequest("unknown field %q in key body; expected {\"key\": \"...\"}", k)
+			if k != "key" && k != "key_kind" {
+				return "", "", httpx.BadRequest("unknown field %q in key body; expected {\"key\": \"...\", \"key_kind\": \"passphrase\" or \"random\"}", k)
 			}
 		}
 		v, ok := kr["key"]
 		if !ok {
-			return "", httpx.BadRequest("key body has no \"key\" field")
+			return "", "", httpx.BadRequest("key body has no \"key\" field")
 		}
-		return parseKey(v)
+		kind := store.Passphrase
+		if kk, ok := kr["key_kind"]; ok {
+			var k string
+			if err := json.Unmarshal(kk, &k); err != nil || (k != string(store.Passphrase) && k != string(store.RandomKey)) {
+				return "", "", httpx.BadRequest("key_kind must be %q or %q", store.Passphrase, store.RandomKey)
+			}
+			kind = store.KeyKind(k)
+		}
+		key, _, err := parseKey(v)
+		return key, kind, err
 	case strings.HasPrefix(t, "\""):
 		var k string
 		if err := json.Unmarshal(raw, &k); err != nil {
-			return "", httpx.BadRequest("key must be a JSON string")
+			return "", "", httpx.BadRequest("key must be a JSON string")
 		}
 		if k == "" {
-			return "", httpx.BadRequest("key is empty")
+			return "", "", httpx.BadRequest("key is empty")
 		}
-		return k, nil
+		return k, store.Passphrase, nil
 	default:
 		var n json.Number
 		if err := json.Unmarshal(raw, &n); err != nil || strings.ContainsAny(t, ".eE-") {
-			return "", httpx.BadRequest("key must be a string (or a non-negative integer)")
+			return "", "", httpx.BadRequest("key must be a string (or a non-negative integer)")
 		}
-		return n.String(), nil
+		return n.String(), store.Passphrase, nil
 	}
 }
 

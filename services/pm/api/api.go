@@ -53,6 +53,10 @@ const (
 // integer body, which older client versions sent.
 type KeyRequest struct {
 	Key string `json:"key"`
+	// KeyKind is "passphrase" (the default: stretched with Argon2id) or
+	// "random" (256 bits or more from a CSPRNG as 64+ hex digits: derived
+	// with HKDF, no stretching needed). It matters when the volume is new.
+	KeyKind string `json:"key_kind,omitempty"`
 }
 
 // Ignored holds the pymongo cursor options that the Python library sends with

@@ -138,6 +138,12 @@ func (c *Client) Unseal(ctx context.Context, key string) error {
 	return c.do(ctx, http.MethodPost, api.PathKey, api.KeyRequest{Key: key}, nil)
 }
 
+// UnsealRandom is Unseal for a key of 256 bits or more from a CSPRNG (64+
+// hex digits): a new volume derives its key with HKDF instead of Argon2id.
+func (c *Client) UnsealRandom(ctx context.Context, key string) error {
+	return c.do(ctx, http.MethodPost, api.PathKey, api.KeyRequest{Key: key, KeyKind: "random"}, nil)
+}
+
 // Status reports whether the PM is sealed.
 func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	var s api.Status

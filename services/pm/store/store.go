@@ -175,13 +175,21 @@ func (s *Store) Initialized() bool {
 	return s.hdr != nil
 }
 
-// Unseal derives the key-encryption key from secret. On a new volume it makes
-// a random data key and stores it wrapped; on an existing one it unwraps the
-// data key (a wrong secret fails authentication: ErrWrongKey, nothing
-// changes), then rebuilds the indexes from the sealed tuples.
-func (s *Store) Unseal(secret []byte) error {
+// Unseal is UnsealKind for a passphrase.
+func (s *Store) Unseal(secret []byte) error { return s.UnsealKind(secret, Passphrase) }
+
+// UnsealKind derives the key-encryption key from secret: with Argon2id for a
+// passphrase, with HKDF-SHA256 for a RandomKey (a new volume records which,
+// and an existing volume's record decides). On a new volume it makes a random
+// data key and stores it wrapped; on an existing one it unwraps the data key
+// (a wrong secret fails authentication: ErrWrongKey, nothing changes), then
+// rebuilds the indexes from the sealed tuples.
+func (s *Store) UnsealKind(secret []byte, kind KeyKind) error {
 	if len(secret) == 0 {
 		return fmt.Errorf("%w: the key is empty", ErrInvalid)
+	}
+	if err := kind.check(secret); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -190,8 +198,14 @@ func (s *Store) Unseal(secret []byte) error {
 	}
 	var dataKey []byte
 	if s.hdr == nil {
-		h := &header{Format: formatV1, Cipher: "xchacha20-poly1305", KDF: "argon2id", Params: s.opts.KDF, Salt: randomBytes(16)}
-		kek := deriveKEK(secret, h.Salt, h.Params)
+		h := &header{Format: formatV1, Cipher: "xchacha20-poly1305", KDF: kdfArgon2id, Params: s.opts.KDF, Salt: randomBytes(16)}
+		if kind == RandomKey {
+			h.KDF, h.Params = kdfHKDF, KDFParams{}
+		}
+		kek, err := h.kek(secret)
+		if err != nil {
+			return err
+		}
 		wrap, _ := chacha20poly1305.NewX(kek)
 		dataKey = randomBytes(chacha20poly1305.KeySize)
 		nonce := randomBytes(chacha20poly1305.NonceSizeX)
@@ -212,16 +226,15 @@ func (s *Store) Unseal(secret []byte) error {
 		s.hdr = h
 	} else {
 		h := s.hdr
-		if err := h.Params.validate(); err != nil {
+		kek, err := h.kek(secret)
+		if err != nil {
 			return fmt.Errorf("header: %w", err)
 		}
-		kek := deriveKEK(secret, h.Salt, h.Params)
 		wrap, _ := chacha20poly1305.NewX(kek)
 		n := chacha20poly1305.NonceSizeX
 		if len(h.WrappedKey) < n {
 			return errors.New("header: wrapped key too short")
 		}
-		var err error
 		dataKey, err = wrap.Open(nil, h.WrappedKey[:n], h.WrappedKey[n:], []byte(formatV1+" data key"))
 		if err != nil {
 			return ErrWrongKey
