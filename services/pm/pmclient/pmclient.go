@@ -162,18 +162,7 @@ func (c *Client) Insert(ctx context.Context, db, coll string, docs ...map[string
 	if len(docs) == 0 {
 		return nil, nil
 	}
-	var out api.InsertResponse
-	err := c.do(ctx, http.MethodPost, api.PathInsert, api.InsertRequest{
-		Database: db, Collection: coll, Data: docs, IsMany: true,
-	}, &out)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]string, len(out.InsertedIDs))
-	for i, id := range out.InsertedIDs {
-		ids[i] = idString(id)
-	}
-	return ids, nil
+	return c.insertMany(ctx, db, coll, docs)
 }
 
 // InsertJSON is Insert for documents already encoded as JSON objects: the
@@ -182,6 +171,10 @@ func (c *Client) InsertJSON(ctx context.Context, db, coll string, docs []json.Ra
 	if len(docs) == 0 {
 		return nil, nil
 	}
+	return c.insertMany(ctx, db, coll, docs)
+}
+
+func (c *Client) insertMany(ctx context.Context, db, coll string, docs any) ([]string, error) {
 	var out api.InsertResponse
 	err := c.do(ctx, http.MethodPost, api.PathInsert, api.InsertRequest{
 		Database: db, Collection: coll, Data: docs, IsMany: true,

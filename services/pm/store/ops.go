@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -285,9 +286,9 @@ func sortByTuple(es []*entry, keys query.Sorter) bool {
 			var c int
 			switch k.Path {
 			case "data.ts":
-				c = cmpFloat(a.ts, b.ts)
+				c = cmp.Compare(a.ts, b.ts)
 			case "metadata.write_ts":
-				c = cmpFloat(a.wts, b.wts)
+				c = cmp.Compare(a.wts, b.wts)
 			default:
 				c = strings.Compare(ids[a], ids[b])
 			}
@@ -301,16 +302,6 @@ func sortByTuple(es []*entry, keys query.Sorter) bool {
 		return 0
 	})
 	return true
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func window[T any](xs []T, skip, limit int64) []T {
