@@ -10,7 +10,6 @@ proc() { local p; p=$(pidof "$1" | awk '{print $1}'); [ -n "$p" ] && awk '{print
 containers() { # nanoseconds
 	if [ -r /sys/fs/cgroup/cpuacct/docker/cpuacct.usage ]; then cat /sys/fs/cgroup/cpuacct/docker/cpuacct.usage
 	elif [ -r /sys/fs/cgroup/docker/cpu.stat ]; then awk '/^usage_usec/{print $2*1000}' /sys/fs/cgroup/docker/cpu.stat
-	elif [ -r /sys/fs/cgroup/system.slice/cpu.stat ]; then echo 0
 	else echo 0; fi
 }
 b0=$(busy) d0=$(proc dockerd) c0=$(proc containerd) g0=$(containers) t0=$(date +%s.%N)

@@ -1,6 +1,7 @@
 package pm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -139,38 +140,9 @@ func (s *Server) distinct(w http.ResponseWriter, r *http.Request) error {
 	return httpx.WriteJSON(w, http.StatusOK, api.DistinctResponse{Distinct: vals})
 }
 
-// documents checks and normalizes what a client asks to store.
-func documents(v any, many bool, field string) ([]map[string]any, error) {
-	if !many {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, httpx.BadRequest("%s must be a document (JSON object)", field)
-		}
-		if _, err := query.Normalize(m, true); err != nil {
-			return nil, httpx.BadRequest("%s: %v", field, err)
-		}
-		return []map[string]any{m}, nil
-	}
-	list, ok := v.([]any)
-	if !ok || len(list) == 0 {
-		return nil, httpx.BadRequest("%s must be a non-empty list of documents", field)
-	}
-	out := make([]map[string]any, len(list))
-	for i, e := range list {
-		m, ok := e.(map[string]any)
-		if !ok {
-			return nil, httpx.BadRequest("%s[%d] must be a document (JSON object)", field, i)
-		}
-		if _, err := query.Normalize(m, true); err != nil {
-			return nil, httpx.BadRequest("%s[%d]: %v", field, i, err)
-		}
-		out[i] = m
-	}
-	return out, nil
-}
-
-// rawDocuments is documents for JSON not yet decoded: plain documents stay
-// bytes (store.ParseDoc).
+// rawDocuments checks what a client asks to store: one document, or a
+// non-empty list with many. Plain documents stay bytes; others are decoded
+// and normalized (store.ParseDoc).
 func rawDocuments(raw json.RawMessage, many bool, field string) ([]store.Doc, error) {
 	if !many {
 		d, err := store.ParseDoc(raw)
@@ -230,7 +202,8 @@ func (s *Server) insert(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) insertDeprecated(w http.ResponseWriter, r *http.Request) error {
-	var req api.InsertDeprecatedRequest
+	var raw json.RawMessage
+	req := api.InsertDeprecatedRequest{DocOrDocs: &raw} // as in insert
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
@@ -238,12 +211,12 @@ func (s *Server) insertDeprecated(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	_, many := req.DocOrDocs.([]any)
-	docs, err := documents(req.DocOrDocs, many, "doc_or_docs")
+	many := bytes.HasPrefix(bytes.TrimSpace(raw), []byte("["))
+	docs, err := rawDocuments(raw, many, "doc_or_docs")
 	if err != nil {
 		return err
 	}
-	ids, err := s.st.Insert(db, coll, docs)
+	ids, err := s.st.InsertDocs(db, coll, docs)
 	if err != nil {
 		return err
 	}

@@ -396,6 +396,41 @@ func TestRandomKeyKind(t *testing.T) {
 	}
 }
 
+// A plain document is stored and served as the client sent it, field order
+// included, through both insert endpoints; the decoding path would sort the
+// fields. A find the index cannot decide still answers, decoded.
+func TestPlainDocumentsKeepTheirBytes(t *testing.T) {
+	p := startPM(t, t.TempDir(), 1)
+	if err := p.c.Unseal(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	for path, body := range map[string]string{
+		api.PathInsert:           `{"collection": "c", "is_many": true, "data": [{"_id": "1", "z": 1, "a": {"y": 2, "b": 3}, "metadata": {"key": "k"}}]}`,
+		api.PathInsertDeprecated: `{"collection": "c", "doc_or_docs": {"_id": "2", "z": 1, "a": {"y": 2, "b": 3}, "metadata": {"key": "k"}}}`,
+	} {
+		if code, out := p.post(t, path, body); code != 200 {
+			t.Fatalf("%s: %d %v", path, code, out)
+		}
+	}
+	find := func(filter string) string {
+		resp, err := p.srv.Client().Post(p.srv.URL+api.PathFind, "application/json",
+			strings.NewReader(`{"collection": "c", "filter": `+filter+`, "sort": [["_id", 1]]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	want := `{"data":[{"_id":"1","z":1,"a":{"y":2,"b":3},"metadata":{"key":"k"}},{"_id":"2","z":1,"a":{"y":2,"b":3},"metadata":{"key":"k"}}]}`
+	if got := strings.TrimSpace(find(`{"metadata.key": "k"}`)); got != want {
+		t.Errorf("indexed find answered\n%s\nwant\n%s", got, want)
+	}
+	if got := find(`{"z": 1}`); !strings.Contains(got, `"_id":"1"`) || !strings.Contains(got, `"_id":"2"`) {
+		t.Errorf("unindexed find answered %s", got)
+	}
+}
+
 func TestRestartAndWrongKey(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()

@@ -519,8 +519,8 @@ func (f *Filter) Equalities() map[string]any {
 // condition is on metadata.key or _id (strings), on data.ts or
 // metadata.write_ts (numeric bounds), or says invalid does not exist.
 type Plan struct {
-	Keys      []string // metadata.key is one of these (nil: any)
-	IDs       []string // _id is one of these strings (nil: any)
+	Keys      []string // metadata.key is one of these, sorted (nil: any)
+	IDs       []string // _id is one of these strings, sorted (nil: any)
 	TS, WTS   *Range   // data.ts, metadata.write_ts is a number inside
 	NoInvalid bool     // the document has no top-level invalid field
 }
@@ -552,17 +552,12 @@ func (f *Filter) IndexPlan() (p Plan, ok bool) {
 	if !walk(f.root) {
 		return Plan{}, false
 	}
+	// Non-nil even when empty: an empty set matches nothing.
 	if keys, has := f.EqualStrings("metadata.key"); has {
 		p.Keys = append([]string{}, keys...)
-		if p.Keys == nil {
-			p.Keys = []string{}
-		}
 	}
 	if ids, has := f.EqualStrings("_id"); has {
 		p.IDs = append([]string{}, ids...)
-		if p.IDs == nil {
-			p.IDs = []string{}
-		}
 	}
 	if r, has := f.NumberRange("data.ts"); has {
 		p.TS = &r
@@ -621,24 +616,8 @@ func planField(n *fieldNode) bool {
 	return true
 }
 
-// Contains reports whether the tuple-level values satisfy p.
-func (p *Plan) Contains(key, id string, ts float64, hasTs bool, wts float64, hasWts, invalid bool) bool {
-	if p.Keys != nil && !containsString(p.Keys, key) {
-		return false
-	}
-	if p.IDs != nil && !containsString(p.IDs, id) {
-		return false
-	}
-	if p.TS != nil && !(hasTs && p.TS.Contains(ts)) {
-		return false
-	}
-	if p.WTS != nil && !(hasWts && p.WTS.Contains(wts)) {
-		return false
-	}
-	return !(p.NoInvalid && invalid)
-}
-
-func containsString(sorted []string, s string) bool {
+// HasString reports whether sorted (as Plan.Keys and Plan.IDs are) holds s.
+func HasString(sorted []string, s string) bool {
 	i := sort.SearchStrings(sorted, s)
 	return i < len(sorted) && sorted[i] == s
 }

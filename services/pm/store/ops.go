@@ -101,13 +101,9 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 	seq := s.nextSeq
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, d := range docs {
-			raw, t := d.raw, d.info.tuple(db, coll)
-			if d.m != nil {
-				var err error
-				if raw, err = encodeDoc(d.m); err != nil {
-					return fmt.Errorf("encode document: %w", err)
-				}
-				t = tupleFor(db, coll, d.m)
+			raw, t, err := d.record(db, coll)
+			if err != nil {
+				return err
 			}
 			e := &entry{rec: newRecID(), tuple: t}
 			e.seq = seq + uint64(i)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 
@@ -51,6 +52,18 @@ func ParseDoc(raw []byte) (Doc, error) {
 		return Doc{}, err
 	}
 	return Doc{m: m}, nil
+}
+
+// record is what a Doc is stored as: its JSON and its index tuple.
+func (d *Doc) record(db, coll string) ([]byte, tuple, error) {
+	if d.m == nil {
+		return d.raw, d.info.tuple(db, coll), nil
+	}
+	raw, err := encodeDoc(d.m)
+	if err != nil {
+		return nil, tuple{}, fmt.Errorf("encode document: %w", err)
+	}
+	return raw, tupleFor(db, coll, d.m), nil
 }
 
 // docInfo is what one scan of a plain document finds.

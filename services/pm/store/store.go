@@ -506,18 +506,31 @@ func (c *collection) planned(f *query.Filter) (out []*entry, ok bool) {
 		if p.NoInvalid && !e.invalidKnown {
 			return nil, false // written before the tuple recorded it
 		}
-		id := ""
-		if p.IDs != nil {
-			var isStr bool
-			if id, isStr = e.stringID(); !isStr {
-				continue // a string never equals another type
-			}
-		}
-		if p.Contains(e.key, id, e.ts, e.hasTs, e.wts, e.hasWts, e.invalid) {
+		if e.fits(&p) {
 			out = append(out, e)
 		}
 	}
 	return out, true
+}
+
+// fits reports whether the entry's tuple satisfies p.
+func (e *entry) fits(p *query.Plan) bool {
+	if p.Keys != nil && !query.HasString(p.Keys, e.key) {
+		return false
+	}
+	if p.IDs != nil {
+		id, isStr := e.stringID() // a string never equals another type
+		if !isStr || !query.HasString(p.IDs, id) {
+			return false
+		}
+	}
+	if p.TS != nil && !(e.hasTs && p.TS.Contains(e.ts)) {
+		return false
+	}
+	if p.WTS != nil && !(e.hasWts && p.WTS.Contains(e.wts)) {
+		return false
+	}
+	return !(p.NoInvalid && e.invalid)
 }
 
 // intern shares the few distinct database, collection and stream names among
