@@ -21,6 +21,7 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/e-mission/upc/internal/images/imagestest"
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -93,7 +94,7 @@ func TestIntegrationDockerServices(t *testing.T) {
 	if err := pm.Unseal(ctx, "docker-test-key"); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join("../../../shared/data/real_examples", "shankari_2015-aug-27"))
+	f, err := realdata.Open(filepath.Join(realdata.DirT(t), "shankari_2015-aug-27"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/internal/userclient/clienttest"
 	"github.com/e-mission/upc/router/api"
@@ -98,7 +99,7 @@ func TestIntegrationClientCommands(t *testing.T) {
 	if inst.ID == "" || !strings.HasPrefix(inst.Address, "http://") || inst.Digest != tr.Images.Images["pm"].ID {
 		t.Fatalf("launch printed %+v", inst)
 	}
-	day := filepath.Join("../../../shared/data/real_examples", "shankari_2016-08-10")
+	day := filepath.Join(realdata.DirT(t), "shankari_2016-08-10")
 	if out := upc("upload", "--pm", inst.Address, day); !strings.Contains(out, `"entries": 549`) {
 		t.Errorf("upload printed %s", out)
 	}

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline/diary"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 )
@@ -27,7 +27,7 @@ var diaryKey = regexp.MustCompile(`diary/trips-(\d{4}-\d{2}-\d{2})`)
 // groundTruthDate reads the day from a ground truth's metadata.key, or from
 // its first trip's start.
 func groundTruthDate(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := realdata.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
@@ -46,7 +46,7 @@ func groundTruthDate(path string) (string, error) {
 }
 
 func runDayFile(cmd *cobra.Command, path, date string) ([]gt.Trip, error) {
-	f, err := os.Open(path)
+	f, err := realdata.Open(path)
 	if err != nil {
 		return nil, err
 	}

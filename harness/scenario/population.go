@@ -49,11 +49,10 @@ type Truth struct {
 	FirstStart [2]float64
 }
 
-// Locate finds the real_examples folder: the scenario's own dir (relative to
+// Locate finds the folder of real days: the scenario's own dir (relative to
 // the scenario file's folder), else $UPC_REAL_EXAMPLES, else the first
-// real_examples found walking up from start (usually the working directory or
-// the scenario file), trying <d>/testdata/real_examples, <d>/data/real_examples
-// and <d>/shared/data/real_examples (the repository's sibling ../shared).
+// testdata/real_examples found walking up from the scenario file's folder or
+// from start (usually the working directory): the repository's own copy.
 func Locate(dir, scenarioDir, start string) (string, error) {
 	if dir != "" {
 		if !filepath.IsAbs(dir) {
@@ -77,11 +76,8 @@ func Locate(dir, scenarioDir, start string) (string, error) {
 			continue
 		}
 		for {
-			for _, c := range []string{"testdata/real_examples", "data/real_examples", "shared/data/real_examples"} {
-				p := filepath.Join(d, c)
-				if isDir(p) {
-					return p, nil
-				}
+			if p := filepath.Join(d, realdata.RepoDir); isDir(p) {
+				return p, nil
 			}
 			tried = append(tried, d)
 			up := filepath.Dir(d)
@@ -91,7 +87,7 @@ func Locate(dir, scenarioDir, start string) (string, error) {
 			d = up
 		}
 	}
-	return "", fmt.Errorf("no real_examples folder found above %s or %s; set $%s or population.real_days.dir", scenarioDir, start, DataEnv)
+	return "", fmt.Errorf("no %s folder found above %s or %s; set $%s or population.real_days.dir", realdata.RepoDir, scenarioDir, start, DataEnv)
 }
 
 func isDir(p string) bool {
@@ -133,9 +129,13 @@ func DayUsers(seed int64, dataDir, run string, days []string, perDay int) ([]Use
 	var users []User
 	var errs []error
 	for _, day := range days {
-		dp := filepath.Join(dataDir, day)
-		gp := dp + ".ground_truth"
-		if _, err := os.Stat(dp); err != nil {
+		dp, err := realdata.Resolve(filepath.Join(dataDir, day))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("day %s: %w", day, err))
+			continue
+		}
+		gp, err := realdata.Resolve(filepath.Join(dataDir, day+realdata.GroundTruthSuffix))
+		if err != nil {
 			errs = append(errs, fmt.Errorf("day %s: %w", day, err))
 			continue
 		}
@@ -165,7 +165,7 @@ func DayUsers(seed int64, dataDir, run string, days []string, perDay int) ([]Use
 // null), each trip a GeoJSON FeatureCollection whose properties carry the
 // trip's start and end.
 func readTruth(path string) (Truth, int, error) {
-	b, err := os.ReadFile(path)
+	b, err := realdata.ReadFile(path)
 	if err != nil {
 		return Truth{}, 0, fmt.Errorf("read ground truth: %w", err)
 	}

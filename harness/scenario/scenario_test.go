@@ -156,7 +156,7 @@ func TestLocate(t *testing.T) {
 	t.Setenv(DataEnv, "")
 	tmp := t.TempDir()
 	deep := filepath.Join(tmp, "a", "b")
-	want := filepath.Join(tmp, "data", "real_examples")
+	want := filepath.Join(tmp, "testdata", "real_examples")
 	for _, d := range []string{deep, want} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

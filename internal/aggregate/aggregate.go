@@ -225,7 +225,7 @@ func uuidOf(parts ...string) string {
 
 // DayFiles lists the user day files of dir, sorted: every regular file but
 // hidden ones, ground truths (NAME.ground_truth) and .json/.md/.txt files
-// (a synth manifest, a README).
+// (a synth manifest, a README), gzipped or not.
 func DayFiles(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -237,7 +237,7 @@ func DayFiles(dir string) ([]string, error) {
 		if !e.Type().IsRegular() || strings.HasPrefix(n, ".") {
 			continue
 		}
-		switch filepath.Ext(n) {
+		switch filepath.Ext(strings.TrimSuffix(n, ".gz")) {
 		case ".ground_truth", ".json", ".md", ".txt":
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/internal/aggregate"
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/internal/synth"
 	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/internal/userclient/clienttest"
@@ -76,7 +77,7 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	m, err := synth.Generate(ctx, synth.Options{Source: "../../../shared/data/real_examples", Days: []string{"shankari_2015-08-23", "sunil_2016-07-20"},
+	m, err := synth.Generate(ctx, synth.Options{Source: realdata.DirT(t), Days: []string{"shankari_2015-08-23", "sunil_2016-07-20"},
 		Users: 5, Seed: 2026, Out: dir})
 	if err != nil {
 		t.Fatal(err)

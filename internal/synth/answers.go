@@ -3,9 +3,9 @@ package synth
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/pm/query"
 )
@@ -26,7 +26,7 @@ func CountAnswers(dir string, m *Manifest, q count.Query) (map[string]int64, err
 	}
 	out := make(map[string]int64, len(m.Users))
 	for _, u := range m.Users {
-		b, err := os.ReadFile(filepath.Join(dir, u.Name+".ground_truth"))
+		b, err := realdata.ReadFile(filepath.Join(dir, u.Name+realdata.GroundTruthSuffix))
 		if err != nil {
 			return nil, err
 		}

@@ -10,9 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
+
+	"github.com/e-mission/upc/internal/realdata"
 )
 
 // ManifestName is the file Generate writes beside the users' day files.
@@ -20,7 +21,7 @@ const ManifestName = "synth.json"
 
 // Options say what Generate makes.
 type Options struct {
-	// Source is the folder of real days (shared/data/real_examples): NAME and
+	// Source is the folder of real days (testdata/real_examples): NAME and
 	// NAME.ground_truth.
 	Source string
 	// Days are the real days used, round robin; empty means every day in
@@ -85,21 +86,16 @@ func (o *Options) validate() error {
 
 // RealDays lists the days of dir that have a ground truth beside them.
 func RealDays(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
+	all, err := realdata.Days(dir)
 	if err != nil {
 		return nil, fmt.Errorf("list real days: %w", err)
 	}
 	var days []string
-	for _, e := range ents {
-		n := e.Name()
-		if e.Type().IsRegular() && strings.HasSuffix(n, ".ground_truth") {
-			day := strings.TrimSuffix(n, ".ground_truth")
-			if _, err := os.Stat(filepath.Join(dir, day)); err == nil {
-				days = append(days, day)
-			}
+	for _, day := range all {
+		if _, err := realdata.Resolve(filepath.Join(dir, day+realdata.GroundTruthSuffix)); err == nil {
+			days = append(days, day)
 		}
 	}
-	sort.Strings(days)
 	if len(days) == 0 {
 		return nil, fmt.Errorf("no day with a ground truth in %s", dir)
 	}
@@ -156,12 +152,12 @@ func Generate(ctx context.Context, o Options) (*Manifest, error) {
 		if _, ok := raw[d]; ok {
 			continue
 		}
-		day, err := os.ReadFile(filepath.Join(o.Source, d))
+		day, err := realdata.ReadFile(filepath.Join(o.Source, d))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("day %s: %w", d, err))
 			continue
 		}
-		gt, err := os.ReadFile(filepath.Join(o.Source, d+".ground_truth"))
+		gt, err := realdata.ReadFile(filepath.Join(o.Source, d+realdata.GroundTruthSuffix))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("day %s: %w", d, err))
 			continue

@@ -9,17 +9,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pm/query"
 )
 
-const realExamples = "../../../shared/data/real_examples"
-
 func generate(t *testing.T, users int, seed uint64, days ...string) (string, *Manifest) {
 	t.Helper()
 	out := t.TempDir()
-	m, err := Generate(context.Background(), Options{Source: realExamples, Days: days, Users: users, Seed: seed, Out: out})
+	m, err := Generate(context.Background(), Options{Source: realdata.DirT(t), Days: days, Users: users, Seed: seed, Out: out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,11 +70,11 @@ func TestGenerateIsDeterministicBySeed(t *testing.T) {
 func TestGenerateRefusesForeignFolder(t *testing.T) {
 	out := t.TempDir()
 	os.WriteFile(filepath.Join(out, "notes.txt"), []byte("mine"), 0o644)
-	_, err := Generate(context.Background(), Options{Source: realExamples, Users: 1, Out: out})
+	_, err := Generate(context.Background(), Options{Source: realdata.DirT(t), Users: 1, Out: out})
 	if err == nil {
 		t.Fatal("generated into a folder holding someone else's file")
 	}
-	if _, err := Generate(context.Background(), Options{Source: realExamples, Users: 0, Out: t.TempDir()}); err == nil {
+	if _, err := Generate(context.Background(), Options{Source: realdata.DirT(t), Users: 0, Out: t.TempDir()}); err == nil {
 		t.Fatal("0 users accepted")
 	}
 }
@@ -86,7 +85,7 @@ func TestShiftedEntriesAreConsistent(t *testing.T) {
 	const day = "shankari_2015-08-23"
 	dir, m := generate(t, 1, 3, day)
 	u := m.Users[0]
-	orig := readEntries(t, filepath.Join(realExamples, day))
+	orig := readEntries(t, filepath.Join(realdata.DirT(t), day))
 	moved := readEntries(t, filepath.Join(dir, u.Name))
 	if len(orig) != len(moved) {
 		t.Fatalf("%d entries moved, %d in the source", len(moved), len(orig))
@@ -127,7 +126,7 @@ func TestShiftedEntriesAreConsistent(t *testing.T) {
 
 func readEntries(t *testing.T, path string) []map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	b, err := realdata.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"reflect"
 	"sort"
 	"strings"
+
+	"github.com/e-mission/upc/internal/realdata"
 )
 
 // DefaultType is the metadata.type an entry gets when it has none, as the
@@ -23,9 +24,9 @@ const DefaultType = "sensor-data"
 type Entry = map[string]any
 
 // LoadDay reads a day file: one JSON array of timeseries entries (the files in
-// shared/data/real_examples).
+// testdata/real_examples), gzipped or not.
 func LoadDay(path string) ([]Entry, error) {
-	b, err := os.ReadFile(path)
+	b, err := realdata.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read day file: %w", err)
 	}

@@ -7,10 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// realExamples is the shared folder of real e-mission day files.
-const realExamples = "../../../shared/data/real_examples"
+	"github.com/e-mission/upc/internal/realdata"
+)
 
 var days = []string{
 	"shankari_2015-aug-27", "shankari_2016-06-20", "shankari_2016-08-10",
@@ -103,7 +102,7 @@ func TestParseDayRejects(t *testing.T) {
 func TestRealDays(t *testing.T) {
 	for _, day := range days {
 		t.Run(day, func(t *testing.T) {
-			entries, err := LoadDay(filepath.Join(realExamples, day))
+			entries, err := LoadDay(filepath.Join(realdata.DirT(t), day))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/internal/userclient/clienttest"
 	"github.com/e-mission/upc/router/routerclient"
@@ -44,7 +45,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 	}
 	t.Logf("pm %s at %s, status %+v", inst.ID, inst.Address, st)
 
-	entries, err := userclient.LoadDay(filepath.Join("../../../shared/data/real_examples", "shankari_2015-08-23"))
+	entries, err := userclient.LoadDay(filepath.Join(realdata.DirT(t), "shankari_2015-08-23"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 		}
 	}
 	// Uploading the same day again changes nothing: every entry is an update.
-	again, err := userclient.LoadDay(filepath.Join("../../../shared/data/real_examples", "shankari_2015-08-23"))
+	again, err := userclient.LoadDay(filepath.Join(realdata.DirT(t), "shankari_2015-08-23"))
 	if err != nil {
 		t.Fatal(err)
 	}

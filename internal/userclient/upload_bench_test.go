@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/services/pm"
 	pmapi "github.com/e-mission/upc/services/pm/api"
@@ -21,7 +22,7 @@ import (
 // run, as one batched insert of the same prepared entries: the baseline that
 // shows what mirroring the original costs. Each iteration uses a new user.
 func BenchmarkUploadDay(b *testing.B) {
-	day := filepath.Join("../../../shared/data/real_examples", "shankari_2015-08-23")
+	day := filepath.Join(realdata.DirT(b), "shankari_2015-08-23")
 	st, err := store.Open(b.TempDir(), store.Options{InitialBudget: 1})
 	if err != nil {
 		b.Fatal(err)

@@ -5,10 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
 )
@@ -18,7 +18,7 @@ import (
 // what it left there.
 func TestChainThroughPM(t *testing.T) {
 	c := startPM(t, 1)
-	f, err := os.Open(filepath.Join("../../../shared/data/real_examples", "shankari_2015-aug-27"))
+	f, err := realdata.Open(filepath.Join(realdata.DirT(t), "shankari_2015-aug-27"))
 	if err != nil {
 		t.Fatal(err)
 	}

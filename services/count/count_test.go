@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/e-mission/upc/internal/dp"
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline/groundtruth"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -85,7 +86,7 @@ func locDoc(ts, lng, lat float64) map[string]any {
 // aug27Locations are the resampled points of aug-27's ground-truth sections,
 // as recreated_location entries.
 func aug27Locations(t *testing.T) []map[string]any {
-	trips, err := groundtruth.Load(filepath.Join("../../../shared/data/real_examples", "shankari_2015-aug-27.ground_truth"))
+	trips, err := groundtruth.Load(filepath.Join(realdata.DirT(t), "shankari_2015-aug-27.ground_truth"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,10 @@ package metrics
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
 )
@@ -16,7 +16,7 @@ import (
 // pipeline left there.
 func TestChainThroughPM(t *testing.T) {
 	c := startPM(t, 1)
-	f, err := os.Open(filepath.Join(realExamples, "shankari_2015-aug-27"))
+	f, err := realdata.Open(filepath.Join(realdata.DirT(t), "shankari_2015-aug-27"))
 	if err != nil {
 		t.Fatal(err)
 	}

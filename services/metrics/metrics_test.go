@@ -8,17 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline/groundtruth"
 )
-
-const realExamples = "../../../shared/data/real_examples"
 
 // groundTruthSections turns a day's ground-truth sections (the cleaned
 // sections e-mission's pipeline produced, as the diary shows them) into
 // metric inputs for user.
 func groundTruthSections(t testing.TB, day, user string, shift float64) []Section {
 	t.Helper()
-	trips, err := groundtruth.Load(filepath.Join(realExamples, day+".ground_truth"))
+	trips, err := groundtruth.Load(filepath.Join(realdata.DirT(t), day+".ground_truth"))
 	if err != nil {
 		t.Fatal(err)
 	}

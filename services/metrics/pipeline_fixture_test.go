@@ -3,10 +3,10 @@ package metrics
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 )
 
@@ -14,7 +14,7 @@ import (
 // cleaned sections, decoded from JSON as they would come from the PM.
 func pipelineSections(t *testing.T, day, user string) []Section {
 	t.Helper()
-	f, err := os.Open(filepath.Join(realExamples, day))
+	f, err := realdata.Open(filepath.Join(realdata.DirT(t), day))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,11 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/api"
@@ -44,7 +44,7 @@ func startPM(t testing.TB, budget float64) *pmclient.Client {
 // leaves them.
 func uploadPipelineOutput(t testing.TB, c *pmclient.Client, day, user string) int {
 	t.Helper()
-	f, err := os.Open(filepath.Join(realExamples, day))
+	f, err := realdata.Open(filepath.Join(realdata.DirT(t), day))
 	if err != nil {
 		t.Fatal(err)
 	}

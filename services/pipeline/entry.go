@@ -1,6 +1,6 @@
 // Package pipeline is e-mission's intake pipeline in Go: raw phone entries in a
 // user's timeseries become trips, places, sections and stops, cleaned and
-// resampled, matching e-mission's own output (see shared/specs/PIPELINE.md).
+// resampled, matching e-mission's own output on its real days (testdata/real_examples).
 package pipeline
 
 import (

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,13 +9,9 @@ import (
 	"github.com/e-mission/upc/internal/realdata"
 )
 
-// realExamples finds shared/data/real_examples by walking up from the test's
-// directory (the repository sits beside shared/).
-func realExamples(t testing.TB) string { return realdata.DirT(t) }
-
 func loadDay(t testing.TB, name string) (*MemStore, string) {
 	t.Helper()
-	f, err := os.Open(filepath.Join(realExamples(t), name))
+	f, err := realdata.Open(filepath.Join(realdata.DirT(t), name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package diary
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,8 +10,6 @@ import (
 	"github.com/e-mission/upc/services/pipeline"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 )
-
-func realExamples(t testing.TB) string { return realdata.DirT(t) }
 
 // The six real days with their ground truth: the Android days must match
 // e-mission exactly, the iOS days at least approximately.
@@ -30,7 +27,7 @@ var days = []struct {
 
 func runDay(t testing.TB, name, date string) []gt.Trip {
 	t.Helper()
-	f, err := os.Open(filepath.Join(realExamples(t), name))
+	f, err := realdata.Open(filepath.Join(realdata.DirT(t), name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +42,7 @@ func runDay(t testing.TB, name, date string) []gt.Trip {
 func TestRealDays(t *testing.T) {
 	for _, d := range days {
 		t.Run(d.name, func(t *testing.T) {
-			want, err := gt.Load(filepath.Join(realExamples(t), d.name+".ground_truth"))
+			want, err := gt.Load(filepath.Join(realdata.DirT(t), d.name+".ground_truth"))
 			if err != nil {
 				t.Fatal(err)
 			}

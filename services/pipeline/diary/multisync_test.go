@@ -2,11 +2,11 @@ package diary
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 )
@@ -24,7 +24,7 @@ func TestMultiSync(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			f, err := os.Open(filepath.Join(realExamples(t), c.name))
+			f, err := realdata.Open(filepath.Join(realdata.DirT(t), c.name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +62,7 @@ func TestMultiSync(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := gt.Load(filepath.Join(realExamples(t), c.name+".ground_truth"))
+			want, err := gt.Load(filepath.Join(realdata.DirT(t), c.name+".ground_truth"))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,7 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+
+	"github.com/e-mission/upc/internal/realdata"
 )
 
 // LocalDate is e-mission's local date-time of a timestamp (weekday: Monday=0).
@@ -183,7 +184,7 @@ type File struct {
 // "metadata": ...}), the literal null (an empty day), or a bare JSON array of
 // trips.
 func Load(path string) ([]Trip, error) {
-	b, err := os.ReadFile(path)
+	b, err := realdata.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load ground truth: %w", err)
 	}

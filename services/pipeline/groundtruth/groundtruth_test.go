@@ -6,10 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// realExamples is the shared corpus of real days (../shared from the repo).
-const realExamples = "../../../../shared/data/real_examples"
+	"github.com/e-mission/upc/internal/realdata"
+)
 
 var days = []string{
 	"shankari_2015-aug-27",
@@ -22,7 +21,7 @@ var days = []string{
 
 func load(t *testing.T, day string) []Trip {
 	t.Helper()
-	trips, err := Load(filepath.Join(realExamples, day+".ground_truth"))
+	trips, err := Load(filepath.Join(realdata.DirT(t), day+".ground_truth"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,11 +230,11 @@ func TestWriteNamesTripsAndFeatures(t *testing.T) {
 // BenchmarkCompare compares aug-27's ground truth (8 trips, 15 sections)
 // with itself, both ways, report included.
 func BenchmarkCompare(b *testing.B) {
-	want, err := Load(filepath.Join(realExamples, "shankari_2015-aug-27.ground_truth"))
+	want, err := Load(filepath.Join(realdata.DirT(b), "shankari_2015-aug-27.ground_truth"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	got, _ := Load(filepath.Join(realExamples, "shankari_2015-aug-27.ground_truth"))
+	got, _ := Load(filepath.Join(realdata.DirT(b), "shankari_2015-aug-27.ground_truth"))
 	reportCPU(b, func() {
 		if !CompareExact(want, got).OK() || !CompareApprox(want, got).OK() {
 			b.Fatal("self comparison failed")

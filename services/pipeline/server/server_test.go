@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/diary"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
@@ -45,7 +45,7 @@ func startPM(t testing.TB) *pmclient.Client {
 
 func upload(t testing.TB, c *pmclient.Client, day, user string) {
 	t.Helper()
-	f, err := os.Open(filepath.Join(pmtest.RealExamplesDir(t), day))
+	f, err := realdata.Open(filepath.Join(pmtest.RealExamplesDir(t), day))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 // Package pmtest helps the PM's tests: it finds the real e-mission day files
-// in ../shared/data/real_examples and loads them as the client library would
+// (testdata/real_examples, see internal/realdata) and loads them as the client library would
 // send them (extended JSON's {"$oid": h} and {"$uuid": h} become strings).
 package pmtest
 
@@ -7,16 +7,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
 
 	"github.com/e-mission/upc/internal/realdata"
 )
 
-// RealExamplesDir locates shared/data/real_examples (see internal/realdata).
+// RealExamplesDir locates the real days (see internal/realdata).
 func RealExamplesDir(t testing.TB) string {
 	t.Helper()
 	return realdata.DirT(t)
@@ -26,19 +23,14 @@ func RealExamplesDir(t testing.TB) string {
 func DayFiles(t testing.TB) []string {
 	t.Helper()
 	dir := RealExamplesDir(t)
-	ents, err := os.ReadDir(dir)
+	days, err := realdata.Days(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
-	for _, e := range ents {
-		n := e.Name()
-		if e.IsDir() || strings.HasSuffix(n, ".md") || strings.HasSuffix(n, ".ground_truth") {
-			continue
-		}
-		out = append(out, filepath.Join(dir, n))
+	for _, d := range days {
+		out = append(out, filepath.Join(dir, d))
 	}
-	sort.Strings(out)
 	if len(out) == 0 {
 		t.Fatalf("no day files in %s", dir)
 	}
@@ -58,7 +50,7 @@ func LoadDay(t testing.TB, path string) []map[string]any {
 
 // ReadDay is LoadDay without a testing.TB.
 func ReadDay(path string) ([]map[string]any, error) {
-	b, err := os.ReadFile(path)
+	b, err := realdata.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package store
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -19,7 +18,7 @@ func TestScanDocMatchesDecodedTuple(t *testing.T) {
 	var docs [][]byte
 	dir := realdata.DirT(t)
 	for _, day := range []string{"shankari_2015-aug-27", "iphone_3_2016-02-22"} {
-		raw, err := os.ReadFile(filepath.Join(dir, day))
+		raw, err := realdata.ReadFile(filepath.Join(dir, day))
 		if err != nil {
 			t.Fatal(err)
 		}
