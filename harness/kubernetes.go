@@ -21,12 +21,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/harness/flow"
 	"github.com/e-mission/upc/harness/report"
 	"github.com/e-mission/upc/harness/runner"
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/harness/standup"
-	"github.com/e-mission/upc/internal/cluster"
 	"github.com/e-mission/upc/internal/images"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 	"github.com/e-mission/upc/router/routerclient"

@@ -12,13 +12,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/moby/client"
+	moby "github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
+	"github.com/e-mission/upc/aggregator"
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
-	"github.com/e-mission/upc/internal/aggregate"
 	"github.com/e-mission/upc/internal/images"
-	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
 	"github.com/e-mission/upc/router/docker/agent"
@@ -34,7 +34,7 @@ func newAggregateCmd(g *globals) *cobra.Command {
 		seed                 uint64
 		local                bool
 		imagesPath           string
-		o                    aggregate.Options
+		o                    aggregator.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "aggregate count|metrics --data DIR --query FILE",
@@ -61,7 +61,7 @@ The router is the configuration's (or --router), or with --local one started in
 this process over the local Docker engine on a network of its own, with the
 images of --images (make images), removed with everything it made at the end.`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{aggregate.Count, aggregate.Metrics},
+		ValidArgs: []string{aggregator.Count, aggregator.Metrics},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			var errs []error
@@ -71,17 +71,17 @@ images of --images (make images), removed with everything it made at the end.`,
 			if queryFile == "" {
 				errs = append(errs, errors.New("--query is required"))
 			}
-			if args[0] != aggregate.Count && args[0] != aggregate.Metrics {
+			if args[0] != aggregator.Count && args[0] != aggregator.Metrics {
 				errs = append(errs, fmt.Errorf("query kind %q is not count or metrics", args[0]))
 			}
 			if err := errors.Join(errs...); err != nil {
 				return fmt.Errorf("aggregate: %w", err)
 			}
-			q, err := aggregate.LoadQuery(args[0], queryFile)
+			q, err := aggregator.LoadQuery(args[0], queryFile)
 			if err != nil {
 				return err
 			}
-			files, err := aggregate.DayFiles(data)
+			files, err := aggregator.DayFiles(data)
 			if err != nil {
 				return err
 			}
@@ -108,7 +108,7 @@ images of --images (make images), removed with everything it made at the end.`,
 				}
 				o.Router, o.HTTP = c.Router, c.HTTP
 			}
-			res, err := aggregate.Run(ctx, files, o)
+			res, err := aggregator.Run(ctx, files, o)
 			if err != nil {
 				return err
 			}
@@ -135,8 +135,8 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.StringVar(&queryFile, "query", "", "query file (the original's example_count_query.json / example_metric_query.json format)")
 	f.StringVar(&out, "out", "", "folder receiving result.json, result.md and phases.svg")
 	f.IntVar(&o.Parallel, "parallel", 8, "users run at once")
-	f.StringVar(&o.Noise, "noise", aggregate.Central, "central (the aggregator adds the noise) or distributed (each user's count service adds its share)")
-	f.StringVar(&o.Upload, "upload", aggregate.UploadBatch, "batch (one insert for a new user) or upsert (one request per entry, as the original)")
+	f.StringVar(&o.Noise, "noise", aggregator.Central, "central (the aggregator adds the noise) or distributed (each user's count service adds its share)")
+	f.StringVar(&o.Upload, "upload", aggregator.UploadBatch, "batch (one insert for a new user) or upsert (one request per entry, as the original)")
 	f.Uint64Var(&seed, "experiment-seed", 0, "experiment mode: seed the noise and the users' keys (never for published figures)")
 	f.BoolVar(&o.RevealTrueTotal, "reveal-true-total", false, "also print the exact total (experiments only)")
 	f.BoolVar(&o.SharedServices, "shared-services", false, "launch one pipeline and one query service for the whole run instead of one per user (a third of the launches; one instance then serves every user)")
@@ -163,8 +163,8 @@ func loadAverage() string {
 // localRouter is a router core over the local engine, served on loopback,
 // on a network of its own; close removes all it made.
 type localRouter struct {
-	router  userclient.Router
-	cli     *client.Client
+	router  client.Router
+	cli     *moby.Client
 	srv     *httptest.Server
 	name    string
 	network string
@@ -212,7 +212,7 @@ func startLocalRouter(ctx context.Context, imagesPath string, logger *slog.Logge
 		lr.close(logger)
 		return nil, err
 	}
-	lr.router = userclient.NewRouter(rc)
+	lr.router = client.NewRouter(rc)
 	return lr, nil
 }
 
@@ -223,25 +223,25 @@ func (lr *localRouter) close(logger *slog.Logger) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	f := make(client.Filters).Add("label", agent.LabelAgent+"="+lr.name)
-	if cs, err := lr.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f}); err == nil {
+	f := make(moby.Filters).Add("label", agent.LabelAgent+"="+lr.name)
+	if cs, err := lr.cli.ContainerList(ctx, moby.ContainerListOptions{All: true, Filters: f}); err == nil {
 		for _, c := range cs.Items {
-			if _, err := lr.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+			if _, err := lr.cli.ContainerRemove(ctx, c.ID, moby.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 				logger.Warn("remove container", "id", c.ID, "err", err)
 			}
 		}
 	}
-	if vs, err := lr.cli.VolumeList(ctx, client.VolumeListOptions{Filters: f}); err == nil {
+	if vs, err := lr.cli.VolumeList(ctx, moby.VolumeListOptions{Filters: f}); err == nil {
 		for _, v := range vs.Items {
-			if _, err := lr.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+			if _, err := lr.cli.VolumeRemove(ctx, v.Name, moby.VolumeRemoveOptions{Force: true}); err != nil {
 				logger.Warn("remove volume", "name", v.Name, "err", err)
 			}
 		}
 	}
-	if ns, err := lr.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", lr.network)}); err == nil {
+	if ns, err := lr.cli.NetworkList(ctx, moby.NetworkListOptions{Filters: make(moby.Filters).Add("name", lr.network)}); err == nil {
 		for _, n := range ns.Items {
 			if n.Name == lr.network {
-				if _, err := lr.cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil {
+				if _, err := lr.cli.NetworkRemove(ctx, n.ID, moby.NetworkRemoveOptions{}); err != nil {
 					logger.Warn("remove network", "name", n.Name, "err", err)
 				}
 			}

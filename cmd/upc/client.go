@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
-	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/router/routerclient"
 )
 
@@ -57,7 +57,7 @@ func httpClient(cfg *conf.Config) (*http.Client, error) {
 }
 
 // userClient builds the user's client from the flags and configuration.
-func (f *clientFlags) userClient(needUser bool) (*userclient.Client, error) {
+func (f *clientFlags) userClient(needUser bool) (*client.Client, error) {
 	if needUser && f.user == "" {
 		return nil, errors.New("--user is required")
 	}
@@ -89,7 +89,7 @@ func (f *clientFlags) userClient(needUser bool) (*userclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &userclient.Client{Router: userclient.NewRouter(rc), User: f.user, HTTP: hc}, nil
+	return &client.Client{Router: client.NewRouter(rc), User: f.user, HTTP: hc}, nil
 }
 
 // userKey reads the user's secret from UPC_KEY_FILE or UPC_KEY (never a flag,
@@ -171,7 +171,7 @@ func newClientCmd(g *globals) *cobra.Command {
 				return err
 			}
 			for _, file := range files {
-				entries, err := userclient.LoadDay(file)
+				entries, err := client.LoadDay(file)
 				if err != nil {
 					return err
 				}
@@ -204,7 +204,7 @@ func newClientCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			docs, err := c.Download(cmd.Context(), pmAddr, userclient.DownloadOptions{Type: typ})
+			docs, err := c.Download(cmd.Context(), pmAddr, client.DownloadOptions{Type: typ})
 			if err != nil {
 				return err
 			}
@@ -228,7 +228,7 @@ func newClientCmd(g *globals) *cobra.Command {
 	download.Flags().StringVar(&out, "out", "", "output file (default: standard output)")
 	download.Flags().StringVar(&typ, "type", "", `only entries of this metadata.type ("document" is what the original fetched; default: all)`)
 
-	op := func(use, short string, do func(c *userclient.Client, cmd *cobra.Command, id string) error) *cobra.Command {
+	op := func(use, short string, do func(c *client.Client, cmd *cobra.Command, id string) error) *cobra.Command {
 		return &cobra.Command{
 			Use:   use + " ID",
 			Short: short,
@@ -243,19 +243,19 @@ func newClientCmd(g *globals) *cobra.Command {
 		}
 	}
 	cmd.AddCommand(launch, upload, download,
-		op("pause", "Pause an instance: it keeps its state and stops answering", func(c *userclient.Client, cmd *cobra.Command, id string) error {
+		op("pause", "Pause an instance: it keeps its state and stops answering", func(c *client.Client, cmd *cobra.Command, id string) error {
 			if err := c.Pause(cmd.Context(), id); err != nil {
 				return err
 			}
 			return printJSON(map[string]string{"paused": id})
 		}),
-		op("resume", "Resume a paused instance", func(c *userclient.Client, cmd *cobra.Command, id string) error {
+		op("resume", "Resume a paused instance", func(c *client.Client, cmd *cobra.Command, id string) error {
 			if err := c.Resume(cmd.Context(), id); err != nil {
 				return err
 			}
 			return printJSON(map[string]string{"resumed": id})
 		}),
-		op("delete", "Delete an instance (the user's data volume is kept)", func(c *userclient.Client, cmd *cobra.Command, id string) error {
+		op("delete", "Delete an instance (the user's data volume is kept)", func(c *client.Client, cmd *cobra.Command, id string) error {
 			if err := c.Delete(cmd.Context(), id); err != nil {
 				return err
 			}

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/client/clienttest"
 	"github.com/e-mission/upc/internal/realdata"
-	"github.com/e-mission/upc/internal/userclient"
-	"github.com/e-mission/upc/internal/userclient/clienttest"
 	"github.com/e-mission/upc/router/api"
 )
 
@@ -109,20 +109,20 @@ func TestIntegrationClientCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := userclient.ParseDay(b)
+	got, err := client.ParseDay(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := userclient.LoadDay(day)
+	entries, err := client.LoadDay(day)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if _, err := userclient.Prepare(e, user); err != nil {
+		if _, err := client.Prepare(e, user); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := userclient.Compare(userclient.Expected(entries), got); err != nil {
+	if err := client.Compare(client.Expected(entries), got); err != nil {
 		t.Errorf("downloaded file differs from the uploaded day: %v", err)
 	}
 	for _, op := range []string{"pause", "resume", "delete"} {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/e-mission/upc/internal/cluster"
+	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/internal/images"
 )
 

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/infra/auto"
-	"github.com/e-mission/upc/internal/cluster"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router/routerclient"
 	kinddefaults "sigs.k8s.io/kind/pkg/apis/config/defaults"

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/e-mission/upc/harness/scenario"
-	"github.com/e-mission/upc/internal/synth"
+	"github.com/e-mission/upc/harness/synth"
 )
 
 func init() { subcommands = append(subcommands, newSynthCmd) }

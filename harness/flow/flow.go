@@ -1,5 +1,5 @@
 // Package flow is what each simulated user does in an e2e run, step by step,
-// through the same client code a user's device runs (internal/userclient):
+// through the same client code a user's device runs (package client):
 // launch a PM through the router, unseal it, upload a real e-mission day,
 // download it back and compare, pause, resume, delete.
 package flow
@@ -11,32 +11,32 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/harness/runner"
 	"github.com/e-mission/upc/harness/scenario"
-	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
 )
 
 // Flow makes one session per user against one router.
 type Flow struct {
-	Router userclient.Router
+	Router client.Router
 	// HTTP reaches the instances; nil means http.DefaultClient.
 	HTTP *http.Client
 }
 
 // New is a runner.NewSession.
 func (f *Flow) New(u scenario.User) runner.Session {
-	return &session{u: u, c: &userclient.Client{Router: f.Router, User: u.ID, HTTP: f.HTTP}}
+	return &session{u: u, c: &client.Client{Router: f.Router, User: u.ID, HTTP: f.HTTP}}
 }
 
 type session struct {
 	u scenario.User
-	c *userclient.Client
+	c *client.Client
 	// pm is the user's PM once launched.
 	pm *api.Instance
 	// uploaded are the day's entries as prepared and sent; downloaded what came back.
-	uploaded, downloaded []userclient.Entry
+	uploaded, downloaded []client.Entry
 }
 
 var errNoPM = errors.New("no PM launched")
@@ -44,7 +44,7 @@ var errNoPM = errors.New("no PM launched")
 func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, error) {
 	switch st.Do {
 	case scenario.Launch:
-		inst, err := s.c.Router.Launch(ctx, api.LaunchRequest{Service: userclient.PMService, User: s.u.ID})
+		inst, err := s.c.Router.Launch(ctx, api.LaunchRequest{Service: client.PMService, User: s.u.ID})
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("launch pm: %w", err)
 		}
@@ -62,7 +62,7 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 		if s.pm == nil {
 			return runner.Outcome{}, errNoPM
 		}
-		entries, err := userclient.LoadDay(s.u.DayPath)
+		entries, err := client.LoadDay(s.u.DayPath)
 		if err != nil {
 			return runner.Outcome{}, err
 		}
@@ -78,7 +78,7 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 		if s.pm == nil {
 			return runner.Outcome{}, errNoPM
 		}
-		docs, err := s.c.Download(ctx, s.pm.Address, userclient.DownloadOptions{})
+		docs, err := s.c.Download(ctx, s.pm.Address, client.DownloadOptions{})
 		if err != nil {
 			return runner.Outcome{}, err
 		}
@@ -88,8 +88,8 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 		if s.uploaded == nil || s.downloaded == nil {
 			return runner.Outcome{}, errors.New("compare: nothing uploaded and downloaded to compare")
 		}
-		want := userclient.Expected(s.uploaded)
-		if err := userclient.Compare(want, s.downloaded); err != nil {
+		want := client.Expected(s.uploaded)
+		if err := client.Compare(want, s.downloaded); err != nil {
 			return runner.Outcome{}, fmt.Errorf("compare: download differs from upload: %w", err)
 		}
 		return runner.Outcome{Note: fmt.Sprintf("%d documents equal", len(want))}, nil
@@ -138,10 +138,10 @@ func Machine(addr string) string {
 }
 
 // RouterClient adapts the router's typed client to what a user's device
-// needs (userclient.Router).
+// needs (client.Router).
 type RouterClient struct{ C *routerclient.Client }
 
-var _ userclient.Router = RouterClient{}
+var _ client.Router = RouterClient{}
 
 func (r RouterClient) Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
 	return r.C.Launch(ctx, req.Service, req.User)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/e-mission/upc/harness/plot"
+	"github.com/e-mission/upc/internal/plot"
 )
 
 // Markdown renders the report for people.

@@ -11,8 +11,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/e-mission/upc/harness/synth"
 	"github.com/e-mission/upc/internal/realdata"
-	"github.com/e-mission/upc/internal/synth"
 )
 
 // DataEnv names the environment variable that may point at real_examples.

@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/e-mission/upc/internal/cluster"
+	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker/testimage"

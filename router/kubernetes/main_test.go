@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/e-mission/upc/internal/cluster"
+	"github.com/e-mission/upc/harness/cluster"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/conf"
-	"github.com/e-mission/upc/internal/cluster"
+	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router"
 	upck8s "github.com/e-mission/upc/router/kubernetes"

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/e-mission/upc/internal/userclient"
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/services/pipeline/diary"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
@@ -28,11 +28,11 @@ func TestUploadedDayMatches(t *testing.T) {
 			ctx := context.Background()
 			pmc := startPM(t)
 			const user = "uploaded-user"
-			entries, err := userclient.LoadDay(filepath.Join(pmtest.RealExamplesDir(t), c.day))
+			entries, err := client.LoadDay(filepath.Join(pmtest.RealExamplesDir(t), c.day))
 			if err != nil {
 				t.Fatal(err)
 			}
-			uc := &userclient.Client{User: user}
+			uc := &client.Client{User: user}
 			if _, err := uc.Upload(ctx, pmc.BaseURL(), entries); err != nil {
 				t.Fatal(err)
 			}

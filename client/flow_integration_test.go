@@ -1,4 +1,4 @@
-package userclient_test
+package client_test
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/client/clienttest"
 	"github.com/e-mission/upc/internal/realdata"
-	"github.com/e-mission/upc/internal/userclient"
-	"github.com/e-mission/upc/internal/userclient/clienttest"
 	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -30,7 +30,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &userclient.Client{Router: userclient.NewRouter(rc), User: "user-" + time.Now().Format("150405.000")}
+	c := &client.Client{Router: client.NewRouter(rc), User: "user-" + time.Now().Format("150405.000")}
 
 	inst, err := c.LaunchPM(ctx, "correct horse battery staple")
 	if err != nil {
@@ -45,7 +45,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 	}
 	t.Logf("pm %s at %s, status %+v", inst.ID, inst.Address, st)
 
-	entries, err := userclient.LoadDay(filepath.Join(realdata.DirT(t), "shankari_2015-08-23"))
+	entries, err := client.LoadDay(filepath.Join(realdata.DirT(t), "shankari_2015-08-23"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,15 +55,15 @@ func TestIntegrationClientFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("uploaded %d entries in %s: %d inserted, %d updated", res.Entries, time.Since(start).Round(time.Millisecond), res.Inserted, res.Updated)
-	want := userclient.Expected(entries)
+	want := client.Expected(entries)
 	if res.Inserted != len(want) || res.Inserted+res.Updated != len(entries) {
 		t.Errorf("upload result %+v, want %d inserted of %d", res, len(want), len(entries))
 	}
-	got, err := c.Download(ctx, inst.Address, userclient.DownloadOptions{})
+	got, err := c.Download(ctx, inst.Address, client.DownloadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := userclient.Compare(want, got); err != nil {
+	if err := client.Compare(want, got); err != nil {
 		t.Fatalf("download differs from upload: %v", err)
 	}
 	for i := 1; i < len(got); i++ {
@@ -72,7 +72,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 		}
 	}
 	// Uploading the same day again changes nothing: every entry is an update.
-	again, err := userclient.LoadDay(filepath.Join(realdata.DirT(t), "shankari_2015-08-23"))
+	again, err := client.LoadDay(filepath.Join(realdata.DirT(t), "shankari_2015-08-23"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 		t.Errorf("second upload = %+v, %v; want no inserts", res2, err)
 	}
 	// The original download fetched only "document" entries: none in a phone's upload.
-	if docs, err := c.Download(ctx, inst.Address, userclient.DownloadOptions{Type: "document"}); err != nil || len(docs) != 0 {
+	if docs, err := c.Download(ctx, inst.Address, client.DownloadOptions{Type: "document"}); err != nil || len(docs) != 0 {
 		t.Errorf("download --type document = %d docs, %v", len(docs), err)
 	}
 
@@ -98,11 +98,11 @@ func TestIntegrationClientFlow(t *testing.T) {
 	if err := c.PM(inst.Address).Healthz(ctx); err != nil {
 		t.Fatalf("resumed pm does not answer: %v", err)
 	}
-	got2, err := c.Download(ctx, inst.Address, userclient.DownloadOptions{})
+	got2, err := c.Download(ctx, inst.Address, client.DownloadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := userclient.Compare(want, got2); err != nil {
+	if err := client.Compare(want, got2); err != nil {
 		t.Errorf("after pause and resume: %v", err)
 	}
 
@@ -126,7 +126,7 @@ func TestIntegrationLaunchBadRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &userclient.Client{Router: userclient.NewRouter(rc), User: "u"}
+	c := &client.Client{Router: client.NewRouter(rc), User: "u"}
 	if _, err := c.LaunchPM(context.Background(), "k"); err == nil {
 		t.Fatal("launch through a closed router succeeded")
 	}
@@ -135,7 +135,7 @@ func TestIntegrationLaunchBadRouter(t *testing.T) {
 	}
 }
 
-func wts(e userclient.Entry) float64 {
+func wts(e client.Entry) float64 {
 	md, _ := e["metadata"].(map[string]any)
 	f, _ := md["write_ts"].(float64)
 	return f

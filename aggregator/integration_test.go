@@ -1,4 +1,4 @@
-package aggregate_test
+package aggregator_test
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/e-mission/upc/internal/aggregate"
+	"github.com/e-mission/upc/aggregator"
+	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/client/clienttest"
+	"github.com/e-mission/upc/harness/synth"
 	"github.com/e-mission/upc/internal/realdata"
-	"github.com/e-mission/upc/internal/synth"
-	"github.com/e-mission/upc/internal/userclient"
-	"github.com/e-mission/upc/internal/userclient/clienttest"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/count"
@@ -25,14 +25,14 @@ import (
 
 // recordingRouter remembers each user's PM so a fault can be injected.
 type recordingRouter struct {
-	userclient.Router
+	client.Router
 	mu  sync.Mutex
 	pms map[string]api.Instance
 }
 
 func (r *recordingRouter) Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
 	inst, err := r.Router.Launch(ctx, req)
-	if err == nil && req.Service == userclient.PMService {
+	if err == nil && req.Service == client.PMService {
 		r.mu.Lock()
 		r.pms[req.User] = inst
 		r.mu.Unlock()
@@ -109,9 +109,9 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rr := &recordingRouter{Router: userclient.NewRouter(rc), pms: map[string]api.Instance{}}
+	rr := &recordingRouter{Router: client.NewRouter(rc), pms: map[string]api.Instance{}}
 	seed := uint64(7)
-	base := aggregate.Options{Router: rr, Query: aggregate.Query{Kind: aggregate.Count, Count: q}, Parallel: 3, Seed: &seed,
+	base := aggregator.Options{Router: rr, Query: aggregator.Query{Kind: aggregator.Count, Count: q}, Parallel: 3, Seed: &seed,
 		Timeout: 8 * time.Minute, Progress: testWriter{t}}
 	run := base
 	run.RunID = fmt.Sprintf("it%d", time.Now().UnixNano())
@@ -122,7 +122,7 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	run.HTTP = &http.Client{Transport: killPMBeforeCount{rt: rr, victim: victim, next: http.DefaultTransport}}
 
 	// user-0004 spent its whole budget earlier.
-	broke := &userclient.Client{Router: rr, User: run.UserID("user-0004")}
+	broke := &client.Client{Router: rr, User: run.UserID("user-0004")}
 	inst, err := broke.LaunchPM(ctx, run.Key("user-0004"))
 	if err != nil {
 		t.Fatal(err)
@@ -134,33 +134,33 @@ func TestIntegrationAggregateCount(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	files, err := aggregate.DayFiles(dir)
+	files, err := aggregator.DayFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(files) != 6 {
 		t.Fatalf("day files %v: want 6 (the manifest and ground truths skipped)", files)
 	}
-	res, err := aggregate.Run(ctx, files, run)
+	res, err := aggregator.Run(ctx, files, run)
 	if err != nil {
 		t.Fatal(err)
 	}
 	j, _ := res.JSON()
 	t.Logf("result:\n%s", j)
 	want := map[string]struct{ status, phase, why string }{
-		"user-0001": {aggregate.Answered, "", ""},
-		"user-0002": {aggregate.Answered, "", ""},
-		"user-0003": {aggregate.Answered, "", ""},
-		"user-0004": {aggregate.NoBudget, aggregate.PhaseQuery, "budget"},
-		"user-0005": {aggregate.Failed, aggregate.PhaseQuery, "502"},
-		"user-0006": {aggregate.Failed, aggregate.PhaseUpload, "JSON array"},
+		"user-0001": {aggregator.Answered, "", ""},
+		"user-0002": {aggregator.Answered, "", ""},
+		"user-0003": {aggregator.Answered, "", ""},
+		"user-0004": {aggregator.NoBudget, aggregator.PhaseQuery, "budget"},
+		"user-0005": {aggregator.Failed, aggregator.PhaseQuery, "502"},
+		"user-0006": {aggregator.Failed, aggregator.PhaseUpload, "JSON array"},
 	}
 	for _, u := range res.PerUser {
 		w := want[u.File]
 		if u.Status != w.status || u.Phase != w.phase || !strings.Contains(u.Error, w.why) {
 			t.Errorf("%s: status %s at %q (%s), want %s at %q (%q)", u.File, u.Status, u.Phase, u.Error, w.status, w.phase, w.why)
 		}
-		if u.Status == aggregate.Answered && (u.Trips == 0 || u.Entries == 0) {
+		if u.Status == aggregator.Answered && (u.Trips == 0 || u.Entries == 0) {
 			t.Errorf("%s answered with %d entries and %d trips", u.File, u.Entries, u.Trips)
 		}
 	}
@@ -186,15 +186,15 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	// is noised by its service, and the exact total is not known.
 	dist := base
 	dist.RunID = fmt.Sprintf("itd%d", time.Now().UnixNano())
-	dist.Noise = aggregate.Distributed
+	dist.Noise = aggregator.Distributed
 	dist.RevealTrueTotal = true
-	res2, err := aggregate.Run(ctx, files[:3], dist)
+	res2, err := aggregator.Run(ctx, files[:3], dist)
 	if err != nil {
 		t.Fatal(err)
 	}
 	j, _ = res2.JSON()
 	t.Logf("distributed result:\n%s", j)
-	if res2.NumberParticipants != 3 || res2.ActualTotal != nil || res2.TrueTotalNote == "" || res2.Noise != aggregate.Distributed {
+	if res2.NumberParticipants != 3 || res2.ActualTotal != nil || res2.TrueTotalNote == "" || res2.Noise != aggregator.Distributed {
 		t.Errorf("distributed run: %d participants, actual total %v (%q), noise %s", res2.NumberParticipants, res2.ActualTotal, res2.TrueTotalNote, res2.Noise)
 	}
 }

@@ -281,7 +281,7 @@ func (c *run) pauseImage(ctx context.Context) error {
 		return err
 	}
 	out := c.path("pause-build")
-	bin, err := images.Compile(ctx, images.CompileOptions{ModuleDir: root, OutDir: out, Version: "v1"}, "./internal/cluster/pause", images.Binary("pause"))
+	bin, err := images.Compile(ctx, images.CompileOptions{ModuleDir: root, OutDir: out, Version: "v1"}, "./harness/cluster/pause", images.Binary("pause"))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-// Package aggregate is the researcher's side of UPC (the original
+// Package aggregator is the researcher's side of UPC (the original
 // aggregator_scripts/count_aggregator.py and metric_aggregator.py): over a
 // folder of user day files, each user's client launches their PM through the
 // router, unseals it, uploads the day, has the pipeline service turn it into
@@ -7,7 +7,7 @@
 // one user's failure is reported with its reason and never stops the run.
 // Only the noisy total is published: the true total only on explicit
 // request, for experiments.
-package aggregate
+package aggregator
 
 import (
 	"bytes"
@@ -28,9 +28,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
-	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
@@ -77,7 +77,7 @@ const (
 // Options configure a run.
 type Options struct {
 	// Router launches and deletes the users' instances.
-	Router userclient.Router
+	Router client.Router
 	// HTTP reaches the instances (nil: a client with keep-alives).
 	HTTP *http.Client
 	// Query is what to ask.
@@ -415,7 +415,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 	r := UserResult{File: name, ID: o.UserID(name), Status: Failed, PhasesMS: map[string]float64{}}
 	ctx, cancel := context.WithTimeoutCause(ctx, o.Timeout, fmt.Errorf("user took longer than %s", o.Timeout))
 	defer cancel()
-	c := &userclient.Client{Router: o.Router, User: r.ID, HTTP: o.HTTP}
+	c := &client.Client{Router: o.Router, User: r.ID, HTTP: o.HTTP}
 	var launched []api.Instance
 	var lmu sync.Mutex
 	keep := func(inst api.Instance) {
@@ -459,7 +459,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		r.Error = err.Error()
 		return userRun{rep: r}
 	}
-	entries, err := userclient.LoadDay(file)
+	entries, err := client.LoadDay(file)
 	if err != nil {
 		return fail(PhaseUpload, err)
 	}
@@ -496,7 +496,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		}
 	}
 	pipeCh, queryCh := launch(PipelineService), launch(queryService)
-	pmInst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: userclient.PMService, User: r.ID})
+	pmInst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: client.PMService, User: r.ID})
 	if err != nil {
 		r.PhasesMS[PhasePM] = msSince(t0)
 		drain(pipeCh, queryCh)
@@ -674,10 +674,10 @@ func drain[T any](chs ...<-chan T) {
 }
 
 // upload sends the day as the options say and returns how many entries.
-func (o *Options) upload(ctx context.Context, c *userclient.Client, pm string, entries []userclient.Entry) (int, error) {
+func (o *Options) upload(ctx context.Context, c *client.Client, pm string, entries []client.Entry) (int, error) {
 	if o.Upload == UploadBatch {
 		for i, e := range entries {
-			if _, err := userclient.Prepare(e, c.User); err != nil {
+			if _, err := client.Prepare(e, c.User); err != nil {
 				return len(entries), fmt.Errorf("upload: nothing sent: entry %d: %w", i, err)
 			}
 		}
@@ -693,7 +693,7 @@ func (o *Options) upload(ctx context.Context, c *userclient.Client, pm string, e
 			held += n
 		}
 		if held == 0 {
-			docs := userclient.Expected(entries)
+			docs := client.Expected(entries)
 			for _, d := range docs {
 				d["user_id"] = c.User
 			}

@@ -1,8 +1,8 @@
-// Package userclient is what a user's device does with its private cloud (the
+// Package client is what a user's device does with its private cloud (the
 // original client_scripts/): launch a PM through the router and unseal it with
 // the user's key, upload an e-mission day file into it, download it back,
 // pause, resume and delete the PM.
-package userclient
+package client
 
 import (
 	"bytes"

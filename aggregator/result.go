@@ -1,4 +1,4 @@
-package aggregate
+package aggregator
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/e-mission/upc/harness/plot"
+	"github.com/e-mission/upc/internal/plot"
 )
 
 // Result is a run's published outcome. NumberParticipants and NoisyTotal are

@@ -1,4 +1,4 @@
-package userclient_test
+package client_test
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/realdata"
-	"github.com/e-mission/upc/internal/userclient"
 	"github.com/e-mission/upc/services/pm"
 	pmapi "github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -38,12 +38,12 @@ func BenchmarkUploadDay(b *testing.B) {
 	b.Run("mode=upsert-per-entry", func(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
-			entries, err := userclient.LoadDay(day)
+			entries, err := client.LoadDay(day)
 			if err != nil {
 				b.Fatal(err)
 			}
 			n++
-			c := &userclient.Client{User: fmt.Sprintf("bench-upsert-%d", n)}
+			c := &client.Client{User: fmt.Sprintf("bench-upsert-%d", n)}
 			b.StartTimer()
 			res, err := c.Upload(ctx, srv.URL, entries)
 			if err != nil {
@@ -55,14 +55,14 @@ func BenchmarkUploadDay(b *testing.B) {
 	b.Run("mode=batch-insert", func(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
-			entries, err := userclient.LoadDay(day)
+			entries, err := client.LoadDay(day)
 			if err != nil {
 				b.Fatal(err)
 			}
 			n++
 			user := fmt.Sprintf("bench-batch-%d", n)
 			for _, e := range entries {
-				if _, err := userclient.Prepare(e, user); err != nil {
+				if _, err := client.Prepare(e, user); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,4 +1,4 @@
-package aggregate
+package aggregator
 
 import (
 	"bytes"
