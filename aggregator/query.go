@@ -169,7 +169,7 @@ func (q Query) Epsilon() (Epsilons, error) {
 	for _, m := range q.Modes() {
 		df, ok := metrics.DeltaF[r.Metric][m]
 		if !ok {
-			continue // the service answers 0 and charges nothing
+			return Epsilons{}, fmt.Errorf("mode %s has no sensitivity for %s", m, r.Metric)
 		}
 		e, err := dp.Epsilon(r.Alpha[m], days*df, r.Offset[m])
 		if err != nil {

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/count"
@@ -45,7 +44,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("UPC_EXPERIMENT_NOISE_SEED must be an unsigned integer, not %q", v)
 		}
-		srv.Noise = dp.New(dp.WithSeed(seed))
+		srv.ExperimentSeed = &seed
 		logger.Warn("experiment mode: noise shares are seeded and reproducible", "seed", seed)
 	}
 	logger.Info("starting", "version", version.Version)

@@ -17,15 +17,21 @@ import (
 	"sync"
 )
 
+// MinEpsilon is the least ε any answered query may cost unless a deployment
+// sets another: nothing is free, and no number of queries adds up to nothing.
+// A PM enforces its own minimum (the same by default) whatever a service says.
+const MinEpsilon = 0.01
+
 // Epsilon is the privacy cost of the original AE query:
-// ε = −ln(alpha)·Δf/offset. alpha must be in (0, 1), Δf ≥ 0 and offset > 0.
+// ε = −ln(alpha)·Δf/offset. alpha must be in (0, 1), Δf > 0 and offset > 0,
+// all finite, and the cost itself finite.
 func Epsilon(alpha, deltaF, offset float64) (float64, error) {
 	var errs []error
 	if !(alpha > 0 && alpha < 1) {
 		errs = append(errs, fmt.Errorf("alpha must be in (0, 1), got %v", alpha))
 	}
-	if !(deltaF >= 0) || math.IsInf(deltaF, 0) {
-		errs = append(errs, fmt.Errorf("delta_f must be a finite number ≥ 0, got %v", deltaF))
+	if !(deltaF > 0) || math.IsInf(deltaF, 0) {
+		errs = append(errs, fmt.Errorf("sensitivity (delta_f) must be a finite number > 0, got %v", deltaF))
 	}
 	if !(offset > 0) || math.IsInf(offset, 0) {
 		errs = append(errs, fmt.Errorf("offset must be a finite number > 0, got %v", offset))
@@ -33,7 +39,23 @@ func Epsilon(alpha, deltaF, offset float64) (float64, error) {
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
-	return -math.Log(alpha) * deltaF / offset, nil
+	eps := -math.Log(alpha) * deltaF / offset
+	if math.IsInf(eps, 0) || math.IsNaN(eps) {
+		return 0, fmt.Errorf("the cost −ln(%v)·%v/%v is not a finite number", alpha, deltaF, offset)
+	}
+	return eps, nil
+}
+
+// CheckCost refuses a cost that is not finite or is below min: the check
+// every service makes before it asks a PM to charge.
+func CheckCost(eps, min float64) error {
+	switch {
+	case math.IsNaN(eps) || math.IsInf(eps, 0) || eps < 0:
+		return fmt.Errorf("the privacy cost %v is not a finite number ≥ 0", eps)
+	case eps < min:
+		return fmt.Errorf("the privacy cost %v is below the least ε an answer may cost (%v): raise the offset's precision or lower alpha", eps, min)
+	}
+	return nil
 }
 
 // Noise draws noise from one random source. It is safe for concurrent use.
@@ -56,6 +78,15 @@ func WithSeed(seed uint64) Option {
 		n.rng = mrand.New(mrand.NewChaCha8(s))
 		n.seeded = true
 	}
+}
+
+// WithKey makes the noise a deterministic function of a 256-bit secret key
+// (ChaCha8 keyed with it): as unpredictable as crypto/rand to anyone without
+// the key, and the same for the same key. A service keys a query's noise
+// with the seed its PM kept for the query's charge, so a replayed query gets
+// the same noise and retries cannot average it away.
+func WithKey(key [32]byte) Option {
+	return func(n *Noise) { n.rng = mrand.New(mrand.NewChaCha8(key)) }
 }
 
 // WithSource draws from src (for tests that need a particular source).

@@ -1,7 +1,10 @@
 package count
 
 import (
+	"cmp"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,9 +35,14 @@ type fakePM struct {
 	countErr error
 	calls    []string
 	spent    []api.SpendRequest
-	refunds  []string
+	// spentSeeds are the noise seeds handed out, in order.
+	spentSeeds []string
+	// maxParts is the owner's participants policy (0: 1000, the PM's default).
+	maxParts int
 }
 
+// Spend charges like the PM: participants capped by the policy, and a fresh
+// random noise seed per charge.
 func (f *fakePM) Spend(_ context.Context, req api.SpendRequest) (api.SpendResponse, error) {
 	f.calls = append(f.calls, "spend")
 	f.spent = append(f.spent, req)
@@ -42,13 +50,11 @@ func (f *fakePM) Spend(_ context.Context, req api.SpendRequest) (api.SpendRespon
 		return api.SpendResponse{Success: false, Remaining: f.budget}, nil
 	}
 	f.budget -= float64(req.PrivacyCost)
-	return api.SpendResponse{Success: true, Remaining: f.budget}, nil
-}
-
-func (f *fakePM) Refund(_ context.Context, qid, _ string) (api.RefundResponse, error) {
-	f.calls = append(f.calls, "refund")
-	f.refunds = append(f.refunds, qid)
-	return api.RefundResponse{Refunded: true}, nil
+	seed := make([]byte, 32)
+	crand.Read(seed)
+	f.spentSeeds = append(f.spentSeeds, hex.EncodeToString(seed))
+	return api.SpendResponse{Success: true, Remaining: f.budget, Participants: min(req.Participants, cmp.Or(f.maxParts, 1000)),
+		NoiseSeed: hex.EncodeToString(seed)}, nil
 }
 
 func (f *fakePM) Count(_ context.Context, req pmclient.FindRequest) (int64, error) {
@@ -125,12 +131,8 @@ const berkeley = `{"type": "Polygon", "coordinates": [[[-122.267443, 37.864693],
 // Downtown Sacramento, where it did not.
 const elsewhere = `{"type": "Polygon", "coordinates": [[[-121.51, 38.57], [-121.48, 38.57], [-121.48, 38.59], [-121.51, 38.59], [-121.51, 38.57]]]}`
 
-func newTestServer(pm *fakePM, opts ...dp.Option) http.Handler {
-	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) PM { return pm })
-	if len(opts) > 0 {
-		s.Noise = dp.New(opts...)
-	}
-	return s.Handler()
+func newTestServer(pm PM) http.Handler {
+	return NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) PM { return pm }).Handler()
 }
 
 func post(t *testing.T, h http.Handler, path, b string) (int, map[string]any) {
@@ -190,9 +192,11 @@ func TestCountBudgetShortAndFailures(t *testing.T) {
 	if b, _ := json.Marshal(out); code != 200 || string(b) != `{"success":false}` || strings.Join(pm.calls, ",") != "spend" {
 		t.Fatalf("short budget: %d %s, calls %v", code, b, pm.calls)
 	}
+	// A failure after the charge is reported and never refunded: the same
+	// question under the same id is answered later without a second charge.
 	pm = &fakePM{budget: 1, countErr: errors.New("disk on fire")}
 	code, out = post(t, newTestServer(pm), "/count_query", q)
-	if code != http.StatusBadGateway || strings.Join(pm.calls, ",") != "spend,count,refund" || pm.refunds[0] != pm.spent[0].QueryID {
+	if code != http.StatusBadGateway || strings.Join(pm.calls, ",") != "spend,count" {
 		t.Fatalf("failed count: %d %v, calls %v", code, out, pm.calls)
 	}
 }
@@ -211,6 +215,8 @@ func TestCountBadRequests(t *testing.T) {
 		"bad time":      {body(strings.Replace(ok, `"start_ts": 0`, `"start_ts": "yesterday"`, 1)), "yesterday"},
 		"no uuid":       {strings.Replace(body(ok), `"uuid": "u"`, `"uuid": ""`, 1), "uuid"},
 		"noise on v0":   {strings.Replace(body(ok), `"uuid": "u"`, `"uuid": "u", "noise_share": {"users": 3}`, 1), "v1"},
+		"nearly free":   {body(strings.Replace(ok, `"alpha": 0.05`, `"alpha": 0.9999999999`, 1)), "least ε"},
+		"infinite cost": {body(strings.Replace(ok, `"offset": 100`, `"offset": 1e-320`, 1)), "finite"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			pm := &fakePM{budget: 1}
@@ -229,14 +235,17 @@ func TestCountV1NoiseShare(t *testing.T) {
 	docs := aug27Locations(t)
 	q := `{"pm_address": "pm", "uuid": "u", "query_id": "q-7", "noise_share": {"users": 4},
 	  "query": {"offset": 1, "alpha": 0.5, "start_ts": 0, "end_ts": 2e9, "sel_region": null}}`
-	// With a seeded source the share is reproducible; check that it is added.
-	seeded := dp.New(dp.WithSeed(5))
-	sc, _ := dp.ScaleFor(math.Log(2), 1)
-	share, _ := seeded.LaplaceShare(sc, 4)
 	pm := &fakePM{budget: 10, docs: docs}
-	code, out := post(t, newTestServer(pm, dp.WithSeed(5)), "/v1/count_query", q)
+	code, out := post(t, newTestServer(pm), "/v1/count_query", q)
+	// The share is keyed by the charge's noise seed: recompute it.
+	seed, _ := hex.DecodeString(pm.spentSeeds[0])
+	sc, _ := dp.ScaleFor(math.Log(2), 1)
+	share, _ := dp.New(dp.WithKey([32]byte(seed))).LaplaceShare(sc, 4)
 	if code != 200 || out["noised"] != true || out["query_id"] != "q-7" || out["results"] != float64(1+share) {
 		t.Fatalf("answer %d %v, want results %d", code, out, 1+share)
+	}
+	if pm.spent[0].Participants != 4 || pm.spent[0].Question == "" {
+		t.Errorf("spend %+v: the claimed participants and the question go to the PM", pm.spent[0])
 	}
 	// Over many queries the answers vary: the exact value is not what comes back.
 	seen := map[float64]bool{}
@@ -247,5 +256,37 @@ func TestCountV1NoiseShare(t *testing.T) {
 	}
 	if len(seen) < 3 {
 		t.Errorf("50 noised answers took only %d values", len(seen))
+	}
+}
+
+// The shares the service adds must sum, over a query's participants, to
+// discrete Laplace noise of scale 1/ε: its variance is 2p/(1−p)², p = e^−ε.
+// Missing noise, or a scale off by 2× (variance off by about 4×), fails.
+// (A unit test: fakePM stands in for the PM, as everywhere in this file.)
+func TestNoiseSharesSumToTheMechanism(t *testing.T) {
+	const users, sums = 5, 3000
+	pm := &fakePM{budget: 1e9}
+	h := newTestServer(pm)
+	q := `{"pm_address": "pm", "uuid": "u", "noise_share": {"users": 5},
+	  "query": {"offset": 1, "alpha": 0.5, "start_ts": 0, "end_ts": 2e9, "sel_region": null}}`
+	var sum, sumSq float64
+	for range sums {
+		total := 0.0
+		for range users {
+			code, out := post(t, h, "/v1/count_query", q)
+			if code != 200 || out["noised"] != true {
+				t.Fatalf("answer %d %v", code, out)
+			}
+			total += out["results"].(float64) // the exact answer is 0: no documents
+		}
+		sum += total
+		sumSq += total * total
+	}
+	mean := sum / sums
+	variance := sumSq/sums - mean*mean
+	p := 0.5 // e^−ln 2
+	want := 2 * p / ((1 - p) * (1 - p))
+	if math.Abs(mean) > 0.25 || variance < 0.75*want || variance > 1.33*want {
+		t.Errorf("sums of %d shares: mean %.3f, variance %.3f; want 0 and %.3f", users, mean, variance, want)
 	}
 }

@@ -24,8 +24,14 @@ import (
 // startPM runs a real permission manager (encrypted store in a temporary
 // directory, its HTTP server on loopback), unsealed, with the given budget.
 func startPM(t testing.TB, budget float64) *pmclient.Client {
+	return startPMWith(t, store.Options{InitialBudget: budget})
+}
+
+// startPMWith is startPM with the store's options (the budget's policy).
+func startPMWith(t testing.TB, o store.Options) *pmclient.Client {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, InitialBudget: budget, NoSync: true})
+	o.KDF, o.NoSync = store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, true
+	st, err := store.Open(t.TempDir(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@ package count
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -19,7 +21,6 @@ import (
 // *pmclient.Client implements it.
 type PM interface {
 	Spend(ctx context.Context, req api.SpendRequest) (api.SpendResponse, error)
-	Refund(ctx context.Context, queryID, reason string) (api.RefundResponse, error)
 	Count(ctx context.Context, req pmclient.FindRequest) (int64, error)
 }
 
@@ -43,13 +44,20 @@ func PMClients(hc *http.Client) Connector {
 type Server struct {
 	Logger     *slog.Logger
 	Connect    Connector
-	Collection string    // where the PM keeps analysis entries
-	Noise      *dp.Noise // for noise shares (versioned API)
+	Collection string // where the PM keeps analysis entries
+	// MinEpsilon is the least cost a query may have (dp.MinEpsilon); the
+	// user's PM enforces its own as well.
+	MinEpsilon float64
+	// ExperimentSeed, when set, keys each noise share by the seed, the query
+	// id and the question instead of the PM's secret seed, so a seeded
+	// experiment gives the same answers run after run. Experiment mode only:
+	// such noise protects nothing against whoever knows the seed.
+	ExperimentSeed *uint64
 }
 
 // NewServer returns a count server reading through connect.
 func NewServer(logger *slog.Logger, connect Connector) *Server {
-	return &Server{Logger: logger, Connect: connect, Collection: api.AnalysisTimeseries, Noise: dp.New()}
+	return &Server{Logger: logger, Connect: connect, Collection: api.AnalysisTimeseries, MinEpsilon: dp.MinEpsilon}
 }
 
 // Request is the body of POST /count_query, as client_scripts/run_count.py
@@ -61,7 +69,8 @@ type Request struct {
 	QueryID   string `json:"query_id,omitempty"`
 	// NoiseShare asks the service to add this user's share of distributed
 	// discrete Laplace noise (of the query's ε) for a population of Users, so
-	// the answer never carries the exact value.
+	// the answer never carries the exact value. The share is computed for
+	// min(Users, the user's own policy), which the PM decides.
 	NoiseShare *struct {
 		Users int `json:"users"`
 	} `json:"noise_share,omitempty"`
@@ -127,22 +136,41 @@ func (s *Server) count(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		return ResponseV1{}, httpx.BadRequest("invalid count query: %w", err)
 	}
 	cost, _ := req.Query.Cost()
+	if err := dp.CheckCost(cost, s.MinEpsilon); err != nil {
+		return ResponseV1{}, httpx.BadRequest("invalid count query: %w", err)
+	}
 	qid := req.QueryID
 	if qid == "" {
 		var b [12]byte
 		rand.Read(b[:])
 		qid = "count-" + hex.EncodeToString(b[:])
 	}
+	claimed := 0
+	if req.NoiseShare != nil {
+		claimed = req.NoiseShare.Users
+	}
+	// The question a query id pays for: everything that shapes the answer.
+	question, err := api.QuestionDigest("count", struct {
+		Query Query   `json:"query"`
+		Cost  float64 `json:"privacy_cost"`
+		Users int     `json:"noise_share_users"`
+	}{req.Query, cost, claimed})
+	if err != nil {
+		return ResponseV1{}, err
+	}
 	out := ResponseV1{PrivacyCost: cost, QueryID: qid}
 	pm := s.Connect(req.PMAddress)
-	spent, err := pm.Spend(ctx, api.SpendRequest{PrivacyCost: api.Cost(cost), QueryID: qid, Service: "count"})
+	spent, err := pm.Spend(ctx, api.SpendRequest{PrivacyCost: api.Cost(cost), QueryID: qid, Service: "count",
+		Question: question, Participants: claimed})
 	if err != nil {
-		return out, &httpx.Error{Code: http.StatusBadGateway, Msg: "could not charge the privacy budget at the PM", Err: err}
+		return out, pmError("could not charge the privacy budget at the PM", err)
 	}
 	if !spent.Success {
 		s.Logger.Info("budget short", "query_id", qid, "cost", cost)
 		return out, nil
 	}
+	// Charged: from here a failure is reported, never refunded; the same
+	// question under the same id is answered later without a second charge.
 	n, err := pm.Count(ctx, pmclient.FindRequest{
 		Database:         api.DefaultDatabase,
 		Collection:       s.Collection,
@@ -151,32 +179,65 @@ func (s *Server) count(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		WithLimitAndSkip: true,
 	})
 	if err != nil {
-		if _, rerr := pm.Refund(context.WithoutCancel(ctx), qid, "count failed: "+err.Error()); rerr != nil {
-			s.Logger.Error("refund failed", "query_id", qid, "err", rerr)
-		}
-		return out, &httpx.Error{Code: http.StatusBadGateway, Msg: "could not query the PM", Err: err}
+		return out, pmError("could not query the PM", err)
 	}
 	result := int64(0)
 	if n > 0 {
 		result = 1
 	}
 	if req.NoiseShare != nil {
-		sc, err := dp.ScaleFor(cost, 1)
-		if err == nil {
-			var share int64
-			share, err = s.Noise.LaplaceShare(sc, req.NoiseShare.Users)
-			result += share
-		}
+		share, err := noiseShare(cost, spent, s.noiseKey(spent, qid, question))
 		if err != nil {
 			// Never fall back to the exact answer.
-			if _, rerr := pm.Refund(context.WithoutCancel(ctx), qid, "noise failed: "+err.Error()); rerr != nil {
-				s.Logger.Error("refund failed", "query_id", qid, "err", rerr)
-			}
-			return out, httpx.BadRequest("cannot add a noise share: %w", err)
+			return out, &httpx.Error{Code: http.StatusBadGateway, Msg: "cannot add a noise share", Err: err}
 		}
+		result += share
 		out.Noised = true
 	}
 	out.Success = true
 	out.Results = &result
 	return out, nil
+}
+
+// noiseKey is the key of a charge's noise: the PM's secret seed for it, or in
+// experiment mode a digest of the experiment's seed, the query id and the
+// question. Nil when the PM sent no usable seed.
+func (s *Server) noiseKey(spent api.SpendResponse, qid, question string) *[32]byte {
+	if s.ExperimentSeed != nil {
+		k := sha256.Sum256(fmt.Appendf(nil, "%d\x00%s\x00%s", *s.ExperimentSeed, qid, question))
+		return &k
+	}
+	seed, err := hex.DecodeString(spent.NoiseSeed)
+	if err != nil || len(seed) != 32 {
+		return nil
+	}
+	k := [32]byte(seed)
+	return &k
+}
+
+// noiseShare draws this user's share of DLap(1/ε) for the participants the
+// PM allowed, keyed by key: a replayed question gets the same share, so
+// retries cannot average it away.
+func noiseShare(cost float64, spent api.SpendResponse, key *[32]byte) (int64, error) {
+	if spent.Participants < 1 {
+		return 0, errors.New("the PM allowed no participants for the noise share")
+	}
+	if key == nil {
+		return 0, errors.New("the PM sent no noise seed with the charge")
+	}
+	sc, err := dp.ScaleFor(cost, 1)
+	if err != nil {
+		return 0, err
+	}
+	return dp.New(dp.WithKey(*key)).LaplaceShare(sc, spent.Participants)
+}
+
+// pmError reports a PM's refusal (4xx) as the same status, naming the PM,
+// and anything else as 502.
+func pmError(msg string, err error) error {
+	var se *pmclient.StatusError
+	if errors.As(err, &se) && se.Code >= 400 && se.Code < 500 {
+		return &httpx.Error{Code: se.Code, Msg: msg + ": the PM answered " + se.Error(), Err: err}
+	}
+	return &httpx.Error{Code: http.StatusBadGateway, Msg: msg, Err: err}
 }

@@ -41,7 +41,8 @@ func TestChainThroughPM(t *testing.T) {
 	 "start_time": {"year": 2015, "month": 8, "timezone": "America/Los_Angeles"},
 	 "end_time": {"year": 2015, "month": 9, "timezone": "America/Los_Angeles"},
 	 "freq": "MONTHLY", "metric": "count",
-	 "offset": {"ON_FOOT": 1, "BICYCLING": 1, "IN_VEHICLE": 1, "CAR": 10000}, "alpha": {"CAR": 0.05}}`)
+	 "offset": {"ON_FOOT": 1e6, "BICYCLING": 1e6, "IN_VEHICLE": 1e6, "CAR": 1e6},
+	 "alpha": {"CAR": 0.05, "ON_FOOT": 0.05, "BICYCLING": 0.05, "IN_VEHICLE": 0.05}}`)
 	if code != 200 || got != `{"success":true,"results":{"BICYCLING":4,"CAR":0,"IN_VEHICLE":5,"ON_FOOT":5}}` {
 		t.Fatalf("%d %s", code, got)
 	}

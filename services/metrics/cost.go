@@ -4,18 +4,38 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/e-mission/upc/internal/dp"
 )
 
-// DeltaF is the original service's sensitivity per metric and mode, for one
-// day: trips per day, metres per day, seconds per day. There is none for
-// median_speed, so the original cannot charge (nor answer) it.
-var DeltaF = map[string]map[string]float64{
-	Count:    {"CAR": 55, "WALK": 55, "BICYCLE": 55, "TRANSIT": 55},
-	Distance: {"CAR": 3840000, "WALK": 504000, "BICYCLE": 648000, "TRANSIT": 1440000},
-	Duration: {"CAR": 86400, "WALK": 86400, "BICYCLE": 86400, "TRANSIT": 86400},
+// DeltaF is the sensitivity per metric and mode, for one day: trips per
+// day, metres per day, seconds per day. The original's four modes (CAR, WALK,
+// BICYCLE, TRANSIT) keep its values. The modes the data holds, e-mission's
+// sensed modes (MotionTypes), get the values of the original mode they
+// resemble; the original had none for them and answered them for nothing.
+// There is none for median_speed, so it cannot be charged (nor answered).
+var DeltaF = deltaF()
+
+func deltaF() map[string]map[string]float64 {
+	t := map[string]map[string]float64{
+		Count:    {"CAR": 55, "WALK": 55, "BICYCLE": 55, "TRANSIT": 55},
+		Distance: {"CAR": 3840000, "WALK": 504000, "BICYCLE": 648000, "TRANSIT": 1440000},
+		Duration: {"CAR": 86400, "WALK": 86400, "BICYCLE": 86400, "TRANSIT": 86400},
+	}
+	like := map[string]string{
+		"IN_VEHICLE": "CAR", "BICYCLING": "BICYCLE", "ON_FOOT": "WALK", "WALKING": "WALK", "RUNNING": "WALK",
+		"STILL": "CAR", "UNKNOWN": "CAR", "TILTING": "CAR", "NONE": "CAR", "STOPPED_WHILE_IN_VEHICLE": "CAR",
+	}
+	for _, table := range t {
+		for mode, orig := range like {
+			table[mode] = table[orig]
+		}
+	}
+	// Planes and high-speed rail: up to 1,000 km/h all day.
+	t[Count]["AIR_OR_HSR"], t[Distance]["AIR_OR_HSR"], t[Duration]["AIR_OR_HSR"] = 55, 24000000, 86400
+	return t
 }
 
 // NumDays is the original's (end − start) in days, where a bound missing its
@@ -63,11 +83,11 @@ func civilDate(b DateBound, field string) (time.Time, error) {
 }
 
 // Cost is the privacy cost of a /metrics/local_date query: the sum, over the
-// modes both in DeltaF[metric] and in offset, of −ln(alpha[m])·(days·Δf[m])/offset[m].
-// Modes of offset that DeltaF does not know cost nothing (and answer 0), as
-// in the original. Unlike the original, a negative range, an alpha outside
-// (0, 1) or an offset ≤ 0 (which would make the cost negative and so raise
-// the budget) are errors.
+// modes of offset, of −ln(alpha[m])·(days·Δf[m])/offset[m]. Nothing is free:
+// unlike the original, a mode DeltaF does not know (which the original
+// answered for nothing), a range of no whole day (which made every mode cost
+// nothing), a negative range, an alpha outside (0, 1) and an offset ≤ 0 are
+// errors.
 func Cost(metric string, start, end DateBound, offset, alpha map[string]float64) (float64, error) {
 	table, ok := DeltaF[metric]
 	if !ok {
@@ -77,8 +97,11 @@ func Cost(metric string, start, end DateBound, offset, alpha map[string]float64)
 	if err != nil {
 		return 0, err
 	}
-	if days < 0 {
+	switch {
+	case days < 0:
 		return 0, fmt.Errorf("end_time is %g days before start_time", -days)
+	case days == 0:
+		return 0, errors.New("end_time must be at least a day after start_time: a range of no whole day would cost nothing")
 	}
 	modes := make([]string, 0, len(offset))
 	for m := range offset {
@@ -90,6 +113,7 @@ func Cost(metric string, start, end DateBound, offset, alpha map[string]float64)
 	for _, m := range modes {
 		df, ok := table[m]
 		if !ok {
+			errs = append(errs, fmt.Errorf("mode %s has no sensitivity for %s (known: %s)", m, metric, knownModes(table)))
 			continue
 		}
 		a, ok := alpha[m]
@@ -108,4 +132,13 @@ func Cost(metric string, start, end DateBound, offset, alpha map[string]float64)
 		return 0, err
 	}
 	return cost, nil
+}
+
+func knownModes(table map[string]float64) string {
+	ms := make([]string, 0, len(table))
+	for m := range table {
+		ms = append(ms, m)
+	}
+	sort.Strings(ms)
+	return strings.Join(ms, ", ")
 }

@@ -272,8 +272,8 @@ func TestCost(t *testing.T) {
 	d := func(y, m, dd int) DateBound {
 		return DateBound{Year: ip(y), Month: ip(m), Day: ip(dd), Timezone: "America/Los_Angeles"}
 	}
-	off := map[string]float64{"CAR": 1000, "WALK": 100, "car": 5}
-	alpha := map[string]float64{"CAR": 0.05, "WALK": 0.1, "car": 0.5}
+	off := map[string]float64{"CAR": 1000, "WALK": 100}
+	alpha := map[string]float64{"CAR": 0.05, "WALK": 0.1}
 	c, err := Cost(Count, d(2015, 7, 22), d(2015, 7, 23), off, alpha)
 	if err != nil {
 		t.Fatal(err)
@@ -300,10 +300,20 @@ func TestCost(t *testing.T) {
 		"alpha missing":          {Count, d(2015, 7, 22), d(2015, 7, 23), map[string]float64{"CAR": 0.5}},
 		"bad timezone":           {Count, DateBound{Year: ip(2015), Timezone: "Mars/Olympus"}, d(2015, 7, 23), alpha},
 		"not a date":             {Count, d(2015, 2, 30), d(2015, 7, 23), alpha},
+		// What made answers free in the original:
+		"a range of no whole day": {Count, DateBound{Year: ip(2015), Timezone: "UTC"}, DateBound{Year: ip(2015), Timezone: "UTC"}, alpha},
 	} {
 		if _, err := Cost(tc.metric, tc.start, tc.end, off, tc.alpha); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	if _, err := Cost(Distance, d(2015, 7, 22), d(2015, 7, 23), map[string]float64{"car": 5}, map[string]float64{"car": 0.5}); err == nil || !strings.Contains(err.Error(), "no sensitivity") {
+		t.Errorf("a mode outside the table: %v", err)
+	}
+	// The modes the data holds are charged like the original's.
+	c2, err := Cost(Count, d(2015, 7, 22), d(2015, 7, 23), map[string]float64{"IN_VEHICLE": 1000}, map[string]float64{"IN_VEHICLE": 0.05})
+	if err != nil || math.Abs(c2-(-math.Log(0.05)*55/1000)) > 1e-12 {
+		t.Errorf("IN_VEHICLE cost %v, %v", c2, err)
 	}
 }
 

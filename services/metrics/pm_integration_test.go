@@ -101,7 +101,7 @@ func postJSON(t *testing.T, url, body string) (int, string) {
 // pipeline's output for aug-27: the original request body, the answer, the
 // charge in the PM's ledger, and the refusal once the budget is spent.
 func TestWithRealPM(t *testing.T) {
-	c := startPM(t, 0.5)
+	c := startPM(t, 2)
 	if n := uploadPipelineOutput(t, c, "shankari_2015-aug-27", "aug27"); n < 15 {
 		t.Fatalf("uploaded %d entries", n)
 	}
@@ -116,17 +116,17 @@ func TestWithRealPM(t *testing.T) {
 	if code != 200 || got != `{"success":true,"results":{"BICYCLING":4,"CAR":0,"IN_VEHICLE":5}}` {
 		t.Fatalf("count: %d %s", code, got)
 	}
-	cost := -math.Log(0.05) * 55 / 1000
+	cost := -math.Log(0.05) * 55 / 1000 * 3
 	l, err := c.Ledger(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := json.Marshal(l); !strings.Contains(string(b), `"metrics"`) || math.Abs(l.Remaining-(0.5-cost)) > 1e-9 {
-		t.Errorf("ledger after one count: %s (want remaining %v)", b, 0.5-cost)
+	if b, _ := json.Marshal(l); !strings.Contains(string(b), `"metrics"`) || math.Abs(l.Remaining-(2-cost)) > 1e-9 {
+		t.Errorf("ledger after one count: %s (want remaining %v)", b, 2-cost)
 	}
-	// Distance: Δf(CAR) = 3840000 m/day, so a large offset keeps it cheap;
-	// modes outside the Δf table (IN_VEHICLE, BICYCLING) cost nothing.
-	distBody := strings.Replace(strings.Replace(body, "%s", "distance", 1), `"CAR": 1000, "IN_VEHICLE": 1000, "BICYCLING": 1000`, `"CAR": 1e8, "IN_VEHICLE": 1, "BICYCLING": 1`, 1)
+	// Distance: Δf(CAR) = Δf(IN_VEHICLE) = 3840000 m/day and Δf(BICYCLING)
+	// = 648000, so large offsets keep it cheap; every mode is charged.
+	distBody := strings.Replace(strings.Replace(body, "%s", "distance", 1), `"CAR": 1000, "IN_VEHICLE": 1000, "BICYCLING": 1000`, `"CAR": 1e8, "IN_VEHICLE": 1e8, "BICYCLING": 1e8`, 1)
 	code, got = postJSON(t, url+"/metrics/local_date", distBody)
 	if code != 200 || !strings.HasPrefix(got, `{"success":true,"results":{"BICYCLING":`) || !strings.Contains(got, `"CAR":0,"IN_VEHICLE":`) {
 		t.Fatalf("distance: %d %s", code, got)
@@ -136,12 +136,13 @@ func TestWithRealPM(t *testing.T) {
 	if v := dist.Results["IN_VEHICLE"]; v < 150000 || v > 170000 {
 		t.Errorf("IN_VEHICLE distance %v m, want the ~158 km of aug-27's five drives", v)
 	}
-	cost += -math.Log(0.05) * 3840000 / 1e8
-	// Count with CAR offset 100 costs −ln(0.05)·55/100 ≈ 1.65: refused.
+	cost += -math.Log(0.05) * (2*3840000 + 648000) / 1e8
+	// Count with CAR offset 100 costs −ln(0.05)·55/100 ≈ 1.65, 1.98 in all,
+	// more than the 1.26 left: refused.
 	overBody := strings.Replace(strings.Replace(body, "%s", "count", 1), `"CAR": 1000`, `"CAR": 100`, 1)
 	before, _ := c.Ledger(context.Background())
-	if math.Abs(before.Remaining-(0.5-cost)) > 1e-9 {
-		t.Errorf("remaining %v, want %v", before.Remaining, 0.5-cost)
+	if math.Abs(before.Remaining-(2-cost)) > 1e-9 {
+		t.Errorf("remaining %v, want %v", before.Remaining, 2-cost)
 	}
 	code, got = postJSON(t, url+"/metrics/local_date", overBody)
 	if code != 200 || got != `{"success":false}` {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -19,7 +20,6 @@ import (
 // *pmclient.Client implements it.
 type PM interface {
 	Spend(ctx context.Context, req api.SpendRequest) (api.SpendResponse, error)
-	Refund(ctx context.Context, queryID, reason string) (api.RefundResponse, error)
 	FindInto(ctx context.Context, req pmclient.FindRequest, out any) error
 }
 
@@ -51,11 +51,14 @@ type Server struct {
 	// SectionKey is the section stream read (e-mission's
 	// analysis.result.section.key); cleaned sections, named by MotionTypes.
 	SectionKey string
+	// MinEpsilon is the least cost a query may have (dp.MinEpsilon); the
+	// user's PM enforces its own as well.
+	MinEpsilon float64
 }
 
 // NewServer returns a server reading cleaned sections through connect.
 func NewServer(logger *slog.Logger, connect Connector) *Server {
-	return &Server{Logger: logger, Connect: connect, Collection: api.AnalysisTimeseries, SectionKey: KeyCleanedSection}
+	return &Server{Logger: logger, Connect: connect, Collection: api.AnalysisTimeseries, SectionKey: KeyCleanedSection, MinEpsilon: dp.MinEpsilon}
 }
 
 // LocalDateRequest is the body of POST /metrics/local_date, as the original
@@ -138,14 +141,18 @@ func newQueryID(prefix string) string {
 }
 
 // localDate charges the query's cost to the user's budget, then (and only
-// then) reads the sections and summarizes them. A failure after the charge
-// refunds it.
+// then) reads the sections and summarizes them. A failure after the charge is
+// reported, never refunded: the same question under the same query id is
+// answered later without a second charge.
 func (s *Server) localDate(ctx context.Context, w http.ResponseWriter, r *http.Request) (LocalDateResponseV1, error) {
 	var req LocalDateRequest
 	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{}); err != nil {
 		return LocalDateResponseV1{}, err
 	}
 	freq, cost, err := req.validate()
+	if err == nil {
+		err = dp.CheckCost(cost, s.MinEpsilon)
+	}
 	if err != nil {
 		return LocalDateResponseV1{}, httpx.BadRequest("invalid metrics query: %w", err)
 	}
@@ -153,10 +160,26 @@ func (s *Server) localDate(ctx context.Context, w http.ResponseWriter, r *http.R
 	if qid == "" {
 		qid = newQueryID("metrics-")
 	}
+	question, err := api.QuestionDigest("metrics", struct {
+		Start  DateBound          `json:"start_time"`
+		End    DateBound          `json:"end_time"`
+		Freq   string             `json:"freq"`
+		Metric string             `json:"metric"`
+		Offset map[string]float64 `json:"offset"`
+		Alpha  map[string]float64 `json:"alpha"`
+		Cost   float64            `json:"privacy_cost"`
+	}{req.StartTime, req.EndTime, string(freq), req.Metric, req.Offset, req.Alpha, cost})
+	if err != nil {
+		return LocalDateResponseV1{}, err
+	}
 	out := LocalDateResponseV1{PrivacyCost: cost, QueryID: qid}
 	pm := s.Connect(req.PMAddress)
-	spent, err := pm.Spend(ctx, api.SpendRequest{PrivacyCost: api.Cost(cost), QueryID: qid, Service: "metrics"})
+	spent, err := pm.Spend(ctx, api.SpendRequest{PrivacyCost: api.Cost(cost), QueryID: qid, Service: "metrics", Question: question})
 	if err != nil {
+		var se *pmclient.StatusError
+		if errors.As(err, &se) && se.Code >= 400 && se.Code < 500 {
+			return out, &httpx.Error{Code: se.Code, Msg: "could not charge the privacy budget: the PM answered " + se.Error(), Err: err}
+		}
 		return out, &httpx.Error{Code: http.StatusBadGateway, Msg: "could not charge the privacy budget at the PM", Err: err}
 	}
 	if !spent.Success {
@@ -165,9 +188,6 @@ func (s *Server) localDate(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	period, err := s.firstPeriod(ctx, pm, req, freq)
 	if err != nil {
-		if _, rerr := pm.Refund(context.WithoutCancel(ctx), qid, "metrics failed: "+err.Error()); rerr != nil {
-			s.Logger.Error("refund failed", "query_id", qid, "err", rerr)
-		}
 		return out, &httpx.Error{Code: http.StatusBadGateway, Msg: "could not compute the metrics", Err: err}
 	}
 	out.Success = true

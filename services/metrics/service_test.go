@@ -26,7 +26,6 @@ type fakePM struct {
 	findErr error
 	calls   []string
 	spent   []api.SpendRequest
-	refunds []string
 }
 
 func (f *fakePM) Spend(_ context.Context, req api.SpendRequest) (api.SpendResponse, error) {
@@ -37,12 +36,6 @@ func (f *fakePM) Spend(_ context.Context, req api.SpendRequest) (api.SpendRespon
 	}
 	f.budget -= float64(req.PrivacyCost)
 	return api.SpendResponse{Success: true, Remaining: f.budget}, nil
-}
-
-func (f *fakePM) Refund(_ context.Context, qid, _ string) (api.RefundResponse, error) {
-	f.calls = append(f.calls, "refund")
-	f.refunds = append(f.refunds, qid)
-	return api.RefundResponse{Refunded: true}, nil
 }
 
 func (f *fakePM) FindInto(_ context.Context, req pmclient.FindRequest, out any) error {
@@ -90,8 +83,14 @@ const aug27Query = `{"pm_address": "pm:8080", "uuid": "u",
  "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
  "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},
  "freq": "DAILY", "metric": "count",
- "offset": {"CAR": 1000, "IN_VEHICLE": 1, "ON_FOOT": 1, "WALK": 1000},
+ "offset": {"CAR": 1000, "IN_VEHICLE": 1000, "ON_FOOT": 1000, "WALK": 1000},
  "alpha": {"CAR": 0.05, "IN_VEHICLE": 0.5, "ON_FOOT": 0.5, "WALK": 0.1}}`
+
+// yearOnly asks a range of no whole day: the original charged it nothing.
+const yearOnly = `{"pm_address": "pm:8080", "uuid": "u",
+ "start_time": {"year": 2015, "timezone": "America/Los_Angeles"},
+ "end_time": {"year": 2015, "timezone": "America/Los_Angeles"},
+ "freq": "YEARLY", "metric": "count", "offset": {"IN_VEHICLE": 1}, "alpha": {"IN_VEHICLE": 0.5}}`
 
 func newTestServer(pm *fakePM) http.Handler {
 	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) PM { return pm })
@@ -111,7 +110,7 @@ func TestLocalDateEndpoint(t *testing.T) {
 	if strings.Join(pm.calls, ",") != "spend,find" {
 		t.Errorf("calls %v: the budget must be charged before any read", pm.calls)
 	}
-	wantCost := -math.Log(0.05)*55/1000 - math.Log(0.1)*55/1000
+	wantCost := -math.Log(0.05)*55/1000 - math.Log(0.1)*55/1000 - 2*math.Log(0.5)*55/1000
 	if c := float64(pm.spent[0].PrivacyCost); math.Abs(c-wantCost) > 1e-12 || pm.spent[0].Service != "metrics" || pm.spent[0].QueryID == "" {
 		t.Errorf("spent %+v, want cost %v", pm.spent[0], wantCost)
 	}
@@ -143,14 +142,16 @@ func TestLocalDateBudgetShort(t *testing.T) {
 	}
 }
 
-func TestLocalDateRefundsWhenReadFails(t *testing.T) {
+// A failure after the charge is reported, never refunded: the same question
+// under the same id is answered later without a second charge.
+func TestLocalDateReadFailsAfterCharge(t *testing.T) {
 	pm := &fakePM{budget: 1, findErr: errors.New("pm exploded")}
 	code, out := post(t, newTestServer(pm), "/metrics/local_date", aug27Query)
 	if code != http.StatusBadGateway || out["error"] == nil {
 		t.Fatalf("answer %d %v", code, out)
 	}
-	if strings.Join(pm.calls, ",") != "spend,find,refund" || pm.refunds[0] != pm.spent[0].QueryID {
-		t.Errorf("calls %v refunds %v", pm.calls, pm.refunds)
+	if strings.Join(pm.calls, ",") != "spend,find" || pm.spent[0].Question == "" {
+		t.Errorf("calls %v, spend %+v", pm.calls, pm.spent)
 	}
 }
 
@@ -164,8 +165,10 @@ func TestLocalDateBadRequests(t *testing.T) {
 		"alpha of 2":        {strings.Replace(aug27Query, `"CAR": 0.05`, `"CAR": 2`, 1), "alpha"},
 		"negative offset":   {strings.Replace(aug27Query, `"CAR": 1000`, `"CAR": -1000`, 1), "offset"},
 		"end before start":  {strings.Replace(aug27Query, `"day": 28`, `"day": 20`, 1), "before"},
-		"scalar offset":     {strings.Replace(aug27Query, `{"CAR": 1000, "IN_VEHICLE": 1, "ON_FOOT": 1, "WALK": 1000}`, `100`, 1), "offset"},
+		"scalar offset":     {strings.Replace(aug27Query, `{"CAR": 1000, "IN_VEHICLE": 1000, "ON_FOOT": 1000, "WALK": 1000}`, `100`, 1), "offset"},
 		"mismatched bounds": {strings.Replace(aug27Query, `"day": 28, `, ``, 1), "same date components"},
+		"year-only bounds":  {yearOnly, "cost nothing"},
+		"unknown mode":      {strings.Replace(aug27Query, `"WALK": 1000}`, `"WALK": 1000, "SKATEBOARD": 1}`, 1), "no sensitivity"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			pm := &fakePM{budget: 1}

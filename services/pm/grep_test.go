@@ -55,7 +55,7 @@ func TestNoPlaintextOnDisk(t *testing.T) {
 	if _, err := p.c.Insert(ctx, api.DefaultDatabase, api.Timeseries, day...); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.1, QueryID: "query-7f3a", Service: "metrics-service-name"}); err != nil {
+	if _, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.1, QueryID: "query-7f3a", Service: "metrics-service-name", Question: digest(t, "grep")}); err != nil {
 		t.Fatal(err)
 	}
 	p.stop() // flush and close, as a stopped container leaves its volume

@@ -328,9 +328,11 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
 	// api.SpendRequest's fields, with the cost required.
 	var req struct {
-		PrivacyCost *api.Cost `json:"privacy_cost"`
-		QueryID     string    `json:"query_id"`
-		Service     string    `json:"service"`
+		PrivacyCost  *api.Cost `json:"privacy_cost"`
+		QueryID      string    `json:"query_id"`
+		Service      string    `json:"service"`
+		Question     string    `json:"question"`
+		Participants int       `json:"participants"`
 	}
 	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: 64 << 10}); err != nil {
 		return err
@@ -338,23 +340,12 @@ func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
 	if req.PrivacyCost == nil {
 		return httpx.BadRequest("privacy_cost is required")
 	}
-	res, err := s.st.Spend(float64(*req.PrivacyCost), req.QueryID, req.Service)
+	res, err := s.st.Spend(store.Charge{Cost: float64(*req.PrivacyCost), QueryID: req.QueryID, Service: req.Service,
+		Question: req.Question, Participants: req.Participants})
 	if err != nil {
 		return err
 	}
 	s.log.Info("privacy budget", "success", res.Success, "replayed", res.Replayed, "caller", req.Service)
-	return httpx.WriteJSON(w, http.StatusOK, res)
-}
-
-func (s *Server) refund(w http.ResponseWriter, r *http.Request) error {
-	var req api.RefundRequest
-	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: 64 << 10}); err != nil {
-		return err
-	}
-	res, err := s.st.Refund(req.QueryID, req.Reason)
-	if err != nil {
-		return err
-	}
 	return httpx.WriteJSON(w, http.StatusOK, res)
 }
 

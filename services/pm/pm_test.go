@@ -317,7 +317,7 @@ func TestSealedUntilKey(t *testing.T) {
 	p := startPM(t, t.TempDir(), 1.0)
 	ctx := context.Background()
 	paths := []string{api.PathInsert, api.PathInsertDeprecated, api.PathFind, api.PathFindOne, api.PathUpdate,
-		api.PathUpdateDeprecated, api.PathReplaceOne, api.PathDelete, api.PathCount, api.PathDistinct, api.PathBudget, api.PathBudgetRefund}
+		api.PathUpdateDeprecated, api.PathReplaceOne, api.PathDelete, api.PathCount, api.PathDistinct, api.PathBudget}
 	for _, path := range paths {
 		code, out := p.post(t, path, `{"stage_name":"Stage_timeseries","filter":{},"privacy_cost":0.1}`)
 		if code != http.StatusForbidden || !strings.Contains(fmt.Sprint(out["error"]), "sealed") {
@@ -540,16 +540,30 @@ func TestConcurrentInsertsAndSpends(t *testing.T) {
 	}
 }
 
-func TestBudgetIdempotentAndRefund(t *testing.T) {
+// digest is a question digest for tests.
+func digest(t *testing.T, question string) string {
+	t.Helper()
+	d, err := api.QuestionDigest("test", question)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// A query id buys one question, once; the budget cannot be refunded by any
+// client: refund-then-respend, one id for many questions and retries never
+// charge less than the answers given.
+func TestBudgetIdempotentNoRefund(t *testing.T) {
 	p := unsealedPM(t)
 	ctx := context.Background()
+	q1 := digest(t, "q-1")
 	var wg sync.WaitGroup
 	var replays sync.Map
 	for i := 0; i < 20; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.4, QueryID: "q-1", Service: "count"})
+			r, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.4, QueryID: "q-1", Service: "count", Question: q1})
 			if err != nil || !r.Success {
 				t.Errorf("spend: %+v %v", r, err)
 			}
@@ -567,33 +581,43 @@ func TestBudgetIdempotentAndRefund(t *testing.T) {
 	if first != 1 {
 		t.Errorf("%d of 20 identical spends were charged, want 1", first)
 	}
-	if _, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.5, QueryID: "q-1"}); err == nil || err.(*pmclient.StatusError).Code != 409 {
-		t.Errorf("same query id, other cost: %v, want 409", err)
+	for name, req := range map[string]api.SpendRequest{
+		"other cost":     {PrivacyCost: 0.5, QueryID: "q-1", Question: q1},
+		"other question": {PrivacyCost: 0.4, QueryID: "q-1", Question: digest(t, "another window")},
+	} {
+		if _, err := p.c.Spend(ctx, req); err == nil || err.(*pmclient.StatusError).Code != 409 {
+			t.Errorf("same query id, %s: %v, want 409", name, err)
+		}
 	}
-	r, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.7, QueryID: "q-2"})
+	if _, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.4, QueryID: "q-3"}); err == nil || err.(*pmclient.StatusError).Code != 400 {
+		t.Errorf("a query id without its question: %v, want 400", err)
+	}
+	r, err := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.7, QueryID: "q-2", Question: digest(t, "q-2")})
 	if err != nil || r.Success || r.Remaining != 0.6 {
 		t.Fatalf("spend over budget: %+v %v", r, err)
 	}
-	rf, err := p.c.Refund(ctx, "q-1", "service failed")
-	if err != nil || !rf.Refunded || rf.Remaining != 1.0 {
-		t.Fatalf("refund: %+v %v", rf, err)
+	// Refund then re-spend: no client can refund.
+	resp, err := p.srv.Client().Post(p.srv.URL+"/privacy_budget/refund", "application/json", strings.NewReader(`{"query_id":"q-1"}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rf, _ := p.c.Refund(ctx, "q-1", "again"); rf.Refunded {
-		t.Error("refunded twice")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("refund endpoint answered %d", resp.StatusCode)
 	}
-	if r, _ := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.7, QueryID: "q-2"}); !r.Success {
-		t.Error("denied query id was remembered as denied after a refund")
+	if r, _ := p.c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.4, QueryID: "q-1", Service: "count", Question: q1}); !r.Replayed || r.Remaining != 0.6 {
+		t.Errorf("re-spend after a refund attempt: %+v", r)
 	}
 	l, _ := p.c.Ledger(ctx)
 	var kinds []string
 	for _, e := range l.Entries {
 		kinds = append(kinds, e.Kind+":"+e.QueryID)
 	}
-	if got := strings.Join(kinds, ","); got != "spend:q-1,denied:q-2,refund:q-1,spend:q-2" {
+	if got := strings.Join(kinds, ","); got != "spend:q-1,denied:q-2" {
 		t.Errorf("ledger %s", got)
 	}
-	if l.Entries[0].Service != "count" || l.Entries[0].Time == "" {
-		t.Errorf("ledger entry %+v lacks service or time", l.Entries[0])
+	if l.Entries[0].Service != "count" || l.Entries[0].Time == "" || l.Entries[0].Question != q1 || l.Head == nil || l.Head.Seq != 2 {
+		t.Errorf("ledger %+v lacks service, time, question or head", l)
 	}
 }
 
@@ -639,12 +663,13 @@ func TestBadInputs(t *testing.T) {
 		{"replace with operators", api.PathReplaceOne, `{"stage_name":"c","query":{},"data":{"$set":{"a":1}}}`, 400, "cannot contain update operators"},
 		{"multi legacy replacement", api.PathUpdateDeprecated, `{"stage_name":"c","spec":{},"document":{"a":1},"multi":true}`, 400, "need operators"},
 		{"distinct without key", api.PathDistinct, `{"stage_name":"c"}`, 400, "distinct_key"},
-		{"budget negative", api.PathBudget, `{"privacy_cost":-1}`, 400, "≥ 0"},
+		{"budget negative", api.PathBudget, `{"privacy_cost":-1}`, 400, "> 0"},
 		{"budget not a number", api.PathBudget, `{"privacy_cost":"lots"}`, 400, "number"},
 		{"budget bool", api.PathBudget, `{"privacy_cost":true}`, 400, "number"},
 		{"budget without cost", api.PathBudget, `{"query_id":"q"}`, 400, "privacy_cost is required"},
 		{"budget null cost", api.PathBudget, `{"privacy_cost":null}`, 400, "privacy_cost is required"},
-		{"refund without id", api.PathBudgetRefund, `{}`, 400, "query_id"},
+		{"budget below the least ε", api.PathBudget, `{"privacy_cost":1e-10}`, 400, "least ε"},
+		{"budget query id without question", api.PathBudget, `{"privacy_cost":0.1,"query_id":"q"}`, 400, "question"},
 		{"key with unknown field", api.PathKey, `{"secret":"x"}`, 400, "unknown field"},
 		{"huge body", api.PathInsert, huge, 413, "larger than"},
 	}

@@ -56,7 +56,6 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathReplaceOne, s.sealedGuard(s.replaceOne))
 	h("POST "+api.PathDelete, s.sealedGuard(s.delete))
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
-	h("POST "+api.PathBudgetRefund, s.sealedGuard(s.refund))
 	h("GET "+api.PathBudgetLedger, s.sealedGuard(s.ledger))
 	return mux
 }
@@ -75,6 +74,8 @@ func storeError(err error) error {
 		return &httpx.Error{Code: http.StatusBadRequest, Msg: err.Error()}
 	case errors.Is(err, store.ErrDuplicateID), errors.Is(err, store.ErrConflict):
 		return &httpx.Error{Code: http.StatusConflict, Msg: err.Error()}
+	case errors.Is(err, store.ErrLedger):
+		return &httpx.Error{Code: http.StatusServiceUnavailable, Msg: err.Error() + ": this PM answers no spend until its owner restores the volume"}
 	}
 	return err
 }
@@ -93,7 +94,18 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
-	return httpx.WriteJSON(w, http.StatusOK, api.Status{Sealed: s.st.Sealed(), Initialized: s.st.Initialized()})
+	return httpx.WriteJSON(w, http.StatusOK, s.statusNow())
+}
+
+// statusNow is the PM's state, with the ledger's head once unsealed.
+func (s *Server) statusNow() api.Status {
+	st := api.Status{Sealed: s.st.Sealed(), Initialized: s.st.Initialized()}
+	head, err := s.st.LedgerHead()
+	st.LedgerHead = head
+	if err != nil {
+		st.LedgerError = err.Error()
+	}
+	return st
 }
 
 // unseal accepts {"key": "..."} (with an optional "key_kind"), a bare JSON
@@ -114,8 +126,13 @@ func (s *Server) unseal(w http.ResponseWriter, r *http.Request) error {
 		}
 		return fmt.Errorf("unseal: %w", err)
 	}
-	s.log.Info("unsealed")
-	return httpx.WriteJSON(w, http.StatusOK, api.Status{Sealed: false, Initialized: true})
+	st := s.statusNow()
+	if st.LedgerError != "" {
+		s.log.Error("unsealed; the privacy ledger fails its check", "err", st.LedgerError)
+	} else {
+		s.log.Info("unsealed")
+	}
+	return httpx.WriteJSON(w, http.StatusOK, st)
 }
 
 func parseKey(raw json.RawMessage) (string, store.KeyKind, error) {

@@ -12,6 +12,8 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -31,9 +33,8 @@ const (
 	PathDelete           = "/data/delete"
 	PathCount            = "/data/count"
 	PathDistinct         = "/data/distinct"
-	PathBudget           = "/privacy_budget"        // POST: spend (original)
-	PathBudgetRefund     = "/privacy_budget/refund" // POST: refund a query's charge
-	PathBudgetLedger     = "/privacy_budget"        // GET: balance and ledger
+	PathBudget           = "/privacy_budget" // POST: spend (original)
+	PathBudgetLedger     = "/privacy_budget" // GET: balance and ledger
 	PathHealthz          = "/healthz"
 	PathStatus           = "/status" // GET: sealed or not, no secrets
 )
@@ -286,6 +287,12 @@ type SpendRequest struct {
 	PrivacyCost Cost   `json:"privacy_cost"`
 	QueryID     string `json:"query_id,omitempty"`
 	Service     string `json:"service,omitempty"`
+	// Question is the hex SHA-256 of the exact question the charge pays for
+	// (QuestionDigest); required with QueryID: an id buys one question.
+	Question string `json:"question,omitempty"`
+	// Participants is the population a noise share is claimed for; the
+	// answer says how many the owner's policy lets it assume.
+	Participants int `json:"participants,omitempty"`
 }
 
 // SpendResponse answers POST /privacy_budget. Success is the original field;
@@ -296,43 +303,83 @@ type SpendResponse struct {
 	// Replayed says this QueryID was seen before and this answer repeats the
 	// first one without charging again.
 	Replayed bool `json:"replayed,omitempty"`
-}
-
-// RefundRequest is the body of POST /privacy_budget/refund.
-type RefundRequest struct {
-	QueryID string `json:"query_id"`
-	Reason  string `json:"reason,omitempty"`
-}
-
-// RefundResponse answers a refund. Refunded is false when the query was never
-// charged or was refunded before.
-type RefundResponse struct {
-	Refunded  bool    `json:"refunded"`
-	Amount    float64 `json:"amount"`
-	Remaining float64 `json:"remaining"`
+	// Participants is min(claimed, the owner's policy): the population the
+	// noise share must be computed for.
+	Participants int `json:"participants,omitempty"`
+	// NoiseSeed (64 hex) keys the noise a service adds to this charge's
+	// answer: the same on a replay, so retries repeat the noise instead of
+	// averaging it away. Only the service that spent sees it.
+	NoiseSeed string `json:"noise_seed,omitempty"`
 }
 
 // LedgerEntry is one budget event.
 type LedgerEntry struct {
-	Time    string  `json:"time"` // RFC 3339, UTC
-	Kind    string  `json:"kind"` // "spend", "denied", "refund", "renew"
-	Service string  `json:"service,omitempty"`
-	QueryID string  `json:"query_id,omitempty"`
-	Amount  float64 `json:"amount"`
-	Balance float64 `json:"balance"` // after the event
-	Reason  string  `json:"reason,omitempty"`
+	Seq          uint64  `json:"seq"`
+	Time         string  `json:"time"` // RFC 3339, UTC
+	Kind         string  `json:"kind"` // "spend", "denied", "refund", "renew", "migrate"
+	Service      string  `json:"service,omitempty"`
+	QueryID      string  `json:"query_id,omitempty"`
+	Question     string  `json:"question,omitempty"`
+	Grant        string  `json:"grant,omitempty"`
+	Participants int     `json:"participants,omitempty"`
+	Seed         string  `json:"seed,omitempty"` // the noise seed of a spend
+	Amount       float64 `json:"amount"`
+	Balance      float64 `json:"balance"` // after the event
+	Reason       string  `json:"reason,omitempty"`
+	// Prev is the hash of the entry before (64 zero digits for the first):
+	// the entries form a chain the PM checks on unseal.
+	Prev string `json:"prev"`
+}
+
+// LedgerHead is the ledger chain's last entry: its number and hash. It only
+// grows; an owner who remembers it detects a volume rolled back to an earlier
+// copy (which is consistent with itself).
+type LedgerHead struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// LedgerBase is what compaction folded away: the number of the last folded
+// entry, how many there were, and the net ε they charged.
+type LedgerBase struct {
+	Seq     uint64  `json:"seq"`
+	Entries uint64  `json:"entries"`
+	Spent   float64 `json:"spent"`
 }
 
 // Ledger answers GET /privacy_budget: the owner's view of the budget.
 type Ledger struct {
 	Initial   float64       `json:"initial"`
 	Remaining float64       `json:"remaining"`
-	Spent     float64       `json:"spent"`
+	Spent     float64       `json:"spent"` // all time, compacted entries included
 	Entries   []LedgerEntry `json:"entries"`
+	Head      *LedgerHead   `json:"head,omitempty"`
+	Compacted *LedgerBase   `json:"compacted,omitempty"`
 }
 
 // Status answers GET /status.
 type Status struct {
 	Sealed      bool `json:"sealed"`
 	Initialized bool `json:"initialized"` // a key has been set on this volume
+	// LedgerHead is the privacy ledger's head once unsealed, for the owner to
+	// remember; LedgerError says why the ledger fails its check, if it does
+	// (the PM then answers no spend).
+	LedgerHead  *LedgerHead `json:"ledger_head,omitempty"`
+	LedgerError string      `json:"ledger_error,omitempty"`
+}
+
+// QuestionDigest is the hex SHA-256 of a question: the service's name and its
+// canonical form (a struct or map of everything that shapes the answer: the
+// query, its bounds, ε, sensitivity, noise parameters). JSON encoding orders
+// map keys, so equal questions give equal digests.
+func QuestionDigest(service string, question any) (string, error) {
+	b, err := json.Marshal(struct {
+		Service  string `json:"service"`
+		Question any    `json:"question"`
+	}{service, question})
+	if err != nil {
+		return "", fmt.Errorf("question digest: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }

@@ -21,7 +21,7 @@
 //	n, _ = c.Count(ctx, req); vals, _ := c.Distinct(ctx, req, "metadata.key")
 //	ok, _ := c.SpendBudget(ctx, 0.1)                   // POST /privacy_budget
 //	r, _ := c.Spend(ctx, api.SpendRequest{PrivacyCost: 0.1, QueryID: id, Service: "count"})
-//	c.Refund(ctx, id, "service failed"); l, _ := c.Ledger(ctx)
+//	l, _ := c.Ledger(ctx)
 //
 // Documents come back as map[string]any decoded by encoding/json (numbers are
 // float64); FindInto decodes into any type instead. Every _id, and every other
@@ -288,13 +288,6 @@ func (c *Client) SpendBudget(ctx context.Context, cost float64) (bool, error) {
 func (c *Client) Spend(ctx context.Context, req api.SpendRequest) (api.SpendResponse, error) {
 	var out api.SpendResponse
 	err := c.do(ctx, http.MethodPost, api.PathBudget, req, &out)
-	return out, err
-}
-
-// Refund gives back what queryID was charged, once.
-func (c *Client) Refund(ctx context.Context, queryID, reason string) (api.RefundResponse, error) {
-	var out api.RefundResponse
-	err := c.do(ctx, http.MethodPost, api.PathBudgetRefund, api.RefundRequest{QueryID: queryID, Reason: reason}, &out)
 	return out, err
 }
 

@@ -68,7 +68,15 @@ type Options struct {
 	// NoSync skips fsync on commit: faster, but a machine crash may lose the
 	// last writes. Only for benchmarks and throwaway clouds.
 	NoSync bool
-	Now    func() time.Time // for tests; nil means time.Now
+	// MinCost is the least ε a spend may charge (0: DefaultMinCost).
+	MinCost float64
+	// MaxParticipants is the owner's policy: the most participants a noise
+	// share may assume, whatever a caller claims (0: DefaultMaxParticipants).
+	MaxParticipants int
+	// LedgerKeep is how many recent ledger entries are kept before older
+	// ones fold into totals (0: DefaultLedgerKeep).
+	LedgerKeep int
+	Now        func() time.Time // for tests; nil means time.Now
 }
 
 type header struct {
@@ -94,7 +102,7 @@ type Store struct {
 	nextSeq uint64
 
 	bmu    sync.Mutex // the budget
-	budget *budgetState
+	budget *ledgerMem
 }
 
 type collName struct{ db, coll string }
@@ -113,6 +121,18 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if math.IsNaN(opts.MinCost) || math.IsInf(opts.MinCost, 0) || opts.MinCost < 0 || opts.MaxParticipants < 0 || opts.LedgerKeep < 0 {
+		return nil, fmt.Errorf("open store: min cost, max participants and ledger keep must be finite and ≥ 0")
+	}
+	if opts.MinCost == 0 {
+		opts.MinCost = DefaultMinCost
+	}
+	if opts.MaxParticipants == 0 {
+		opts.MaxParticipants = DefaultMaxParticipants
+	}
+	if opts.LedgerKeep == 0 {
+		opts.LedgerKeep = DefaultLedgerKeep
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -298,6 +318,12 @@ func (s *Store) loadLocked() error {
 	})
 	if err != nil {
 		return err
+	}
+	if s.budget.migrated {
+		if err := s.saveMigrated(s.budget); err != nil {
+			return fmt.Errorf("migrate the budget: %w", err)
+		}
+		s.budget.migrated = false
 	}
 	for n, es := range byColl {
 		c := s.coll(n.db, n.coll, true)

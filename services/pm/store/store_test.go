@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"sync"
 	"testing"
@@ -25,38 +27,44 @@ func openTest(t *testing.T, dir string, o Options) *Store {
 	return s
 }
 
+// q is a charge of cost for query id, paying for question (a 64-hex digest
+// derived from its name).
+func q(cost float64, id, question string) Charge {
+	sum := sha256.Sum256([]byte(question))
+	return Charge{Cost: cost, QueryID: id, Service: "count", Question: hex.EncodeToString(sum[:])}
+}
+
 func TestBudgetRenewal(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	s := openTest(t, t.TempDir(), Options{InitialBudget: 1, RenewEvery: 24 * time.Hour, Now: clock})
-	if r, _ := s.Spend(0.8, "a", "count"); !r.Success {
+	if r, _ := s.Spend(q(0.8, "a", "a")); !r.Success {
 		t.Fatal("first spend denied")
 	}
-	if r, _ := s.Spend(0.8, "b", "count"); r.Success {
+	if r, _ := s.Spend(q(0.8, "b", "b")); r.Success {
 		t.Fatal("overspend allowed")
 	}
 	advance(23 * time.Hour)
-	if r, _ := s.Spend(0.8, "b", "count"); r.Success {
+	if r, _ := s.Spend(q(0.8, "b", "b")); r.Success {
 		t.Fatal("renewed before the period ended")
 	}
 	advance(2 * time.Hour)
-	r, err := s.Spend(0.8, "b", "count")
+	r, err := s.Spend(q(0.8, "b", "b"))
 	if err != nil || !r.Success || r.Remaining > 0.2+1e-12 {
 		t.Fatalf("after renewal: %+v %v", r, err)
 	}
-	// A refund of the previous period's charge cannot lift the balance above the initial budget.
-	rf, _ := s.Refund("a", "late")
-	if !rf.Refunded || rf.Remaining != 1 {
-		t.Fatalf("refund across periods: %+v", rf)
+	// A query id charged in the previous period is still not charged again.
+	if r, _ := s.Spend(q(0.8, "a", "a")); !r.Replayed || r.Remaining > 0.2+1e-12 {
+		t.Fatalf("an earlier period's query was charged again: %+v", r)
 	}
 	l, _ := s.Ledger()
 	var kinds []string
 	for _, e := range l.Entries {
 		kinds = append(kinds, e.Kind)
 	}
-	if got := strings.Join(kinds, ","); got != "spend,denied,denied,renew,spend,refund" {
+	if got := strings.Join(kinds, ","); got != "spend,denied,denied,renew,spend" {
 		t.Errorf("ledger kinds %s", got)
 	}
 }
