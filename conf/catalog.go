@@ -1,6 +1,7 @@
 package conf
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"os"
@@ -148,4 +149,61 @@ func LoadCatalog(path string) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog %s: %w", path, err)
 	}
 	return &c, nil
+}
+
+//go:embed catalog.json
+var builtinCatalog []byte
+
+// DefaultCatalog returns the built-in catalog (conf/catalog.json).
+func DefaultCatalog() (*Catalog, error) {
+	return ParseCatalog(builtinCatalog)
+}
+
+// ParseCatalog decodes a catalog strictly and validates it.
+func ParseCatalog(b []byte) (*Catalog, error) {
+	var cat Catalog
+	if err := decodeStrict(b, &cat); err != nil {
+		return nil, err
+	}
+	if err := cat.Validate(); err != nil {
+		return nil, err
+	}
+	return &cat, nil
+}
+
+// LoadCatalog returns the catalog the config names (or the built-in one).
+// Entries that name no port listen on upc_port.
+func (c *Config) LoadCatalog() (*Catalog, error) {
+	b := builtinCatalog
+	if c.Catalog != "" {
+		var err error
+		if b, err = os.ReadFile(c.Path(c.Catalog)); err != nil {
+			return nil, fmt.Errorf("read catalog: %w", err)
+		}
+	}
+	var cat Catalog
+	if err := decodeStrict(b, &cat); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", c.catalogName(), err)
+	}
+	cat.SetDefaults(c.UPCPort)
+	if err := cat.Validate(); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", c.catalogName(), err)
+	}
+	return &cat, nil
+}
+
+func (c *Config) catalogName() string {
+	if c.Catalog == "" {
+		return "(built-in)"
+	}
+	return c.Path(c.Catalog)
+}
+
+// SetDefaults gives entries that name no port the given one (upc_port).
+func (cat *Catalog) SetDefaults(port int) {
+	for i := range cat.Services {
+		if cat.Services[i].Port == 0 {
+			cat.Services[i].Port = port
+		}
+	}
 }
