@@ -11,10 +11,6 @@ MODE ?= docker
 NODES ?= both
 RESULTS ?= results
 
-# testcontainers-go cannot pull its reaper here and, seeing /.dockerenv, would
-# dial the default gateway: both settings are the project's, not the user's.
-export TESTCONTAINERS_RYUK_DISABLED := true
-export TESTCONTAINERS_HOST_OVERRIDE := 127.0.0.1
 export CGO_ENABLED := 0
 
 .PHONY: help build images test unit e2e bench lint clean cluster-deps cluster-up cluster-down test-kubernetes

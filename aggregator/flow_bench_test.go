@@ -86,7 +86,7 @@ func processCPU() time.Duration {
 // every service in this process, and reports the CPU time per user: the
 // services' own share of a run, without the container engine's.
 //
-//	go test -run '^$' -bench BenchmarkUserCPU -benchtime 3x ./internal/aggregate/
+//	go test -run '^$' -bench BenchmarkUserCPU -benchtime 3x ./aggregator/
 func BenchmarkUserCPU(b *testing.B) {
 	src := realdata.DirT(b)
 	dir := b.TempDir()

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -176,14 +175,6 @@ func TestCompareFindsDifferences(t *testing.T) {
 			t.Errorf("Compare(%s) = %v, want %q", tc.got, err, tc.want)
 		}
 	}
-}
-
-func TestMain(m *testing.M) {
-	// Docker-backed tests here use testcontainers-go, which must not look for
-	// its reaper nor dial the default gateway.
-	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
-	os.Exit(m.Run())
 }
 
 // A malformed entry anywhere in a file stops the upload before anything is

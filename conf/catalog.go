@@ -1,6 +1,7 @@
 package conf
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"os"
@@ -134,7 +135,10 @@ func (c *Catalog) Validate() error {
 	return errors.Join(errs...)
 }
 
-// LoadCatalog reads a catalog file strictly (unknown fields are errors) and validates it.
+// LoadCatalog reads a catalog file strictly (unknown fields are errors) and
+// validates it as it is: with no configuration, no defaults are applied, so
+// every entry must name its port. A component that runs a catalog loads it
+// through its Config (Config.LoadCatalog, Config.LoadCatalogFile).
 func LoadCatalog(path string) (*Catalog, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -148,4 +152,67 @@ func LoadCatalog(path string) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog %s: %w", path, err)
 	}
 	return &c, nil
+}
+
+//go:embed catalog.json
+var builtinCatalog []byte
+
+// DefaultCatalog returns the built-in catalog (conf/catalog.json).
+func DefaultCatalog() (*Catalog, error) {
+	return ParseCatalog(builtinCatalog)
+}
+
+// ParseCatalog decodes a catalog strictly and validates it.
+func ParseCatalog(b []byte) (*Catalog, error) {
+	var cat Catalog
+	if err := decodeStrict(b, &cat); err != nil {
+		return nil, err
+	}
+	if err := cat.Validate(); err != nil {
+		return nil, err
+	}
+	return &cat, nil
+}
+
+// LoadCatalog returns the catalog the config names (or the built-in one).
+// Entries that name no port listen on upc_port.
+func (c *Config) LoadCatalog() (*Catalog, error) {
+	if c.Catalog == "" {
+		return c.parseCatalog(builtinCatalog, "(built-in)")
+	}
+	return c.LoadCatalogFile(c.Path(c.Catalog))
+}
+
+// LoadCatalogFile returns the catalog in the file at path, taken as given
+// (a command's flag, not relative to the config file), with the config's
+// defaults: the catalog LoadCatalog gives when the config names that file.
+func (c *Config) LoadCatalogFile(path string) (*Catalog, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	return c.parseCatalog(b, path)
+}
+
+// parseCatalog decodes a catalog strictly, gives entries that name no port
+// upc_port, and validates it; name says where it came from in errors.
+func (c *Config) parseCatalog(b []byte, name string) (*Catalog, error) {
+	var cat Catalog
+	if err := decodeStrict(b, &cat); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", name, err)
+	}
+	cat.SetDefaults(c.UPCPort)
+	if err := cat.Validate(); err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", name, err)
+	}
+	return &cat, nil
+}
+
+// SetDefaults gives entries that name no port the given one (upc_port).
+func (cat *Catalog) SetDefaults(port int) {
+	for i := range cat.Services {
+		if cat.Services[i].Port == 0 {
+			cat.Services[i].Port = port
+		}
+	}
 }

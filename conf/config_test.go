@@ -3,6 +3,7 @@ package conf
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -260,5 +261,28 @@ func TestCatalogPortDefaultsToUPCPort(t *testing.T) {
 	// Read on its own, the same catalog is missing a port.
 	if _, err := LoadCatalog("testdata/catalog-noport.yaml"); err == nil || !strings.Contains(err.Error(), "services[0].port") {
 		t.Errorf("LoadCatalog = %v, want a port error", err)
+	}
+}
+
+// A catalog file named outside the config (a command's flag) takes the
+// config's defaults too: it is the catalog the config gives when it names it.
+func TestCatalogFileTakesTheConfigsDefaults(t *testing.T) {
+	c, err := Load("testdata/valid-catalog-noport.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, err := c.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := c.LoadCatalogFile("testdata/catalog-noport.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(file, named) {
+		t.Errorf("LoadCatalogFile = %+v, LoadCatalog = %+v", file, named)
+	}
+	if _, err := c.LoadCatalogFile("testdata/nope.yaml"); err == nil || !strings.Contains(err.Error(), "read catalog") {
+		t.Errorf("LoadCatalogFile(missing) = %v, want a read error", err)
 	}
 }

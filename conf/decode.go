@@ -49,3 +49,19 @@ func toJSON(b []byte) ([]byte, error) {
 	}
 	return j, nil
 }
+
+// decodeLoose decodes JSON or YAML without rejecting unknown fields.
+func decodeLoose(b []byte, v any) error {
+	j, err := toJSON(b)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("parse: %w", err)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		return errors.New("parse: trailing data after the document")
+	}
+	return nil
+}

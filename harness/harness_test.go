@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,12 +12,15 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/harness/report"
-	"github.com/e-mission/upc/harness/standup"
 	"github.com/e-mission/upc/internal/images/imagestest"
+	"github.com/e-mission/upc/internal/tcsetup"
 )
 
 func TestMain(m *testing.M) {
-	standup.Prepare()
+	if err := tcsetup.Configure(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	os.Exit(m.Run())
 }
 

@@ -22,15 +22,18 @@ import (
 
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/internal/realdata"
+	"github.com/e-mission/upc/internal/tcsetup"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
 
 func TestMain(m *testing.M) {
-	// testcontainers cannot pull its reaper here; the test removes what it makes.
-	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+	// The test removes what it makes (see tcsetup).
+	if err := tcsetup.Configure(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	os.Exit(m.Run())
 }
 

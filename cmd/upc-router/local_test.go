@@ -45,8 +45,6 @@ func (s *syncBuffer) String() string {
 // endpoints launch and kill an instance, and a second router process started
 // on the same machine adopts what the first one left.
 func TestRouterBinaryLocalDocker(t *testing.T) {
-	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 	ctx := context.Background()
 	cli, err := agent.NewClientFromEnv()
 	if err != nil {

@@ -128,14 +128,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return httpx.Serve(ctx, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, ln, 500*time.Millisecond)
 }
 
-// loadCatalog reads the catalog and pins its images with the manifest.
+// loadCatalog reads the catalog (--catalog, else the config's), with the
+// config's defaults either way, and pins its images with the manifest.
 func loadCatalog(cfg *conf.Config, catalogPath, imagesPath string, logger *slog.Logger) (*conf.Catalog, error) {
 	var (
 		cat *conf.Catalog
 		err error
 	)
 	if catalogPath != "" {
-		cat, err = conf.LoadCatalog(catalogPath)
+		cat, err = cfg.LoadCatalogFile(catalogPath)
 	} else {
 		cat, err = cfg.LoadCatalog()
 	}

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/e-mission/upc/conf"
 )
 
 // TestStartupErrors: bad flags and bad configuration stop the router before
@@ -34,5 +38,37 @@ func TestStartupErrors(t *testing.T) {
 				t.Fatalf("run %q: %v, want an error containing %q", c.args, err, c.want)
 			}
 		})
+	}
+}
+
+// --catalog FILE gives the catalog the config gives when it names FILE:
+// entries that name no port listen on upc_port either way.
+func TestCatalogFlagGivesTheConfigsCatalog(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	cfg, err := conf.Load("testdata/upc-port.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaConfig, err := loadCatalog(cfg, "", "", logger)
+	if err != nil {
+		t.Fatalf("catalog through the config: %v", err)
+	}
+	viaFlag, err := loadCatalog(cfg, "testdata/catalog-noport.yaml", "", logger)
+	if err != nil {
+		t.Fatalf("catalog through --catalog: %v", err)
+	}
+	if !reflect.DeepEqual(viaFlag, viaConfig) {
+		t.Errorf("--catalog gives %+v, the config %+v", viaFlag, viaConfig)
+	}
+	if s, _ := viaFlag.Lookup("calendar"); s.Port != 9123 {
+		t.Errorf("calendar port = %d, want upc_port 9123", s.Port)
+	}
+	// Without a config, an entry without a port listens on the default upc_port.
+	def, err := loadCatalog(conf.Default(), "testdata/catalog-noport.yaml", "", logger)
+	if err != nil {
+		t.Fatalf("catalog through --catalog, default config: %v", err)
+	}
+	if s, _ := def.Lookup("calendar"); s.Port != conf.DefaultUPCPort {
+		t.Errorf("calendar port = %d, want %d", s.Port, conf.DefaultUPCPort)
 	}
 }

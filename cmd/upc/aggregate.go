@@ -25,8 +25,6 @@ import (
 	"github.com/e-mission/upc/router/routerclient"
 )
 
-func init() { subcommands = append(subcommands, newAggregateCmd) }
-
 func newAggregateCmd(g *globals) *cobra.Command {
 	cf := &clientFlags{}
 	var (

@@ -19,8 +19,6 @@ import (
 	"github.com/e-mission/upc/router/routerclient"
 )
 
-func init() { subcommands = append(subcommands, newClientCmd) }
-
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
 	config    string

@@ -12,8 +12,6 @@ import (
 	"github.com/e-mission/upc/internal/images"
 )
 
-func init() { subcommands = append(subcommands, newClusterCmd) }
-
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",

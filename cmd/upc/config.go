@@ -11,8 +11,6 @@ import (
 	"github.com/e-mission/upc/internal/images"
 )
 
-func init() { subcommands = append(subcommands, newConfigCmd) }
-
 func newConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",

@@ -12,8 +12,6 @@ import (
 	"github.com/e-mission/upc/harness/report"
 )
 
-func init() { subcommands = append(subcommands, newE2ECmd) }
-
 // errE2EFailed makes the command exit non-zero after the report is written.
 var errE2EFailed = errors.New("e2e: an expectation failed (see the report)")
 

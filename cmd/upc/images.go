@@ -11,8 +11,6 @@ import (
 	"github.com/e-mission/upc/internal/version"
 )
 
-func init() { subcommands = append(subcommands, newImagesCmd) }
-
 func newImagesCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "images",

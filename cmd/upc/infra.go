@@ -11,8 +11,6 @@ import (
 	infraauto "github.com/e-mission/upc/infra/auto"
 )
 
-func init() { subcommands = append(subcommands, newInfraCmd) }
-
 // newInfraCmd drives the infra program (Pulumi.yaml, infra/) through the
 // Automation API: the same program `pulumi up` runs, inline, needing only
 // the engine and the plugins that `make tools` provides.

@@ -14,8 +14,6 @@ import (
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 )
 
-func init() { subcommands = append(subcommands, newPipelineCmd) }
-
 func newPipelineCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "pipeline", Short: "Run e-mission's intake pipeline locally on day files"}
 	cmd.AddCommand(newPipelineCheckCmd(g), newPipelineRunCmd(g))

@@ -35,13 +35,17 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	// Each subcommand lives in its own file of this package.
-	for _, add := range subcommands {
-		root.AddCommand(add(g))
-	}
+	// Each subcommand is built by the constructor in its own file.
+	root.AddCommand(
+		newAggregateCmd(g),
+		newClientCmd(g),
+		newClusterCmd(g),
+		newConfigCmd(g),
+		newE2ECmd(g),
+		newImagesCmd(g),
+		newPipelineCmd(g),
+		newSynthCmd(g),
+	)
+	root.AddCommand(newInfraCmd(g))
 	return root
 }
-
-// subcommands is filled by the init functions of this package's files, so each
-// command group stays in its own file.
-var subcommands []func(*globals) *cobra.Command

@@ -9,8 +9,6 @@ import (
 	"github.com/e-mission/upc/harness/synth"
 )
 
-func init() { subcommands = append(subcommands, newSynthCmd) }
-
 func newSynthCmd(g *globals) *cobra.Command {
 	var o synth.Options
 	cmd := &cobra.Command{

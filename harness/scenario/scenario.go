@@ -60,7 +60,7 @@ type Population struct {
 	// RealDays gives each listed e-mission day file its own users.
 	RealDays *RealDays `json:"real_days,omitempty"`
 	// Synthetic makes users from real days moved in time and space
-	// (internal/synth), each with its own ground truth.
+	// (harness/synth), each with its own ground truth.
 	Synthetic *Synthetic `json:"synthetic,omitempty"`
 }
 

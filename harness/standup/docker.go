@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,16 +27,8 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/e-mission/upc/harness/scenario"
+	"github.com/e-mission/upc/internal/tcsetup"
 )
-
-// Prepare sets what testcontainers-go needs on this machine, before the first
-// container: no reaper (its image cannot be pulled; we clean up by label) and
-// the Docker host at loopback (seeing /.dockerenv, testcontainers would
-// otherwise dial the default gateway, which is not ours).
-func Prepare() {
-	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
-}
 
 // Ports the router and the agents listen on inside their containers.
 const (
@@ -106,7 +97,10 @@ type Agent struct {
 // explicit timeout. If anything fails, what was started is removed before
 // Up returns the error.
 func Up(ctx context.Context, cli *client.Client, opts Options) (d *Deployment, err error) {
-	Prepare()
+	// No reaper (we clean up by label), published ports at loopback.
+	if err := tcsetup.Configure(); err != nil {
+		return nil, err
+	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Minute
 	}

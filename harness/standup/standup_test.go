@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -14,11 +15,15 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/e-mission/upc/harness/scenario"
+	"github.com/e-mission/upc/internal/tcsetup"
 	"github.com/e-mission/upc/router/docker/testimage"
 )
 
 func TestMain(m *testing.M) {
-	Prepare()
+	if err := tcsetup.Configure(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	os.Exit(m.Run())
 }
 

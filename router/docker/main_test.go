@@ -30,10 +30,6 @@ var (
 const imageRef = "upc-test/router-server:test"
 
 func TestMain(m *testing.M) {
-	// The project's settings for testcontainers (see the Makefile), in case a
-	// test here or a package it imports starts one.
-	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 	os.Exit(run(m))
 }
 

@@ -28,12 +28,6 @@ import (
 // developer's machine and fail in CI (CI=true), so CI never passes by
 // running nothing.
 
-func TestMain(m *testing.M) {
-	os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
-	os.Exit(m.Run())
-}
-
 type testCluster struct {
 	cfg   *rest.Config
 	cs    kubernetes.Interface

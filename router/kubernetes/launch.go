@@ -1,0 +1,250 @@
+package kubernetes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/e-mission/upc/router"
+)
+
+func name(id router.ID) string { return "upc-" + string(id) }
+
+// Launch makes the instance's Service (the API server allocates its node
+// port), then its pod (a warm one when the pool has it), and returns once
+// the pod runs.
+func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance, error) {
+	if err := router.ValidID(string(spec.ID)); err != nil {
+		return router.Instance{}, err
+	}
+	if err := router.ValidUser(spec.User); err != nil {
+		return router.Instance{}, err
+	}
+	if spec.Port < 1 || spec.Port > 65535 || spec.Image == "" || spec.Service == "" {
+		return router.Instance{}, fmt.Errorf("%w: spec needs a service, an image and a port (got %q, %q, %d)", router.ErrInvalid, spec.Service, spec.Image, spec.Port)
+	}
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return router.Instance{}, fmt.Errorf("encode spec: %w", err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name(spec.ID), Labels: b.labels(spec), Annotations: map[string]string{
+			AnnUser: spec.User, AnnImage: spec.Image, AnnDigest: spec.Digest, AnnSpec: string(raw),
+		}},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeNodePort,
+			Selector: map[string]string{LabelInstance: string(spec.ID)},
+			// The router's health probe, not the pod's readiness, decides
+			// when a launch is done: it must reach a starting pod, and see
+			// its 503 when it never turns healthy.
+			PublishNotReadyAddresses: true,
+			Ports:                    []corev1.ServicePort{{Name: "http", Port: int32(spec.Port), TargetPort: intstr.FromInt32(int32(spec.Port)), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+	svc, err = b.cs.CoreV1().Services(b.opts.Namespace).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return router.Instance{}, fmt.Errorf("%w: instance %s exists", router.ErrInvalid, spec.ID)
+		}
+		return router.Instance{}, fmt.Errorf("create service: %w", err)
+	}
+	in, err := b.start(ctx, svc, spec, true)
+	if err != nil {
+		// The caller's context may be what failed the launch: still clean up.
+		if derr := b.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil && !errors.Is(derr, router.ErrNotFound) {
+			err = errors.Join(err, fmt.Errorf("remove failed launch: %w", derr))
+		}
+		return router.Instance{}, err
+	}
+	return in, nil
+}
+
+// start gives the instance a running pod (a Ready one claimed from the pool
+// when allowed) and fixes its address on the Service. Whether the service in
+// it answers is the router's health probe's business, as in Docker mode.
+//
+// A service with per-user volumes mounts the user's claims. A user who has
+// none yet may take a pool pod: its claims, made empty with it, become the
+// user's. A user with data always gets a new pod on their own claims.
+func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Spec, pool bool) (router.Instance, error) {
+	claimed := false
+	var claims map[string]string
+	if hasPerUser(spec.Volumes) {
+		mu := &b.users[userKeyByte(spec.User)%byte(len(b.users))]
+		mu.Lock()
+		defer mu.Unlock()
+		var err error
+		if claims, err = b.userClaims(ctx, spec.User); err != nil {
+			return router.Instance{}, err
+		}
+		pool = pool && len(claims) == 0
+	}
+	if pool {
+		var err error
+		if claimed, err = b.claimWarm(ctx, spec); err != nil {
+			return router.Instance{}, err
+		}
+	}
+	if !claimed {
+		for _, v := range spec.Volumes {
+			if v.PerUser && claims[v.Name] == "" {
+				c := ClaimName(spec.User, v.Name)
+				if err := b.makeClaim(ctx, c, b.claimLabels(spec.User, v.Name), spec.User, v); err != nil {
+					return router.Instance{}, err
+				}
+				claims[v.Name] = c
+			}
+		}
+		pod := b.pod(name(spec.ID), spec, b.labels(spec), claims)
+		if _, err := b.cs.CoreV1().Pods(b.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			return router.Instance{}, fmt.Errorf("create pod: %w", err)
+		}
+	}
+	pod, err := b.waitStarted(ctx, "i/"+string(spec.ID))
+	if err != nil {
+		return router.Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
+	}
+	addr := svc.Annotations[AnnAddress]
+	if addr == "" {
+		host, err := b.nodeAddress(ctx, pod)
+		if err != nil {
+			return router.Instance{}, err
+		}
+		addr = "http://" + net.JoinHostPort(host, strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
+		svc, err = b.annotate(ctx, svc.Name, map[string]*string{AnnAddress: &addr})
+		if err != nil {
+			return router.Instance{}, err
+		}
+	}
+	return b.instance(svc, []*corev1.Pod{pod}), nil
+}
+
+func (b *Backend) labels(spec router.Spec) map[string]string {
+	l := maps.Clone(b.opts.Labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	l[LabelManaged] = "true"
+	l[LabelService] = spec.Service
+	if spec.ID != "" {
+		l[LabelInstance] = string(spec.ID)
+	}
+	if labelValueRE.MatchString(spec.User) {
+		l[LabelUser] = spec.User
+	}
+	return l
+}
+
+var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
+
+// pod is the pod of spec: pinned image, prompt stop, no service links (a
+// thousand Services would otherwise become environment variables) and no
+// API token (our services do not call the API).
+// claims names the claim of each per-user volume.
+func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string, claims map[string]string) *corev1.Pod {
+	image := spec.Image
+	if b.opts.ImageByID && spec.Digest != "" {
+		image = spec.Digest
+	}
+	grace := int64(b.opts.GracePeriod.Seconds())
+	c := corev1.Container{
+		Name: "main", Image: image, ImagePullPolicy: b.opts.PullPolicy,
+		Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: int32(spec.Port), Protocol: corev1.ProtocolTCP}},
+		ReadinessProbe: readiness(spec),
+	}
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		c.Env = append(c.Env, corev1.EnvVar{Name: k, Value: spec.Env[k]})
+	}
+	if r := spec.Resources; r.CPUMillis > 0 || r.MemoryMB > 0 {
+		// Requests stay small so a node holds many idle instances; limits bound them.
+		c.Resources.Limits = corev1.ResourceList{}
+		c.Resources.Requests = corev1.ResourceList{}
+		if r.CPUMillis > 0 {
+			c.Resources.Limits[corev1.ResourceCPU] = *resource.NewMilliQuantity(int64(r.CPUMillis), resource.DecimalSI)
+			c.Resources.Requests[corev1.ResourceCPU] = *resource.NewMilliQuantity(1, resource.DecimalSI)
+		}
+		if r.MemoryMB > 0 {
+			c.Resources.Limits[corev1.ResourceMemory] = *resource.NewQuantity(int64(r.MemoryMB)<<20, resource.BinarySI)
+			c.Resources.Requests[corev1.ResourceMemory] = *resource.NewQuantity(8<<20, resource.BinarySI)
+		}
+	}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Labels: labels, Annotations: map[string]string{AnnUser: spec.User, AnnDigest: spec.Digest}},
+		Spec: corev1.PodSpec{
+			Containers:                    []corev1.Container{c},
+			NodeSelector:                  b.opts.NodeSelector,
+			TerminationGracePeriodSeconds: &grace,
+			EnableServiceLinks:            new(false),
+			AutomountServiceAccountToken:  new(false),
+			RestartPolicy:                 corev1.RestartPolicyAlways,
+		},
+	}
+	for _, v := range spec.Volumes {
+		vol := corev1.Volume{Name: v.Name}
+		if v.PerUser {
+			vol.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claims[v.Name]}
+		} else {
+			vol.EmptyDir = &corev1.EmptyDirVolumeSource{}
+		}
+		p.Spec.Volumes = append(p.Spec.Volumes, vol)
+		p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: v.Name, MountPath: v.Path})
+	}
+	return p
+}
+
+// readiness marks the pod Ready once its health path answers: the warm
+// pool hands out only Ready pods.
+func readiness(spec router.Spec) *corev1.Probe {
+	if spec.Health == "" {
+		return nil
+	}
+	return &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: spec.Health, Port: intstr.FromInt32(int32(spec.Port))}},
+		PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: 3,
+	}
+}
+
+// nodeAddress is Options.NodeAddress or the InternalIP of the pod's node.
+func (b *Backend) nodeAddress(ctx context.Context, pod *corev1.Pod) (string, error) {
+	if b.opts.NodeAddress != "" {
+		return b.opts.NodeAddress, nil
+	}
+	b.mu.Lock()
+	ip, ok := b.nodes[pod.Spec.NodeName]
+	b.mu.Unlock()
+	if ok {
+		return ip, nil
+	}
+	n, err := b.cs.CoreV1().Nodes().Get(ctx, pod.Spec.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("node of pod %s: %w", pod.Name, err)
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			ip = a.Address
+			break
+		}
+	}
+	if ip == "" {
+		ip = pod.Status.HostIP
+	}
+	if ip == "" {
+		return "", fmt.Errorf("node %s reports no InternalIP", n.Name)
+	}
+	b.mu.Lock()
+	b.nodes[n.Name] = ip
+	b.mu.Unlock()
+	return ip, nil
+}
