@@ -18,16 +18,17 @@ export CGO_ENABLED := 0
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## compile every binary into bin/
+build: ## compile the root module's binaries into bin/ (no Pulumi; bin/upc-infra is infra-build's)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 images: build ## build the FROM scratch service images and record their digests in build/images.json
 	$(GO) run ./cmd/upc images build --bin $(BIN) --version $(VERSION) --out build/images.json $(IMAGES)
 
-test: images ## vet, then run every test (unit and real Docker engine; the TestCluster* ones are test-kubernetes')
+test: images ## vet, then run every test (unit and real Docker engine; the TestCluster* ones are test-kubernetes'), then infra-test
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m -skip '^TestCluster' ./...
+	@$(MAKE) --no-print-directory infra-test
 
 e2e: images $(if $(filter kubernetes,$(MODE)),cluster-deps) ## stand UPC up (MODE=docker: the local engine; MODE=kubernetes: the local cluster), run the default scenario, report to results/
 	$(if $(filter kubernetes,$(MODE)),$(GO) run ./cmd/upc cluster up --nodes $(NODES) --reuse --images build/images.json)
@@ -59,25 +60,33 @@ bench: images ## run the benchmarks and print the figures (see docs/BENCHMARKS.m
 	@mkdir -p $(RESULTS)
 	set -o pipefail; $(GO) test -run '^$$' -bench . -skip '^BenchmarkCluster' -benchmem -count 1 -timeout 40m ./... | tee $(RESULTS)/bench.txt
 
-lint: ## gofmt and go vet
+lint: ## gofmt (every Go file) and go vet (the root module and infra/)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet ./...
+	cd infra && $(GO) vet ./...
 
 clean: ## remove build outputs and untagged (superseded) UPC images
 	rm -rf $(BIN) build
 	-docker image prune -f --filter label=upc.image
 
-# Pulumi (Pulumi.yaml, infra/): the engine and the provider plugins, used where
+# Pulumi (Pulumi.yaml, infra/): a Go module of its own (infra/go.mod), so that
+# nothing above compiles Pulumi. `upc infra ...` runs bin/upc-infra (beside
+# upc, else on PATH). The engine and the provider plugins are used where
 # installed, else built from the Go module proxy into ~/.cache/upc-tools.
 INFRA_NODES ?= real
-.PHONY: tools infra-test test-infra
+.PHONY: infra-build tools infra-test test-infra
+
+infra-build: ## compile upc-infra (the infra module's command, which `upc infra` runs) into bin/ (compiles Pulumi: minutes cold)
+	@mkdir -p $(BIN)
+	cd infra && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(abspath $(BIN))/ ./cmd/upc-infra
 
 tools: ## the Pulumi engine and the kubernetes and upc provider plugins (cached; cold build ~20 min, 5.3 GB)
 	./scripts/tools.sh
 
-infra-test: ## the infra program's tests with Pulumi's mocks (every stack; no engine, no cluster)
-	$(GO) test -count=1 ./infra/... ./cmd/upc/ -run 'Test(Existing|Kind|GKE|Validate|RouterConfig|Provider)'
+infra-test: ## vet infra/, then its tests with Pulumi's mocks (every stack; no engine, no cluster; the integration tests are test-infra's)
+	cd infra && $(GO) vet ./...
+	cd infra && $(GO) test -count=1 ./...
 
-test-infra: tools images cluster-deps ## upc infra up/destroy --stack existing on the local real-node cluster (started if needed), the kind stack where it can run
+test-infra: tools images infra-build cluster-deps ## bin/upc infra (bin/upc-infra) up/destroy --stack existing on the local real-node cluster (started if needed), the kind stack where it can run
 	$(GO) run ./cmd/upc cluster up --nodes $(INFRA_NODES) --reuse --images build/images.json
-	UPC_TEST_INFRA=1 $(GO) test -count=1 -timeout 30m -run '^TestIntegrationInfra' -v ./cmd/upc/
+	cd infra && UPC_TEST_INFRA=1 UPC_TEST_UPC_BIN=$(abspath $(BIN))/upc $(GO) test -count=1 -timeout 30m -run '^TestIntegrationInfra' -v ./cmd/upc-infra/

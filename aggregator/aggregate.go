@@ -10,12 +10,10 @@
 package aggregator
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,19 +28,10 @@ import (
 
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/dp"
-	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
-	pipeserver "github.com/e-mission/upc/services/pipeline/server"
 	pmapi "github.com/e-mission/upc/services/pm/api"
-)
-
-// Catalog names of the services, as the original clients spelled them.
-const (
-	PipelineService = "Pipeline"
-	MetricsService  = "Metrics"
-	CountService    = "Count"
 )
 
 // User statuses.
@@ -483,9 +472,9 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		}()
 		return ch
 	}
-	queryService := CountService
+	queryService := client.CountService
 	if o.Query.Kind == Metrics {
-		queryService = MetricsService
+		queryService = client.MetricsService
 	}
 	if o.shared != nil {
 		launch = func(service string) <-chan launchResult {
@@ -495,7 +484,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 			return ch
 		}
 	}
-	pipeCh, queryCh := launch(PipelineService), launch(queryService)
+	pipeCh, queryCh := launch(client.PipelineService), launch(queryService)
 	pmInst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: client.PMService, User: r.ID})
 	if err != nil {
 		r.PhasesMS[PhasePM] = msSince(t0)
@@ -534,11 +523,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		r.PhasesMS[PhasePipeline] = msSince(t0)
 		return fail(PhasePipeline, fmt.Errorf("launch pipeline: %w", pl.err))
 	}
-	var pres pipeserver.Result
-	err = o.post(ctx, pl.inst.Address+"/v1/run", pipeserver.Request{PMAddress: pmInst.Address, UUID: r.ID}, &pres)
-	if err == nil && !pres.Success {
-		err = errors.New("the service answered success=false")
-	}
+	pres, err := c.RunPipeline(ctx, pl.inst.Address, pmInst.Address)
 	r.PhasesMS[PhasePipeline] = msSince(t0)
 	if err != nil {
 		drain(queryCh)
@@ -567,13 +552,11 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 			}{Users: users}
 		}
 		var res count.ResponseV1
-		err = o.postQuery(ctx, ql.inst.Address+"/v1/count_query", req, &res)
+		res, err = c.Count(ctx, ql.inst.Address, req)
 		switch {
+		case errors.Is(err, client.ErrNoBudget):
+			budgetShort, err = true, nil
 		case err != nil:
-		case !res.Success:
-			budgetShort = true
-		case res.Results == nil:
-			err = errors.New("the service answered success without results")
 		case o.Noise == Distributed && !res.Noised:
 			// An exact answer must never be summed as if noised.
 			err = errors.New("the service did not add its noise share")
@@ -585,11 +568,11 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		req := o.Query.Metrics
 		req.PMAddress, req.UUID, req.QueryID = pmInst.Address, r.ID, qid
 		var res metrics.LocalDateResponseV1
-		err = o.postQuery(ctx, ql.inst.Address+"/v1/metrics/local_date", req, &res)
+		res, err = c.Metrics(ctx, ql.inst.Address, req)
 		switch {
+		case errors.Is(err, client.ErrNoBudget):
+			budgetShort, err = true, nil
 		case err != nil:
-		case !res.Success:
-			budgetShort = true
 		default:
 			ans = &answer{metrics: map[string]float64{}}
 			for m, v := range res.Results {
@@ -617,9 +600,9 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 
 // launchShared launches the run's shared pipeline and query services.
 func (o *Options) launchShared(ctx context.Context) (map[string][]api.Instance, func(), error) {
-	query := CountService
+	query := client.CountService
 	if o.Query.Kind == Metrics {
-		query = MetricsService
+		query = client.MetricsService
 	}
 	type want struct {
 		svc string
@@ -629,7 +612,7 @@ func (o *Options) launchShared(ctx context.Context) (map[string][]api.Instance, 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var errs []error
-	for _, w := range []want{{PipelineService, max(o.SharedPipelines, 1)}, {query, 1}} {
+	for _, w := range []want{{client.PipelineService, max(o.SharedPipelines, 1)}, {query, 1}} {
 		for k := range w.n {
 			wg.Add(1)
 			go func() {
@@ -712,61 +695,5 @@ func (o *Options) upload(ctx context.Context, c *client.Client, pm string, entri
 
 // batchSize keeps one insert well below the PM's body limit.
 const batchSize = 2000
-
-// post sends in as JSON and decodes a 2xx answer into out; other answers
-// become errors carrying the service's message.
-// transportError is a request that got no answer at all (refused, reset,
-// closed before the answer's headers).
-type transportError struct{ error }
-
-func (e transportError) Unwrap() error { return e.error }
-
-// postQuery posts a query, once more if the first got no answer at all: the
-// query carries its id, so the user's budget is charged once either way, and
-// a busy shared service dropping a connection does not fail the user.
-func (o *Options) postQuery(ctx context.Context, url string, in, out any) error {
-	err := o.post(ctx, url, in, out)
-	if _, ok := errors.AsType[transportError](err); !ok || ctx.Err() != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		return err
-	case <-time.After(200 * time.Millisecond):
-	}
-	return o.post(ctx, url, in, out)
-}
-
-func (o *Options) post(ctx context.Context, url string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := o.HTTP.Do(req)
-	if err != nil {
-		return transportError{err}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e httpx.ErrorBody
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%d %s", resp.StatusCode, e.Error)
-		}
-		return fmt.Errorf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
-}
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/pm"
@@ -48,7 +49,7 @@ func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{HTTP: &http.Client{}}
+	c := &client.Client{User: "u", HTTP: &http.Client{}}
 	totals := make([]int64, samples)
 	for s := range totals {
 		for u := range users {
@@ -56,8 +57,8 @@ func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) 
 			req.NoiseShare = &struct {
 				Users int `json:"users"`
 			}{Users: users}
-			var res count.ResponseV1
-			if err := o.post(ctx, cs.URL+"/v1/count_query", req, &res); err != nil {
+			res, err := c.Count(ctx, cs.URL, req)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if !res.Success || !res.Noised || res.Results == nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
@@ -44,10 +45,10 @@ func (r *inProcess) Launch(_ context.Context, req api.LaunchRequest) (api.Instan
 		}
 		srv = httptest.NewServer(pm.New(st, quiet, pm.Options{}).Handler())
 		closeFn = func() { srv.Close(); st.Close() }
-	case PipelineService:
+	case client.PipelineService:
 		srv = httptest.NewServer(server.New(quiet, server.PMStores(nil)).Handler())
 		closeFn = srv.Close
-	case CountService:
+	case client.CountService:
 		srv = httptest.NewServer(count.NewServer(quiet, count.PMClients(nil)).Handler())
 		closeFn = srv.Close
 	default:

@@ -1,13 +1,10 @@
 package aggregator
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"sort"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
@@ -29,10 +26,6 @@ const (
 	Distributed = "distributed"
 )
 
-// DefaultModes are the modes a metrics query file with one number for
-// offset and alpha asks about.
-var DefaultModes = []string{"BICYCLE", "CAR", "TRANSIT", "WALK"}
-
 // Query is a parsed query file.
 type Query struct {
 	Kind string
@@ -42,20 +35,23 @@ type Query struct {
 	Metrics metrics.LocalDateRequest
 }
 
-// LoadQuery reads a query file of kind: for count, the original's
-// example_count_query.json (the query object itself) or {"query": {...}} as
-// count_aggregator.py read it; for metrics, example_metric_query.json, where
-// offset and alpha are one number (applied to every mode of DefaultModes) or
-// an object by mode.
+// LoadQuery reads a query file of kind, in the formats the user's client
+// reads (client.LoadCountQuery, client.LoadMetricsQuery).
 func LoadQuery(kind, path string) (Query, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Query{}, fmt.Errorf("read query: %w", err)
+	var q Query
+	var err error
+	switch kind {
+	case Count:
+		q.Count, err = client.LoadCountQuery(path)
+	case Metrics:
+		q.Metrics, err = client.LoadMetricsQuery(path)
+	default:
+		err = fmt.Errorf("query kind %q is not count or metrics", kind)
 	}
-	q, err := ParseQuery(kind, b)
 	if err != nil {
-		return Query{}, fmt.Errorf("query %s: %w", path, err)
+		return Query{}, err
 	}
+	q.Kind = kind
 	return q, nil
 }
 
@@ -63,85 +59,19 @@ func LoadQuery(kind, path string) (Query, error) {
 func ParseQuery(kind string, b []byte) (Query, error) {
 	switch kind {
 	case Count:
-		var wrapped struct {
-			Query json.RawMessage `json:"query"`
-		}
-		if json.Unmarshal(b, &wrapped) == nil && len(wrapped.Query) > 0 {
-			b = wrapped.Query
-		}
-		var q count.Query
-		if err := strict(b, &q); err != nil {
-			return Query{}, err
-		}
-		if _, err := q.Validate(); err != nil {
+		q, err := client.ParseCountQuery(b)
+		if err != nil {
 			return Query{}, err
 		}
 		return Query{Kind: Count, Count: q}, nil
 	case Metrics:
-		var f struct {
-			StartTime metrics.DateBound `json:"start_time"`
-			EndTime   metrics.DateBound `json:"end_time"`
-			Freq      string            `json:"freq"`
-			Metric    string            `json:"metric"`
-			Offset    json.RawMessage   `json:"offset"`
-			Alpha     json.RawMessage   `json:"alpha"`
-		}
-		if err := strict(b, &f); err != nil {
+		q, err := client.ParseMetricsQuery(b)
+		if err != nil {
 			return Query{}, err
 		}
-		var errs []error
-		offset, err := byMode(f.Offset)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("offset: %w", err))
-		}
-		alpha, err := byMode(f.Alpha)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("alpha: %w", err))
-		}
-		if _, err := metrics.ParseFreq(f.Freq); err != nil {
-			errs = append(errs, err)
-		}
-		req := metrics.LocalDateRequest{StartTime: f.StartTime, EndTime: f.EndTime, Freq: f.Freq, Metric: f.Metric, Offset: offset, Alpha: alpha}
-		if len(errs) == 0 {
-			if _, err := metrics.Cost(f.Metric, f.StartTime, f.EndTime, offset, alpha); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
-			return Query{}, err
-		}
-		return Query{Kind: Metrics, Metrics: req}, nil
+		return Query{Kind: Metrics, Metrics: q}, nil
 	}
 	return Query{}, fmt.Errorf("query kind %q is not count or metrics", kind)
-}
-
-func strict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	return nil
-}
-
-// byMode reads a number (for every default mode) or an object of numbers.
-func byMode(raw json.RawMessage) (map[string]float64, error) {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return nil, errors.New("required")
-	}
-	var one float64
-	if err := json.Unmarshal(raw, &one); err == nil {
-		m := map[string]float64{}
-		for _, mode := range DefaultModes {
-			m[mode] = one
-		}
-		return m, nil
-	}
-	var m map[string]float64
-	if err := json.Unmarshal(raw, &m); err != nil || len(m) == 0 {
-		return nil, errors.New("want a number or an object of numbers by mode")
-	}
-	return m, nil
 }
 
 // Epsilons are a query's privacy costs: the total charged to each user and,

@@ -43,16 +43,13 @@ func (r routerAdapter) Resume(ctx context.Context, id string) error {
 
 func (r routerAdapter) Delete(ctx context.Context, id string) error { return r.c.Delete(ctx, id) }
 
-// PMService is the catalog name of the permission manager, as the original
-// client spelled it.
-const PMService = "PM"
-
 // Client is a user's device: one user, one router.
 type Client struct {
 	Router Router
 	// User is the user's id; it tags their instances and their records.
 	User string
-	// HTTP is used to reach the PM; nil means http.DefaultClient.
+	// HTTP reaches the instances (the PM and the services); nil means
+	// http.DefaultClient.
 	HTTP *http.Client
 }
 

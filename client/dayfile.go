@@ -1,7 +1,9 @@
 // Package client is what a user's device does with its private cloud (the
-// original client_scripts/): launch a PM through the router and unseal it with
-// the user's key, upload an e-mission day file into it, download it back,
-// pause, resume and delete the PM.
+// original client_scripts/), as a typed API: launch a PM through the router
+// and unseal it with the user's key, upload an e-mission day file into it,
+// download it back, have the pipeline service turn it into trips, ask the
+// count and metrics services (which charge the user's privacy budget), pause,
+// resume and delete instances. Every call goes through internal/httpx.
 package client
 
 import (

@@ -23,6 +23,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	userclient "github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/harness/flow"
 	"github.com/e-mission/upc/harness/report"
@@ -196,7 +197,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			rep.Error = "router client: " + err.Error()
 		} else {
-			f := &flow.Flow{Router: flow.RouterClient{C: rc}}
+			f := &flow.Flow{Router: userclient.NewRouter(rc)}
 			rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress, Start: started,
 			})

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	userclient "github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/harness/flow"
@@ -251,7 +252,7 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		if err != nil {
 			rep.Error = "router client: " + err.Error()
 		} else {
-			f := &flow.Flow{Router: flow.RouterClient{C: rc}}
+			f := &flow.Flow{Router: userclient.NewRouter(rc)}
 			rep.Users = runner.Run(ctx, k.users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
 			})

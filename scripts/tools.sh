@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make tools: the Pulumi engine, the Kubernetes provider plugin and UPC's own
-# provider plugin, for `upc infra` and the infra tests.
+# provider plugin, for `upc infra` (bin/upc-infra) and the infra tests.
 #
 # An installed `pulumi` (on PATH) and installed plugins are used as they are.
 # Otherwise each is built from the Go module proxy into a versioned cache,
@@ -79,7 +79,8 @@ fi
 
 # UPC's provider plugin: small, rebuilt every time so it follows the tree.
 mkdir -p "$(dirname "$UPC_BIN")"
-(cd "$ROOT" && timed "upc provider build" go build -trimpath -o "$UPC_BIN" ./infra/provider)
+# It is a package of the infra module (infra/go.mod), built from there.
+(cd "$ROOT/infra" && timed "upc provider build" go build -trimpath -o "$UPC_BIN" ./provider)
 "$PULUMI" plugin install resource upc "$UPC_PROVIDER_VERSION" --file "$UPC_BIN" --reinstall
 say "upc provider $UPC_PROVIDER_VERSION: installed"
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -16,7 +17,10 @@ import (
 
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
+	"github.com/e-mission/upc/services/count"
+	"github.com/e-mission/upc/services/metrics"
 )
 
 // clientFlags are the flags every client command shares.
@@ -117,7 +121,7 @@ func newClientCmd(g *globals) *cobra.Command {
 	f := &clientFlags{}
 	cmd := &cobra.Command{
 		Use:   "client",
-		Short: "The user's device: launch and unseal a PM, upload, download, pause, resume, delete",
+		Short: "The user's device: launch and unseal a PM, upload, download, run the pipeline, count, metrics, pause, resume, delete",
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.config, "config", "", "UPC configuration file (JSON or YAML; default: built-in defaults)")
@@ -226,6 +230,26 @@ func newClientCmd(g *globals) *cobra.Command {
 	download.Flags().StringVar(&out, "out", "", "output file (default: standard output)")
 	download.Flags().StringVar(&typ, "type", "", `only entries of this metadata.type ("document" is what the original fetched; default: all)`)
 
+	pipeline := serviceCmd(f, g, printJSON, client.PipelineService, "pipeline --pm ADDRESS",
+		"Run the pipeline service over the user's PM: turn the uploaded entries into trips",
+		nil,
+		func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, _ any) (any, error) {
+			return c.RunPipeline(ctx, addr, sf.pm)
+		})
+	countCmd := serviceCmd(f, g, printJSON, client.CountService, "count --pm ADDRESS --query FILE",
+		"Ask the count service whether the user was in a region during a time range (charges the user's privacy budget)",
+		client.LoadCountQuery,
+		func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, q count.Query) (any, error) {
+			return c.Count(ctx, addr, count.Request{PMAddress: sf.pm, Query: q, QueryID: sf.queryID})
+		})
+	metricsCmd := serviceCmd(f, g, printJSON, client.MetricsService, "metrics --pm ADDRESS --query FILE",
+		"Ask the metrics service for the user's count, distance or duration by mode and local date (charges the user's privacy budget)",
+		client.LoadMetricsQuery,
+		func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, q metrics.LocalDateRequest) (any, error) {
+			q.PMAddress, q.QueryID = sf.pm, sf.queryID
+			return c.Metrics(ctx, addr, q)
+		})
+
 	op := func(use, short string, do func(c *client.Client, cmd *cobra.Command, id string) error) *cobra.Command {
 		return &cobra.Command{
 			Use:   use + " ID",
@@ -240,7 +264,7 @@ func newClientCmd(g *globals) *cobra.Command {
 			},
 		}
 	}
-	cmd.AddCommand(launch, upload, download,
+	cmd.AddCommand(launch, upload, download, pipeline, countCmd, metricsCmd,
 		op("pause", "Pause an instance: it keeps its state and stops answering", func(c *client.Client, cmd *cobra.Command, id string) error {
 			if err := c.Pause(cmd.Context(), id); err != nil {
 				return err
@@ -260,6 +284,72 @@ func newClientCmd(g *globals) *cobra.Command {
 			return printJSON(map[string]string{"deleted": id})
 		}),
 	)
+	return cmd
+}
+
+// serviceFlags are the flags of the commands that call a service.
+type serviceFlags struct {
+	pm, query, queryID string
+}
+
+// serviceCmd is a `upc client` command that launches the user's instance of
+// service through the router, calls it against the user's PM, prints its
+// answer and deletes the instance, as the original run_*.py scripts did.
+// load (nil: the service takes no query) reads the --query file before
+// anything is contacted.
+func serviceCmd[Q any](f *clientFlags, g *globals, printJSON func(any) error, service, use, short string,
+	load func(path string) (Q, error), call func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, q Q) (any, error)) *cobra.Command {
+	var sf serviceFlags
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var errs []error
+			if f.user == "" {
+				errs = append(errs, errors.New("--user is required"))
+			}
+			if sf.pm == "" {
+				errs = append(errs, errors.New("--pm is required"))
+			}
+			if load != nil && sf.query == "" {
+				errs = append(errs, errors.New("--query is required"))
+			}
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
+			var q Q
+			if load != nil {
+				var err error
+				if q, err = load(sf.query); err != nil {
+					return err
+				}
+			}
+			c, err := f.userClient(true)
+			if err != nil {
+				return err
+			}
+			var ans any
+			err = c.WithService(cmd.Context(), service, func(inst api.Instance) error {
+				g.logger().Info("service launched", "service", service, "id", inst.ID, "address", inst.Address)
+				var err error
+				ans, err = call(cmd.Context(), c, inst.Address, sf, q)
+				return err
+			})
+			// A budget's refusal is printed too: it says what the query costs.
+			if err == nil || errors.Is(err, client.ErrNoBudget) {
+				if perr := printJSON(ans); perr != nil {
+					return errors.Join(err, perr)
+				}
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&sf.pm, "pm", "", "the user's PM's address (as launch printed it)")
+	if load != nil {
+		cmd.Flags().StringVar(&sf.query, "query", "", "query file, in the original's example query format")
+		cmd.Flags().StringVar(&sf.queryID, "query-id", "", "the query's id: a retry with the same id is charged once (default: the service makes one)")
+	}
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,9 @@ import (
 	"github.com/e-mission/upc/client/clienttest"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/router/api"
+	"github.com/e-mission/upc/router/routerclient"
+	"github.com/e-mission/upc/services/count"
+	"github.com/e-mission/upc/services/metrics"
 )
 
 // TestClientBadInput: each bad invocation of `upc client` fails with a
@@ -23,6 +27,10 @@ func TestClientBadInput(t *testing.T) {
 	os.WriteFile(empty, nil, 0o600)
 	badConf := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badConf, []byte("upc_mode: swarm\n"), 0o600)
+	badCount := filepath.Join(dir, "count.json")
+	os.WriteFile(badCount, []byte(`{"ofset": 100}`), 0o600)
+	badMetrics := filepath.Join(dir, "metrics.json")
+	os.WriteFile(badMetrics, []byte(strings.Replace(metricsQuery, "DAILY", "HOURLY", 1)), 0o600)
 	t.Setenv("UPC_KEY", "")
 	t.Setenv("UPC_KEY_FILE", "")
 	for _, tc := range []struct {
@@ -38,6 +46,18 @@ func TestClientBadInput(t *testing.T) {
 		{"upload without file", []string{"client", "upload", "--user", "u", "--pm", "http://127.0.0.1:1"}, "requires at least 1 arg"},
 		{"upload of a missing file", []string{"client", "upload", "--user", "u", "--pm", "http://127.0.0.1:1", filepath.Join(dir, "nope")}, "read day file"},
 		{"download without pm", []string{"client", "download", "--user", "u"}, "--pm is required"},
+		{"pipeline without pm", []string{"client", "pipeline", "--user", "u"}, "--pm is required"},
+		{"pipeline without user", []string{"client", "pipeline", "--pm", "http://127.0.0.1:1"}, "--user is required"},
+		{"pipeline with an argument", []string{"client", "pipeline", "--user", "u", "--pm", "http://127.0.0.1:1", "day.json"}, "unknown command"},
+		{"count without query", []string{"client", "count", "--user", "u", "--pm", "http://127.0.0.1:1"}, "--query is required"},
+		{"count without pm", []string{"client", "count", "--user", "u", "--query", badCount}, "--pm is required"},
+		{"count without pm nor query names both", []string{"client", "count", "--user", "u"}, "--pm is required\n--query is required"},
+		{"count with a missing query file", []string{"client", "count", "--user", "u", "--pm", "http://127.0.0.1:1", "--query", filepath.Join(dir, "nope")}, "read query"},
+		{"count with a bad query", []string{"client", "count", "--user", "u", "--pm", "http://127.0.0.1:1", "--query", badCount}, `unknown field "ofset"`},
+		{"metrics without query", []string{"client", "metrics", "--user", "u", "--pm", "http://127.0.0.1:1"}, "--query is required"},
+		{"metrics with a bad freq", []string{"client", "metrics", "--user", "u", "--pm", "http://127.0.0.1:1", "--query", badMetrics}, "HOURLY"},
+		{"metrics with a count query", []string{"client", "metrics", "--user", "u", "--pm", "http://127.0.0.1:1", "--query", badCount}, "unknown field"},
+		{"pipeline with a query", []string{"client", "pipeline", "--user", "u", "--pm", "http://127.0.0.1:1", "--query", badCount}, "unknown flag: --query"},
 		{"pause without id", []string{"client", "pause"}, "accepts 1 arg"},
 		{"bad config", []string{"client", "--config", badConf, "pause", "x"}, `upc_mode: "swarm"`},
 		{"missing token file", []string{"client", "--token-file", filepath.Join(dir, "nope"), "delete", "x"}, "read router token"},
@@ -136,4 +156,95 @@ func TestIntegrationClientCommands(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), inst.ID) {
 		t.Errorf("second delete = %v", err)
 	}
+}
+
+// Queries about shankari_2016-08-10: whether the user was around the day's
+// first trip start that day, and their trips by mode that local day.
+const (
+	countQuery = `{"offset": 100, "alpha": 0.05, "start_ts": 1470700800, "end_ts": 1470960000,
+  "sel_region": {"geometry": {"type": "Polygon", "coordinates": [[[-122.091, 37.387], [-122.081, 37.387], [-122.081, 37.397], [-122.091, 37.397], [-122.091, 37.387]]]}}}`
+	metricsQuery = `{"offset": 1100, "alpha": 0.5, "start_time": {"year": 2016, "month": 8, "day": 10, "timezone": "America/Los_Angeles"},
+  "end_time": {"year": 2016, "month": 8, "day": 11, "timezone": "America/Los_Angeles"}, "freq": "DAILY", "metric": "count"}`
+)
+
+// TestIntegrationClientServices needs the Docker engine: `upc client
+// pipeline`, `count` and `metrics` as a user runs them after launch and
+// upload, against a real router and the real service images. Each launches
+// its service, prints the answer and deletes the service; a query the
+// budget cannot pay fails, printing the refusal.
+func TestIntegrationClientServices(t *testing.T) {
+	tr := clienttest.StartRouter(t, "pm", "pipeline", "count", "metrics")
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	os.WriteFile(keyFile, []byte("another user's secret\n"), 0o600)
+	countFile, metricsFile, costlyFile := filepath.Join(dir, "count.json"), filepath.Join(dir, "metrics.json"), filepath.Join(dir, "costly.json")
+	os.WriteFile(countFile, []byte(countQuery), 0o600)
+	os.WriteFile(metricsFile, []byte(metricsQuery), 0o600)
+	os.WriteFile(costlyFile, []byte(strings.Replace(countQuery, `"offset": 100`, `"offset": 1`, 1)), 0o600)
+	user := "cli-services-user"
+	upcErr := func(args ...string) (string, error) {
+		var out, errb bytes.Buffer
+		all := append([]string{"client", "--router", tr.URL, "--user", user}, args...)
+		err := run(context.Background(), all, &out, &errb)
+		if err != nil {
+			t.Logf("upc %s: %v\n%s", strings.Join(all, " "), err, errb.String())
+		}
+		return out.String(), err
+	}
+	upc := func(args ...string) string {
+		t.Helper()
+		out, err := upcErr(args...)
+		if err != nil {
+			t.Fatalf("upc client %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+	var pmInst api.Instance
+	if err := json.Unmarshal([]byte(upc("launch", "--key-file", keyFile)), &pmInst); err != nil {
+		t.Fatal(err)
+	}
+	upc("upload", "--pm", pmInst.Address, filepath.Join(realdata.DirT(t), "shankari_2016-08-10"))
+
+	var pres client.PipelineResult
+	if err := json.Unmarshal([]byte(upc("pipeline", "--pm", pmInst.Address)), &pres); err != nil {
+		t.Fatal(err)
+	}
+	if !pres.Success || pres.Written["analysis/cleaned_trip"] == 0 {
+		t.Errorf("pipeline printed %+v: want trips written", pres)
+	}
+
+	var cres count.ResponseV1
+	if err := json.Unmarshal([]byte(upc("count", "--pm", pmInst.Address, "--query", countFile, "--query-id", "cli-q1")), &cres); err != nil {
+		t.Fatal(err)
+	}
+	if !cres.Success || cres.Results == nil || *cres.Results != 1 || cres.QueryID != "cli-q1" || cres.PrivacyCost <= 0 {
+		t.Errorf("count printed %+v: want 1, charged under cli-q1", cres)
+	}
+
+	var mres metrics.LocalDateResponseV1
+	if err := json.Unmarshal([]byte(upc("metrics", "--pm", pmInst.Address, "--query", metricsFile)), &mres); err != nil {
+		t.Fatal(err)
+	}
+	if !mres.Success || len(mres.Results) != len(client.DefaultModes) || mres.PrivacyCost <= 0 {
+		t.Errorf("metrics printed %+v: want a value for each mode", mres)
+	}
+
+	out, err := upcErr("count", "--pm", pmInst.Address, "--query", costlyFile)
+	if !errors.Is(err, client.ErrNoBudget) || !strings.Contains(out, `"success": false`) {
+		t.Errorf("a query the budget cannot pay: %v, printed %q", err, out)
+	}
+
+	// Only the PM is left: every service instance was deleted.
+	rc, err := routerclient.New(tr.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := rc.List(context.Background(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].ID != pmInst.ID {
+		t.Errorf("instances left for %s: %+v, want only the PM", user, left)
+	}
+	upc("delete", pmInst.ID)
 }

@@ -1,119 +1,76 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"slices"
-	"strings"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"time"
 
 	"github.com/spf13/cobra"
-
-	infraauto "github.com/e-mission/upc/infra/auto"
 )
 
-// newInfraCmd drives the infra program (Pulumi.yaml, infra/) through the
-// Automation API: the same program `pulumi up` runs, inline, needing only
-// the engine and the plugins that `make tools` provides.
+// infraBinary is the command `upc infra` runs: the infra module's
+// (infra/cmd/upc-infra), a binary of its own so that upc never compiles
+// Pulumi.
+const infraBinary = "upc-infra"
+
+// newInfraCmd runs upc-infra with the arguments after `infra`, all of them
+// its own (flags and subcommands: up, preview, destroy).
 func newInfraCmd(g *globals) *cobra.Command {
-	var o infraauto.Options
-	var sets []string
-	cmd := &cobra.Command{
+	return &cobra.Command{
 		Use:   "infra",
-		Short: "Stand UPC up on Kubernetes (kind, GKE or an existing cluster) with Pulumi",
-		Long: `Run the Pulumi program of infra/ on a stack: kind (a kind cluster with our
-images loaded), gke (network, firewall, cluster, node pool, Artifact Registry
-with our images) or existing (any cluster a kubeconfig names). Each ends with
-the service router deployed. The stack's settings come from
-Pulumi.<stack>.yaml in --project, then --config. State is kept in a local file
-backend under --state (default <project>/.upc/infra); no Pulumi Cloud.`,
-	}
-	cmd.PersistentFlags().StringVar(&o.Stack, "stack", "", "stack: kind, gke, existing (or one of yours with upc:target)")
-	cmd.PersistentFlags().StringVar(&o.ProjectDir, "project", ".", "folder with Pulumi.yaml and Pulumi.<stack>.yaml")
-	cmd.PersistentFlags().StringVar(&o.StateDir, "state", "", "local state folder (default <project>/.upc/infra)")
-	cmd.PersistentFlags().StringVar(&o.PulumiRoot, "pulumi-root", "", "the engine's install root, holding bin/pulumi (default: tools cache, then PATH)")
-	cmd.PersistentFlags().StringArrayVar(&sets, "config", nil, "KEY=VALUE overriding the stack's settings (upc: prefix implied), repeatable")
-	_ = cmd.MarkPersistentFlagRequired("stack")
-
-	parse := func() error {
-		o.Config = map[string]string{}
-		for _, s := range sets {
-			k, v, ok := strings.Cut(s, "=")
-			if !ok || k == "" {
-				return fmt.Errorf("--config %q: want KEY=VALUE", s)
+		Short: "Stand UPC up on Kubernetes (kind, GKE or an existing cluster) with Pulumi (runs upc-infra)",
+		Long: `Run upc-infra, the infra module's command (infra/cmd/upc-infra), with these
+arguments: ` + "`upc infra up --stack kind`" + ` is ` + "`upc-infra up --stack kind`" + `.
+It is looked for beside this executable, then on PATH; ` + "`make infra-build`" + `
+builds it into bin/. ` + "`upc infra --help`" + ` prints its help.`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, _ := os.Executable()
+			bin, err := findInfra(exe)
+			if err != nil {
+				return err
 			}
-			o.Config[k] = v
+			c := exec.CommandContext(cmd.Context(), bin, args...)
+			c.Stdin, c.Stdout, c.Stderr = os.Stdin, g.stdout, g.stderr
+			// Interrupted, upc-infra stops the engine itself (a killed engine
+			// leaves the stack locked); it gets a minute to.
+			c.Cancel = func() error { return c.Process.Signal(os.Interrupt) }
+			c.WaitDelay = time.Minute
+			err = c.Run()
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.Exited() {
+				return exitCode(ee.ExitCode()) // upc-infra said why
+			}
+			if err != nil {
+				return fmt.Errorf("infra: run %s: %w", bin, err)
+			}
+			return nil
+		},
+	}
+}
+
+// findInfra is the upc-infra beside exe (the running upc, symbolic links
+// followed), else the one on PATH.
+func findInfra(exe string) (string, error) {
+	name := infraBinary
+	if runtime.GOOS == "windows" {
+		name += ".exe"
+	}
+	var beside string
+	if exe != "" {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
 		}
-		o.Progress = g.stderr
-		return nil
+		beside = filepath.Join(filepath.Dir(exe), name)
+		if fi, err := os.Stat(beside); err == nil && !fi.IsDir() {
+			return beside, nil
+		}
 	}
-
-	var kubeconfigOut string
-	up := &cobra.Command{
-		Use:   "up",
-		Short: "Create or update the stack's resources and print the router's URL",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := parse(); err != nil {
-				return err
-			}
-			res, err := infraauto.Up(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			if kubeconfigOut != "" {
-				kc, _ := res.Outputs["kubeconfig"].(string)
-				if err := os.WriteFile(kubeconfigOut, []byte(kc), 0o600); err != nil {
-					return fmt.Errorf("write kubeconfig: %w", err)
-				}
-			}
-			for _, k := range slices.Sorted(func(yield func(string) bool) {
-				for k := range res.Outputs {
-					if !yield(k) {
-						return
-					}
-				}
-			}) {
-				if k == "kubeconfig" {
-					continue // a secret: --kubeconfig-out writes it
-				}
-				fmt.Fprintf(g.stdout, "%s: %v\n", k, res.Outputs[k])
-			}
-			return nil
-		},
+	if p, err := exec.LookPath(infraBinary); err == nil {
+		return p, nil
 	}
-	up.Flags().StringVar(&kubeconfigOut, "kubeconfig-out", "", "write the cluster's kubeconfig (a secret output) to this file")
-
-	preview := &cobra.Command{
-		Use:   "preview",
-		Short: "Show what up would change",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := parse(); err != nil {
-				return err
-			}
-			sum, err := infraauto.Preview(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, sum)
-			return nil
-		},
-	}
-
-	var remove bool
-	destroy := &cobra.Command{
-		Use:   "destroy",
-		Short: "Delete every resource of the stack (the kind cluster too)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := parse(); err != nil {
-				return err
-			}
-			return infraauto.Destroy(cmd.Context(), o, remove)
-		},
-	}
-	destroy.Flags().BoolVar(&remove, "remove", false, "also remove the stack's state and settings")
-
-	cmd.AddCommand(up, preview, destroy)
-	return cmd
+	return "", fmt.Errorf("infra: no %s beside %s nor on PATH: build it with `make infra-build` (writes bin/%s, beside bin/upc) or `cd infra && go build -o DIR ./cmd/%s`", infraBinary, exe, infraBinary, infraBinary)
 }

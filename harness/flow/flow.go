@@ -15,7 +15,6 @@ import (
 	"github.com/e-mission/upc/harness/runner"
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/router/api"
-	"github.com/e-mission/upc/router/routerclient"
 )
 
 // Flow makes one session per user against one router.
@@ -136,25 +135,3 @@ func Machine(addr string) string {
 	}
 	return addr
 }
-
-// RouterClient adapts the router's typed client to what a user's device
-// needs (client.Router).
-type RouterClient struct{ C *routerclient.Client }
-
-var _ client.Router = RouterClient{}
-
-func (r RouterClient) Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
-	return r.C.Launch(ctx, req.Service, req.User)
-}
-
-func (r RouterClient) Pause(ctx context.Context, id string) error {
-	_, err := r.C.Pause(ctx, id)
-	return err
-}
-
-func (r RouterClient) Resume(ctx context.Context, id string) error {
-	_, err := r.C.Resume(ctx, id)
-	return err
-}
-
-func (r RouterClient) Delete(ctx context.Context, id string) error { return r.C.Delete(ctx, id) }

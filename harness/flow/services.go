@@ -1,30 +1,19 @@
 package flow
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"time"
 
+	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/harness/runner"
 	"github.com/e-mission/upc/harness/scenario"
-	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
-	pipeserver "github.com/e-mission/upc/services/pipeline/server"
-)
-
-// Catalog names of the services, as the original clients spelled them.
-const (
-	PipelineService = "Pipeline"
-	MetricsService  = "Metrics"
-	CountService    = "Count"
 )
 
 // Query parameters of the metrics and count steps: a cost well inside the
@@ -44,24 +33,28 @@ const (
 
 // withService launches service for the user through the router, calls call
 // with its instance, and deletes the instance whatever happened, as the
-// original client scripts did. The outcome records both times.
+// original client scripts did (client.WithService). The outcome records both
+// times.
 func (s *session) withService(ctx context.Context, service string, call func(inst api.Instance) (runner.Outcome, error)) (runner.Outcome, error) {
 	if s.pm == nil {
 		return runner.Outcome{}, errNoPM
 	}
+	var (
+		o                runner.Outcome
+		ran              bool
+		launched, called time.Duration
+	)
 	t0 := time.Now()
-	inst, err := s.c.Router.Launch(ctx, api.LaunchRequest{Service: service, User: s.u.ID})
-	if err != nil {
-		return runner.Outcome{}, fmt.Errorf("launch %s: %w", service, err)
-	}
-	launched := time.Since(t0)
-	t1 := time.Now()
-	o, err := call(inst)
-	called := time.Since(t1)
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if derr := s.c.Router.Delete(dctx, inst.ID); derr != nil {
-		err = errors.Join(err, fmt.Errorf("delete %s instance %s: %w", service, inst.ID, derr))
+	err := s.c.WithService(ctx, service, func(inst api.Instance) error {
+		launched, ran = time.Since(t0), true
+		t1 := time.Now()
+		var err error
+		o, err = call(inst)
+		called = time.Since(t1)
+		return err
+	})
+	if !ran {
+		return runner.Outcome{}, err
 	}
 	if o.Values == nil {
 		o.Values = map[string]float64{}
@@ -72,14 +65,10 @@ func (s *session) withService(ctx context.Context, service string, call func(ins
 }
 
 func (s *session) pipeline(ctx context.Context) (runner.Outcome, error) {
-	return s.withService(ctx, PipelineService, func(inst api.Instance) (runner.Outcome, error) {
-		var res pipeserver.Result
-		err := s.post(ctx, inst.Address+"/v1/run", pipeserver.Request{PMAddress: s.pm.Address, UUID: s.u.ID}, &res)
+	return s.withService(ctx, client.PipelineService, func(inst api.Instance) (runner.Outcome, error) {
+		res, err := s.c.RunPipeline(ctx, inst.Address, s.pm.Address)
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("run pipeline: %w", err)
-		}
-		if !res.Success {
-			return runner.Outcome{}, errors.New("run pipeline: the service answered success=false")
 		}
 		trips := res.Written["analysis/cleaned_trip"]
 		return runner.Outcome{
@@ -108,13 +97,10 @@ func (s *session) metrics(ctx context.Context, st scenario.Step) (runner.Outcome
 	for _, m := range modes {
 		req.Offset[m], req.Alpha[m] = metrics.DeltaF[st.Metric][m]*metricsOffsetFactor, metricsAlpha
 	}
-	return s.withService(ctx, MetricsService, func(inst api.Instance) (runner.Outcome, error) {
-		var res metrics.LocalDateResponseV1
-		if err := s.post(ctx, inst.Address+"/v1/metrics/local_date", req, &res); err != nil {
+	return s.withService(ctx, client.MetricsService, func(inst api.Instance) (runner.Outcome, error) {
+		res, err := s.c.Metrics(ctx, inst.Address, req)
+		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("metrics %s %s: %w", st.Metric, st.Freq, err)
-		}
-		if !res.Success {
-			return runner.Outcome{}, fmt.Errorf("metrics %s %s: the service answered success=false (budget short?)", st.Metric, st.Freq)
 		}
 		o := runner.Outcome{Values: map[string]float64{"privacy_cost": res.PrivacyCost}}
 		var parts []string
@@ -147,19 +133,16 @@ func (s *session) count(ctx context.Context) (runner.Outcome, error) {
 		{"here", lon, lat, 1},
 		{"mirror", lon, -lat, 0},
 	}
-	return s.withService(ctx, CountService, func(inst api.Instance) (runner.Outcome, error) {
+	return s.withService(ctx, client.CountService, func(inst api.Instance) (runner.Outcome, error) {
 		o := runner.Outcome{Values: map[string]float64{}}
 		var notes []string
 		for _, a := range asks {
 			region, _ := json.Marshal(map[string]any{"geometry": box(a.lon, a.lat, countBox)})
 			req := count.Request{PMAddress: s.pm.Address, UUID: s.u.ID, Query: count.Query{
 				Offset: countOffset, Alpha: countAlpha, StartTs: count.Timestamp(tr.StartTs), EndTs: count.Timestamp(tr.EndTs), SelRegion: region}}
-			var res count.ResponseV1
-			if err := s.post(ctx, inst.Address+"/v1/count_query", req, &res); err != nil {
+			res, err := s.c.Count(ctx, inst.Address, req)
+			if err != nil {
 				return o, fmt.Errorf("count %s: %w", a.name, err)
-			}
-			if !res.Success || res.Results == nil {
-				return o, fmt.Errorf("count %s: the service answered success=false (budget short?)", a.name)
 			}
 			o.Values[a.name] = float64(*res.Results)
 			o.Values["privacy_cost"] += res.PrivacyCost
@@ -178,42 +161,4 @@ func box(lon, lat, d float64) map[string]any {
 	return map[string]any{"type": "Polygon", "coordinates": [][][2]float64{{
 		{lon - d, lat - d}, {lon + d, lat - d}, {lon + d, lat + d}, {lon - d, lat + d}, {lon - d, lat - d},
 	}}}
-}
-
-// post sends in as JSON and decodes a 2xx answer into out; other answers
-// become errors carrying the service's message.
-func (s *session) post(ctx context.Context, url string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	hc := s.c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e httpx.ErrorBody
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%d %s", resp.StatusCode, e.Error)
-		}
-		return fmt.Errorf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
 }

@@ -88,7 +88,7 @@ func TestPlacementFollowsWeightsDocker(t *testing.T) {
 	s.agentA.Close()
 	_, err := s.rc.Launch(ctx, "test", "nobody")
 	var re *routerclient.Error
-	if !errors.As(err, &re) || re.Status != http.StatusServiceUnavailable || !strings.Contains(re.Message, "no machine is up") {
+	if !errors.As(err, &re) || re.Code != http.StatusServiceUnavailable || !strings.Contains(re.Message, "no machine is up") {
 		t.Fatalf("launch with every agent down: %v, want 503 naming the cause", err)
 	}
 }

@@ -6,17 +6,15 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/services/pipeline"
+	"github.com/e-mission/upc/services/pipeline/api"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -50,45 +48,15 @@ func New(logger *slog.Logger, connect Connector) *Server {
 }
 
 // Request is the body of both endpoints.
-type Request struct {
-	PMAddress string `json:"pm_address"`
-	UUID      string `json:"uuid"`
-}
-
-// Validate returns every problem of the request.
-func (r Request) Validate() error {
-	var errs []error
-	if r.PMAddress == "" {
-		errs = append(errs, errors.New("pm_address is required"))
-	} else {
-		a := r.PMAddress
-		if !strings.Contains(a, "://") {
-			a = "http://" + a
-		}
-		if u, err := url.Parse(a); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			errs = append(errs, fmt.Errorf("pm_address %q is not an http(s) address", r.PMAddress))
-		}
-	}
-	if strings.TrimSpace(r.UUID) == "" {
-		errs = append(errs, errors.New("uuid is required"))
-	}
-	return errors.Join(errs...)
-}
+type Request = api.Request
 
 // Result is the versioned answer.
-type Result struct {
-	Success bool   `json:"success"`
-	UUID    string `json:"uuid"`
-	// StageMillis is each stage's wall time.
-	StageMillis map[string]float64 `json:"stage_ms"`
-	// Written counts the entries the run added, by key.
-	Written map[string]int `json:"written"`
-}
+type Result = api.Result
 
 // Handler serves /run_pipeline, /v1/run and /healthz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /run_pipeline", httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle("POST "+api.PathRunOriginal, httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
 		res, err := s.run(w, r)
 		if err != nil {
 			return err
@@ -96,7 +64,7 @@ func (s *Server) Handler() http.Handler {
 		// The original answered 200 with no body; its client only checks r.ok.
 		return httpx.WriteJSON(w, http.StatusOK, map[string]bool{"success": res.Success})
 	}))
-	mux.Handle("POST /v1/run", httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle("POST "+api.PathRun, httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
 		res, err := s.run(w, r)
 		if err != nil {
 			return err

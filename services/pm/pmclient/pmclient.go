@@ -31,15 +31,14 @@
 package pmclient
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
+	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/services/pm/api"
 )
 
@@ -53,107 +52,59 @@ type (
 
 // Client calls one PM. It is safe for concurrent use.
 type Client struct {
-	base string
-	hc   *http.Client
+	c *httpx.Client
 }
 
 // New returns a client of the PM at baseURL (scheme://host:port). A nil hc
 // means http.DefaultClient.
 func New(baseURL string, hc *http.Client) *Client {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), hc: hc}
+	return &Client{c: httpx.NewClient("pm", baseURL, httpx.WithHTTPClient(hc), httpx.WithKinds(sealed))}
 }
 
 // BaseURL is the PM's address.
-func (c *Client) BaseURL() string { return c.base }
+func (c *Client) BaseURL() string { return c.c.Base() }
 
-// StatusError is a non-2xx answer from the PM.
-type StatusError struct {
-	Op      string
-	Code    int
-	Message string
-}
-
-func (e *StatusError) Error() string {
-	return fmt.Sprintf("pm %s: %d %s: %s", e.Op, e.Code, http.StatusText(e.Code), e.Message)
-}
+// StatusError is a non-2xx answer from the PM: its status and message.
+type StatusError = httpx.StatusError
 
 // ErrSealed matches (errors.Is) a 403 from a PM that has not been unsealed.
 var ErrSealed = errors.New("pm is sealed")
 
-func (e *StatusError) Is(target error) bool {
-	return target == ErrSealed && e.Code == http.StatusForbidden && strings.Contains(e.Message, "sealed")
+func sealed(code int, msg string) error {
+	switch {
+	case code == http.StatusForbidden && strings.Contains(msg, "sealed"):
+		return ErrSealed
+	case code == http.StatusNotFound:
+		return httpx.ErrNotFound
+	}
+	return nil
 }
 
 // IsSealed reports whether err is a PM's "sealed" refusal.
 func IsSealed(err error) bool { return errors.Is(err, ErrSealed) }
 
-func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("pm %s: encode request: %w", path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("pm %s: %w", path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("pm %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var eb struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
-			msg = eb.Error
-		}
-		return &StatusError{Op: path, Code: resp.StatusCode, Message: msg}
-	}
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("pm %s: decode answer: %w", path, err)
-	}
-	return nil
-}
-
 // Unseal gives the PM the user's key (POST /cloud/key). A PM already
 // unsealed, or a wrong key for its volume, answers 403.
 func (c *Client) Unseal(ctx context.Context, key string) error {
-	return c.do(ctx, http.MethodPost, api.PathKey, api.KeyRequest{Key: key}, nil)
+	return c.c.Post(ctx, api.PathKey, api.KeyRequest{Key: key}, nil)
 }
 
 // UnsealRandom is Unseal for a key of 256 bits or more from a CSPRNG (64+
 // hex digits): a new volume derives its key with HKDF instead of Argon2id.
 func (c *Client) UnsealRandom(ctx context.Context, key string) error {
-	return c.do(ctx, http.MethodPost, api.PathKey, api.KeyRequest{Key: key, KeyKind: "random"}, nil)
+	return c.c.Post(ctx, api.PathKey, api.KeyRequest{Key: key, KeyKind: "random"}, nil)
 }
 
 // Status reports whether the PM is sealed.
 func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	var s api.Status
-	err := c.do(ctx, http.MethodGet, api.PathStatus, nil, &s)
+	err := c.c.Get(ctx, api.PathStatus, &s)
 	return s, err
 }
 
 // Healthz checks the PM answers.
 func (c *Client) Healthz(ctx context.Context) error {
-	return c.do(ctx, http.MethodGet, api.PathHealthz, nil, nil)
+	return c.c.Get(ctx, api.PathHealthz, nil)
 }
 
 // Insert stores docs in db.coll and returns their _ids (generated ObjectIds
@@ -176,7 +127,7 @@ func (c *Client) InsertJSON(ctx context.Context, db, coll string, docs []json.Ra
 
 func (c *Client) insertMany(ctx context.Context, db, coll string, docs any) ([]string, error) {
 	var out api.InsertResponse
-	err := c.do(ctx, http.MethodPost, api.PathInsert, api.InsertRequest{
+	err := c.c.Post(ctx, api.PathInsert, api.InsertRequest{
 		Database: db, Collection: coll, Data: docs, IsMany: true,
 	}, &out)
 	if err != nil {
@@ -201,13 +152,13 @@ func idString(v any) string {
 // InsertOne stores one document and returns its _id.
 func (c *Client) InsertOne(ctx context.Context, db, coll string, doc map[string]any) (string, error) {
 	var out api.InsertResponse
-	if err := c.do(ctx, http.MethodPost, api.PathInsert, api.InsertRequest{
+	if err := c.c.Post(ctx, api.PathInsert, api.InsertRequest{
 		Database: db, Collection: coll, Data: doc,
 	}, &out); err != nil {
 		return "", err
 	}
 	if out.InsertedID == nil {
-		return "", fmt.Errorf("pm %s: answer has no inserted_id", api.PathInsert)
+		return "", fmt.Errorf("pm: %s: answer has no inserted_id", api.PathInsert)
 	}
 	return idString(out.InsertedID), nil
 }
@@ -215,7 +166,7 @@ func (c *Client) InsertOne(ctx context.Context, db, coll string, doc map[string]
 // Find returns the matching documents.
 func (c *Client) Find(ctx context.Context, req FindRequest) ([]map[string]any, error) {
 	var out api.FindResponse
-	err := c.do(ctx, http.MethodPost, api.PathFind, req, &out)
+	err := c.c.Post(ctx, api.PathFind, req, &out)
 	return out.Data, err
 }
 
@@ -227,13 +178,13 @@ func (c *Client) FindInto(ctx context.Context, req FindRequest, out any) error {
 	ans := struct {
 		Data any `json:"data"`
 	}{Data: out}
-	return c.do(ctx, http.MethodPost, api.PathFind, req, &ans)
+	return c.c.Post(ctx, api.PathFind, req, &ans)
 }
 
 // FindOne returns the first matching document, or nil when none matches.
 func (c *Client) FindOne(ctx context.Context, req FindRequest) (map[string]any, error) {
 	var out api.FindOneResponse
-	err := c.do(ctx, http.MethodPost, api.PathFindOne, req, &out)
+	err := c.c.Post(ctx, api.PathFindOne, req, &out)
 	return out.Data, err
 }
 
@@ -241,14 +192,14 @@ func (c *Client) FindOne(ctx context.Context, req FindRequest) (map[string]any, 
 // (every match with IsMany), inserting when nothing matches and Upsert is set.
 func (c *Client) Update(ctx context.Context, req UpdateRequest) (api.UpdateResponse, error) {
 	var out api.UpdateResponse
-	err := c.do(ctx, http.MethodPost, api.PathUpdate, req, &out)
+	err := c.c.Post(ctx, api.PathUpdate, req, &out)
 	return out, err
 }
 
 // ReplaceOne replaces the first match with req.Data (keeping its _id).
 func (c *Client) ReplaceOne(ctx context.Context, req UpdateRequest) (api.UpdateResponse, error) {
 	var out api.UpdateResponse
-	err := c.do(ctx, http.MethodPost, api.PathReplaceOne, req, &out)
+	err := c.c.Post(ctx, api.PathReplaceOne, req, &out)
 	return out, err
 }
 
@@ -256,7 +207,7 @@ func (c *Client) ReplaceOne(ctx context.Context, req UpdateRequest) (api.UpdateR
 // many were removed.
 func (c *Client) Delete(ctx context.Context, req DeleteRequest) (int64, error) {
 	var out api.DeleteResponse
-	err := c.do(ctx, http.MethodPost, api.PathDelete, req, &out)
+	err := c.c.Post(ctx, api.PathDelete, req, &out)
 	return out.DeletedCount, err
 }
 
@@ -264,7 +215,7 @@ func (c *Client) Delete(ctx context.Context, req DeleteRequest) (int64, error) {
 // req.WithLimitAndSkip).
 func (c *Client) Count(ctx context.Context, req FindRequest) (int64, error) {
 	var out api.CountResponse
-	err := c.do(ctx, http.MethodPost, api.PathCount, req, &out)
+	err := c.c.Post(ctx, api.PathCount, req, &out)
 	return out.Count, err
 }
 
@@ -272,7 +223,7 @@ func (c *Client) Count(ctx context.Context, req FindRequest) (int64, error) {
 func (c *Client) Distinct(ctx context.Context, req FindRequest, key string) ([]any, error) {
 	req.DistinctKey = key
 	var out api.DistinctResponse
-	err := c.do(ctx, http.MethodPost, api.PathDistinct, req, &out)
+	err := c.c.Post(ctx, api.PathDistinct, req, &out)
 	return out.Distinct, err
 }
 
@@ -287,13 +238,13 @@ func (c *Client) SpendBudget(ctx context.Context, cost float64) (bool, error) {
 // gets the first answer again (Replayed).
 func (c *Client) Spend(ctx context.Context, req api.SpendRequest) (api.SpendResponse, error) {
 	var out api.SpendResponse
-	err := c.do(ctx, http.MethodPost, api.PathBudget, req, &out)
+	err := c.c.Post(ctx, api.PathBudget, req, &out)
 	return out, err
 }
 
 // Ledger returns the budget's balance and history.
 func (c *Client) Ledger(ctx context.Context) (api.Ledger, error) {
 	var out api.Ledger
-	err := c.do(ctx, http.MethodGet, api.PathBudgetLedger, nil, &out)
+	err := c.c.Get(ctx, api.PathBudgetLedger, &out)
 	return out, err
 }

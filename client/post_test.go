@@ -1,4 +1,4 @@
-package aggregator
+package client
 
 import (
 	"context"
@@ -27,16 +27,17 @@ func TestPostQueryRetriesOnlyUnanswered(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	o := &Options{HTTP: srv.Client()}
+	c := &Client{User: "u", HTTP: srv.Client()}
+	svc := c.service("test", srv.URL)
 	var out map[string]any
-	if err := o.postQuery(context.Background(), srv.URL+"/drop", map[string]int{"q": 1}, &out); err != nil {
+	if err := c.postQuery(context.Background(), svc, "/drop", "q-1", map[string]int{"q": 1}, &out); err != nil {
 		t.Fatalf("dropped once: %v", err)
 	}
 	if calls.Load() != 2 || out["success"] != true {
 		t.Errorf("dropped once: %d calls, answer %v; want 2 calls and the answer", calls.Load(), out)
 	}
 	calls.Store(0)
-	if err := o.postQuery(context.Background(), srv.URL+"/fail", map[string]int{"q": 1}, &out); err == nil {
+	if err := c.postQuery(context.Background(), svc, "/fail", "q-1", map[string]int{"q": 1}, &out); err == nil {
 		t.Error("a 500 answer passed")
 	}
 	if calls.Load() != 1 {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	infraauto "github.com/e-mission/upc/infra/auto"
+)
+
+// options are the flags every subcommand shares.
+type options struct {
+	auto infraauto.Options
+	sets []string // --config KEY=VALUE
+}
+
+// parse is the Automation API's options: the --config overrides split, the
+// engine's progress to progress.
+func (o *options) parse(progress io.Writer) (infraauto.Options, error) {
+	a := o.auto
+	a.Config = map[string]string{}
+	for _, s := range o.sets {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return a, fmt.Errorf("--config %q: want KEY=VALUE", s)
+		}
+		a.Config[k] = v
+	}
+	a.Progress = progress
+	return a, nil
+}
+
+// newInfraCmd drives the infra program (Pulumi.yaml, infra/) through the
+// Automation API: the same program `pulumi up` runs, inline, needing only
+// the engine and the plugins that `make tools` provides.
+func newInfraCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &options{}
+	cmd := &cobra.Command{
+		Use:   "infra",
+		Short: "Stand UPC up on Kubernetes (kind, GKE or an existing cluster) with Pulumi",
+		Long: `Run the Pulumi program of infra/ on a stack: kind (a kind cluster with our
+images loaded), gke (network, firewall, cluster, node pool, Artifact Registry
+with our images) or existing (any cluster a kubeconfig names). Each ends with
+the service router deployed. The stack's settings come from
+Pulumi.<stack>.yaml in --project, then --config. State is kept in a local file
+backend under --state (default <project>/.upc/infra); no Pulumi Cloud.`,
+	}
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.auto.Stack, "stack", "", "stack: kind, gke, existing (or one of yours with upc:target)")
+	f.StringVar(&o.auto.ProjectDir, "project", ".", "folder with Pulumi.yaml and Pulumi.<stack>.yaml")
+	f.StringVar(&o.auto.StateDir, "state", "", "local state folder (default <project>/.upc/infra)")
+	f.StringVar(&o.auto.PulumiRoot, "pulumi-root", "", "the engine's install root, holding bin/pulumi (default: tools cache, then PATH)")
+	f.StringArrayVar(&o.sets, "config", nil, "KEY=VALUE overriding the stack's settings (upc: prefix implied), repeatable")
+	_ = cmd.MarkPersistentFlagRequired("stack")
+	cmd.AddCommand(newUpCmd(o, stdout, stderr), newPreviewCmd(o, stdout, stderr), newDestroyCmd(o, stderr))
+	return cmd
+}
+
+func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
+	var kubeconfigOut string
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Create or update the stack's resources and print the router's URL",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := o.parse(stderr)
+			if err != nil {
+				return err
+			}
+			res, err := infraauto.Up(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			if kubeconfigOut != "" {
+				kc, _ := res.Outputs["kubeconfig"].(string)
+				if err := os.WriteFile(kubeconfigOut, []byte(kc), 0o600); err != nil {
+					return fmt.Errorf("write kubeconfig: %w", err)
+				}
+			}
+			for _, k := range slices.Sorted(maps.Keys(res.Outputs)) {
+				if k == "kubeconfig" {
+					continue // a secret: --kubeconfig-out writes it
+				}
+				fmt.Fprintf(stdout, "%s: %v\n", k, res.Outputs[k])
+			}
+			return nil
+		},
+	}
+	up.Flags().StringVar(&kubeconfigOut, "kubeconfig-out", "", "write the cluster's kubeconfig (a secret output) to this file")
+	return up
+}
+
+func newPreviewCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "preview",
+		Short: "Show what up would change",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := o.parse(stderr)
+			if err != nil {
+				return err
+			}
+			sum, err := infraauto.Preview(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, sum)
+			return nil
+		},
+	}
+}
+
+func newDestroyCmd(o *options, stderr io.Writer) *cobra.Command {
+	var remove bool
+	destroy := &cobra.Command{
+		Use:   "destroy",
+		Short: "Delete every resource of the stack (the kind cluster too)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := o.parse(stderr)
+			if err != nil {
+				return err
+			}
+			return infraauto.Destroy(cmd.Context(), a, remove)
+		},
+	}
+	destroy.Flags().BoolVar(&remove, "remove", false, "also remove the stack's state and settings")
+	return destroy
+}

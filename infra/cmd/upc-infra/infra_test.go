@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/e-mission/upc/harness/cluster"
+	"github.com/e-mission/upc/infra/auto"
+	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/router/routerclient"
+	kinddefaults "sigs.k8s.io/kind/pkg/apis/config/defaults"
+)
+
+// TestIntegrationInfraExistingLocalCluster runs `upc infra up --stack
+// existing` (see runInfra) against the local real-node cluster (make cluster-up), launches
+// a PM through the router the stack deployed and reaches it, then runs
+// `upc infra destroy` and checks that nothing of the stack is left. It needs
+// the engine and the plugins of `make tools` and the images of `make
+// images`; `make test-infra` provides all three and sets UPC_TEST_INFRA=1.
+func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
+	if os.Getenv("UPC_TEST_INFRA") != "1" {
+		t.Skip("infra integration test: run by `make test-infra` (UPC_TEST_INFRA=1)")
+	}
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auto.FindPulumi(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	dir, err := cluster.StateDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cluster.Running(dir) || !cluster.HasRealNode(dir) {
+		t.Skipf("not run: no local cluster with a real node in %s (make cluster-up NODES=real)", dir)
+	}
+	manifestPath := filepath.Join(root, "build", "images.json")
+	m, err := images.LoadManifest(manifestPath)
+	if err != nil {
+		t.Fatalf("images (make images): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	var refs []string
+	for _, n := range slices.Sorted(maps.Keys(m.Images)) {
+		refs = append(refs, m.Images[n].Ref)
+	}
+	// Idempotent: the node holds this build's images whatever cluster-up loaded.
+	if err := cluster.LoadImages(ctx, testLog{t}, dir, refs...); err != nil {
+		t.Fatalf("load images into the real node: %v", err)
+	}
+
+	const ns = "upc-infra-it"
+	port := freeTCPPort(t)
+	state := t.TempDir()
+	hostPath := filepath.Join(t.TempDir(), "pv")
+	args := []string{
+		"--stack", "existing", "--project", root, "--state", state,
+		"--config", "kubeconfig=" + cluster.Kubeconfig(dir),
+		"--config", "images=" + manifestPath,
+		"--config", "namespace=" + ns,
+		"--config", fmt.Sprintf("routerPort=%d", port),
+		"--config", "routerNodePort=30431",
+		"--config", "nodeSelector=" + cluster.LabelNode + "=real",
+		"--config", "nodeAddress=" + cluster.NodeIP,
+		"--config", "hostPathDir=" + hostPath,
+		"--config", "routerHostNetwork=true",
+		"--config", "apiServer=" + strings.TrimPrefix(cluster.APIServer, "https://"),
+	}
+	upc := func(sub ...string) (string, error) { return runInfra(ctx, t, args, sub...) }
+	// Per-user volumes outlive the stack by design: remove this test's, by
+	// label, however it ends (registered first, so it runs after destroy).
+	t.Cleanup(func() {
+		runKubectl(context.Background(), dir, "delete", "pv", "-l", "upc.namespace="+ns, "--wait=false")
+	})
+	destroyed := false
+	t.Cleanup(func() {
+		if !destroyed {
+			if _, err := upc("destroy", "--remove"); err != nil {
+				t.Errorf("clean-up destroy: %v", err)
+			}
+		}
+	})
+
+	start := time.Now()
+	out, err := upc("preview")
+	if err != nil {
+		t.Fatalf("preview: %v", err)
+	}
+	if !strings.Contains(out, "create") {
+		t.Errorf("preview summary %q plans no creation", out)
+	}
+	t.Logf("preview: %s (%s)", strings.TrimSpace(out), time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	out, err = upc("up")
+	if err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	upTime := time.Since(start)
+	url := regexp.MustCompile(`routerUrl: (\S+)`).FindStringSubmatch(out)
+	if url == nil {
+		t.Fatalf("up printed no routerUrl:\n%s", out)
+	}
+	t.Logf("up: %s; router at %s", upTime.Round(time.Millisecond), url[1])
+
+	// A second up changes nothing.
+	if out2, err := upc("up"); err != nil || !strings.Contains(out2, "routerUrl: "+url[1]) {
+		t.Errorf("second up: %v\n%s", err, out2)
+	}
+
+	rc, err := routerclient.New(url[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if err = rc.Health(ctx); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("router at %s never healthy: %v", url[1], err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	start = time.Now()
+	inst, err := rc.Launch(ctx, "pm", "infra-it-user")
+	if err != nil {
+		t.Fatalf("launch a PM through the deployed router: %v", err)
+	}
+	t.Logf("PM %s at %s (%s, digest %s) in %s", inst.ID, inst.Address, inst.Image, inst.Digest, time.Since(start).Round(time.Millisecond))
+	if inst.Digest != m.Images["pm"].ID {
+		t.Errorf("PM ran digest %s, want the manifest's %s", inst.Digest, m.Images["pm"].ID)
+	}
+	resp, err := http.Get(inst.Address + "/healthz")
+	if err != nil {
+		t.Fatalf("reach the PM at %s: %v", inst.Address, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PM /healthz: %s", resp.Status)
+	}
+	if err := rc.Delete(ctx, inst.ID); err != nil {
+		t.Errorf("delete the PM: %v", err)
+	}
+
+	start = time.Now()
+	if _, err := upc("destroy", "--remove"); err != nil {
+		t.Fatalf("destroy: %v", err)
+	}
+	destroyed = true
+	t.Logf("destroy: %s", time.Since(start).Round(time.Millisecond))
+
+	// Nothing of the stack is left: no namespace (its pods, services and
+	// claims with it), no cluster role or binding, no router port.
+	kubectl := func(a ...string) string {
+		b, _ := runKubectl(ctx, dir, a...)
+		return b
+	}
+	deadline = time.Now().Add(2 * time.Minute)
+	// --ignore-not-found: kubectl's NotFound message names the namespace too.
+	for strings.Contains(kubectl("get", "namespace", ns, "-o", "name", "--ignore-not-found"), ns) {
+		if time.Now().After(deadline) {
+			t.Fatalf("namespace %s still there after destroy", ns)
+		}
+		time.Sleep(time.Second)
+	}
+	for _, kind := range []string{"clusterrole", "clusterrolebinding"} {
+		if got := kubectl("get", kind, "upc-router-"+ns, "-o", "name", "--ignore-not-found"); strings.TrimSpace(got) != "" {
+			t.Errorf("%s left after destroy: %s", kind, got)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Errorf("router port %d still answers after destroy", port)
+	}
+	// The per-user volume is user data the router keeps (reclaim policy
+	// Retain): it outlives the stack by design; the clean-up registered at
+	// the start removes it, by label.
+	if pvs := kubectl("get", "pv", "-l", "upc.namespace="+ns, "-o", "name"); strings.TrimSpace(pvs) == "" {
+		t.Error("the PM's per-user volume did not outlive the stack")
+	}
+}
+
+// runInfra runs `upc infra SUB... ARGS...`, logging its progress: through
+// the upc binary $UPC_TEST_UPC_BIN names (which runs the upc-infra beside
+// it; `make test-infra` builds both), else this command in process.
+func runInfra(ctx context.Context, t *testing.T, args []string, sub ...string) (string, error) {
+	var out, errOut bytes.Buffer
+	argv := append(append([]string{}, sub...), args...)
+	var err error
+	if bin := os.Getenv("UPC_TEST_UPC_BIN"); bin != "" {
+		cmd := exec.CommandContext(ctx, bin, append([]string{"infra"}, argv...)...)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+		cmd.WaitDelay = time.Minute
+		err = cmd.Run()
+	} else {
+		cmd := newRootCmd(&out, &errOut)
+		cmd.SetArgs(argv)
+		err = cmd.ExecuteContext(ctx)
+	}
+	t.Logf("upc infra %s: %s", strings.Join(sub, " "), tail(errOut.String(), 3000))
+	return out.String(), err
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Info(msg string, args ...any) { l.t.Log(append([]any{msg}, args...)...) }
+
+func freeTCPPort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}
+
+// runKubectl runs the cluster's own kubectl (built with it) as its admin.
+func runKubectl(ctx context.Context, dir string, args ...string) (string, error) {
+	bin := "kubectl"
+	if cache, err := cluster.CacheDir(); err == nil {
+		if p := filepath.Join(cluster.BinDir(cache), "kubectl"); fileExists(p) {
+			bin = p
+		}
+	}
+	out, err := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", cluster.Kubeconfig(dir)}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestIntegrationInfraKind runs `upc infra up --stack kind` and destroy
+// where a kind node image is on the local Docker engine (none can be pulled
+// here, so elsewhere it reports why it did not run).
+func TestIntegrationInfraKind(t *testing.T) {
+	if os.Getenv("UPC_TEST_INFRA") != "1" {
+		t.Skip("infra integration test: run by `make test-infra` (UPC_TEST_INFRA=1)")
+	}
+	image := os.Getenv("UPC_KIND_NODE_IMAGE")
+	if image == "" {
+		image = kinddefaults.Image
+	}
+	d, err := images.NewDocker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	if _, err := d.ImageInspect(ctx, image); err != nil {
+		if _, err2 := d.ImageInspect(ctx, strings.SplitN(image, "@", 2)[0]); err2 != nil {
+			t.Skipf("not run: no kind node image %s on the local Docker engine, and none can be pulled here (set UPC_KIND_NODE_IMAGE to one that is loaded)", image)
+		}
+	}
+	root, _ := filepath.Abs("../../..")
+	name := fmt.Sprintf("upc-it-%d", time.Now().Unix()%100000)
+	args := []string{"--stack", "kind", "--project", root, "--state", t.TempDir(),
+		"--config", "kindClusterName=" + name, "--config", "kindNodeImage=" + image,
+		"--config", "kindWorkers=0", "--config", "images=" + filepath.Join(root, "build", "images.json")}
+	run := func(sub ...string) (string, error) { return runInfra(ctx, t, args, sub...) }
+	start := time.Now()
+	out, err := run("up")
+	t.Cleanup(func() {
+		if _, err := run("destroy", "--remove"); err != nil {
+			t.Errorf("destroy: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	t.Logf("up in %s:\n%s", time.Since(start).Round(time.Second), out)
+	url := regexp.MustCompile(`routerUrl: (\S+)`).FindStringSubmatch(out)
+	if url == nil {
+		t.Fatalf("no routerUrl in\n%s", out)
+	}
+	rc, err := routerclient.New(url[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for rc.Health(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("router at %s never healthy", url[1])
+		}
+		time.Sleep(time.Second)
+	}
+}
