@@ -127,7 +127,11 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := broke.PM(inst.Address).Spend(ctx, pmapi.SpendRequest{PrivacyCost: 1, QueryID: "earlier", Service: "test"}); err != nil || !r.Success {
+	digest, err := pmapi.QuestionDigest("test", "an earlier question")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := broke.PM(inst.Address).Spend(ctx, pmapi.SpendRequest{PrivacyCost: 1, QueryID: "earlier", Service: "test", Question: digest}); err != nil || !r.Success {
 		t.Fatalf("spend the budget: %+v, %v", r, err)
 	}
 	if err := broke.Delete(ctx, inst.ID); err != nil {

@@ -134,7 +134,7 @@ func TestIntegrationDockerServices(t *testing.T) {
 	got := post(hostURL(t, ctx, metricsC)+"/metrics/local_date", `{"pm_address": "`+pmAddr+`", "uuid": "u",
 	 "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
 	 "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},
-	 "freq": "DAILY", "metric": "count", "offset": {"CAR": 1000, "IN_VEHICLE": 1, "ON_FOOT": 1}, "alpha": {"CAR": 0.05}}`)
+	 "freq": "DAILY", "metric": "count", "offset": {"CAR": 1000, "IN_VEHICLE": 10000, "ON_FOOT": 10000}, "alpha": {"CAR": 0.05, "IN_VEHICLE": 0.05, "ON_FOOT": 0.05}}`)
 	if got != `{"success":true,"results":{"CAR":0,"IN_VEHICLE":5,"ON_FOOT":5}}` {
 		t.Errorf("metrics: %s", got)
 	}
@@ -148,7 +148,7 @@ func TestIntegrationDockerServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 1 + math.Log(0.05)*55/1000 + math.Log(0.05)/100; math.Abs(l.Remaining-want) > 1e-9 {
+	if want := 1 + math.Log(0.05)*55/1000 + 2*math.Log(0.05)*55/10000 + math.Log(0.05)/100; math.Abs(l.Remaining-want) > 1e-9 {
 		t.Errorf("remaining budget %v, want %v", l.Remaining, want)
 	}
 	for name, c := range map[string]testcontainers.Container{"metrics": metricsC, "count": countC} {
