@@ -6,7 +6,7 @@
 # Otherwise each is built from the Go module proxy into a versioned cache,
 # $UPC_TOOLS (default ~/.cache/upc-tools), and a build is skipped when its
 # output is there already. Cold, on 2 cores: the engine ~7 min (2.3 GB of
-# memory), the Kubernetes provider ~10 min (5.3 GB); see README "Tools".
+# memory), the Kubernetes provider ~10 min (5.3 GB); see docs/infrastructure.md "Tools".
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

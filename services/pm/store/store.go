@@ -9,8 +9,8 @@
 // metadata.key, data.ts, metadata.write_ts, insertion order). Unsealing
 // decrypts only the tuples and builds in-memory B-tree indexes, so queries on
 // metadata.key, data.ts, metadata.write_ts and _id decrypt only the documents
-// they may return. README.md ("The permission manager: storage design") gives
-// the threat model.
+// they may return. docs/pm.md ("Storage design", "What someone with the disk
+// learns") gives the threat model.
 package store
 
 import (
