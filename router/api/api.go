@@ -5,9 +5,15 @@ package api
 import "time"
 
 // LaunchRequest asks for a new instance of a catalog service for a user.
+// A user launches for themselves (User may be left empty); an admin for
+// anyone. PM and Grant bind a service instance to one PM: the router hands
+// the service that PM's address and the grant, and checks the grant at the
+// PM first. A researcher may launch only such bound services.
 type LaunchRequest struct {
 	Service string `json:"service"`
 	User    string `json:"user"`
+	PM      string `json:"pm,omitempty"`    // id of the PM instance to bind to
+	Grant   string `json:"grant,omitempty"` // a grant that PM issued for Service
 }
 
 // Instance is one running (or paused) per-user service instance.
@@ -21,6 +27,16 @@ type Instance struct {
 	Machine string    `json:"machine"`
 	State   string    `json:"state,omitempty"`
 	Created time.Time `json:"created,omitzero"`
+	// Owner is the router identity that launched it; only they (and
+	// admins) see and act on it.
+	Owner string `json:"owner,omitempty"`
+	// PM is the PM instance a bound service reaches.
+	PM string `json:"pm,omitempty"`
+	// Secret is the instance's bearer credential (upcs_...): sent once, in
+	// the answer to its launch, and kept by the router only as a hash.
+	// Every call to the instance but /healthz must bear it; at a PM it is
+	// the owner's credential, and claims (unseals) a fresh PM.
+	Secret string `json:"secret,omitempty"`
 }
 
 // InstanceList answers GET /v1/instances.
@@ -58,4 +74,31 @@ type AddressRequest struct {
 // Error is the JSON body of every error answer.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// Roles of router identities.
+const (
+	RoleUser       = "user"       // owns the instances launched for them
+	RoleResearcher = "researcher" // launches services bound by owners' grants
+	RoleAdmin      = "admin"      // every instance, clear, networks, users
+)
+
+// NewUser asks POST /v1/users for an identity (admin only).
+type NewUser struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// User is one router identity. Token (upcu_...) is sent once, when it is
+// created; the router keeps its hash.
+type User struct {
+	Name    string    `json:"name"`
+	Role    string    `json:"role"`
+	Created time.Time `json:"created,omitzero"`
+	Token   string    `json:"token,omitempty"`
+}
+
+// UserList answers GET /v1/users.
+type UserList struct {
+	Users []User `json:"users"`
 }

@@ -45,6 +45,41 @@ func (c *Client) Launch(ctx context.Context, service, user string) (api.Instance
 	return in, err
 }
 
+// LaunchWith is Launch with every field of the request: a service bound
+// to a PM by one of its grants. The answer's Secret is the instance's
+// credential, sent only now.
+func (c *Client) LaunchWith(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
+	var in api.Instance
+	err := c.c.Do(ctx, http.MethodPost, "/v1/instances", req, &in)
+	return in, err
+}
+
+// Whoami is the caller's identity (its token left out).
+func (c *Client) Whoami(ctx context.Context) (api.User, error) {
+	var u api.User
+	err := c.c.Do(ctx, http.MethodGet, "/v1/whoami", nil, &u)
+	return u, err
+}
+
+// AddUser creates an identity (admin only); the answer holds its token.
+func (c *Client) AddUser(ctx context.Context, name, role string) (api.User, error) {
+	var u api.User
+	err := c.c.Do(ctx, http.MethodPost, "/v1/users", api.NewUser{Name: name, Role: role}, &u)
+	return u, err
+}
+
+// Users lists the identities (admin only), tokens left out.
+func (c *Client) Users(ctx context.Context) ([]api.User, error) {
+	var l api.UserList
+	err := c.c.Do(ctx, http.MethodGet, "/v1/users", nil, &l)
+	return l.Users, err
+}
+
+// RemoveUser revokes an identity's token (admin only).
+func (c *Client) RemoveUser(ctx context.Context, name string) error {
+	return c.c.Do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(name), nil, nil)
+}
+
 // Get returns one instance.
 func (c *Client) Get(ctx context.Context, id string) (api.Instance, error) {
 	var in api.Instance

@@ -67,6 +67,9 @@ type Request struct {
 	UUID      string `json:"uuid"`
 	Query     Query  `json:"query"`
 	QueryID   string `json:"query_id,omitempty"`
+	// Grant is the user's grant at that PM, for a service shared by many
+	// users; a per-user service is bound to its PM at launch instead.
+	Grant string `json:"grant,omitempty"`
 	// NoiseShare asks the service to add this user's share of distributed
 	// discrete Laplace noise (of the query's ε) for a population of Users, so
 	// the answer never carries the exact value. The share is computed for

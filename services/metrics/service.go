@@ -65,8 +65,11 @@ func NewServer(logger *slog.Logger, connect Connector) *Server {
 // client_scripts/run_metrics.py sends it. QueryID is the versioned API's
 // addition: a retry with the same id is charged once.
 type LocalDateRequest struct {
-	PMAddress string             `json:"pm_address"`
-	UUID      string             `json:"uuid"`
+	PMAddress string `json:"pm_address"`
+	UUID      string `json:"uuid"`
+	// Grant is the user's grant at that PM, for a service shared by many
+	// users; a per-user service is bound to its PM at launch instead.
+	Grant     string             `json:"grant,omitempty"`
 	StartTime DateBound          `json:"start_time"`
 	EndTime   DateBound          `json:"end_time"`
 	Freq      string             `json:"freq"`

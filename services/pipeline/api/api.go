@@ -21,6 +21,9 @@ const (
 type Request struct {
 	PMAddress string `json:"pm_address"`
 	UUID      string `json:"uuid"`
+	// Grant is the user's grant at that PM, for a service shared by many
+	// users; a per-user service is bound to its PM at launch instead.
+	Grant string `json:"grant,omitempty"`
 }
 
 // Validate returns every problem of the request.

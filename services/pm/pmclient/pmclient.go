@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/e-mission/upc/internal/httpx"
@@ -57,9 +58,17 @@ type Client struct {
 
 // New returns a client of the PM at baseURL (scheme://host:port). A nil hc
 // means http.DefaultClient.
-func New(baseURL string, hc *http.Client) *Client {
-	return &Client{c: httpx.NewClient("pm", baseURL, httpx.WithHTTPClient(hc), httpx.WithKinds(sealed))}
+func New(baseURL string, hc *http.Client, opts ...Option) *Client {
+	o := []httpx.ClientOption{httpx.WithHTTPClient(hc), httpx.WithKinds(sealed)}
+	return &Client{c: httpx.NewClient("pm", baseURL, append(o, opts...)...)}
 }
+
+// Option tunes a Client.
+type Option = httpx.ClientOption
+
+// WithToken sends the credential with every call: the owner's instance
+// secret, or a grant the owner issued (docs/security.md). Empty sends none.
+func WithToken(token string) Option { return httpx.WithBearer(token) }
 
 // BaseURL is the PM's address.
 func (c *Client) BaseURL() string { return c.c.Base() }
@@ -247,4 +256,32 @@ func (c *Client) Ledger(ctx context.Context) (api.Ledger, error) {
 	var out api.Ledger
 	err := c.c.Get(ctx, api.PathBudgetLedger, &out)
 	return out, err
+}
+
+// IssueGrant asks the PM for a grant (owner only). The answer carries the
+// grant's token, the only time it is sent.
+func (c *Client) IssueGrant(ctx context.Context, req api.GrantRequest) (api.Grant, error) {
+	var g api.Grant
+	err := c.c.Post(ctx, api.PathGrants, req, &g)
+	return g, err
+}
+
+// Grants lists the grants issued, tokens left out (owner only).
+func (c *Client) Grants(ctx context.Context) ([]api.Grant, error) {
+	var l api.GrantList
+	err := c.c.Get(ctx, api.PathGrants, &l)
+	return l.Grants, err
+}
+
+// RevokeGrant revokes a grant at once (owner only).
+func (c *Client) RevokeGrant(ctx context.Context, id string) error {
+	return c.c.Do(ctx, http.MethodDelete, strings.Replace(api.PathGrant, "{id}", url.PathEscape(id), 1), nil, nil)
+}
+
+// CheckGrant answers the grant this client bears (WithToken), if it is valid
+// at this PM: not expired, not revoked, signed by it.
+func (c *Client) CheckGrant(ctx context.Context) (api.Grant, error) {
+	var g api.Grant
+	err := c.c.Post(ctx, api.PathGrantCheck, struct{}{}, &g)
+	return g, err
 }
