@@ -31,6 +31,7 @@ import (
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
+	pipeapi "github.com/e-mission/upc/services/pipeline/api"
 	pmapi "github.com/e-mission/upc/services/pm/api"
 )
 
@@ -452,46 +453,27 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 	if err != nil {
 		return fail(PhaseUpload, err)
 	}
-	// The PM first; the services it will need are launched meanwhile (they
-	// need nothing of the PM until called), as a user's device would.
+	// The PM first, claimed and unsealed with the secret its launch
+	// answered; then the services it will need, each bound to it by a grant,
+	// are launched while the day uploads, as a user's device would.
 	t0 := time.Now()
 	type launchResult struct {
-		inst api.Instance
-		err  error
-		ms   float64
-	}
-	launch := func(service string) <-chan launchResult {
-		ch := make(chan launchResult, 1)
-		go func() {
-			t := time.Now()
-			inst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: service, User: r.ID})
-			if err == nil {
-				keep(inst)
-			}
-			ch <- launchResult{inst, err, msSince(t)}
-		}()
-		return ch
+		inst  api.Instance
+		grant string // the user's grant for a shared instance
+		err   error
+		ms    float64
 	}
 	queryService := client.CountService
 	if o.Query.Kind == Metrics {
 		queryService = client.MetricsService
 	}
-	if o.shared != nil {
-		launch = func(service string) <-chan launchResult {
-			ch := make(chan launchResult, 1)
-			pool := o.shared[service]
-			ch <- launchResult{inst: pool[index%len(pool)]}
-			return ch
-		}
-	}
-	pipeCh, queryCh := launch(client.PipelineService), launch(queryService)
 	pmInst, err := o.Router.Launch(ctx, api.LaunchRequest{Service: client.PMService, User: r.ID})
 	if err != nil {
 		r.PhasesMS[PhasePM] = msSince(t0)
-		drain(pipeCh, queryCh)
 		return fail(PhasePM, fmt.Errorf("launch pm: %w", err))
 	}
 	keep(pmInst)
+	c.PMSecret = pmInst.Secret
 	r.LaunchMS = map[string]float64{"pm": msSince(t0)}
 	unseal := c.PM(pmInst.Address).Unseal
 	if o.randomKeys {
@@ -499,10 +481,30 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 	}
 	if err := unseal(ctx, o.Key(name)); err != nil {
 		r.PhasesMS[PhasePM] = msSince(t0)
-		drain(pipeCh, queryCh)
 		return fail(PhasePM, fmt.Errorf("unseal pm: %w", err))
 	}
 	r.PhasesMS[PhasePM] = msSince(t0)
+	launch := func(service string) <-chan launchResult {
+		ch := make(chan launchResult, 1)
+		go func() {
+			t := time.Now()
+			if o.shared != nil {
+				// A service shared by many users: this user's grant goes
+				// with each request, and their PM checks it.
+				pool := o.shared[service]
+				g, err := c.PM(pmInst.Address).IssueGrant(ctx, c.GrantRequest(service))
+				ch <- launchResult{inst: pool[index%len(pool)], grant: g.Token, err: err, ms: msSince(t)}
+				return
+			}
+			inst, _, err := c.LaunchService(ctx, service, pmInst)
+			if err == nil {
+				keep(inst)
+			}
+			ch <- launchResult{inst: inst, err: err, ms: msSince(t)}
+		}()
+		return ch
+	}
+	pipeCh, queryCh := launch(client.PipelineService), launch(queryService)
 
 	t0 = time.Now()
 	n, err := o.upload(ctx, c, pmInst.Address, entries)
@@ -523,7 +525,7 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		r.PhasesMS[PhasePipeline] = msSince(t0)
 		return fail(PhasePipeline, fmt.Errorf("launch pipeline: %w", pl.err))
 	}
-	pres, err := c.RunPipeline(ctx, pl.inst.Address, pmInst.Address)
+	pres, err := c.RunPipeline(ctx, pl.inst, pipeapi.Request{PMAddress: pmInst.Address, Grant: pl.grant})
 	r.PhasesMS[PhasePipeline] = msSince(t0)
 	if err != nil {
 		drain(queryCh)
@@ -545,14 +547,14 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 	var budgetShort bool
 	switch o.Query.Kind {
 	case Count:
-		req := count.Request{PMAddress: pmInst.Address, UUID: r.ID, Query: o.Query.Count, QueryID: qid}
+		req := count.Request{PMAddress: pmInst.Address, UUID: r.ID, Query: o.Query.Count, QueryID: qid, Grant: ql.grant}
 		if o.Noise == Distributed {
 			req.NoiseShare = &struct {
 				Users int `json:"users"`
 			}{Users: users}
 		}
 		var res count.ResponseV1
-		res, err = c.Count(ctx, ql.inst.Address, req)
+		res, err = c.Count(ctx, ql.inst, req)
 		switch {
 		case errors.Is(err, client.ErrNoBudget):
 			budgetShort, err = true, nil
@@ -566,9 +568,9 @@ func (o *Options) runUser(ctx context.Context, index int, file string, users int
 		r.PrivacyCost = res.PrivacyCost
 	case Metrics:
 		req := o.Query.Metrics
-		req.PMAddress, req.UUID, req.QueryID = pmInst.Address, r.ID, qid
+		req.PMAddress, req.UUID, req.QueryID, req.Grant = pmInst.Address, r.ID, qid, ql.grant
 		var res metrics.LocalDateResponseV1
-		res, err = c.Metrics(ctx, ql.inst.Address, req)
+		res, err = c.Metrics(ctx, ql.inst, req)
 		switch {
 		case errors.Is(err, client.ErrNoBudget):
 			budgetShort, err = true, nil

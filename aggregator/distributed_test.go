@@ -11,6 +11,7 @@ import (
 
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/dp"
+	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -57,7 +58,7 @@ func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) 
 			req.NoiseShare = &struct {
 				Users int `json:"users"`
 			}{Users: users}
-			res, err := c.Count(ctx, cs.URL, req)
+			res, err := c.Count(ctx, api.Instance{Address: cs.URL}, req)
 			if err != nil {
 				t.Fatal(err)
 			}

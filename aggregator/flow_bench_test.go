@@ -75,6 +75,9 @@ func (r *inProcess) Delete(_ context.Context, id string) error {
 
 func (r *inProcess) Pause(context.Context, string) error  { return nil }
 func (r *inProcess) Resume(context.Context, string) error { return nil }
+func (r *inProcess) List(context.Context, string) ([]api.Instance, error) {
+	return nil, nil
+}
 
 func processCPU() time.Duration {
 	var ru syscall.Rusage

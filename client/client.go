@@ -14,12 +14,14 @@ import (
 )
 
 // Router is what the user's device needs of the service router: the
-// versioned API's launch, pause, resume and delete (router/routerclient).
+// versioned API's launch, pause, resume, delete and list
+// (router/routerclient), called with the user's own router token.
 type Router interface {
 	Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error)
 	Pause(ctx context.Context, id string) error
 	Resume(ctx context.Context, id string) error
 	Delete(ctx context.Context, id string) error
+	List(ctx context.Context, user string) ([]api.Instance, error)
 }
 
 // NewRouter adapts the router's typed client to Router.
@@ -28,7 +30,7 @@ func NewRouter(rc *routerclient.Client) Router { return routerAdapter{rc} }
 type routerAdapter struct{ c *routerclient.Client }
 
 func (r routerAdapter) Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
-	return r.c.Launch(ctx, req.Service, req.User)
+	return r.c.LaunchWith(ctx, req)
 }
 
 func (r routerAdapter) Pause(ctx context.Context, id string) error {
@@ -43,6 +45,10 @@ func (r routerAdapter) Resume(ctx context.Context, id string) error {
 
 func (r routerAdapter) Delete(ctx context.Context, id string) error { return r.c.Delete(ctx, id) }
 
+func (r routerAdapter) List(ctx context.Context, user string) ([]api.Instance, error) {
+	return r.c.List(ctx, user)
+}
+
 // Client is a user's device: one user, one router.
 type Client struct {
 	Router Router
@@ -51,11 +57,26 @@ type Client struct {
 	// HTTP reaches the instances (the PM and the services); nil means
 	// http.DefaultClient.
 	HTTP *http.Client
+	// PMSecret is the owner's credential at the user's PM: the instance
+	// secret the router sent once, in the answer to the PM's launch.
+	// LaunchPM sets it; a device that launched earlier loads it.
+	PMSecret string
+	// SpendCap is the most ε a single service's grant may spend (0:
+	// DefaultSpendCap).
+	SpendCap float64
 }
 
-// PM returns a client of the PM at address.
+// DefaultSpendCap bounds what one service instance may charge the user's
+// budget under the grant the device gives it.
+const DefaultSpendCap = 1.0
+
+// GrantTTL is how long a grant for one service call lasts: the device
+// revokes it when the call ends, and expiry bounds a grant left behind.
+const GrantTTL = "1h"
+
+// PM returns a client of the PM at address bearing the owner's credential.
 func (c *Client) PM(address string) *pmclient.Client {
-	return pmclient.New(address, c.HTTP)
+	return pmclient.New(address, c.HTTP, pmclient.WithToken(c.PMSecret))
 }
 
 // LaunchPM asks the router for a PM for the user and unseals it with key
@@ -69,6 +90,13 @@ func (c *Client) LaunchPM(ctx context.Context, key string) (api.Instance, error)
 	if err != nil {
 		return api.Instance{}, fmt.Errorf("launch pm for %s: %w", c.User, err)
 	}
+	if inst.Secret == "" {
+		// A router with access control always sends one; without it the PM
+		// would answer anyone, so refuse to put the key in it.
+		c.deleteQuietly(ctx, inst.ID)
+		return api.Instance{}, fmt.Errorf("launch pm for %s: the router sent no instance secret (is it running with insecure_legacy?)", c.User)
+	}
+	c.PMSecret = inst.Secret
 	if err := c.PM(inst.Address).Unseal(ctx, key); err != nil {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -78,6 +106,26 @@ func (c *Client) LaunchPM(ctx context.Context, key string) (api.Instance, error)
 		return api.Instance{}, fmt.Errorf("unseal pm %s for %s: %w", inst.ID, c.User, err)
 	}
 	return inst, nil
+}
+
+func (c *Client) deleteQuietly(ctx context.Context, id string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_ = c.Router.Delete(dctx, id)
+}
+
+// FindPM returns the user's running PM, as the router lists it.
+func (c *Client) FindPM(ctx context.Context) (api.Instance, error) {
+	ins, err := c.Router.List(ctx, c.User)
+	if err != nil {
+		return api.Instance{}, fmt.Errorf("find %s's pm: %w", c.User, err)
+	}
+	for _, in := range ins {
+		if in.Service == "pm" || in.Service == PMService {
+			return in, nil
+		}
+	}
+	return api.Instance{}, fmt.Errorf("%s has no pm running: launch one first", c.User)
 }
 
 // UsercacheIndices are the indices the original UsercacheCollection sent with

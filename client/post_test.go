@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+
+	"github.com/e-mission/upc/router/api"
 )
 
 // TestPostQueryRetriesOnlyUnanswered: a query whose connection is dropped
@@ -28,7 +30,7 @@ func TestPostQueryRetriesOnlyUnanswered(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := &Client{User: "u", HTTP: srv.Client()}
-	svc := c.service("test", srv.URL)
+	svc := c.service("test", api.Instance{Address: srv.URL})
 	var out map[string]any
 	if err := c.postQuery(context.Background(), svc, "/drop", "q-1", map[string]int{"q": 1}, &out); err != nil {
 		t.Fatalf("dropped once: %v", err)

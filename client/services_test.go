@@ -78,6 +78,9 @@ func (r *inProcess) Delete(_ context.Context, id string) error {
 
 func (r *inProcess) Pause(context.Context, string) error  { return nil }
 func (r *inProcess) Resume(context.Context, string) error { return nil }
+func (r *inProcess) List(context.Context, string) ([]api.Instance, error) {
+	return nil, nil
+}
 
 func (r *inProcess) closeAll() {
 	r.mu.Lock()

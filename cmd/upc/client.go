@@ -21,14 +21,16 @@ import (
 	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
+	pipeapi "github.com/e-mission/upc/services/pipeline/api"
 )
 
 // clientFlags are the flags every client command shares.
 type clientFlags struct {
-	config    string
-	routerURL string
-	tokenFile string
-	user      string
+	config       string
+	routerURL    string
+	tokenFile    string
+	user         string
+	pmSecretFile string
 }
 
 func (f *clientFlags) load() (*conf.Config, error) {
@@ -128,6 +130,7 @@ func newClientCmd(g *globals) *cobra.Command {
 	pf.StringVar(&f.routerURL, "router", "", "router base URL (default: from the configuration)")
 	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the router's bearer token (default: router.token_file)")
 	pf.StringVar(&f.user, "user", "", "the user's id")
+	pf.StringVar(&f.pmSecretFile, "pm-secret-file", "", "file holding the PM's owner credential, as launch --secret-out wrote it (default: $UPC_PM_SECRET_FILE, then $UPC_PM_SECRET)")
 
 	printJSON := func(v any) error {
 		enc := json.NewEncoder(g.stdout)
@@ -135,7 +138,7 @@ func newClientCmd(g *globals) *cobra.Command {
 		return enc.Encode(v)
 	}
 
-	var keyFile string
+	var keyFile, secretOut string
 	launch := &cobra.Command{
 		Use:   "launch",
 		Short: "Launch a PM for the user through the router and unseal it with the user's key",
@@ -149,15 +152,24 @@ func newClientCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if secretOut == "" {
+				return errors.New("--secret-out is required: the PM's owner credential is sent once, and every later command needs it")
+			}
 			inst, err := c.LaunchPM(cmd.Context(), key)
 			if err != nil {
 				return err
 			}
-			g.logger().Info("pm launched and unsealed", "user", f.user, "id", inst.ID, "address", inst.Address)
+			if err := writeSecret(secretOut, inst.Secret); err != nil {
+				// Without the secret nobody can use the PM: do not leave it.
+				return errors.Join(err, c.Delete(context.WithoutCancel(cmd.Context()), inst.ID))
+			}
+			g.logger().Info("pm launched and unsealed", "user", f.user, "id", inst.ID, "address", inst.Address, "secret", secretOut)
+			inst.Secret = ""
 			return printJSON(inst)
 		},
 	}
 	launch.Flags().StringVar(&keyFile, "key-file", "", "file holding the user's secret key (default: $UPC_KEY_FILE, then $UPC_KEY)")
+	launch.Flags().StringVar(&secretOut, "secret-out", "", "file to write the PM's owner credential to (mode 0600; the other commands read it with --pm-secret-file)")
 
 	var pmAddr string
 	upload := &cobra.Command{
@@ -168,7 +180,7 @@ func newClientCmd(g *globals) *cobra.Command {
 			if pmAddr == "" {
 				return errors.New("--pm is required")
 			}
-			c, err := f.userClient(true)
+			c, err := f.pmClient()
 			if err != nil {
 				return err
 			}
@@ -202,7 +214,7 @@ func newClientCmd(g *globals) *cobra.Command {
 			if pmAddr == "" {
 				return errors.New("--pm is required")
 			}
-			c, err := f.userClient(true)
+			c, err := f.pmClient()
 			if err != nil {
 				return err
 			}
@@ -233,21 +245,21 @@ func newClientCmd(g *globals) *cobra.Command {
 	pipeline := serviceCmd(f, g, printJSON, client.PipelineService, "pipeline --pm ADDRESS",
 		"Run the pipeline service over the user's PM: turn the uploaded entries into trips",
 		nil,
-		func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, _ any) (any, error) {
-			return c.RunPipeline(ctx, addr, sf.pm)
+		func(ctx context.Context, c *client.Client, svc api.Instance, sf serviceFlags, _ any) (any, error) {
+			return c.RunPipeline(ctx, svc, pipeapi.Request{PMAddress: sf.pm})
 		})
 	countCmd := serviceCmd(f, g, printJSON, client.CountService, "count --pm ADDRESS --query FILE",
 		"Ask the count service whether the user was in a region during a time range (charges the user's privacy budget)",
 		client.LoadCountQuery,
-		func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, q count.Query) (any, error) {
-			return c.Count(ctx, addr, count.Request{PMAddress: sf.pm, Query: q, QueryID: sf.queryID})
+		func(ctx context.Context, c *client.Client, svc api.Instance, sf serviceFlags, q count.Query) (any, error) {
+			return c.Count(ctx, svc, count.Request{PMAddress: sf.pm, Query: q, QueryID: sf.queryID})
 		})
 	metricsCmd := serviceCmd(f, g, printJSON, client.MetricsService, "metrics --pm ADDRESS --query FILE",
 		"Ask the metrics service for the user's count, distance or duration by mode and local date (charges the user's privacy budget)",
 		client.LoadMetricsQuery,
-		func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, q metrics.LocalDateRequest) (any, error) {
+		func(ctx context.Context, c *client.Client, svc api.Instance, sf serviceFlags, q metrics.LocalDateRequest) (any, error) {
 			q.PMAddress, q.QueryID = sf.pm, sf.queryID
-			return c.Metrics(ctx, addr, q)
+			return c.Metrics(ctx, svc, q)
 		})
 
 	op := func(use, short string, do func(c *client.Client, cmd *cobra.Command, id string) error) *cobra.Command {
@@ -298,7 +310,7 @@ type serviceFlags struct {
 // load (nil: the service takes no query) reads the --query file before
 // anything is contacted.
 func serviceCmd[Q any](f *clientFlags, g *globals, printJSON func(any) error, service, use, short string,
-	load func(path string) (Q, error), call func(ctx context.Context, c *client.Client, addr string, sf serviceFlags, q Q) (any, error)) *cobra.Command {
+	load func(path string) (Q, error), call func(ctx context.Context, c *client.Client, svc api.Instance, sf serviceFlags, q Q) (any, error)) *cobra.Command {
 	var sf serviceFlags
 	cmd := &cobra.Command{
 		Use:   use,
@@ -325,15 +337,19 @@ func serviceCmd[Q any](f *clientFlags, g *globals, printJSON func(any) error, se
 					return err
 				}
 			}
-			c, err := f.userClient(true)
+			c, err := f.pmClient()
+			if err != nil {
+				return err
+			}
+			pm, err := findPM(cmd.Context(), c, sf.pm)
 			if err != nil {
 				return err
 			}
 			var ans any
-			err = c.WithService(cmd.Context(), service, func(inst api.Instance) error {
-				g.logger().Info("service launched", "service", service, "id", inst.ID, "address", inst.Address)
+			err = c.WithService(cmd.Context(), service, pm, func(inst api.Instance) error {
+				g.logger().Info("service launched", "service", service, "id", inst.ID, "address", inst.Address, "bound to", pm.ID)
 				var err error
-				ans, err = call(cmd.Context(), c, inst.Address, sf, q)
+				ans, err = call(cmd.Context(), c, inst, sf, q)
 				return err
 			})
 			// A budget's refusal is printed too: it says what the query costs.
@@ -351,6 +367,79 @@ func serviceCmd[Q any](f *clientFlags, g *globals, printJSON func(any) error, se
 		cmd.Flags().StringVar(&sf.queryID, "query-id", "", "the query's id: a retry with the same id is charged once (default: the service makes one)")
 	}
 	return cmd
+}
+
+// pmClient is the user's client bearing their PM's owner credential.
+func (f *clientFlags) pmClient() (*client.Client, error) {
+	c, err := f.userClient(true)
+	if err != nil {
+		return nil, err
+	}
+	if c.PMSecret, err = pmSecret(f.pmSecretFile); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// pmSecret reads the PM's owner credential from the flag's file,
+// $UPC_PM_SECRET_FILE or $UPC_PM_SECRET (never a flag's value, so it stays
+// out of shell history and process lists).
+func pmSecret(file string) (string, error) {
+	if file == "" {
+		file = os.Getenv("UPC_PM_SECRET_FILE")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read the pm secret: %w", err)
+		}
+		s := strings.TrimSpace(string(b))
+		if s == "" {
+			return "", fmt.Errorf("pm secret file %s is empty", file)
+		}
+		return s, nil
+	}
+	if s := os.Getenv("UPC_PM_SECRET"); s != "" {
+		return s, nil
+	}
+	return "", errors.New("no pm secret: set --pm-secret-file (as launch --secret-out wrote it), UPC_PM_SECRET_FILE or UPC_PM_SECRET")
+}
+
+// findPM is the user's PM instance at address, as the router lists it: a
+// service is bound to the PM's instance, not to an address.
+func findPM(ctx context.Context, c *client.Client, address string) (api.Instance, error) {
+	ins, err := c.Router.List(ctx, c.User)
+	if err != nil {
+		return api.Instance{}, fmt.Errorf("find the pm at %s: %w", address, err)
+	}
+	want := strings.TrimRight(address, "/")
+	for _, in := range ins {
+		if strings.TrimRight(in.Address, "/") == want {
+			return in, nil
+		}
+	}
+	return api.Instance{}, fmt.Errorf("--pm %s: %s has no instance at that address (launch prints it)", address, c.User)
+}
+
+// writeSecret writes a credential to a new file only its owner can read.
+func writeSecret(path, secret string) error {
+	if secret == "" {
+		return errors.New("the router sent no pm secret")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("--secret-out: %w", err)
+	}
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("--secret-out: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("--secret-out: %w", err)
+	}
+	return nil
 }
 
 // writeFileAtomic writes through a temporary file and a rename, so a failed

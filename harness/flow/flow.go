@@ -19,19 +19,24 @@ import (
 
 // Flow makes one session per user against one router.
 type Flow struct {
+	// Router is every user's router client when SignIn is nil.
 	Router client.Router
+	// SignIn, when set, gives each user a router client of their own
+	// (their identity's token), made before their first step needs it.
+	SignIn func(ctx context.Context, user string) (client.Router, error)
 	// HTTP reaches the instances; nil means http.DefaultClient.
 	HTTP *http.Client
 }
 
 // New is a runner.NewSession.
 func (f *Flow) New(u scenario.User) runner.Session {
-	return &session{u: u, c: &client.Client{Router: f.Router, User: u.ID, HTTP: f.HTTP}}
+	return &session{u: u, signIn: f.SignIn, c: &client.Client{Router: f.Router, User: u.ID, HTTP: f.HTTP}}
 }
 
 type session struct {
-	u scenario.User
-	c *client.Client
+	u      scenario.User
+	signIn func(ctx context.Context, user string) (client.Router, error)
+	c      *client.Client
 	// pm is the user's PM once launched.
 	pm *api.Instance
 	// uploaded are the day's entries as prepared and sent; downloaded what came back.
@@ -41,6 +46,13 @@ type session struct {
 var errNoPM = errors.New("no PM launched")
 
 func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, error) {
+	if s.c.Router == nil && s.signIn != nil {
+		r, err := s.signIn(ctx, s.u.ID)
+		if err != nil {
+			return runner.Outcome{}, fmt.Errorf("sign in: %w", err)
+		}
+		s.c.Router = r
+	}
 	switch st.Do {
 	case scenario.Launch:
 		inst, err := s.c.Router.Launch(ctx, api.LaunchRequest{Service: client.PMService, User: s.u.ID})
@@ -48,6 +60,8 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 			return runner.Outcome{}, fmt.Errorf("launch pm: %w", err)
 		}
 		s.pm = &inst
+		// The owner's credential at the PM, sent only in this answer.
+		s.c.PMSecret = inst.Secret
 		return runner.Outcome{Placement: Machine(inst.Machine), Note: fmt.Sprintf("%s on %s", inst.Address, Machine(inst.Machine))}, nil
 	case scenario.Unseal:
 		if s.pm == nil {

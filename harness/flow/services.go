@@ -14,6 +14,7 @@ import (
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
+	pipeapi "github.com/e-mission/upc/services/pipeline/api"
 )
 
 // Query parameters of the metrics and count steps: a cost well inside the
@@ -31,9 +32,9 @@ const (
 	countBox = 0.005
 )
 
-// withService launches service for the user through the router, calls call
-// with its instance, and deletes the instance whatever happened, as the
-// original client scripts did (client.WithService). The outcome records both
+// withService launches service for the user through the router, bound to
+// their PM by a grant, calls call with its instance, and deletes the
+// instance and revokes the grant whatever happened (client.WithService). The outcome records both
 // times.
 func (s *session) withService(ctx context.Context, service string, call func(inst api.Instance) (runner.Outcome, error)) (runner.Outcome, error) {
 	if s.pm == nil {
@@ -45,7 +46,7 @@ func (s *session) withService(ctx context.Context, service string, call func(ins
 		launched, called time.Duration
 	)
 	t0 := time.Now()
-	err := s.c.WithService(ctx, service, func(inst api.Instance) error {
+	err := s.c.WithService(ctx, service, *s.pm, func(inst api.Instance) error {
 		launched, ran = time.Since(t0), true
 		t1 := time.Now()
 		var err error
@@ -66,7 +67,7 @@ func (s *session) withService(ctx context.Context, service string, call func(ins
 
 func (s *session) pipeline(ctx context.Context) (runner.Outcome, error) {
 	return s.withService(ctx, client.PipelineService, func(inst api.Instance) (runner.Outcome, error) {
-		res, err := s.c.RunPipeline(ctx, inst.Address, s.pm.Address)
+		res, err := s.c.RunPipeline(ctx, inst, pipeapi.Request{PMAddress: s.pm.Address})
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("run pipeline: %w", err)
 		}
@@ -98,7 +99,7 @@ func (s *session) metrics(ctx context.Context, st scenario.Step) (runner.Outcome
 		req.Offset[m], req.Alpha[m] = metrics.DeltaF[st.Metric][m]*metricsOffsetFactor, metricsAlpha
 	}
 	return s.withService(ctx, client.MetricsService, func(inst api.Instance) (runner.Outcome, error) {
-		res, err := s.c.Metrics(ctx, inst.Address, req)
+		res, err := s.c.Metrics(ctx, inst, req)
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("metrics %s %s: %w", st.Metric, st.Freq, err)
 		}
@@ -140,7 +141,7 @@ func (s *session) count(ctx context.Context) (runner.Outcome, error) {
 			region, _ := json.Marshal(map[string]any{"geometry": box(a.lon, a.lat, countBox)})
 			req := count.Request{PMAddress: s.pm.Address, UUID: s.u.ID, Query: count.Query{
 				Offset: countOffset, Alpha: countAlpha, StartTs: count.Timestamp(tr.StartTs), EndTs: count.Timestamp(tr.EndTs), SelRegion: region}}
-			res, err := s.c.Count(ctx, inst.Address, req)
+			res, err := s.c.Count(ctx, inst, req)
 			if err != nil {
 				return o, fmt.Errorf("count %s: %w", a.name, err)
 			}
