@@ -18,7 +18,6 @@ import (
 	"github.com/e-mission/upc/harness/synth"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/router/api"
-	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/count"
 	pmapi "github.com/e-mission/upc/services/pm/api"
 )
@@ -105,10 +104,9 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	}
 
 	tr := clienttest.StartRouter(t, "pm", "pipeline", "count")
-	rc, err := routerclient.New(tr.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The researcher's aggregator here plays every user's device too, so
+	// it signs in as the router's admin, who may launch for anyone.
+	rc := tr.Admin(t)
 	rr := &recordingRouter{Router: client.NewRouter(rc), pms: map[string]api.Instance{}}
 	seed := uint64(7)
 	base := aggregator.Options{Router: rr, Query: aggregator.Query{Kind: aggregator.Count, Count: q}, Parallel: 3, Seed: &seed,

@@ -12,6 +12,7 @@ import (
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/client/clienttest"
 	"github.com/e-mission/upc/internal/realdata"
+	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -26,11 +27,9 @@ func TestIntegrationClientFlow(t *testing.T) {
 	defer cancel()
 	tr := clienttest.StartRouter(t, "pm")
 	m := tr.Images
-	rc, err := routerclient.New(tr.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &client.Client{Router: client.NewRouter(rc), User: "user-" + time.Now().Format("150405.000")}
+	user := "user-" + time.Now().Format("150405.000")
+	rc := tr.Client(t, tr.AddUser(t, user, api.RoleUser))
+	c := &client.Client{Router: client.NewRouter(rc), User: user}
 
 	inst, err := c.LaunchPM(ctx, "correct horse battery staple")
 	if err != nil {
@@ -109,8 +108,10 @@ func TestIntegrationClientFlow(t *testing.T) {
 	if err := c.Delete(ctx, inst.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rc.Get(ctx, inst.ID); !errors.Is(err, routerclient.ErrNotFound) {
-		t.Errorf("Get after delete = %v, want not found", err)
+	// Gone: to its former owner, a missing instance is refused like anyone
+	// else's (403), so nobody learns which ids exist.
+	if _, err := rc.Get(ctx, inst.ID); statusOf(err) != http.StatusForbidden {
+		t.Errorf("Get after delete = %v, want 403", err)
 	}
 	if err := short.Healthz(ctx); err == nil {
 		t.Error("deleted pm still answers")

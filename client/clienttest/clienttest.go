@@ -16,11 +16,13 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
 	"github.com/e-mission/upc/router/docker/agent"
+	"github.com/e-mission/upc/router/routerclient"
 )
 
 // Router is a running test router.
@@ -29,12 +31,55 @@ type Router struct {
 	URL string
 	// Images are the images the catalog is pinned to.
 	Images *images.Manifest
+	// AdminToken is the router admin's token.
+	AdminToken string
+}
+
+// Options tune StartRouterWith.
+type Options struct {
+	// InsecureLegacy lets token-less callers use the original endpoints
+	// (the original scripts' mode).
+	InsecureLegacy bool
 }
 
 // StartRouter builds the images of services (failing the test when one has
 // no cmd/upc-<name>), pins the built-in catalog to them and serves a router
-// driving the local engine. Everything is removed when the test ends.
+// driving the local engine, with access control on and a fresh admin
+// token. Everything is removed when the test ends.
 func StartRouter(t testing.TB, services ...string) Router {
+	t.Helper()
+	return StartRouterWith(t, Options{}, services...)
+}
+
+// Admin is a client of the router signed in as its admin.
+func (r Router) Admin(t testing.TB) *routerclient.Client {
+	t.Helper()
+	return r.Client(t, r.AdminToken)
+}
+
+// Client is a client of the router bearing token.
+func (r Router) Client(t testing.TB, token string) *routerclient.Client {
+	t.Helper()
+	rc, err := routerclient.New(r.URL, routerclient.WithToken(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+// AddUser creates a router identity (api.RoleUser, RoleResearcher or
+// RoleAdmin) and returns its token.
+func (r Router) AddUser(t testing.TB, name, role string) string {
+	t.Helper()
+	u, err := r.Admin(t).AddUser(context.Background(), name, role)
+	if err != nil {
+		t.Fatalf("add router user %s: %v", name, err)
+	}
+	return u.Token
+}
+
+// StartRouterWith is StartRouter with options.
+func StartRouterWith(t testing.TB, o Options, services ...string) Router {
 	t.Helper()
 	m := imagestest.Require(t, services...)
 	cat, err := conf.DefaultCatalog()
@@ -65,13 +110,19 @@ func StartRouter(t testing.TB, services ...string) Router {
 	if err != nil {
 		t.Fatal(err)
 	}
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: time.Minute})
+	admin := access.NewToken(access.PrefixUser)
+	users, err := router.OpenUsers("", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: time.Minute,
+		Users: users, InsecureLegacy: o.InsecureLegacy})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(router.Handler(core, logger))
 	t.Cleanup(srv.Close)
-	return Router{URL: srv.URL, Images: m}
+	return Router{URL: srv.URL, Images: m, AdminToken: admin}
 }
 
 func randHex(n int) string {

@@ -14,7 +14,6 @@ import (
 	"github.com/e-mission/upc/client/clienttest"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/router/api"
-	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
 )
@@ -103,21 +102,26 @@ func TestIntegrationClientCommands(t *testing.T) {
 	keyFile := filepath.Join(dir, "key")
 	os.WriteFile(keyFile, []byte("a user's secret\n"), 0o600)
 	user := "cli-user"
+	tokenFile, secretFile := filepath.Join(dir, "token"), filepath.Join(dir, "pm-secret")
+	os.WriteFile(tokenFile, []byte(tr.AddUser(t, user, api.RoleUser)+"\n"), 0o600)
 	upc := func(args ...string) string {
 		t.Helper()
 		var out, errb bytes.Buffer
-		all := append([]string{"client", "--router", tr.URL, "--user", user}, args...)
+		all := append([]string{"client", "--router", tr.URL, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user}, args...)
 		if err := run(context.Background(), all, &out, &errb); err != nil {
 			t.Fatalf("upc %s: %v\n%s", strings.Join(all, " "), err, errb.String())
 		}
 		return out.String()
 	}
 	var inst api.Instance
-	if err := json.Unmarshal([]byte(upc("launch", "--key-file", keyFile)), &inst); err != nil {
+	if err := json.Unmarshal([]byte(upc("launch", "--key-file", keyFile, "--secret-out", secretFile)), &inst); err != nil {
 		t.Fatal(err)
 	}
-	if inst.ID == "" || !strings.HasPrefix(inst.Address, "http://") || inst.Digest != tr.Images.Images["pm"].ID {
-		t.Fatalf("launch printed %+v", inst)
+	if inst.ID == "" || !strings.HasPrefix(inst.Address, "http://") || inst.Digest != tr.Images.Images["pm"].ID || inst.Secret != "" {
+		t.Fatalf("launch printed %+v (want no secret on standard output)", inst)
+	}
+	if fi, err := os.Stat(secretFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("pm secret file: %v, %v; want mode 0600", fi, err)
 	}
 	day := filepath.Join(realdata.DirT(t), "shankari_2016-08-10")
 	if out := upc("upload", "--pm", inst.Address, day); !strings.Contains(out, `"entries": 549`) {
@@ -152,7 +156,7 @@ func TestIntegrationClientCommands(t *testing.T) {
 	}
 	// Gone: a second delete is an error naming the instance.
 	var errb bytes.Buffer
-	err = run(context.Background(), []string{"client", "--router", tr.URL, "delete", inst.ID}, &bytes.Buffer{}, &errb)
+	err = run(context.Background(), []string{"client", "--router", tr.URL, "--token-file", tokenFile, "delete", inst.ID}, &bytes.Buffer{}, &errb)
 	if err == nil || !strings.Contains(err.Error(), inst.ID) {
 		t.Errorf("second delete = %v", err)
 	}
@@ -182,9 +186,12 @@ func TestIntegrationClientServices(t *testing.T) {
 	os.WriteFile(metricsFile, []byte(metricsQuery), 0o600)
 	os.WriteFile(costlyFile, []byte(strings.Replace(countQuery, `"offset": 100`, `"offset": 1`, 1)), 0o600)
 	user := "cli-services-user"
+	token := tr.AddUser(t, user, api.RoleUser)
+	tokenFile, secretFile := filepath.Join(dir, "token"), filepath.Join(dir, "pm-secret")
+	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
 	upcErr := func(args ...string) (string, error) {
 		var out, errb bytes.Buffer
-		all := append([]string{"client", "--router", tr.URL, "--user", user}, args...)
+		all := append([]string{"client", "--router", tr.URL, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user}, args...)
 		err := run(context.Background(), all, &out, &errb)
 		if err != nil {
 			t.Logf("upc %s: %v\n%s", strings.Join(all, " "), err, errb.String())
@@ -200,7 +207,7 @@ func TestIntegrationClientServices(t *testing.T) {
 		return out
 	}
 	var pmInst api.Instance
-	if err := json.Unmarshal([]byte(upc("launch", "--key-file", keyFile)), &pmInst); err != nil {
+	if err := json.Unmarshal([]byte(upc("launch", "--key-file", keyFile, "--secret-out", secretFile)), &pmInst); err != nil {
 		t.Fatal(err)
 	}
 	upc("upload", "--pm", pmInst.Address, filepath.Join(realdata.DirT(t), "shankari_2016-08-10"))
@@ -235,11 +242,7 @@ func TestIntegrationClientServices(t *testing.T) {
 	}
 
 	// Only the PM is left: every service instance was deleted.
-	rc, err := routerclient.New(tr.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	left, err := rc.List(context.Background(), user)
+	left, err := tr.Client(t, token).List(context.Background(), user)
 	if err != nil {
 		t.Fatal(err)
 	}
