@@ -32,6 +32,7 @@ import (
 	"github.com/e-mission/upc/harness/standup"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/version"
+	routerapi "github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
 )
 
@@ -197,7 +198,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			rep.Error = "router client: " + err.Error()
 		} else {
-			f := &flow.Flow{Router: userclient.NewRouter(rc)}
+			// Each simulated user signs in as a router identity of their
+			// own, made by the admin: the run exercises access control as
+			// a city's users would meet it.
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step))}
+			rep.Deployment.Access = accessOn
 			rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress, Start: started,
 			})
@@ -240,6 +245,25 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	return conclude(sc, rep, started, o.ResultsDir, dir, deployCfg)
+}
+
+// accessOn is what a report says of access control in a run.
+const accessOn = "on: a router identity per user, owner checks, instance secrets, grants"
+
+// signIn makes each user a router identity with admin (a client bearing
+// the admin token) and returns their client of the router at base.
+func signIn(admin *routerclient.Client, base string, timeout time.Duration) func(ctx context.Context, user string) (userclient.Router, error) {
+	return func(ctx context.Context, user string) (userclient.Router, error) {
+		u, err := admin.AddUser(ctx, user, routerapi.RoleUser)
+		if err != nil {
+			return nil, err
+		}
+		rc, err := routerclient.New(base, routerclient.WithToken(u.Token), routerclient.WithHTTPClient(&http.Client{Timeout: timeout}))
+		if err != nil {
+			return nil, err
+		}
+		return userclient.NewRouter(rc), nil
+	}
 }
 
 // conclude judges a finished run of either mode (its expectations, then

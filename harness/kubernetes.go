@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	userclient "github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/harness/flow"
@@ -252,7 +251,11 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		if err != nil {
 			rep.Error = "router client: " + err.Error()
 		} else {
-			f := &flow.Flow{Router: userclient.NewRouter(rc)}
+			// Each simulated user signs in as a router identity of their
+			// own, made by the admin: the run exercises access control as
+			// a city's users would meet it.
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step))}
+			rep.Deployment.Access = accessOn
 			rep.Users = runner.Run(ctx, k.users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
 			})

@@ -116,6 +116,11 @@ func Markdown(r *Report) []byte {
 	if d.Router != "" {
 		w("- router: %s\n", d.Router)
 	}
+	access := d.Access
+	if access == "" {
+		access = "off"
+	}
+	w("- access control: %s\n", access)
 	if d.ConfigFile != "" {
 		w("- configuration the router and agents read: [%s](%s)\n", d.ConfigFile, d.ConfigFile)
 	}

@@ -93,6 +93,8 @@ type Deployment struct {
 	// ConfigFile names the configuration the router and agents read, saved
 	// beside the report.
 	ConfigFile string `json:"config_file,omitempty"`
+	// Access says whether the run had access control on, and how.
+	Access string `json:"access,omitempty"`
 }
 
 // AgentInfo is one machine agent.
