@@ -18,6 +18,7 @@ import (
 	"github.com/e-mission/upc/aggregator"
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
@@ -199,13 +200,21 @@ func startLocalRouter(ctx context.Context, imagesPath string, logger *slog.Logge
 		lr.close(logger)
 		return nil, err
 	}
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute})
+	// The aggregator plays every user's device here, so it is the local
+	// router's admin (a token that lives only in this process).
+	admin := access.NewToken(access.PrefixUser)
+	users, err := router.OpenUsers("", admin)
+	if err != nil {
+		lr.close(logger)
+		return nil, err
+	}
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users})
 	if err != nil {
 		lr.close(logger)
 		return nil, err
 	}
 	lr.srv = httptest.NewServer(router.Handler(core, logger))
-	rc, err := routerclient.New(lr.srv.URL)
+	rc, err := routerclient.New(lr.srv.URL, routerclient.WithToken(admin))
 	if err != nil {
 		lr.close(logger)
 		return nil, err
