@@ -128,7 +128,9 @@ type Router struct {
 
 // Agent is a machine agent's own configuration.
 type Agent struct {
-	// Listen is the address the agent binds; default ":<swarm_port>".
+	// Listen is the address the agent binds, e.g. "10.0.0.11:54321" or
+	// "127.0.0.1:54321". No default: upc-agent refuses to start without it
+	// (or --listen), so an agent never serves every interface by accident.
 	Listen string `json:"listen,omitempty"`
 	// Advertise is the host instances' addresses are given with (the address
 	// clients dial); "gateway" (the default) is the UPC network's gateway
@@ -137,7 +139,8 @@ type Agent struct {
 	// PublishIP is the host IP that instance ports are published on;
 	// "gateway" (the default) is the UPC network's gateway address.
 	PublishIP string `json:"publish_ip,omitempty"`
-	// TokenFile holds the bearer token the router must send; empty disables auth.
+	// TokenFile holds the bearer token shared by the router and its agents:
+	// the router sends it, and upc-agent refuses to start without it.
 	TokenFile string `json:"token_file,omitempty"`
 	// TLSCertPath and TLSKeyPath are the agent's certificate when
 	// machines_use_tls is set.

@@ -114,7 +114,7 @@ func TestDefaults(t *testing.T) {
 	if len(ms) != 1 || !ms[0].Local || ms[0].URL != "" {
 		t.Errorf("default machines = %+v", ms)
 	}
-	if c.Router.Listen != ":4430" || c.Agent.Listen != ":54321" || c.Router.LaunchTimeout.D() != time.Minute {
+	if c.Router.Listen != ":4430" || c.Agent.Listen != "" || c.Router.LaunchTimeout.D() != time.Minute {
 		t.Errorf("router/agent defaults: %+v %+v", c.Router, c.Agent)
 	}
 	// Values written in a file win over defaults.

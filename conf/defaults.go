@@ -112,9 +112,8 @@ func (c *Config) SetDefaults() {
 	if c.Router.AgentTimeout == 0 {
 		c.Router.AgentTimeout = Duration(DefaultAgentTimeout)
 	}
-	if c.Agent.Listen == "" {
-		c.Agent.Listen = ":" + strconv.Itoa(c.SwarmPort)
-	}
+	// agent.listen has no default: an agent serves only where it is told
+	// (upc-agent refuses to start without --listen or agent.listen).
 	if c.Agent.Advertise == "" {
 		c.Agent.Advertise = Gateway
 	}

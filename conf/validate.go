@@ -77,6 +77,9 @@ func (c *Config) Validate() error {
 		bad("network", "%q is not a Docker network name", c.Network)
 	}
 	for _, l := range []struct{ field, addr string }{{"router.listen", c.Router.Listen}, {"agent.listen", c.Agent.Listen}} {
+		if l.addr == "" && l.field == "agent.listen" {
+			continue // no default: upc-agent requires it (or --listen)
+		}
 		if _, p, err := net.SplitHostPort(l.addr); err != nil {
 			bad(l.field, "%q is not host:port: %v", l.addr, err)
 		} else if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/httpx"
-	"github.com/e-mission/upc/router"
+	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router/docker/agent"
 )
 
@@ -38,7 +38,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		configPath = fs.String("config", "", "UPC configuration file (JSON or YAML; original machines.json names); default: built-in defaults")
-		listen     = fs.String("listen", "", "address to serve on (default agent.listen, \":<swarm_port>\")")
+		listen     = fs.String("listen", "", "address to serve on, e.g. 10.0.0.11:54321, or 127.0.0.1:54321 for a router on this host (default agent.listen; required: there is no default, the agent serves only where it is told)")
+		tokenFile  = fs.String("token-file", "", "file holding the bearer token shared with the router (default agent.token_file; required: the agent refuses to start without it)")
+		catalogF   = fs.String("catalog", "", "service catalog whose images the agent may run (default the config's catalog, else the built-in one)")
+		imagesF    = fs.String("images", "", "image manifest (build/images.json) pinning the catalog's images by ID (default the config's images)")
 		advertise  = fs.String("advertise", "", `host put in instance addresses: "gateway" (the UPC network's gateway) or a host (default agent.advertise)`)
 		publishIP  = fs.String("publish-ip", "", `host IP instance ports are published on: "gateway" or an IP (default agent.publish_ip; with --advertise IP alone, that IP)`)
 		network    = fs.String("network", "", "Docker network instances join (default config network, \"upc\")")
@@ -60,8 +63,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})).With("component", "agent", "agent", *name)
 
 	cfg := conf.Default()
+	var err error
 	if *configPath != "" {
-		var err error
 		if cfg, err = conf.Load(*configPath); err != nil {
 			return err
 		}
@@ -81,6 +84,29 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		opts.Advertise = ""
 	}
 	addr := firstSet(*listen, cfg.Agent.Listen)
+	if addr == "" {
+		return errors.New("no listen address: give --listen HOST:PORT or agent.listen (there is no default; 127.0.0.1:PORT serves a router on this host only)")
+	}
+	if host, _, err := net.SplitHostPort(addr); err == nil && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
+		logger.Warn("serving on every interface, as told: only the token keeps others out (give --listen HOST:PORT to narrow it)", "listen", addr)
+	}
+	var token string
+	switch tf := *tokenFile; {
+	case tf != "":
+		if token, err = readToken(tf); err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+	case cfg.Agent.TokenFile != "":
+		if token, err = readToken(cfg.Path(cfg.Agent.TokenFile)); err != nil {
+			return fmt.Errorf("agent.token_file: %w", err)
+		}
+	default:
+		return errors.New("no token: give --token-file FILE or agent.token_file, a file holding the token the router sends (agent.token_file in its config)")
+	}
+	imgs, err := catalogImages(cfg, *catalogF, *imagesF, logger)
+	if err != nil {
+		return err
+	}
 
 	cli, err := agent.NewClientFromEnv()
 	if err != nil {
@@ -99,14 +125,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, err := engine.EnsureNetwork(pctx); err != nil {
 		return err
 	}
-	var h http.Handler = agent.Handler(engine, logger)
-	if cfg.Agent.TokenFile != "" {
-		token, err := readToken(cfg.Path(cfg.Agent.TokenFile))
-		if err != nil {
-			return fmt.Errorf("agent.token_file: %w", err)
-		}
-		h = router.RequireToken(token, logger, h)
-	}
+	h := agent.Handler(engine, logger, agent.HandlerOptions{Token: token, Images: imgs})
 	if !cfg.MachinesUseTLS {
 		return httpx.ListenAndServe(ctx, logger, addr, h)
 	}
@@ -126,6 +145,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return err
 }
 
+// readToken reads the shared token from path; a missing or empty file is
+// an error naming it.
 func readToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -136,6 +157,43 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return token, nil
+}
+
+// catalogImages are the images the agent may run: the catalog's (--catalog,
+// else the config's), pinned by the manifest (--images, else the config's)
+// as the router pins them.
+func catalogImages(cfg *conf.Config, catalogPath, imagesPath string, logger *slog.Logger) ([]agent.Image, error) {
+	var (
+		cat *conf.Catalog
+		err error
+	)
+	if catalogPath != "" {
+		cat, err = cfg.LoadCatalogFile(catalogPath)
+	} else {
+		cat, err = cfg.LoadCatalog()
+	}
+	if err != nil {
+		return nil, err
+	}
+	manifest := imagesPath
+	if manifest == "" && cfg.Images != "" {
+		manifest = cfg.Path(cfg.Images)
+	}
+	if manifest != "" {
+		m, err := images.LoadManifest(manifest)
+		if err != nil {
+			return nil, err
+		}
+		if unpinned := m.Pin(cat); len(unpinned) > 0 {
+			logger.Warn("catalog services without a built image: run by reference", "services", unpinned)
+		}
+	}
+	out := make([]agent.Image, 0, len(cat.Services))
+	for _, s := range cat.Services {
+		out = append(out, agent.Image{Ref: s.Image, Digest: s.Digest})
+		logger.Debug("catalog image", "service", s.Name, "image", s.Image, "digest", s.Digest)
+	}
+	return out, nil
 }
 
 func firstSet(vs ...string) string {

@@ -39,8 +39,10 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 
 	dir := t.TempDir()
 	catalog := fmt.Sprintf(`{"services": [{"name": "test", "aliases": ["Test"], "image": %q, "digest": %q, "port": 8080, "health": "/healthz"}]}`, imageRef, imageID)
-	config := fmt.Sprintf("machines: {\"agent-a:54321\": 3, \"agent-b:54321\": 1}\nnetwork: %s\ncatalog: catalog.json\n", d.network)
-	for name, body := range map[string]string{"catalog.json": catalog, "upc.yaml": config} {
+	// The router and the agents share the agent token (agent.token_file);
+	// the agents run only the catalog's image.
+	config := fmt.Sprintf("machines: {\"agent-a:54321\": 3, \"agent-b:54321\": 1}\nnetwork: %s\ncatalog: catalog.json\nagent: {token_file: agent.token}\n", d.network)
+	for name, body := range map[string]string{"catalog.json": catalog, "upc.yaml": config, "agent.token": agentToken + "\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -88,13 +90,13 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 		}
 		return "http://127.0.0.1:" + ins.Container.NetworkSettings.Ports[port][0].HostPort
 	}
-	sock := []mount.Mount{{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock"}}
+	cfgMount := []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/etc/upc", ReadOnly: true}}
+	sock := []mount.Mount{{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock"}, cfgMount[0]}
 	for _, a := range []string{"a", "b"} {
 		full := d.prefix + "-" + a
 		*d.agents = append(*d.agents, full) // cleanup removes its instances
-		run("agent-"+a, m.Images["agent"].ID, []string{"--network", d.network, "--name", full, "--listen", ":54321"}, sock, false)
+		run("agent-"+a, m.Images["agent"].ID, []string{"--config", "/etc/upc/upc.yaml", "--network", d.network, "--name", full, "--listen", ":54321"}, sock, false)
 	}
-	cfgMount := []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/etc/upc", ReadOnly: true}}
 	routerURL := run("router", m.Images["router"].ID, []string{"--config", "/etc/upc/upc.yaml"}, cfgMount, true)
 
 	routertest.Eventually(t, "router answers", func() error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
 	"github.com/e-mission/upc/router/docker/agent"
@@ -111,19 +112,25 @@ func (d deployment) engine(t testing.TB, name string) *agent.Engine {
 	return e
 }
 
-// agentServer runs agent name as an HTTP server.
+// agentToken is the token the test agents share with their router.
+var agentToken = access.NewToken(access.PrefixAgent)
+
+// agentServer runs agent name as an HTTP server, as upc-agent does: it
+// answers agentToken and runs only the test image.
 func (d deployment) agentServer(t testing.TB, name string) *httptest.Server {
-	srv := httptest.NewServer(agent.Handler(d.engine(t, name), slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(agent.Handler(d.engine(t, name), slog.New(slog.DiscardHandler),
+		agent.HandlerOptions{Token: agentToken, Images: []agent.Image{{Ref: imageRef, Digest: imageID}}}))
 	t.Cleanup(srv.Close)
 	return srv
 }
 
+// agentClient calls the agent at url bearing agentToken, as the router does.
 func agentClient(t testing.TB, url string) *agent.Client {
 	c, err := agent.NewClient(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c.WithToken(agentToken)
 }
 
 func backend(t testing.TB, ms ...docker.Machine) *docker.Backend {

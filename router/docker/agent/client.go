@@ -10,7 +10,7 @@ import (
 
 // Client calls a machine agent's HTTP API. Its methods mirror Engine's; an
 // answer of 404 matches ErrNotFound and one of 400 ErrInvalid (errors.Is),
-// as the engine's own errors do.
+// as the engine's own errors do; one of 401 or 403 matches ErrForbidden.
 type Client struct {
 	hc *http.Client
 	c  *httpx.Client
@@ -35,6 +35,8 @@ func kind(code int, _ string) error {
 		return ErrNotFound
 	case http.StatusBadRequest:
 		return ErrInvalid
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return ErrForbidden
 	}
 	return nil
 }

@@ -219,8 +219,12 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 			for k, v := range e.opts.Labels {
 				vl[k] = v
 			}
-			if _, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: m.Source, Labels: vl}); err != nil {
+			res, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: m.Source, Labels: vl})
+			if err != nil {
 				return Container{}, fmt.Errorf("create volume %s: %w", m.Source, err)
+			}
+			if err := e.ownVolume(res.Volume.Labels, req.User, v.Name, m.Source); err != nil {
+				return Container{}, err
 			}
 		}
 		mounts = append(mounts, m)

@@ -5,15 +5,25 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
 )
 
 // maxBody bounds agent requests: a launch request is a few hundred bytes.
 const maxBody = 256 << 10
 
-// Handler serves e over HTTP for a router on another machine.
-func Handler(e *Engine, logger *slog.Logger) http.Handler {
+// Handler serves e over HTTP for a router on another machine: only to
+// callers bearing opts.Token, and launching only opts.Images (see
+// HandlerOptions; the zero value refuses everything but GET /healthz). The
+// router's in-process use of an Engine needs neither.
+func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
+	var sum string
+	if opts.Token != "" {
+		sum = access.Hash(opts.Token)
+	}
+	images := catalog(slices.Clone(opts.Images))
 	mux := http.NewServeMux()
 	h := func(pattern string, f httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(logger, f)) }
 	h("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
@@ -36,6 +46,13 @@ func Handler(e *Engine, logger *slog.Logger) http.Handler {
 		var req LaunchRequest
 		if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
 			return err
+		}
+		if err := req.Validate(); err != nil {
+			return status(err)
+		}
+		if err := images.check(r.Context(), req, e.imageID); err != nil {
+			logger.Warn("refused", append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error()}, describe(req)...)...)
+			return status(err)
 		}
 		c, err := e.Launch(r.Context(), req)
 		if err != nil {
@@ -82,7 +99,7 @@ func Handler(e *Engine, logger *slog.Logger) http.Handler {
 		}
 		return httpx.WriteJSON(w, http.StatusOK, ClearResult{Removed: n})
 	})
-	return mux
+	return requireToken(sum, logger, mux)
 }
 
 func emptyBody(w http.ResponseWriter, r *http.Request) error {
@@ -97,6 +114,8 @@ func status(err error) error {
 		code = http.StatusBadRequest
 	case errors.Is(err, ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, ErrForbidden):
+		code = http.StatusForbidden
 	}
 	// The agent's only caller is the router, which reports the message on.
 	return &httpx.Error{Code: code, Msg: err.Error(), Err: err}

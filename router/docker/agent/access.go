@@ -1,0 +1,135 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/httpx"
+)
+
+// ErrForbidden: the request is well formed but the agent will not do it (an
+// image outside its catalog, another user's volume).
+var ErrForbidden = errors.New("forbidden")
+
+// Image is one image an agent may run: a catalog service's image reference
+// and, when the catalog pins one, its image ID ("sha256:...").
+type Image struct {
+	Ref    string
+	Digest string
+}
+
+// HandlerOptions secure a Handler. The zero value refuses every call but
+// GET /healthz and every launch: an agent serves nothing without them.
+type HandlerOptions struct {
+	// Token is the bearer token shared with the router (agent.token_file).
+	// Every call but GET /healthz must carry "Authorization: Bearer
+	// <Token>": none answers 401, another 403, both logged with the caller's
+	// address. Only its hash is kept.
+	Token string
+	// Images are the only images a launch may run: the catalog's. A launch
+	// naming another reference, or a digest other than the one its reference
+	// is pinned to (or, unpinned, resolves to on this machine), answers 403.
+	Images []Image
+}
+
+// requireToken wraps h so every request but GET /healthz bears the token
+// whose hash is sum (empty: every such request is refused).
+func requireToken(sum string, logger *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/healthz" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		tok, ok := access.Bearer(r)
+		var err error
+		switch {
+		case !ok:
+			err = httpx.Errorf(http.StatusUnauthorized, "this agent answers only its router: send Authorization: Bearer <agent token> (agent.token_file)")
+		case sum == "" || !access.Match(tok, sum):
+			err = httpx.Errorf(http.StatusForbidden, "wrong agent token")
+		}
+		if err != nil {
+			logger.Warn("refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+			httpx.Handle(logger, func(http.ResponseWriter, *http.Request) error { return err }).ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// catalog is the set of images a Handler launches.
+type catalog []Image
+
+// check reports whether req runs an image of c: its Image is a catalog
+// reference and its Digest, if any, the one that reference is pinned to; an
+// unpinned reference accepts only the digest it resolves to on this machine
+// (imageID). A request naming a digest alone must name a pinned one.
+func (c catalog) check(ctx context.Context, req LaunchRequest, imageID func(context.Context, string) (string, error)) error {
+	if req.Image == "" {
+		for _, im := range c {
+			if im.Digest != "" && im.Digest == req.Digest {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: image %s is not in this agent's catalog", ErrForbidden, req.Digest)
+	}
+	known, unpinned := false, false
+	for _, im := range c {
+		if im.Ref != req.Image {
+			continue
+		}
+		known = true
+		if req.Digest == "" || req.Digest == im.Digest {
+			return nil
+		}
+		unpinned = unpinned || im.Digest == ""
+	}
+	if !known {
+		return fmt.Errorf("%w: image %q is not in this agent's catalog", ErrForbidden, req.Image)
+	}
+	if unpinned {
+		if id, err := imageID(ctx, req.Image); err == nil && id == req.Digest {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: digest %s is not the catalog's image %s", ErrForbidden, req.Digest, req.Image)
+}
+
+// imageID is the ID of the local image ref ("sha256:...").
+func (e *Engine) imageID(ctx context.Context, ref string) (string, error) {
+	res, err := e.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		return "", fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	return res.ID, nil
+}
+
+// describe summarises a launch request for a refusal's log line.
+func describe(req LaunchRequest) []any {
+	vols := make([]string, 0, len(req.Volumes))
+	for _, v := range req.Volumes {
+		vols = append(vols, v.Name)
+	}
+	return []any{"instance", req.Instance, "service", req.Service, "user", req.User,
+		"image", req.Image, "digest", req.Digest, "volumes", strings.Join(vols, ",")}
+}
+
+// ownVolume checks that the volume named source, as Docker returned it
+// (created or, when it existed, as it was), is user's volume vol made by this
+// agent. Volume names join agent, user and volume with dashes, which all
+// three may contain (user "alice-pm" and volume "data" name alice's
+// "pm-data"); the labels are what tell them apart, so a launch never mounts
+// another user's data.
+func (e *Engine) ownVolume(labels map[string]string, user, vol, source string) error {
+	if labels[LabelUser] != user || labels[LabelVolume] != vol || labels[LabelAgent] != e.opts.Name {
+		e.logger.Warn("refused a volume of another user", "volume", source, "user", user,
+			"volume_user", labels[LabelUser], "volume_name", labels[LabelVolume], "volume_agent", labels[LabelAgent])
+		return fmt.Errorf("%w: volume %s is not user %s's volume %s on agent %s", ErrForbidden, source, user, vol, e.opts.Name)
+	}
+	return nil
+}
