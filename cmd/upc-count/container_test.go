@@ -20,11 +20,13 @@ import (
 	tcnetwork "github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/internal/tcsetup"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
+	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
 
@@ -89,14 +91,26 @@ func TestIntegrationDockerServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nw.Remove(context.Background()) })
-	pmC := startContainer(t, ctx, m.Images["pm"].ID, "pm", nw, map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": "1.0"})
-	metricsC := startContainer(t, ctx, m.Images["metrics"].ID, "metrics", nw, nil)
-	countC := startContainer(t, ctx, m.Images["count"].ID, "count", nw, nil)
-
-	pm := pmclient.New(hostURL(t, ctx, pmC), nil)
+	// Each instance has its secret, as the router makes them; the services
+	// are bound to the user's PM (its name on the network) with a grant
+	// its owner issued.
+	owner, secret := access.NewToken(access.PrefixInstance), access.NewToken(access.PrefixInstance)
+	pmC := startContainer(t, ctx, m.Images["pm"].ID, "pm", nw, map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": "1.0",
+		access.EnvSHA256: access.Hash(owner)})
+	pm := pmclient.New(hostURL(t, ctx, pmC), nil, pmclient.WithToken(owner))
 	if err := pm.Unseal(ctx, "docker-test-key"); err != nil {
 		t.Fatal(err)
 	}
+	const pmAddr = "http://pm:8080"
+	bound := func(service string, read ...string) map[string]string {
+		g, err := pm.IssueGrant(ctx, api.GrantRequest{Service: service, Read: read, Spend: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{access.EnvSHA256: access.Hash(secret), access.EnvPMAddress: pmAddr, access.EnvPMGrant: g.Token}
+	}
+	metricsC := startContainer(t, ctx, m.Images["metrics"].ID, "metrics", nw, bound("metrics", "analysis/cleaned_section"))
+	countC := startContainer(t, ctx, m.Images["count"].ID, "count", nw, bound("count", "analysis/recreated_location"))
 	f, err := realdata.Open(filepath.Join(realdata.DirT(t), "shankari_2015-aug-27"))
 	if err != nil {
 		t.Fatal(err)
@@ -117,20 +131,41 @@ func TestIntegrationDockerServices(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	post := func(url, body string) string {
-		resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	send := func(url, token, body string) (int, string) {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s: %d %s", url, resp.StatusCode, b)
+		return resp.StatusCode, string(bytes.TrimSpace(b))
+	}
+	post := func(url, body string) string {
+		code, b := send(url, secret, body)
+		if code != 200 {
+			t.Fatalf("%s: %d %s", url, code, b)
 		}
-		return string(bytes.TrimSpace(b))
+		return b
+	}
+	// Refused: no secret, a wrong one, the owner's PM secret, another PM.
+	for _, c := range []struct {
+		token, body string
+		want        int
+	}{
+		{"", `{"uuid": "u"}`, 401},
+		{access.NewToken(access.PrefixInstance), `{"uuid": "u"}`, 403},
+		{owner, `{"uuid": "u"}`, 403},
+		{secret, `{"pm_address": "http://other-pm:8080", "uuid": "u", "query": {"offset": 100, "alpha": 0.05, "start_ts": 1, "end_ts": 2}}`, 403},
+	} {
+		if code, b := send(hostURL(t, ctx, countC)+"/count_query", c.token, c.body); code != c.want {
+			t.Errorf("count bearing %.8s: %d %s, want %d", c.token, code, b, c.want)
+		}
 	}
 	// The address the services use is the PM's name on the network.
-	const pmAddr = "http://pm:8080"
 	got := post(hostURL(t, ctx, metricsC)+"/metrics/local_date", `{"pm_address": "`+pmAddr+`", "uuid": "u",
 	 "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
 	 "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},

@@ -1,7 +1,11 @@
 // Command upc-count is the count service of a user's private cloud:
 // POST /count_query (the original API) and /v1/count_query.
 // It listens on UPC_COUNT_ADDR (default :8080). UPC_EXPERIMENT_NOISE_SEED
-// seeds the noise shares of /v1/count_query, for experiments only.
+// seeds the noise shares of /v1/count_query, for experiments only.//
+// Access (set by the router): UPC_ACCESS_SHA256, the hash of the secret every
+// caller bears, or UPC_INSECURE_LEGACY=1 for none; without either it refuses
+// to start. UPC_PM_ADDRESS and UPC_PM_GRANT bind it to one user's PM;
+// otherwise each request names its PM and carries that user's grant.
 package main
 
 import (
@@ -16,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/count"
@@ -36,7 +41,18 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if addr == "" {
 		addr = ":8080"
 	}
+	acc, err := access.FromEnv(getenv)
+	if err != nil {
+		return fmt.Errorf("access: %w", err)
+	}
 	srv := count.NewServer(logger, count.PMClients(&http.Client{Timeout: 10 * time.Minute}))
+	srv.Access = acc
+	switch {
+	case acc.PMAddress != "":
+		logger.Info("bound to one PM", "pm", acc.PMAddress)
+	case acc.Legacy:
+		logger.Warn("running with no access control (" + access.EnvLegacy + "=1): anyone who reaches this service may use it, naming any PM")
+	}
 	// Experiment mode only: reproducible noise shares. Seeded noise protects
 	// nothing against whoever knows the seed, so it is never the default.
 	if v := getenv("UPC_EXPERIMENT_NOISE_SEED"); v != "" {

@@ -7,9 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/e-mission/upc/internal/access"
 )
 
 type syncBuffer struct {
@@ -42,12 +45,7 @@ func TestServeAndShutDown(t *testing.T) {
 	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, func(k string) string {
-			if k == "UPC_METRICS_ADDR" {
-				return addr
-			}
-			return ""
-		}, &logs)
+		done <- run(ctx, env(map[string]string{"UPC_METRICS_ADDR": addr}), &logs)
 	}()
 	var resp *http.Response
 	for i := 0; ; i++ {
@@ -66,6 +64,21 @@ func TestServeAndShutDown(t *testing.T) {
 	if resp.StatusCode != 200 || json.Unmarshal(b, &h) != nil || h["status"] != "ok" {
 		t.Fatalf("healthz: %d %s", resp.StatusCode, b)
 	}
+	// Every other call bears the instance secret.
+	for token, want := range map[string]int{"": 401, "upcs_wrong": 403, secret: 400} {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/metrics/local_date", strings.NewReader("{}"))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("POST /metrics/local_date bearing %q: %d, want %d", token, resp.StatusCode, want)
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -78,8 +91,43 @@ func TestServeAndShutDown(t *testing.T) {
 }
 
 func TestBadAddress(t *testing.T) {
-	err := run(context.Background(), func(string) string { return "not-an-address" }, io.Discard)
+	err := run(context.Background(), env(map[string]string{"UPC_METRICS_ADDR": "not-an-address"}), io.Discard)
 	if err == nil {
 		t.Fatal("a bad address was accepted")
+	}
+}
+
+// secret is the instance secret the tests' service answers.
+const secret = "upcs_main-test-secret"
+
+// env is a getenv over vars, with the access the router would set.
+func env(vars map[string]string) func(string) string {
+	return func(k string) string {
+		if k == access.EnvSHA256 {
+			if v, ok := vars[k]; ok {
+				return v
+			}
+			return access.Hash(secret)
+		}
+		return vars[k]
+	}
+}
+
+// Without access settings, or with a half binding, the service does not
+// start.
+func TestRefusesWithoutAccess(t *testing.T) {
+	for _, vars := range []map[string]string{
+		{access.EnvSHA256: ""},
+		{access.EnvSHA256: "", access.EnvLegacy: "0"},
+		{access.EnvSHA256: "abc"},
+		{access.EnvPMAddress: "http://pm:8080"},
+	} {
+		vars["UPC_METRICS_ADDR"] = "127.0.0.1:0"
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := run(ctx, env(vars), io.Discard)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "access") {
+			t.Errorf("%v: %v", vars, err)
+		}
 	}
 }

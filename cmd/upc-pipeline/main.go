@@ -1,6 +1,10 @@
 // Command upc-pipeline is the pipeline service of a user's private cloud:
 // POST /run_pipeline (the original API) and /v1/run run e-mission's intake
-// pipeline over the user's PM. It listens on UPC_PIPELINE_ADDR (default :8080).
+// pipeline over the user's PM. It listens on UPC_PIPELINE_ADDR (default :8080).//
+// Access (set by the router): UPC_ACCESS_SHA256, the hash of the secret every
+// caller bears, or UPC_INSECURE_LEGACY=1 for none; without either it refuses
+// to start. UPC_PM_ADDRESS and UPC_PM_GRANT bind it to one user's PM;
+// otherwise each request names its PM and carries that user's grant.
 package main
 
 import (
@@ -14,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/pipeline/server"
@@ -34,7 +39,18 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if addr == "" {
 		addr = ":8080"
 	}
+	acc, err := access.FromEnv(getenv)
+	if err != nil {
+		return fmt.Errorf("access: %w", err)
+	}
 	srv := server.New(logger, server.PMStores(&http.Client{Timeout: 10 * time.Minute}))
+	srv.Access = acc
+	switch {
+	case acc.PMAddress != "":
+		logger.Info("bound to one PM", "pm", acc.PMAddress)
+	case acc.Legacy:
+		logger.Warn("running with no access control (" + access.EnvLegacy + "=1): anyone who reaches this service may use it, naming any PM")
+	}
 	logger.Info("starting", "version", version.Version)
 	return httpx.ListenAndServe(ctx, logger, addr, srv.Handler())
 }

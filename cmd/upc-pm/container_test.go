@@ -16,6 +16,7 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/internal/tcsetup"
 	"github.com/e-mission/upc/services/pm/api"
@@ -39,11 +40,12 @@ func TestIntegrationDockerPMContainer(t *testing.T) {
 	ctx := context.Background()
 	data := t.TempDir()
 	const key = "container-test-key"
+	owner := access.NewToken(access.PrefixInstance)
 	req := testcontainers.GenericContainerRequest{
 		ContainerRequest: testcontainers.ContainerRequest{
 			Image:        m.Images["pm"].ID,
 			Name:         fmt.Sprintf("upc-test-pm-%d", time.Now().UnixNano()),
-			Env:          map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": "1.5"},
+			Env:          map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": "1.5", access.EnvSHA256: access.Hash(owner)},
 			Labels:       map[string]string{"upc.test": "1"},
 			ExposedPorts: []string{"8080/tcp"},
 			HostConfigModifier: func(hc *container.HostConfig) {
@@ -66,9 +68,13 @@ func TestIntegrationDockerPMContainer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return pmclient.New("http://127.0.0.1:"+p.Port(), nil)
+		return pmclient.New("http://127.0.0.1:"+p.Port(), nil, pmclient.WithToken(owner))
 	}
 	pm := client()
+	var se *pmclient.StatusError
+	if err := pmclient.New(pm.BaseURL(), nil).Unseal(ctx, "attacker"); !errors.As(err, &se) || se.Code != 401 {
+		t.Fatalf("claim without the owner's secret: %v", err)
+	}
 	if err := pm.Unseal(ctx, key); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +102,6 @@ func TestIntegrationDockerPMContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm = client()
-	var se *pmclient.StatusError
 	if err := pm.Unseal(ctx, "wrong"); !errors.As(err, &se) || se.Code != 403 {
 		t.Fatalf("wrong key after restart: %v", err)
 	}
@@ -116,7 +121,7 @@ func TestIntegrationDockerPMContainer(t *testing.T) {
 	}
 	logs, _ := io.ReadAll(rc)
 	rc.Close()
-	if strings.Contains(string(logs), key) {
+	if strings.Contains(string(logs), key) || strings.Contains(string(logs), owner) {
 		t.Error("the key is in the container's logs")
 	}
 }

@@ -11,6 +11,10 @@
 //	UPC_PM_MAX_BODY_MIB  request body limit (default 64)
 //	UPC_PM_BUDGET_RENEW  reset the budget every this long (e.g. 720h; 0: never)
 //	UPC_PM_NOSYNC  "true" skips fsync (throwaway clouds, benchmarks)
+//	UPC_ACCESS_SHA256  hex SHA-256 of the owner's instance secret (set by the router)
+//	UPC_INSECURE_LEGACY  "1": no access control at all (the original scripts)
+//
+// Without UPC_ACCESS_SHA256 or UPC_INSECURE_LEGACY=1 it refuses to start.
 package main
 
 import (

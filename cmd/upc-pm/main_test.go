@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -30,12 +31,14 @@ func TestBinary(t *testing.T) {
 	}
 	data := t.TempDir()
 	const key, secretValue = "binary-test-key-9e1f", "binary-test-value-77aa"
+	owner := access.NewToken(access.PrefixInstance)
 	ctx := context.Background()
 
 	scanDone := map[*exec.Cmd]chan struct{}{}
 	run := func() (*exec.Cmd, *pmclient.Client, *strings.Builder) {
 		cmd := exec.Command(bin)
-		cmd.Env = []string{"UPC_PM_ADDR=127.0.0.1:0", "UPC_PM_DATA=" + data, "UPC_PM_BUDGET=2.5", "UPC_PM_KDF_MEMORY_MIB=8"}
+		cmd.Env = []string{"UPC_PM_ADDR=127.0.0.1:0", "UPC_PM_DATA=" + data, "UPC_PM_BUDGET=2.5", "UPC_PM_KDF_MEMORY_MIB=8",
+			access.EnvSHA256 + "=" + access.Hash(owner)}
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -62,7 +65,7 @@ func TestBinary(t *testing.T) {
 		}()
 		select {
 		case a := <-addr:
-			return cmd, pmclient.New("http://"+a, nil), logs
+			return cmd, pmclient.New("http://"+a, nil, pmclient.WithToken(owner)), logs
 		case <-time.After(20 * time.Second):
 			t.Fatalf("no listening line; logs:\n%s", logs)
 		}
@@ -89,6 +92,11 @@ func TestBinary(t *testing.T) {
 	cmd, c, logs := run()
 	if err := c.Healthz(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Only the owner claims it.
+	var se0 *pmclient.StatusError
+	if err := pmclient.New(c.BaseURL(), nil).Unseal(ctx, "attacker"); !errors.As(err, &se0) || se0.Code != 401 {
+		t.Fatalf("claim without the owner's secret: %v", err)
 	}
 	if err := c.Unseal(ctx, key); err != nil {
 		t.Fatal(err)
@@ -118,10 +126,38 @@ func TestBinary(t *testing.T) {
 	}
 	stop(cmd)
 	for _, l := range []string{logs.String(), logs2.String()} {
-		for _, s := range []string{key, secretValue, "background/location"} {
+		for _, s := range []string{key, secretValue, "background/location", owner} {
 			if strings.Contains(l, s) {
 				t.Errorf("logs contain %q:\n%s", s, l)
 			}
+		}
+	}
+}
+
+// TestBinaryRefusesWithoutAccess: with neither the secret's hash nor the
+// explicit legacy opt-in, upc-pm does not start.
+func TestBinaryRefusesWithoutAccess(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "upc-pm")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	for _, env := range [][]string{
+		nil,
+		{access.EnvLegacy + "=0"},
+		{access.EnvSHA256 + "=nothex"},
+	} {
+		cmd := exec.Command(bin)
+		cmd.Env = append([]string{"UPC_PM_ADDR=127.0.0.1:0", "UPC_PM_DATA=" + t.TempDir()}, env...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("env %v: started (%v)\n%s", env, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), access.EnvSHA256) {
+			t.Errorf("env %v: the refusal does not say what to set:\n%s", env, out)
 		}
 	}
 }

@@ -2,9 +2,6 @@ package count
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 
@@ -38,10 +35,9 @@ func TestChainThroughPM(t *testing.T) {
 	if err := (&pipeline.Run{Store: st, UserID: "u", Seed: pipeline.DefaultSeed}).Execute(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
-	defer srv.Close()
+	srv := serve(t)
 	for region, want := range map[string]string{berkeley: `{"success":true,"results":1}`, elsewhere: `{"success":true,"results":0}`} {
-		code, got := postJSON(t, srv.URL+"/count_query", `{"pm_address": "`+c.BaseURL()+`", "uuid": "u", "query":
+		code, got := postJSON(t, srv.URL+"/count_query", `{`+pmFields(t, c)+`, "uuid": "u", "query":
 		  {"offset": 100, "alpha": 0.05, "start_ts": 1440658800, "end_ts": 1440745200, "sel_region": {"geometry": `+region+`}}}`)
 		if code != 200 || got != want {
 			t.Errorf("%d %s, want %s", code, got, want)

@@ -3,8 +3,6 @@ package count
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"math"
 	"net/http/httptest"
 	"strings"
@@ -18,9 +16,7 @@ import (
 
 func cheatServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
-	t.Cleanup(srv.Close)
-	return srv
+	return serve(t)
 }
 
 const window = `"start_ts": 1440658800, "end_ts": 1440745200`
@@ -32,7 +28,7 @@ func TestCheatOneQueryIDManyQuestions(t *testing.T) {
 	uploadRecreated(t, c, "shankari_2015-aug-27")
 	srv := cheatServer(t)
 	for i, w := range []string{window, `"start_ts": 1440745200, "end_ts": 1440831600`, `"start_ts": 0, "end_ts": 2e9`} {
-		code, got := postJSON(t, srv.URL+"/v1/count_query", `{"pm_address": "`+c.BaseURL()+`", "uuid": "u", "query_id": "one-id",
+		code, got := postJSON(t, srv.URL+"/v1/count_query", `{`+pmFields(t, c)+`, "uuid": "u", "query_id": "one-id",
 		  "query": {"offset": 100, "alpha": 0.05, `+w+`, "sel_region": {"geometry": `+home+`}}}`)
 		switch {
 		case i == 0 && (code != 200 || !strings.Contains(got, `"success":true`)):
@@ -55,7 +51,7 @@ func TestCheatFreeAnswers(t *testing.T) {
 	uploadRecreated(t, c, "shankari_2015-aug-27")
 	srv := cheatServer(t)
 	ask := func(q string) (int, string) {
-		return postJSON(t, srv.URL+"/count_query", `{"pm_address": "`+c.BaseURL()+`", "uuid": "u", "query": `+q+`}`)
+		return postJSON(t, srv.URL+"/count_query", `{`+pmFields(t, c)+`, "uuid": "u", "query": `+q+`}`)
 	}
 	for name, q := range map[string]string{
 		"alpha 0.9999999999": `{"offset": 100, "alpha": 0.9999999999, ` + window + `, "sel_region": null}`,
@@ -85,7 +81,7 @@ func TestCheatThinnedNoise(t *testing.T) {
 	srv := cheatServer(t)
 	noised := 0
 	for range 100 {
-		code, got := postJSON(t, srv.URL+"/v1/count_query", `{"pm_address": "`+c.BaseURL()+`", "uuid": "u", "noise_share": {"users": 1000000000},
+		code, got := postJSON(t, srv.URL+"/v1/count_query", `{`+pmFields(t, c)+`, "uuid": "u", "noise_share": {"users": 1000000000},
 		  "query": {"offset": 1, "alpha": 0.5, `+window+`, "sel_region": null}}`)
 		var out struct {
 			Success, Noised bool
@@ -115,7 +111,7 @@ func TestCheatAveragingRetries(t *testing.T) {
 	srv := cheatServer(t)
 	var first string
 	for i := range 5 {
-		code, got := postJSON(t, srv.URL+"/v1/count_query", `{"pm_address": "`+c.BaseURL()+`", "uuid": "u", "query_id": "again", "noise_share": {"users": 2},
+		code, got := postJSON(t, srv.URL+"/v1/count_query", `{`+pmFields(t, c)+`, "uuid": "u", "query_id": "again", "noise_share": {"users": 2},
 		  "query": {"offset": 1, "alpha": 0.5, `+window+`, "sel_region": null}}`)
 		if code != 200 {
 			t.Fatalf("answer %d %s", code, got)

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pipeline/groundtruth"
@@ -131,8 +132,12 @@ const berkeley = `{"type": "Polygon", "coordinates": [[[-122.267443, 37.864693],
 // Downtown Sacramento, where it did not.
 const elsewhere = `{"type": "Polygon", "coordinates": [[[-121.51, 38.57], [-121.48, 38.57], [-121.48, 38.59], [-121.51, 38.59], [-121.51, 38.57]]]}`
 
+// newTestServer serves the query logic over pm in legacy mode (the
+// request's pm_address, no credential); access_test.go tests the modes.
 func newTestServer(pm PM) http.Handler {
-	return NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) PM { return pm }).Handler()
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string, string) PM { return pm })
+	s.Access = access.Instance{Legacy: true}
+	return s.Handler()
 }
 
 func post(t *testing.T, h http.Handler, path, b string) (int, map[string]any) {

@@ -7,22 +7,22 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/e-mission/upc/internal/realdata"
+	"github.com/e-mission/upc/services/internal/testpm"
 	"github.com/e-mission/upc/services/pipeline"
-	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 	"github.com/e-mission/upc/services/pm/store"
 )
 
-// startPM runs a real permission manager (encrypted store in a temporary
-// directory, its HTTP server on loopback), unsealed, with the given budget.
+// startPM runs a real permission manager (see testpm), claimed and
+// unsealed by its owner, with the given budget; it returns the owner's
+// client. The PM holds a grant for the count service (pmFields).
 func startPM(t testing.TB, budget float64) *pmclient.Client {
 	return startPMWith(t, store.Options{InitialBudget: budget})
 }
@@ -30,19 +30,24 @@ func startPM(t testing.TB, budget float64) *pmclient.Client {
 // startPMWith is startPM with the store's options (the budget's policy).
 func startPMWith(t testing.TB, o store.Options) *pmclient.Client {
 	t.Helper()
-	o.KDF, o.NoSync = store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, true
-	st, err := store.Open(t.TempDir(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(pm.New(st, slog.New(slog.NewTextHandler(io.Discard, nil)), pm.Options{}).Handler())
+	return testpm.Start(t, o, "count").C
+}
+
+// pmFields are a shared count service's request fields naming c's PM and
+// carrying the user's grant there.
+func pmFields(t testing.TB, c *pmclient.Client) string {
+	return `"pm_address": "` + c.BaseURL() + `", "grant": "` + testpm.GrantOf(t, c) + `"`
+}
+
+// serve runs the count service shared (each request names its PM and
+// grant); postJSON bears its secret.
+func serve(t testing.TB) *httptest.Server {
+	t.Helper()
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil))
+	s.Access = testpm.Shared()
+	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	c := pmclient.New(srv.URL, nil)
-	if err := c.Unseal(context.Background(), "a user's secret"); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return srv
 }
 
 // uploadRecreated runs the Go pipeline on a real day and stores its
@@ -86,12 +91,7 @@ func uploadRecreated(t testing.TB, c *pmclient.Client, day string) int {
 
 func postJSON(t *testing.T, url, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testpm.Post(t, url, testpm.ServiceSecret, body)
 	return resp.StatusCode, string(bytes.TrimSpace(b))
 }
 
@@ -103,10 +103,9 @@ func TestWithRealPM(t *testing.T) {
 	if n := uploadRecreated(t, c, "shankari_2015-aug-27"); n < 100 {
 		t.Fatalf("only %d recreated locations", n)
 	}
-	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
-	defer srv.Close()
+	srv := serve(t)
 	ask := func(path, q string) (int, string) {
-		return postJSON(t, srv.URL+path, `{"pm_address": "`+c.BaseURL()+`", "uuid": "u", "query": `+q+`}`)
+		return postJSON(t, srv.URL+path, `{`+pmFields(t, c)+`, "uuid": "u", "query": `+q+`}`)
 	}
 	day := `"start_ts": 1440658800, "end_ts": 1440745200`
 	for _, tc := range []struct{ name, q, want string }{
@@ -135,7 +134,7 @@ func TestWithRealPM(t *testing.T) {
 	c2 := startPM(t, 0.05)
 	uploadRecreated(t, c2, "shankari_2015-aug-27")
 	for range 3 {
-		code, got := postJSON(t, srv.URL+"/v1/count_query", `{"pm_address": "`+c2.BaseURL()+`", "uuid": "u", "query_id": "retry-me",
+		code, got := postJSON(t, srv.URL+"/v1/count_query", `{`+pmFields(t, c2)+`, "uuid": "u", "query_id": "retry-me",
 		  "query": {"offset": 100, "alpha": 0.05, `+day+`, "sel_region": {"geometry": `+home+`}}}`)
 		if code != 200 || !strings.Contains(got, `"success":true,"results":1`) {
 			t.Fatalf("v1: %d %s", code, got)
@@ -153,17 +152,11 @@ func TestWithRealPM(t *testing.T) {
 func BenchmarkCountRealPM(b *testing.B) {
 	c := startPM(b, 1e12)
 	n := uploadRecreated(b, c, "shankari_2015-aug-27")
-	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
-	defer srv.Close()
-	body := `{"pm_address": "` + c.BaseURL() + `", "uuid": "u", "query": {"offset": 100, "alpha": 0.05,
+	srv := serve(b)
+	body := `{` + pmFields(b, c) + `, "uuid": "u", "query": {"offset": 100, "alpha": 0.05,
 	  "start_ts": 1440658800, "end_ts": 1440745200, "sel_region": {"geometry": ` + elsewhere + `}}}`
 	reportCPU(b, func() {
-		resp, err := http.Post(srv.URL+"/count_query", "application/json", strings.NewReader(body))
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_, out := testpm.Post(b, srv.URL+"/count_query", testpm.ServiceSecret, body)
 		if !bytes.Contains(out, []byte(`"results":0`)) {
 			b.Fatalf("answer %s", out)
 		}

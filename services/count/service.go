@@ -9,10 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/services/internal/pmbind"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -26,24 +27,27 @@ type PM interface {
 
 var _ PM = (*pmclient.Client)(nil)
 
-// Connector returns a client of the PM at a request's pm_address.
-type Connector func(pmAddress string) PM
+// Connector returns a client of the PM at pmAddress bearing grant ("" for
+// none).
+type Connector func(pmAddress, grant string) PM
 
 // PMClients connects with pmclient over hc (nil: http.DefaultClient). An
 // address without a scheme gets http://.
 func PMClients(hc *http.Client) Connector {
-	return func(addr string) PM {
-		if !strings.Contains(addr, "://") {
-			addr = "http://" + addr
-		}
-		return pmclient.New(addr, hc)
+	return func(addr, grant string) PM {
+		return pmclient.New(pmbind.Normalize(addr), hc, pmclient.WithToken(grant))
 	}
 }
 
 // Server is the count service.
 type Server struct {
-	Logger     *slog.Logger
-	Connect    Connector
+	Logger  *slog.Logger
+	Connect Connector
+	// Access says who may call the service (the bearer of its instance
+	// secret) and which PM it reaches: bound to one, shared (each request
+	// names its PM and grant) or legacy (see services/internal/pmbind). The
+	// zero value answers nothing but /healthz.
+	Access     access.Instance
 	Collection string // where the PM keeps analysis entries
 	// MinEpsilon is the least cost a query may have (dp.MinEpsilon); the
 	// user's PM enforces its own as well.
@@ -112,7 +116,7 @@ func (s *Server) Handler() http.Handler {
 		return httpx.WriteJSON(w, http.StatusOK, resp)
 	}))
 	mux.HandleFunc("GET /healthz", httpx.Healthz)
-	return mux
+	return access.Guard(s.Access, s.Logger, mux)
 }
 
 func (s *Server) count(ctx context.Context, w http.ResponseWriter, r *http.Request, v1 bool) (ResponseV1, error) {
@@ -120,10 +124,11 @@ func (s *Server) count(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{}); err != nil {
 		return ResponseV1{}, err
 	}
-	var errs []error
-	if req.PMAddress == "" {
-		errs = append(errs, errors.New("pm_address is required"))
+	target, err := pmbind.Resolve(s.Access, req.PMAddress, req.Grant)
+	if err != nil {
+		return ResponseV1{}, err
 	}
+	var errs []error
 	if req.UUID == "" {
 		errs = append(errs, errors.New("uuid is required"))
 	}
@@ -162,11 +167,11 @@ func (s *Server) count(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		return ResponseV1{}, err
 	}
 	out := ResponseV1{PrivacyCost: cost, QueryID: qid}
-	pm := s.Connect(req.PMAddress)
+	pm := s.Connect(target.Address, target.Grant)
 	spent, err := pm.Spend(ctx, api.SpendRequest{PrivacyCost: api.Cost(cost), QueryID: qid, Service: "count",
 		Question: question, Participants: claimed})
 	if err != nil {
-		return out, pmError("could not charge the privacy budget at the PM", err)
+		return out, pmbind.Error("could not charge the privacy budget at the PM", err)
 	}
 	if !spent.Success {
 		s.Logger.Info("budget short", "query_id", qid, "cost", cost)
@@ -182,7 +187,7 @@ func (s *Server) count(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		WithLimitAndSkip: true,
 	})
 	if err != nil {
-		return out, pmError("could not query the PM", err)
+		return out, pmbind.Error("could not query the PM", err)
 	}
 	result := int64(0)
 	if n > 0 {
@@ -233,14 +238,4 @@ func noiseShare(cost float64, spent api.SpendResponse, key *[32]byte) (int64, er
 		return 0, err
 	}
 	return dp.New(dp.WithKey(*key)).LaplaceShare(sc, spent.Participants)
-}
-
-// pmError reports a PM's refusal (4xx) as the same status, naming the PM,
-// and anything else as 502.
-func pmError(msg string, err error) error {
-	var se *pmclient.StatusError
-	if errors.As(err, &se) && se.Code >= 400 && se.Code < 500 {
-		return &httpx.Error{Code: se.Code, Msg: msg + ": the PM answered " + se.Error(), Err: err}
-	}
-	return &httpx.Error{Code: http.StatusBadGateway, Msg: msg, Err: err}
 }

@@ -37,7 +37,7 @@ func TestChainThroughPM(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := startMetrics(t)
-	code, got := postJSON(t, url+"/metrics/local_date", `{"pm_address": "`+c.BaseURL()+`", "uuid": "aug27",
+	code, got := postJSON(t, url+"/metrics/local_date", `{`+pmFields(t, c)+`, "uuid": "aug27",
 	 "start_time": {"year": 2015, "month": 8, "timezone": "America/Los_Angeles"},
 	 "end_time": {"year": 2015, "month": 9, "timezone": "America/Los_Angeles"},
 	 "freq": "MONTHLY", "metric": "count",

@@ -7,36 +7,32 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/realdata"
+	"github.com/e-mission/upc/services/internal/testpm"
 	"github.com/e-mission/upc/services/pipeline"
-	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 	"github.com/e-mission/upc/services/pm/store"
 )
 
-// startPM runs a real permission manager (encrypted store in a temporary
-// directory, its HTTP server on loopback), unsealed, with the given budget.
+// startPM runs a real permission manager (see testpm), claimed and
+// unsealed by its owner, with the given budget; it returns the owner's
+// client. The PM holds a grant for the metrics service (pmFields).
 func startPM(t testing.TB, budget float64) *pmclient.Client {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, InitialBudget: budget, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(pm.New(st, slog.New(slog.NewTextHandler(io.Discard, nil)), pm.Options{}).Handler())
-	t.Cleanup(srv.Close)
-	c := pmclient.New(srv.URL, nil)
-	if err := c.Unseal(context.Background(), "a user's secret"); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testpm.Start(t, store.Options{InitialBudget: budget}, "metrics").C
+}
+
+// pmFields are a shared metrics service's request fields naming c's PM and
+// carrying the user's grant there.
+func pmFields(t testing.TB, c *pmclient.Client) string {
+	return `"pm_address": "` + c.BaseURL() + `", "grant": "` + testpm.GrantOf(t, c) + `"`
 }
 
 // uploadPipelineOutput runs the Go pipeline on a real day and stores its
@@ -79,21 +75,25 @@ func uploadPipelineOutput(t testing.TB, c *pmclient.Client, day, user string) in
 	return len(docs)
 }
 
-func startMetrics(t *testing.T) string {
+// startMetrics runs the metrics service shared (each request names its PM
+// and grant); postJSON bears its secret.
+func startMetrics(t testing.TB) string {
 	t.Helper()
-	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
+	return startMetricsWith(t, testpm.Shared())
+}
+
+func startMetricsWith(t testing.TB, in access.Instance) string {
+	t.Helper()
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil))
+	s.Access = in
+	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
 
 func postJSON(t *testing.T, url, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testpm.Post(t, url, testpm.ServiceSecret, body)
 	return resp.StatusCode, string(bytes.TrimSpace(b))
 }
 
@@ -106,7 +106,7 @@ func TestWithRealPM(t *testing.T) {
 		t.Fatalf("uploaded %d entries", n)
 	}
 	url := startMetrics(t)
-	body := `{"pm_address": "` + c.BaseURL() + `", "uuid": "aug27",
+	body := `{` + pmFields(t, c) + `, "uuid": "aug27",
 	 "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
 	 "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},
 	 "freq": "DAILY", "metric": "%s",
@@ -159,19 +159,13 @@ func TestWithRealPM(t *testing.T) {
 func BenchmarkLocalDateRealPM(b *testing.B) {
 	c := startPM(b, 1e12)
 	uploadPipelineOutput(b, c, "shankari_2015-aug-27", "aug27")
-	srv := httptest.NewServer(NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), PMClients(nil)).Handler())
-	defer srv.Close()
-	body := `{"pm_address": "` + c.BaseURL() + `", "uuid": "aug27",
+	url := startMetrics(b)
+	body := `{` + pmFields(b, c) + `, "uuid": "aug27",
 	 "start_time": {"year": 2015, "month": 8, "day": 27, "timezone": "America/Los_Angeles"},
 	 "end_time": {"year": 2015, "month": 8, "day": 28, "timezone": "America/Los_Angeles"},
 	 "freq": "DAILY", "metric": "count", "offset": {"CAR": 1000, "IN_VEHICLE": 1000}, "alpha": {"CAR": 0.05, "IN_VEHICLE": 0.05}}`
 	reportCPU(b, func() {
-		resp, err := http.Post(srv.URL+"/metrics/local_date", "application/json", strings.NewReader(body))
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_, out := testpm.Post(b, url+"/metrics/local_date", testpm.ServiceSecret, body)
 		if !bytes.Contains(out, []byte(`"IN_VEHICLE":5`)) {
 			b.Fatalf("answer %s", out)
 		}

@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/services/internal/pmbind"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -25,13 +27,16 @@ type PM interface {
 
 var _ PM = (*pmclient.Client)(nil)
 
-// Connector returns a client of the PM at a request's pm_address.
-type Connector func(pmAddress string) PM
+// Connector returns a client of the PM at pmAddress bearing grant ("" for
+// none).
+type Connector func(pmAddress, grant string) PM
 
 // PMClients connects with pmclient over hc (nil: http.DefaultClient). An
 // address without a scheme gets http://, as the original's "host:port" did.
 func PMClients(hc *http.Client) Connector {
-	return func(addr string) PM { return pmclient.New(NormalizeAddress(addr), hc) }
+	return func(addr, grant string) PM {
+		return pmclient.New(NormalizeAddress(addr), hc, pmclient.WithToken(grant))
+	}
 }
 
 // NormalizeAddress adds http:// to an address without a scheme.
@@ -46,6 +51,11 @@ func NormalizeAddress(addr string) string {
 type Server struct {
 	Logger  *slog.Logger
 	Connect Connector
+	// Access says who may call the service (the bearer of its instance
+	// secret) and which PM it reaches: bound to one, shared (each request
+	// names its PM and grant) or legacy (see services/internal/pmbind). The
+	// zero value answers nothing but /healthz.
+	Access access.Instance
 	// Collection holds the sections in the PM (e-mission's analysis timeseries).
 	Collection string
 	// SectionKey is the section stream read (e-mission's
@@ -97,9 +107,6 @@ type LocalDateResponseV1 struct {
 
 func (r *LocalDateRequest) validate() (Freq, float64, error) {
 	var errs []error
-	if r.PMAddress == "" {
-		errs = append(errs, errors.New("pm_address is required"))
-	}
 	if r.UUID == "" {
 		errs = append(errs, errors.New("uuid is required"))
 	}
@@ -134,7 +141,7 @@ func (s *Server) Handler() http.Handler {
 		return httpx.WriteJSON(w, http.StatusOK, resp)
 	}))
 	mux.HandleFunc("GET /healthz", httpx.Healthz)
-	return mux
+	return access.Guard(s.Access, s.Logger, mux)
 }
 
 func newQueryID(prefix string) string {
@@ -150,6 +157,10 @@ func newQueryID(prefix string) string {
 func (s *Server) localDate(ctx context.Context, w http.ResponseWriter, r *http.Request) (LocalDateResponseV1, error) {
 	var req LocalDateRequest
 	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{}); err != nil {
+		return LocalDateResponseV1{}, err
+	}
+	target, err := pmbind.Resolve(s.Access, req.PMAddress, req.Grant)
+	if err != nil {
 		return LocalDateResponseV1{}, err
 	}
 	freq, cost, err := req.validate()
@@ -176,14 +187,10 @@ func (s *Server) localDate(ctx context.Context, w http.ResponseWriter, r *http.R
 		return LocalDateResponseV1{}, err
 	}
 	out := LocalDateResponseV1{PrivacyCost: cost, QueryID: qid}
-	pm := s.Connect(req.PMAddress)
+	pm := s.Connect(target.Address, target.Grant)
 	spent, err := pm.Spend(ctx, api.SpendRequest{PrivacyCost: api.Cost(cost), QueryID: qid, Service: "metrics", Question: question})
 	if err != nil {
-		var se *pmclient.StatusError
-		if errors.As(err, &se) && se.Code >= 400 && se.Code < 500 {
-			return out, &httpx.Error{Code: se.Code, Msg: "could not charge the privacy budget: the PM answered " + se.Error(), Err: err}
-		}
-		return out, &httpx.Error{Code: http.StatusBadGateway, Msg: "could not charge the privacy budget at the PM", Err: err}
+		return out, pmbind.Error("could not charge the privacy budget", err)
 	}
 	if !spent.Success {
 		s.Logger.Info("budget short", "query_id", qid, "cost", cost)
@@ -191,7 +198,7 @@ func (s *Server) localDate(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	period, err := s.firstPeriod(ctx, pm, req, freq)
 	if err != nil {
-		return out, &httpx.Error{Code: http.StatusBadGateway, Msg: "could not compute the metrics", Err: err}
+		return out, pmbind.Error("could not compute the metrics", err)
 	}
 	out.Success = true
 	out.Results = map[string]any{}

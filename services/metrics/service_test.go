@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -93,7 +94,10 @@ const yearOnly = `{"pm_address": "pm:8080", "uuid": "u",
  "freq": "YEARLY", "metric": "count", "offset": {"IN_VEHICLE": 1}, "alpha": {"IN_VEHICLE": 0.5}}`
 
 func newTestServer(pm *fakePM) http.Handler {
-	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string) PM { return pm })
+	// Legacy: the request's pm_address, no credential; access_test.go
+	// tests the modes.
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), func(string, string) PM { return pm })
+	s.Access = access.Instance{Legacy: true}
 	return s.Handler()
 }
 

@@ -28,6 +28,9 @@ func (s *Server) readQuery(w http.ResponseWriter, r *http.Request) (api.FindRequ
 	if err != nil {
 		return req, "", "", nil, o, err
 	}
+	if f, err = readScope(r, f); err != nil {
+		return req, "", "", nil, o, err
+	}
 	if req.Skip < 0 {
 		return req, "", "", nil, o, httpx.BadRequest("skip must be ≥ 0")
 	}
@@ -188,6 +191,9 @@ func (s *Server) insert(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := checkInsert(r, docs); err != nil {
+		return err
+	}
 	ids, err := s.st.InsertDocs(db, coll, docs)
 	if err != nil {
 		return err
@@ -214,6 +220,9 @@ func (s *Server) insertDeprecated(w http.ResponseWriter, r *http.Request) error 
 	many := bytes.HasPrefix(bytes.TrimSpace(raw), []byte("["))
 	docs, err := rawDocuments(raw, many, "doc_or_docs")
 	if err != nil {
+		return err
+	}
+	if err := checkInsert(r, docs); err != nil {
 		return err
 	}
 	ids, err := s.st.InsertDocs(db, coll, docs)
@@ -250,6 +259,10 @@ func (s *Server) doUpdate(w http.ResponseWriter, r *http.Request, replace bool) 
 	if err != nil {
 		return err
 	}
+	f, check, err := writeScope(r, f)
+	if err != nil {
+		return err
+	}
 	if req.Data == nil {
 		return httpx.BadRequest("data (the update document) is required")
 	}
@@ -258,7 +271,7 @@ func (s *Server) doUpdate(w http.ResponseWriter, r *http.Request, replace bool) 
 		return httpx.BadRequest("data: %v", err)
 	}
 	many := req.IsMany && !replace
-	res, err := s.st.Update(db, coll, f, u, many, req.Upsert)
+	res, err := s.st.UpdateChecked(db, coll, f, u, many, req.Upsert, check)
 	if err != nil {
 		return err
 	}
@@ -286,6 +299,10 @@ func (s *Server) updateDeprecated(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	f, check, err := writeScope(r, f)
+	if err != nil {
+		return err
+	}
 	if req.Document == nil {
 		return httpx.BadRequest("document is required")
 	}
@@ -296,7 +313,7 @@ func (s *Server) updateDeprecated(w http.ResponseWriter, r *http.Request) error 
 	if req.Multi && u.IsReplacement() {
 		return httpx.BadRequest("multi updates need operators such as $set, not a replacement document")
 	}
-	res, err := s.st.Update(db, coll, f, u, req.Multi, req.Upsert)
+	res, err := s.st.UpdateChecked(db, coll, f, u, req.Multi, req.Upsert, check)
 	if err != nil {
 		return err
 	}
@@ -314,6 +331,9 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
 	}
 	f, err := compileFilter(req.Query, "query")
 	if err != nil {
+		return err
+	}
+	if f, _, err = writeScope(r, f); err != nil {
 		return err
 	}
 	n, err := s.st.Delete(db, coll, f, req.IsMany)
@@ -340,14 +360,48 @@ func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
 	if req.PrivacyCost == nil {
 		return httpx.BadRequest("privacy_cost is required")
 	}
-	res, err := s.st.Spend(store.Charge{Cost: float64(*req.PrivacyCost), QueryID: req.QueryID, Service: req.Service,
-		Question: req.Question, Participants: req.Participants})
+	c := store.Charge{Cost: float64(*req.PrivacyCost), QueryID: req.QueryID, Service: req.Service,
+		Question: req.Question, Participants: req.Participants}
+	g := callerOf(r).g
+	if g == nil {
+		res, err := s.st.Spend(c)
+		if err != nil {
+			return err
+		}
+		s.log.Info("privacy budget", "success", res.Success, "replayed", res.Replayed, "caller", req.Service)
+		return httpx.WriteJSON(w, http.StatusOK, res)
+	}
+	// A grant pays: the ledger names it and its service, and it may charge
+	// at most its cap in all. Over the cap, nothing is charged and the
+	// answer is 403; a retry of a charge already made (same query id and
+	// question) still gets its first answer.
+	c.Grant, c.GrantCap, c.Service = g.ID, g.Spend, g.Service
+	s.spendMu.Lock()
+	defer s.spendMu.Unlock()
+	spent, err := s.st.GrantSpent(g.ID)
 	if err != nil {
 		return err
 	}
-	s.log.Info("privacy budget", "success", res.Success, "replayed", res.Replayed, "caller", req.Service)
+	if spent+c.Cost > g.Spend+grantSlack {
+		replay, err := s.st.Paid(c.QueryID, c.Question, c.Cost)
+		if err != nil {
+			return err
+		}
+		if !replay {
+			return deny(http.StatusForbidden, "grant %s may spend %g ε in all; %g spent, %g asked", g.ID, g.Spend, spent, c.Cost)
+		}
+	}
+	res, err := s.st.Spend(c)
+	if err != nil {
+		return err
+	}
+	s.log.Info("privacy budget", "success", res.Success, "replayed", res.Replayed, "caller", g.Service, "grant", g.ID)
 	return httpx.WriteJSON(w, http.StatusOK, res)
 }
+
+// grantSlack absorbs floating-point error in a grant's cap, as the store's
+// own slack does for the balance.
+const grantSlack = 1e-9
 
 func (s *Server) ledger(w http.ResponseWriter, r *http.Request) error {
 	l, err := s.st.Ledger()

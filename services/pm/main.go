@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/pm/store"
@@ -89,14 +90,21 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
+	acc, err := access.FromEnv(getenv)
+	if err != nil {
+		return fmt.Errorf("access: %w", err)
+	}
 	logger := slog.New(slog.NewJSONHandler(logOut, nil)).With("service", "pm")
+	if acc.Legacy {
+		logger.Warn("running with no access control (" + access.EnvLegacy + "=1): anyone who reaches this PM may claim, read and spend it")
+	}
 	st, err := store.Open(cfg.DataDir, store.Options{KDF: cfg.KDF, InitialBudget: cfg.Budget, NoSync: cfg.NoSync, RenewEvery: cfg.RenewEvery})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	logger.Info("starting", "version", version.Version, "data", cfg.DataDir, "initialized", st.Initialized())
-	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20})
+	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20, Access: acc})
 	h, requests := countRequests(srv.Handler())
 	go trimWhenIdle(ctx, requests, 5*time.Second)
 	err = httpx.ListenAndServe(ctx, logger, cfg.Addr, h)

@@ -9,9 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 	"github.com/e-mission/upc/services/pm/pmtest"
+	"github.com/e-mission/upc/services/pm/store"
 )
 
 // TestOriginalClientScripts runs the original e-mission-upc-aggregator
@@ -33,8 +36,13 @@ func TestOriginalClientScripts(t *testing.T) {
 	if py == "" {
 		py = "python3"
 	}
-	p := unsealedPM(t)
+	// The original library sends no credential: the PM runs as the router
+	// launches it for insecure_legacy.
+	p := startPMAccess(t, t.TempDir(), store.Options{KDF: testKDF, InitialBudget: 1}, pm.Options{Access: access.Instance{Legacy: true}}, "")
 	ctx := context.Background()
+	if err := p.c.Unseal(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
 	run := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(py, args...)

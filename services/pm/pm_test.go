@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -30,11 +31,35 @@ var testKDF = store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
 const secret = "correct horse battery staple 42"
 
 type testPM struct {
-	srv  *httptest.Server
-	st   *store.Store
-	c    *pmclient.Client
-	dir  string
-	logs *syncBuffer
+	srv   *httptest.Server
+	st    *store.Store
+	c     *pmclient.Client // bears the owner's secret
+	hc    *http.Client     // bears the owner's secret
+	owner string           // the owner's instance secret ("" for a legacy PM)
+	dir   string
+	logs  *syncBuffer
+}
+
+// bearer adds a credential to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// bearing is an HTTP client of the test server sending token.
+func (p *testPM) bearing(token string) *http.Client {
+	return &http.Client{Transport: bearer{token, p.srv.Client().Transport}}
+}
+
+// client is a PM client bearing token ("" for none).
+func (p *testPM) client(token string) *pmclient.Client {
+	return pmclient.New(p.srv.URL, p.srv.Client(), pmclient.WithToken(token))
 }
 
 type syncBuffer struct {
@@ -61,7 +86,17 @@ func startPM(t testing.TB, dir string, budget float64) *testPM {
 	return startPMWith(t, dir, store.Options{KDF: testKDF, InitialBudget: budget})
 }
 
+// startPMWith starts a PM whose owner (p.owner) bears a fresh instance
+// secret, as the router launches one.
 func startPMWith(t testing.TB, dir string, o store.Options) *testPM {
+	t.Helper()
+	owner := access.NewToken(access.PrefixInstance)
+	return startPMAccess(t, dir, o, pm.Options{Access: access.Instance{SHA256: access.Hash(owner)}}, owner)
+}
+
+// startPMAccess starts a PM with opts (MaxBody set here); owner is the
+// secret p.c and p.hc bear.
+func startPMAccess(t testing.TB, dir string, o store.Options, opts pm.Options, owner string) *testPM {
 	t.Helper()
 	st, err := store.Open(dir, o)
 	if err != nil {
@@ -69,8 +104,13 @@ func startPMWith(t testing.TB, dir string, o store.Options) *testPM {
 	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := httptest.NewServer(pm.New(st, logger, pm.Options{MaxBody: 8 << 20}).Handler())
-	p := &testPM{srv: srv, st: st, c: pmclient.New(srv.URL, srv.Client()), dir: dir, logs: logs}
+	opts.MaxBody = 8 << 20
+	srv := httptest.NewServer(pm.New(st, logger, opts).Handler())
+	p := &testPM{srv: srv, st: st, owner: owner, dir: dir, logs: logs}
+	p.c, p.hc = p.client(owner), srv.Client()
+	if owner != "" {
+		p.hc = p.bearing(owner)
+	}
 	t.Cleanup(p.stop)
 	return p
 }
@@ -96,7 +136,7 @@ func unsealedPM(t testing.TB) *testPM {
 // (numbers exact).
 func (p *testPM) post(t testing.TB, path, body string) (int, map[string]any) {
 	t.Helper()
-	resp, err := p.srv.Client().Post(p.srv.URL+path, "application/json", strings.NewReader(body))
+	resp, err := p.hc.Post(p.srv.URL+path, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +453,7 @@ func TestPlainDocumentsKeepTheirBytes(t *testing.T) {
 		}
 	}
 	find := func(filter string) string {
-		resp, err := p.srv.Client().Post(p.srv.URL+api.PathFind, "application/json",
+		resp, err := p.hc.Post(p.srv.URL+api.PathFind, "application/json",
 			strings.NewReader(`{"collection": "c", "filter": `+filter+`, "sort": [["_id", 1]]}`))
 		if err != nil {
 			t.Fatal(err)
@@ -597,7 +637,7 @@ func TestBudgetIdempotentNoRefund(t *testing.T) {
 		t.Fatalf("spend over budget: %+v %v", r, err)
 	}
 	// Refund then re-spend: no client can refund.
-	resp, err := p.srv.Client().Post(p.srv.URL+"/privacy_budget/refund", "application/json", strings.NewReader(`{"query_id":"q-1"}`))
+	resp, err := p.hc.Post(p.srv.URL+"/privacy_budget/refund", "application/json", strings.NewReader(`{"query_id":"q-1"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

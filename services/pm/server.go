@@ -11,7 +11,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/query"
@@ -21,6 +24,13 @@ import (
 // Options tune the server.
 type Options struct {
 	MaxBody int64 // request body limit; 0 means 64 MiB
+	// Access says who the PM answers: the bearer of the instance secret
+	// whose hash it holds (the owner) and the grants the owner issued.
+	// The zero value answers nothing but GET /healthz; Legacy checks
+	// nothing (the original client library).
+	Access access.Instance
+	// Now is the clock grants expire by; nil means time.Now.
+	Now func() time.Time
 }
 
 // Server serves one user's PM.
@@ -28,6 +38,10 @@ type Server struct {
 	st      *store.Store
 	log     *slog.Logger
 	maxBody int64
+	access  access.Instance
+	now     func() time.Time
+	grants  grantBook
+	spendMu sync.Mutex // a grant's cap is checked and charged as one step
 }
 
 // New returns a server over st.
@@ -35,16 +49,24 @@ func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = 64 << 20
 	}
-	return &Server{st: st, log: logger, maxBody: opts.MaxBody}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
+		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}}
 }
 
 // Handler routes the PM's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	h := func(pattern string, fn httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(s.log, fn)) }
+	h := func(pattern string, fn httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(s.log, s.logRefusal(fn))) }
 	mux.HandleFunc("GET "+api.PathHealthz, httpx.Healthz)
 	h("GET "+api.PathStatus, s.status)
-	h("POST "+api.PathKey, s.unseal)
+	h("POST "+api.PathKey, s.ownerOnly("claim or unseal it", s.unseal))
+	h("POST "+api.PathGrants, s.ownerOnly("issue grants", s.issueGrant))
+	h("GET "+api.PathGrants, s.ownerOnly("list grants", s.listGrants))
+	h("DELETE "+api.PathGrant, s.ownerOnly("revoke grants", s.revokeGrant))
+	h("POST "+api.PathGrantCheck, s.grantOnly(s.checkGrant))
 	h("POST "+api.PathInsert, s.sealedGuard(s.insert))
 	h("POST "+api.PathInsertDeprecated, s.sealedGuard(s.insertDeprecated))
 	h("POST "+api.PathFind, s.sealedGuard(s.find))
@@ -56,8 +78,26 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathReplaceOne, s.sealedGuard(s.replaceOne))
 	h("POST "+api.PathDelete, s.sealedGuard(s.delete))
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
-	h("GET "+api.PathBudgetLedger, s.sealedGuard(s.ledger))
-	return mux
+	h("GET "+api.PathBudgetLedger, s.ownerOnly("read the privacy ledger", s.sealedGuard(s.ledger)))
+	return s.authenticate(mux)
+}
+
+// logRefusal logs the 401s and 403s of authorization (the store's own 403s,
+// such as a sealed PM's, are logged as any failed request is).
+func (s *Server) logRefusal(next httpx.HandlerFunc) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		err := next(w, r)
+		var he *httpx.Error
+		if errors.Is(err, errDenied) && errors.As(err, &he) {
+			c := callerOf(r)
+			who := "owner"
+			if c.g != nil {
+				who = "grant " + c.g.ID
+			}
+			s.log.Warn("refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "caller", who, "status", he.Code, "reason", he.Msg)
+		}
+		return err
+	}
 }
 
 // storeError maps the store's errors to statuses. Messages never echo

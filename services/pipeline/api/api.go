@@ -26,12 +26,12 @@ type Request struct {
 	Grant string `json:"grant,omitempty"`
 }
 
-// Validate returns every problem of the request.
+// Validate returns every problem of the request. A pm_address, when given,
+// must be an http(s) address; whether one is required depends on the
+// service (a service bound to its user's PM needs none).
 func (r Request) Validate() error {
 	var errs []error
-	if r.PMAddress == "" {
-		errs = append(errs, errors.New("pm_address is required"))
-	} else {
+	if r.PMAddress != "" {
 		a := r.PMAddress
 		if !strings.Contains(a, "://") {
 			a = "http://" + a

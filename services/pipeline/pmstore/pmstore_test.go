@@ -3,32 +3,20 @@ package pmstore
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net/http/httptest"
 	"testing"
 
+	"github.com/e-mission/upc/services/internal/testpm"
 	"github.com/e-mission/upc/services/pipeline"
-	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 	"github.com/e-mission/upc/services/pm/store"
 )
 
+// startPM runs a real PM, claimed and unsealed by its owner, and returns
+// the owner's client.
 func startPM(t *testing.T) *pmclient.Client {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(pm.New(st, slog.New(slog.NewTextHandler(io.Discard, nil)), pm.Options{}).Handler())
-	t.Cleanup(srv.Close)
-	c := pmclient.New(srv.URL, nil)
-	if err := c.Unseal(context.Background(), "secret"); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testpm.Start(t, store.Options{}, "pipeline").C
 }
 
 func loc(id string, ts, wts float64) pipeline.Entry {

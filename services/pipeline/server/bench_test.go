@@ -2,11 +2,11 @@ package server
 
 import (
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/e-mission/upc/services/internal/testpm"
 )
 
 // cpuTime is the process's CPU time; the PM runs in this process, so it
@@ -24,22 +24,17 @@ func cpuTime() time.Duration {
 func BenchmarkServiceRunThroughPM(b *testing.B) {
 	for _, day := range []string{"shankari_2015-aug-27", "shankari_2015-08-23", "iphone_3_2016-02-22"} {
 		b.Run(day, func(b *testing.B) {
-			srv := httptest.NewServer(New(quiet, PMStores(nil)).Handler())
-			defer srv.Close()
+			url := serve(b, testpm.Shared())
 			var cpu time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				c := startPM(b)
 				upload(b, c, day, "u")
-				body := `{"pm_address": "` + c.BaseURL() + `", "uuid": "u"}`
+				body := `{` + pmFields(b, c) + `, "uuid": "u"}`
 				b.StartTimer()
 				c0 := cpuTime()
-				resp, err := http.Post(srv.URL+"/run_pipeline", "application/json", strings.NewReader(body))
-				if err != nil {
-					b.Fatal(err)
-				}
-				resp.Body.Close()
+				resp, _ := testpm.Post(b, url+"/run_pipeline", testpm.ServiceSecret, body)
 				cpu += cpuTime() - c0
 				if resp.StatusCode != http.StatusOK {
 					b.Fatalf("run_pipeline: %s", resp.Status)

@@ -8,28 +8,27 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/services/internal/pmbind"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/api"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
 
-// Connector returns the Store of user in the PM at pmAddress.
-type Connector func(pmAddress, user string) pipeline.Store
+// Connector returns the Store of user in the PM at pmAddress, reached
+// bearing grant ("" for none).
+type Connector func(pmAddress, grant, user string) pipeline.Store
 
 // PMStores connects through pmclient over hc (nil: http.DefaultClient). An
 // address without a scheme gets http://.
 func PMStores(hc *http.Client) Connector {
-	return func(addr, user string) pipeline.Store {
-		if !strings.Contains(addr, "://") {
-			addr = "http://" + addr
-		}
-		return pmstore.New(pmclient.New(addr, hc), user)
+	return func(addr, grant, user string) pipeline.Store {
+		return pmstore.New(pmclient.New(pmbind.Normalize(addr), hc, pmclient.WithToken(grant)), user)
 	}
 }
 
@@ -37,6 +36,11 @@ func PMStores(hc *http.Client) Connector {
 type Server struct {
 	Logger  *slog.Logger
 	Connect Connector
+	// Access says who may call the service (the bearer of its instance
+	// secret) and which PM it reaches: bound to one, shared (each request
+	// names its PM and grant) or legacy (see services/internal/pmbind). The
+	// zero value answers nothing but /healthz.
+	Access access.Instance
 
 	mu      sync.Mutex
 	running map[string]*sync.Mutex // one run at a time per user's PM
@@ -72,7 +76,7 @@ func (s *Server) Handler() http.Handler {
 		return httpx.WriteJSON(w, http.StatusOK, res)
 	}))
 	mux.HandleFunc("GET /healthz", httpx.Healthz)
-	return mux
+	return access.Guard(s.Access, s.Logger, mux)
 }
 
 func (s *Server) lock(key string) func() {
@@ -92,13 +96,21 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) (Result, error) {
 	if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{}); err != nil {
 		return Result{}, err
 	}
+	target, err := pmbind.Resolve(s.Access, req.PMAddress, req.Grant)
+	if err != nil {
+		return Result{}, err
+	}
 	if err := req.Validate(); err != nil {
 		return Result{}, httpx.BadRequest("invalid pipeline request: %w", err)
 	}
-	defer s.lock(req.PMAddress + "\x00" + req.UUID)()
-	res, err := Run(r.Context(), s.Connect(req.PMAddress, req.UUID), req.UUID, s.Logger)
+	defer s.lock(pmbind.Normalize(target.Address) + "\x00" + req.UUID)()
+	res, err := Run(r.Context(), s.Connect(target.Address, target.Grant, req.UUID), req.UUID, s.Logger)
 	if err != nil {
-		return Result{}, &httpx.Error{Code: http.StatusBadGateway, Msg: "pipeline run failed: " + err.Error(), Err: err}
+		code := http.StatusBadGateway
+		if pmbind.Refused(err) {
+			code = http.StatusForbidden // the PM refused the grant, or this use of it
+		}
+		return Result{}, &httpx.Error{Code: code, Msg: "pipeline run failed: " + err.Error(), Err: err}
 	}
 	s.Logger.Info("pipeline run", "uuid", req.UUID, "written", res.Written)
 	return res, nil

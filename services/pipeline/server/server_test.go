@@ -12,12 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/realdata"
+	"github.com/e-mission/upc/services/internal/testpm"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/diary"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
-	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/pmclient"
 	"github.com/e-mission/upc/services/pm/pmtest"
 	"github.com/e-mission/upc/services/pm/store"
@@ -25,22 +26,29 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// startPM runs a real permission manager (encrypted store in a temporary
-// directory, its HTTP server on loopback), unsealed.
+// startPM runs a real permission manager (see testpm), claimed and
+// unsealed by its owner; it returns the owner's client. The PM holds a
+// grant for the pipeline service (pmFields): every stream, since the
+// pipeline's state documents carry no metadata.key.
 func startPM(t testing.TB) *pmclient.Client {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{KDF: store.KDFParams{Time: 1, MemoryKiB: 8 * 1024, Threads: 1}, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(pm.New(st, quiet, pm.Options{}).Handler())
+	return testpm.Start(t, store.Options{}, "pipeline").C
+}
+
+// pmFields are a shared pipeline service's request fields naming c's PM and
+// carrying the user's grant there.
+func pmFields(t testing.TB, c *pmclient.Client) string {
+	return `"pm_address": "` + c.BaseURL() + `", "grant": "` + testpm.GrantOf(t, c) + `"`
+}
+
+// serve runs the pipeline service with in; post bears its secret.
+func serve(t testing.TB, in access.Instance) string {
+	t.Helper()
+	s := New(quiet, PMStores(nil))
+	s.Access = in
+	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	c := pmclient.New(srv.URL, nil)
-	if err := c.Unseal(context.Background(), "a user's secret"); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return srv.URL
 }
 
 func upload(t testing.TB, c *pmclient.Client, day, user string) {
@@ -64,12 +72,7 @@ func upload(t testing.TB, c *pmclient.Client, day, user string) {
 
 func post(t *testing.T, url, body string) (int, []byte) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testpm.Post(t, url, testpm.ServiceSecret, body)
 	return resp.StatusCode, b
 }
 
@@ -80,10 +83,10 @@ func TestRunPipelineThroughPM(t *testing.T) {
 	c := startPM(t)
 	const user = "0763de67f61e3f5d90e7518e69793954"
 	upload(t, c, "shankari_2015-08-23", user)
-	srv := httptest.NewServer(New(quiet, PMStores(nil)).Handler())
-	defer srv.Close()
+	// A per-user pipeline, bound to the user's PM at launch.
+	url := serve(t, testpm.Bound(c.BaseURL(), testpm.GrantOf(t, c)))
 
-	code, body := post(t, srv.URL+"/run_pipeline", `{"pm_address": "`+c.BaseURL()+`", "uuid": "`+user+`"}`)
+	code, body := post(t, url+"/run_pipeline", `{"pm_address": "`+c.BaseURL()+`", "uuid": "`+user+`"}`)
 	if code != http.StatusOK || !bytes.Contains(body, []byte(`"success":true`)) {
 		t.Fatalf("run_pipeline: %d %s", code, body)
 	}
@@ -124,7 +127,7 @@ func TestRunPipelineThroughPM(t *testing.T) {
 	}
 
 	// A second run (versioned API) finds nothing new.
-	code, body = post(t, srv.URL+"/v1/run", `{"pm_address": "`+c.BaseURL()+`", "uuid": "`+user+`"}`)
+	code, body = post(t, url+"/v1/run", `{"uuid": "`+user+`"}`)
 	var res Result
 	if code != http.StatusOK || json.Unmarshal(body, &res) != nil || !res.Success {
 		t.Fatalf("v1/run: %d %s", code, body)
@@ -138,27 +141,27 @@ func TestRunPipelineThroughPM(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	srv := httptest.NewServer(New(quiet, PMStores(nil)).Handler())
-	defer srv.Close()
+	url := serve(t, testpm.Shared())
 	for _, c := range []struct {
 		body, want string
 		code       int
 	}{
 		{`{}`, "pm_address is required", 400},
-		{`{"pm_address": "http://127.0.0.1:1"}`, "uuid is required", 400},
-		{`{"pm_address": "ftp://x", "uuid": "u"}`, "not an http(s) address", 400},
-		{`{"pm_address": "http://127.0.0.1:1", "uuid": "u", "extra": 1}`, "extra", 400},
+		{`{"pm_address": "http://127.0.0.1:1", "uuid": "u"}`, "grant is required", 400},
+		{`{"pm_address": "http://127.0.0.1:1", "grant": "g"}`, "uuid is required", 400},
+		{`{"pm_address": "ftp://x", "grant": "g", "uuid": "u"}`, "not an http(s) address", 400},
+		{`{"pm_address": "http://127.0.0.1:1", "grant": "g", "uuid": "u", "extra": 1}`, "extra", 400},
 		{`not json`, "", 400},
-		{`{"pm_address": "http://127.0.0.1:1", "uuid": "u"}`, "pipeline run failed", 502}, // nothing listens there
+		{`{"pm_address": "http://127.0.0.1:1", "grant": "g", "uuid": "u"}`, "pipeline run failed", 502}, // nothing listens there
 	} {
 		for _, path := range []string{"/run_pipeline", "/v1/run"} {
-			code, body := post(t, srv.URL+path, c.body)
+			code, body := post(t, url+path, c.body)
 			if code != c.code || !strings.Contains(string(body), c.want) {
 				t.Errorf("%s %s: %d %s; want %d containing %q", path, c.body, code, body, c.code, c.want)
 			}
 		}
 	}
-	resp, err := http.Get(srv.URL + "/healthz")
+	resp, err := http.Get(url + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}

@@ -3,13 +3,13 @@ package server
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/services/internal/testpm"
 	"github.com/e-mission/upc/services/pipeline/diary"
 	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 	"github.com/e-mission/upc/services/pipeline/pmstore"
@@ -32,13 +32,12 @@ func TestUploadedDayMatches(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			uc := &client.Client{User: user}
+			uc := &client.Client{User: user, HTTP: testpm.BearerClient(testpm.OwnerOf(t, pmc))}
 			if _, err := uc.Upload(ctx, pmc.BaseURL(), entries); err != nil {
 				t.Fatal(err)
 			}
-			srv := httptest.NewServer(New(quiet, PMStores(nil)).Handler())
-			defer srv.Close()
-			code, body := post(t, srv.URL+"/run_pipeline", `{"pm_address": "`+pmc.BaseURL()+`", "uuid": "`+user+`"}`)
+			url := serve(t, testpm.Shared())
+			code, body := post(t, url+"/run_pipeline", `{`+pmFields(t, pmc)+`, "uuid": "`+user+`"}`)
 			if code != http.StatusOK {
 				t.Fatalf("run_pipeline: %d %s", code, body)
 			}

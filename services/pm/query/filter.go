@@ -389,6 +389,12 @@ func (f *Filter) EqualStrings(path string) (vals []string, ok bool) {
 				if !allStr {
 					continue
 				}
+			case oneOfCond:
+				cand = []string{}
+				for s := range x {
+					cand = append(cand, s)
+				}
+				sort.Strings(cand)
 			default:
 				continue
 			}
@@ -589,6 +595,7 @@ func planField(n *fieldNode) bool {
 						return false
 					}
 				}
+			case oneOfCond:
 			default:
 				return false
 			}
@@ -620,4 +627,37 @@ func planField(n *fieldNode) bool {
 func HasString(sorted []string, s string) bool {
 	i := sort.SearchStrings(sorted, s)
 	return i < len(sorted) && sorted[i] == s
+}
+
+// ---- scopes: what a grant lets its bearer see ----
+
+// oneOfCond holds when the path holds exactly one string, one of the set:
+// stricter than $in, which an array holding one allowed string would pass.
+type oneOfCond map[string]bool
+
+func (c oneOfCond) test(vals []any, found bool) bool {
+	if !found || len(vals) != 1 {
+		return false
+	}
+	s, ok := vals[0].(string)
+	return ok && c[s]
+}
+
+// Within returns f further restricted to documents whose value at path is a
+// single string among vals (none: nothing matches). The store's indexes plan
+// it as they plan an $in of strings.
+func (f *Filter) Within(path string, vals []string) (*Filter, error) {
+	parts, err := splitPath(path)
+	if err != nil {
+		return nil, err
+	}
+	set := oneOfCond{}
+	for _, v := range vals {
+		set[v] = true
+	}
+	root := andNode{&fieldNode{path: path, parts: parts, conds: []cond{set}}}
+	if f != nil && !f.empty {
+		root = append(root, f.root)
+	}
+	return &Filter{root: root}, nil
 }

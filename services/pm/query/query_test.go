@@ -386,3 +386,49 @@ func TestEmissionQueriesOnRealDay(t *testing.T) {
 		})
 	}
 }
+
+// Within restricts a filter to documents whose path holds one allowed
+// string (not an array holding one), and plans like an $in of strings.
+func TestWithin(t *testing.T) {
+	f, err := query.Compile(map[string]any{"$or": []any{map[string]any{"metadata.key": "b"}, map[string]any{"x": 1.0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := f.Within("metadata.key", []string{"a", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := func(key any, x float64) map[string]any {
+		return map[string]any{"metadata": map[string]any{"key": key}, "x": x}
+	}
+	for _, c := range []struct {
+		d    map[string]any
+		want bool
+	}{
+		{doc("a", 1), true},
+		{doc("a", 2), false}, // f says no
+		{doc("b", 1), false}, // not within
+		{doc([]any{"a", "b"}, 1), false},
+		{doc(nil, 1), false},
+		{map[string]any{"x": 1.0}, false},
+		{map[string]any{"metadata": []any{map[string]any{"key": "a"}, map[string]any{"key": "b"}}, "x": 1.0}, false},
+	} {
+		if got := w.Match(c.d); got != c.want {
+			t.Errorf("%v: %v, want %v", c.d, got, c.want)
+		}
+	}
+	if f.Match(doc("b", 1)) != true {
+		t.Error("Within changed the filter it restricts")
+	}
+	// Planned as the intersection of the keys.
+	g, _ := query.Compile(map[string]any{"metadata.key": map[string]any{"$in": []any{"a", "b"}}, "data.ts": map[string]any{"$gte": 1.0}})
+	gw, _ := g.Within("metadata.key", []string{"b", "c"})
+	p, ok := gw.IndexPlan()
+	if !ok || len(p.Keys) != 1 || p.Keys[0] != "b" || p.TS == nil {
+		t.Errorf("plan %+v %v", p, ok)
+	}
+	e, _ := query.MatchAll().Within("metadata.key", nil)
+	if p, ok := e.IndexPlan(); !ok || p.Keys == nil || len(p.Keys) != 0 || e.Match(doc("a", 1)) {
+		t.Errorf("nothing allowed: plan %+v %v", p, ok)
+	}
+}

@@ -547,6 +547,17 @@ func (s *Store) Spend(c Charge) (api.SpendResponse, error) {
 	return res, nil
 }
 
+// Paid reports whether queryID has bought question for cost (so that a
+// Spend of the same would be a replay, charged nothing).
+func (s *Store) Paid(queryID, question string, cost float64) (bool, error) {
+	if err := s.budgetReady(); err != nil {
+		return false, err
+	}
+	defer s.bmu.Unlock()
+	old, ok := s.budget.charges[queryID]
+	return queryID != "" && ok && !old.Refunded && old.Question == question && old.Amount == cost, nil
+}
+
 // GrantSpent is the ε the grant with this id has spent, all time.
 func (s *Store) GrantSpent(id string) (float64, error) {
 	if err := s.budgetReady(); err != nil {

@@ -324,6 +324,13 @@ type UpdateResult struct {
 // and no match, it inserts the filter's equalities with u applied. The whole
 // change is one transaction.
 func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, upsert bool) (UpdateResult, error) {
+	return s.UpdateChecked(db, coll, f, u, many, upsert, nil)
+}
+
+// UpdateChecked is Update with check (when not nil) called on every document
+// the update would write, changed or upserted, before anything is written:
+// an error from check aborts the whole update and is returned as it is.
+func (s *Store) UpdateChecked(db, coll string, f *query.Filter, u *query.Update, many, upsert bool, check func(doc map[string]any) error) (UpdateResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var res UpdateResult
@@ -368,6 +375,11 @@ func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, 
 			if _, ok := nd["_id"]; !ok {
 				nd["_id"] = NewObjectID(s.opts.Now())
 			}
+			if check != nil {
+				if err := check(nd); err != nil {
+					return err
+				}
+			}
 			if c := s.coll(db, coll, false); c != nil && c.byID[query.Key(nd["_id"])] != nil {
 				return fmt.Errorf("%w: upsert: _id %v already exists", ErrDuplicateID, nd["_id"])
 			}
@@ -396,6 +408,11 @@ func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, 
 			}
 			if string(before) == string(after) {
 				continue
+			}
+			if check != nil {
+				if err := check(nd); err != nil {
+					return err
+				}
 			}
 			e := &entry{rec: m.e.rec, tuple: tupleFor(db, coll, nd)}
 			e.seq = m.e.seq

@@ -54,6 +54,20 @@ func ParseDoc(raw []byte) (Doc, error) {
 	return Doc{m: m}, nil
 }
 
+// Key is the document's metadata.key when it is a string (its stream), else
+// "".
+func (d Doc) Key() string {
+	if d.m == nil {
+		return d.info.key
+	}
+	if md, ok := d.m["metadata"].(map[string]any); ok {
+		if k, ok := md["key"].(string); ok {
+			return k
+		}
+	}
+	return ""
+}
+
 // record is what a Doc is stored as: its JSON and its index tuple.
 func (d *Doc) record(db, coll string) ([]byte, tuple, error) {
 	if d.m == nil {
