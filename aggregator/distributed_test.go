@@ -10,10 +10,12 @@ import (
 	"testing"
 
 	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/pm"
+	pmapi "github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 	"github.com/e-mission/upc/services/pm/store"
 )
@@ -31,13 +33,24 @@ func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) 
 		t.Fatal(err)
 	}
 	defer st.Close()
-	pmSrv := httptest.NewServer(pm.New(st, slog.New(slog.DiscardHandler), pm.Options{MaxBody: 1 << 20}).Handler())
+	owner, svcSecret := access.NewToken(access.PrefixInstance), access.NewToken(access.PrefixInstance)
+	pmSrv := httptest.NewServer(pm.New(st, slog.New(slog.DiscardHandler), pm.Options{MaxBody: 1 << 20,
+		Access: access.Instance{SHA256: access.Hash(owner)}}).Handler())
 	defer pmSrv.Close()
 	ctx := context.Background()
-	if err := pmclient.New(pmSrv.URL, nil).Unseal(ctx, "distributed test key"); err != nil {
+	ownerPM := pmclient.New(pmSrv.URL, nil, pmclient.WithToken(owner))
+	if err := ownerPM.Unseal(ctx, "distributed test key"); err != nil {
 		t.Fatal(err)
 	}
-	cs := httptest.NewServer(count.NewServer(slog.New(slog.DiscardHandler), count.PMClients(nil)).Handler())
+	// A count service shared by many users: each request carries the
+	// user's grant.
+	grant, err := ownerPM.IssueGrant(ctx, pmapi.GrantRequest{Service: "count", Read: []string{pmapi.Wildcard}, Spend: 1e9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrv := count.NewServer(slog.New(slog.DiscardHandler), count.PMClients(nil))
+	csrv.Access = access.Instance{SHA256: access.Hash(svcSecret)}
+	cs := httptest.NewServer(csrv.Handler())
 	defer cs.Close()
 
 	const users, samples = 3, 1500
@@ -54,11 +67,11 @@ func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) 
 	totals := make([]int64, samples)
 	for s := range totals {
 		for u := range users {
-			req := count.Request{PMAddress: pmSrv.URL, UUID: "u", Query: q.Count, QueryID: fmt.Sprintf("q-%d-%d", s, u)}
+			req := count.Request{PMAddress: pmSrv.URL, UUID: "u", Query: q.Count, QueryID: fmt.Sprintf("q-%d-%d", s, u), Grant: grant.Token}
 			req.NoiseShare = &struct {
 				Users int `json:"users"`
 			}{Users: users}
-			res, err := c.Count(ctx, api.Instance{Address: cs.URL}, req)
+			res, err := c.Count(ctx, api.Instance{Address: cs.URL, Secret: svcSecret}, req)
 			if err != nil {
 				t.Fatal(err)
 			}

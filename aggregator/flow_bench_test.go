@@ -8,12 +8,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
@@ -30,11 +32,21 @@ type inProcess struct {
 	b    *testing.B
 	mu   sync.Mutex
 	live map[string]func()
+	pms  map[string]string // PM id → address
 	n    int
 }
 
-func (r *inProcess) Launch(_ context.Context, req api.LaunchRequest) (api.Instance, error) {
+func (r *inProcess) Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
 	quiet := slog.New(slog.DiscardHandler)
+	// As the router does: a secret per instance, and services bound to the
+	// PM whose grant they were launched with.
+	secret := access.NewToken(access.PrefixInstance)
+	in := access.Instance{SHA256: access.Hash(secret)}
+	if req.PM != "" {
+		r.mu.Lock()
+		in.PMAddress, in.PMGrant = r.pms[req.PM], req.Grant
+		r.mu.Unlock()
+	}
 	var srv *httptest.Server
 	var closeFn func()
 	switch req.Service {
@@ -43,13 +55,17 @@ func (r *inProcess) Launch(_ context.Context, req api.LaunchRequest) (api.Instan
 		if err != nil {
 			return api.Instance{}, err
 		}
-		srv = httptest.NewServer(pm.New(st, quiet, pm.Options{}).Handler())
+		srv = httptest.NewServer(pm.New(st, quiet, pm.Options{Access: in}).Handler())
 		closeFn = func() { srv.Close(); st.Close() }
 	case client.PipelineService:
-		srv = httptest.NewServer(server.New(quiet, server.PMStores(nil)).Handler())
+		s := server.New(quiet, server.PMStores(nil))
+		s.Access = in
+		srv = httptest.NewServer(s.Handler())
 		closeFn = srv.Close
 	case client.CountService:
-		srv = httptest.NewServer(count.NewServer(quiet, count.PMClients(nil)).Handler())
+		s := count.NewServer(quiet, count.PMClients(nil))
+		s.Access = in
+		srv = httptest.NewServer(s.Handler())
 		closeFn = srv.Close
 	default:
 		return api.Instance{}, fmt.Errorf("no in-process %s", req.Service)
@@ -59,7 +75,10 @@ func (r *inProcess) Launch(_ context.Context, req api.LaunchRequest) (api.Instan
 	r.n++
 	id := fmt.Sprint(r.n)
 	r.live[id] = closeFn
-	return api.Instance{ID: id, Service: req.Service, User: req.User, Address: srv.URL}, nil
+	if req.Service == "pm" || req.Service == "PM" {
+		r.pms[id] = srv.URL
+	}
+	return api.Instance{ID: id, Service: req.Service, User: req.User, Address: srv.URL, Secret: secret}, nil
 }
 
 func (r *inProcess) Delete(_ context.Context, id string) error {
@@ -94,17 +113,18 @@ func processCPU() time.Duration {
 func BenchmarkUserCPU(b *testing.B) {
 	src := realdata.DirT(b)
 	dir := b.TempDir()
-	ents, _ := os.ReadDir(src)
+	// The real days (stored compressed), each a user of its own.
+	days, err := DayFiles(src)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var files []string
-	for _, e := range ents {
-		if filepath.Ext(e.Name()) != "" || e.IsDir() {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(src, e.Name()))
+	for _, d := range days {
+		raw, err := realdata.ReadFile(d)
 		if err != nil {
 			b.Fatal(err)
 		}
-		f := filepath.Join(dir, e.Name())
+		f := filepath.Join(dir, strings.TrimSuffix(filepath.Base(d), ".gz"))
 		if err := os.WriteFile(f, raw, 0o600); err != nil {
 			b.Fatal(err)
 		}
@@ -118,7 +138,7 @@ func BenchmarkUserCPU(b *testing.B) {
 	var cpu time.Duration
 	users := 0
 	for i := 0; i < b.N; i++ {
-		r := &inProcess{b: b, live: map[string]func(){}}
+		r := &inProcess{b: b, live: map[string]func(){}, pms: map[string]string{}}
 		c0 := processCPU()
 		res, err := Run(context.Background(), files, Options{Router: r, Query: q, Parallel: 2, SharedServices: true,
 			RunID: fmt.Sprint("bench-", i), Progress: io.Discard})

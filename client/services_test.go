@@ -12,12 +12,15 @@ import (
 	"testing"
 
 	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
+	pipeapi "github.com/e-mission/upc/services/pipeline/api"
 	pipeserver "github.com/e-mission/upc/services/pipeline/server"
 	"github.com/e-mission/upc/services/pm"
+	"github.com/e-mission/upc/services/pm/pmclient"
 	"github.com/e-mission/upc/services/pm/store"
 )
 
@@ -31,11 +34,29 @@ type inProcess struct {
 	mu      sync.Mutex
 	n       int
 	live    map[string]func()
+	pms     map[string]string // PM id → address
 	deleted []string
 }
 
-func (r *inProcess) Launch(_ context.Context, req api.LaunchRequest) (api.Instance, error) {
+func (r *inProcess) Launch(ctx context.Context, req api.LaunchRequest) (api.Instance, error) {
 	quiet := slog.New(slog.DiscardHandler)
+	// As the router does: a fresh secret per instance, given to the
+	// instance as its hash, and a service bound to the PM whose grant it
+	// was launched with.
+	secret := access.NewToken(access.PrefixInstance)
+	in := access.Instance{SHA256: access.Hash(secret)}
+	if req.PM != "" {
+		r.mu.Lock()
+		pmAddr, ok := r.pms[req.PM]
+		r.mu.Unlock()
+		if !ok {
+			return api.Instance{}, fmt.Errorf("no pm %s", req.PM)
+		}
+		if _, err := pmclient.New(pmAddr, nil, pmclient.WithToken(req.Grant)).CheckGrant(ctx); err != nil {
+			return api.Instance{}, fmt.Errorf("grant: %w", err)
+		}
+		in.PMAddress, in.PMGrant = pmAddr, req.Grant
+	}
 	var srv *httptest.Server
 	closeFn := func() { srv.Close() }
 	switch req.Service {
@@ -44,14 +65,20 @@ func (r *inProcess) Launch(_ context.Context, req api.LaunchRequest) (api.Instan
 		if err != nil {
 			return api.Instance{}, err
 		}
-		srv = httptest.NewServer(pm.New(st, quiet, pm.Options{}).Handler())
+		srv = httptest.NewServer(pm.New(st, quiet, pm.Options{Access: in}).Handler())
 		closeFn = func() { srv.Close(); st.Close() }
 	case client.PipelineService:
-		srv = httptest.NewServer(pipeserver.New(quiet, pipeserver.PMStores(nil)).Handler())
+		s := pipeserver.New(quiet, pipeserver.PMStores(nil))
+		s.Access = in
+		srv = httptest.NewServer(s.Handler())
 	case client.CountService:
-		srv = httptest.NewServer(count.NewServer(quiet, count.PMClients(nil)).Handler())
+		s := count.NewServer(quiet, count.PMClients(nil))
+		s.Access = in
+		srv = httptest.NewServer(s.Handler())
 	case client.MetricsService:
-		srv = httptest.NewServer(metrics.NewServer(quiet, metrics.PMClients(nil)).Handler())
+		s := metrics.NewServer(quiet, metrics.PMClients(nil))
+		s.Access = in
+		srv = httptest.NewServer(s.Handler())
 	default:
 		return api.Instance{}, fmt.Errorf("no in-process %s", req.Service)
 	}
@@ -60,7 +87,13 @@ func (r *inProcess) Launch(_ context.Context, req api.LaunchRequest) (api.Instan
 	r.n++
 	id := fmt.Sprint(req.Service, "-", r.n)
 	r.live[id] = closeFn
-	return api.Instance{ID: id, Service: req.Service, User: req.User, Address: srv.URL}, nil
+	if req.Service == client.PMService {
+		if r.pms == nil {
+			r.pms = map[string]string{}
+		}
+		r.pms[id] = srv.URL
+	}
+	return api.Instance{ID: id, Service: req.Service, User: req.User, Address: srv.URL, Secret: secret}, nil
 }
 
 func (r *inProcess) Delete(_ context.Context, id string) error {
@@ -99,6 +132,7 @@ func withDay(t *testing.T, r *inProcess, user string) (*client.Client, api.Insta
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.PMSecret = inst.Secret
 	if err := c.PM(inst.Address).UnsealRandom(ctx, strings.Repeat("ab", 32)); err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +163,8 @@ func TestServicesInProcess(t *testing.T) {
 	c, pmInst := withDay(t, r, "u1")
 
 	var trips int
-	err := c.WithService(ctx, client.PipelineService, func(inst api.Instance) error {
-		res, err := c.RunPipeline(ctx, inst.Address, pmInst.Address)
+	err := c.WithService(ctx, client.PipelineService, pmInst, func(inst api.Instance) error {
+		res, err := c.RunPipeline(ctx, inst, pipeapi.Request{PMAddress: pmInst.Address})
 		trips = res.Written["analysis/cleaned_trip"]
 		return err
 	})
@@ -143,8 +177,8 @@ func TestServicesInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	var cres count.ResponseV1
-	err = c.WithService(ctx, client.CountService, func(inst api.Instance) error {
-		cres, err = c.Count(ctx, inst.Address, count.Request{PMAddress: pmInst.Address, Query: cq, QueryID: "q-count"})
+	err = c.WithService(ctx, client.CountService, pmInst, func(inst api.Instance) error {
+		cres, err = c.Count(ctx, inst, count.Request{PMAddress: pmInst.Address, Query: cq, QueryID: "q-count"})
 		return err
 	})
 	if err != nil || cres.Results == nil || *cres.Results != 1 || cres.PrivacyCost <= 0 {
@@ -157,8 +191,8 @@ func TestServicesInProcess(t *testing.T) {
 	}
 	mq.PMAddress = pmInst.Address
 	var mres metrics.LocalDateResponseV1
-	err = c.WithService(ctx, client.MetricsService, func(inst api.Instance) error {
-		mres, err = c.Metrics(ctx, inst.Address, mq)
+	err = c.WithService(ctx, client.MetricsService, pmInst, func(inst api.Instance) error {
+		mres, err = c.Metrics(ctx, inst, mq)
 		return err
 	})
 	if err != nil || len(mres.Results) != len(client.DefaultModes) || mres.PrivacyCost <= 0 {
@@ -185,8 +219,8 @@ func TestServicesRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.WithService(ctx, client.CountService, func(inst api.Instance) error {
-		res, err := c.Count(ctx, inst.Address, count.Request{PMAddress: pmInst.Address, Query: cq})
+	err = c.WithService(ctx, client.CountService, pmInst, func(inst api.Instance) error {
+		res, err := c.Count(ctx, inst, count.Request{PMAddress: pmInst.Address, Query: cq})
 		if res.Success {
 			t.Errorf("answer %+v: success with no budget", res)
 		}
@@ -196,23 +230,36 @@ func TestServicesRefusals(t *testing.T) {
 		t.Errorf("count with no budget: %v, want ErrNoBudget", err)
 	}
 
-	err = c.WithService(ctx, client.CountService, func(inst api.Instance) error {
-		_, err := c.Count(ctx, inst.Address, count.Request{Query: cq}) // no pm_address
+	// B's PM, and B's bound count service asked about A's PM.
+	other := &inProcess{t: t, budget: 1, live: map[string]func(){}}
+	defer other.closeAll()
+	_, otherPM := withDay(t, other, "u3")
+	err = c.WithService(ctx, client.CountService, pmInst, func(inst api.Instance) error {
+		_, err := c.Count(ctx, inst, count.Request{PMAddress: otherPM.Address, Query: cq})
 		return err
 	})
-	if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "pm_address is required") {
-		t.Errorf("count without a PM: %v, want the service's 400 and its message", err)
+	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "bound to another PM") {
+		t.Errorf("count naming another user's PM: %v, want the service's 403 and its message", err)
+	}
+	// Without its secret, a service answers nobody.
+	err = c.WithService(ctx, client.CountService, pmInst, func(inst api.Instance) error {
+		inst.Secret = ""
+		_, err := c.Count(ctx, inst, count.Request{Query: cq})
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("count without the service's secret: %v, want 401", err)
 	}
 
 	boom := errors.New("boom")
-	err = c.WithService(ctx, client.MetricsService, func(inst api.Instance) error {
+	err = c.WithService(ctx, client.MetricsService, pmInst, func(inst api.Instance) error {
 		r.Delete(ctx, inst.ID) // gone before WithService deletes it
 		return boom
 	})
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "delete Metrics instance") {
 		t.Errorf("failed call: %v, want the call's error and the failed delete", err)
 	}
-	if _, err := c.RunPipeline(ctx, pmInst.Address, pmInst.Address); err == nil {
+	if _, err := c.RunPipeline(ctx, pmInst, pipeapi.Request{PMAddress: pmInst.Address}); err == nil {
 		t.Error("a pipeline run against a PM's address passed")
 	}
 	r.mu.Lock()

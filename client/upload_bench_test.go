@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/pm"
 	pmapi "github.com/e-mission/upc/services/pm/api"
@@ -28,10 +29,12 @@ func BenchmarkUploadDay(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	srv := httptest.NewServer(pm.New(st, slog.New(slog.DiscardHandler), pm.Options{MaxBody: 32 << 20}).Handler())
+	owner := access.NewToken(access.PrefixInstance)
+	srv := httptest.NewServer(pm.New(st, slog.New(slog.DiscardHandler), pm.Options{MaxBody: 32 << 20,
+		Access: access.Instance{SHA256: access.Hash(owner)}}).Handler())
 	defer srv.Close()
 	ctx := context.Background()
-	if err := pmclient.New(srv.URL, nil).Unseal(ctx, "bench secret"); err != nil {
+	if err := pmclient.New(srv.URL, nil, pmclient.WithToken(owner)).Unseal(ctx, "bench secret"); err != nil {
 		b.Fatal(err)
 	}
 	n := 0
@@ -43,7 +46,7 @@ func BenchmarkUploadDay(b *testing.B) {
 				b.Fatal(err)
 			}
 			n++
-			c := &client.Client{User: fmt.Sprintf("bench-upsert-%d", n)}
+			c := &client.Client{User: fmt.Sprintf("bench-upsert-%d", n), PMSecret: owner}
 			b.StartTimer()
 			res, err := c.Upload(ctx, srv.URL, entries)
 			if err != nil {
@@ -67,7 +70,7 @@ func BenchmarkUploadDay(b *testing.B) {
 				}
 			}
 			b.StartTimer()
-			if _, err := pmclient.New(srv.URL, nil).Insert(ctx, pmapi.DefaultDatabase, pmapi.Usercache, entries...); err != nil {
+			if _, err := pmclient.New(srv.URL, nil, pmclient.WithToken(owner)).Insert(ctx, pmapi.DefaultDatabase, pmapi.Usercache, entries...); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(len(entries)), "entries/op")
