@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,6 +32,7 @@ type clientFlags struct {
 	tokenFile    string
 	user         string
 	pmSecretFile string
+	spendCap     float64
 }
 
 func (f *clientFlags) load() (*conf.Config, error) {
@@ -130,6 +132,7 @@ func newClientCmd(g *globals) *cobra.Command {
 	pf.StringVar(&f.routerURL, "router", "", "router base URL (default: from the configuration)")
 	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the router's bearer token (default: router.token_file)")
 	pf.StringVar(&f.user, "user", "", "the user's id")
+	pf.Float64Var(&f.spendCap, "spend-cap", client.DefaultSpendCap, "the most ε a service launched by this command may charge the user's budget (its grant's cap)")
 	pf.StringVar(&f.pmSecretFile, "pm-secret-file", "", "file holding the PM's owner credential, as launch --secret-out wrote it (default: $UPC_PM_SECRET_FILE, then $UPC_PM_SECRET)")
 
 	printJSON := func(v any) error {
@@ -378,6 +381,10 @@ func (f *clientFlags) pmClient() (*client.Client, error) {
 	if c.PMSecret, err = pmSecret(f.pmSecretFile); err != nil {
 		return nil, err
 	}
+	if f.spendCap <= 0 || math.IsInf(f.spendCap, 0) || math.IsNaN(f.spendCap) {
+		return nil, fmt.Errorf("--spend-cap %v: want a positive number of ε", f.spendCap)
+	}
+	c.SpendCap = f.spendCap
 	return c, nil
 }
 

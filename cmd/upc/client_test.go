@@ -236,7 +236,12 @@ func TestIntegrationClientServices(t *testing.T) {
 		t.Errorf("metrics printed %+v: want a value for each mode", mres)
 	}
 
-	out, err := upcErr("count", "--pm", pmInst.Address, "--query", costlyFile)
+	// Over the grant's cap (1 ε by default) the PM refuses the service
+	// outright; within a cap the user raised, the budget itself refuses.
+	if out, err := upcErr("count", "--pm", pmInst.Address, "--query", costlyFile); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "may spend 1 ε") || out != "" {
+		t.Errorf("a query over the grant's cap: %v, printed %q; want the PM's 403 naming the cap", err, out)
+	}
+	out, err := upcErr("count", "--pm", pmInst.Address, "--query", costlyFile, "--spend-cap", "5")
 	if !errors.Is(err, client.ErrNoBudget) || !strings.Contains(out, `"success": false`) {
 		t.Errorf("a query the budget cannot pay: %v, printed %q", err, out)
 	}
