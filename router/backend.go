@@ -107,4 +107,7 @@ var (
 	ErrUnhealthy = errors.New("instance never answered")
 	// ErrInvalid: a request field is malformed.
 	ErrInvalid = errors.New("invalid request")
+	// ErrForbidden: the caller may not do this (someone else's or a missing
+	// instance, for a caller who is not an admin; a role's limits).
+	ErrForbidden = errors.New("forbidden")
 )

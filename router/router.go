@@ -26,9 +26,15 @@ type Options struct {
 	// HealthTimeout bounds how long a launch waits for the new instance to
 	// answer its health path before removing it. Default 30s.
 	HealthTimeout time.Duration
-	// HTTPClient probes instances' health paths. Default: a client with a
-	// 2s per-request timeout.
+	// HTTPClient probes instances' health paths and checks grants at PMs.
+	// Default: a client with a 2s per-request timeout.
 	HTTPClient *http.Client
+	// Users authenticates callers of Handler; nil is an empty store in
+	// memory (no one but, with InsecureLegacy, the original scripts).
+	Users *Users
+	// InsecureLegacy lets token-less callers use the original endpoints, as
+	// the original scripts do: their instances run with no access control.
+	InsecureLegacy bool
 }
 
 // Router is the service router's core: it launches catalog services for
@@ -41,6 +47,9 @@ type Router struct {
 	healthTimeout time.Duration
 	client        *http.Client
 	placer        placer
+	users         *Users
+	// insecureLegacy: see Options.InsecureLegacy.
+	insecureLegacy bool
 
 	mu        sync.RWMutex
 	instances map[ID]Instance
@@ -65,12 +74,17 @@ func New(opts Options) (*Router, error) {
 		return nil, err
 	}
 	r := &Router{
-		backend:       opts.Backend,
-		catalog:       opts.Catalog,
-		logger:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
-		healthTimeout: cmp.Or(opts.HealthTimeout, 30*time.Second),
-		client:        opts.HTTPClient,
-		instances:     map[ID]Instance{},
+		backend:        opts.Backend,
+		catalog:        opts.Catalog,
+		logger:         cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
+		healthTimeout:  cmp.Or(opts.HealthTimeout, 30*time.Second),
+		client:         opts.HTTPClient,
+		instances:      map[ID]Instance{},
+		users:          opts.Users,
+		insecureLegacy: opts.InsecureLegacy,
+	}
+	if r.users == nil {
+		r.users, _ = OpenUsers("", "")
 	}
 	if r.client == nil {
 		r.client = &http.Client{Timeout: 2 * time.Second}

@@ -22,7 +22,11 @@ func Handler(r *Router, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	h := func(pattern string, f httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(logger, f)) }
 
-	mux.HandleFunc("GET /healthz", httpx.Healthz)
+	mux.HandleFunc("GET /healthz", r.handleHealthz)
+	h("GET /v1/whoami", r.handleWhoami)
+	h("POST /v1/users", r.adminOnly(r.handleAddUser))
+	h("GET /v1/users", r.adminOnly(r.handleUsers))
+	h("DELETE /v1/users/{name}", r.adminOnly(r.handleRemoveUser))
 	h("POST /v1/instances", r.handleLaunch)
 	h("GET /v1/instances", r.handleList)
 	h("GET /v1/instances/{id}", r.handleGet)
@@ -51,7 +55,7 @@ func Handler(r *Router, logger *slog.Logger) http.Handler {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
-	return mux
+	return r.authenticate(logger, mux)
 }
 
 // status maps core errors to HTTP answers. The original router answered 403
@@ -69,6 +73,10 @@ func status(err error, legacy bool) error {
 		}
 	case errors.Is(err, ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, ErrForbidden):
+		code = http.StatusForbidden
+	case errors.Is(err, ErrUserExists):
+		code = http.StatusConflict
 	case errors.Is(err, ErrNoMachine):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrUnhealthy):
