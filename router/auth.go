@@ -79,13 +79,11 @@ func caller(req *http.Request) Identity {
 	return id
 }
 
-// forbidden is a 403 naming the refusal, logged with the caller's identity.
+// forbidden is a 403 naming the refusal (logRefusals logs it with the
+// caller's identity).
 func (r *Router) forbidden(req *http.Request, format string, args ...any) error {
 	err := httpx.Errorf(http.StatusForbidden, format, args...)
 	err.Err = ErrForbidden
-	id := caller(req)
-	r.logger.Warn("refused", "method", req.Method, "path", req.URL.Path, "identity", id.Name, "role", id.Role,
-		"remote", req.RemoteAddr, "reason", err.Msg)
 	return err
 }
 

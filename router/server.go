@@ -21,7 +21,9 @@ const MaxBody = 64 << 10
 // client scripts keep working.
 func Handler(r *Router, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	h := func(pattern string, f httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(logger, r.logRefusals(f))) }
+	h := func(pattern string, f httpx.HandlerFunc) {
+		mux.Handle(pattern, httpx.Handle(logger, r.logRefusals(logger, f)))
+	}
 
 	mux.HandleFunc("GET /healthz", r.handleHealthz)
 	h("GET /v1/whoami", r.handleWhoami)
@@ -268,13 +270,12 @@ func (r *Router) handleLegacyOp(op func(ctx context.Context, id ID) error) httpx
 }
 
 // logRefusals logs every 403 with the caller's identity.
-func (r *Router) logRefusals(f httpx.HandlerFunc) httpx.HandlerFunc {
+func (r *Router) logRefusals(logger *slog.Logger, f httpx.HandlerFunc) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) error {
 		err := f(w, req)
-		var he *httpx.Error
-		if errors.Is(err, ErrForbidden) && !(errors.As(err, &he) && he.Err == ErrForbidden) { // r.forbidden logged those
+		if errors.Is(err, ErrForbidden) {
 			who := caller(req)
-			r.logger.Warn("refused", "method", req.Method, "path", req.URL.Path, "identity", who.Name, "role", who.Role,
+			logger.Warn("refused", "method", req.Method, "path", req.URL.Path, "identity", who.Name, "role", who.Role,
 				"remote", req.RemoteAddr, "reason", err.Error())
 		}
 		return err
