@@ -239,6 +239,9 @@ func (u *Users) save(users []storedUser) error {
 		return err
 	}
 	dir := filepath.Dir(u.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("users file: %w", err)
+	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(u.path)+".*")
 	if err != nil {
 		return fmt.Errorf("users file: %w", err)

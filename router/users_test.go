@@ -15,7 +15,7 @@ import (
 // mode 0600 that a new store reads back; reserved names, bad roles and
 // duplicates are refused; a removed user's token stops working.
 func TestUsersStore(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "users.json")
+	path := filepath.Join(t.TempDir(), "state", "users.json") // a directory the first save makes
 	admin := strings.Repeat("a", MinAdminTokenLen)
 	u, err := OpenUsers(path, admin)
 	if err != nil {
