@@ -114,8 +114,20 @@ type Endpoints struct {
 type Router struct {
 	// Listen is the address the router binds; default ":<service_router_port>".
 	Listen string `json:"listen,omitempty"`
-	// TokenFile holds the bearer token clients must send; empty disables auth.
+	// UsersFile is the router's identity store (JSON, mode 0600: names,
+	// roles and token hashes), written by `upc users`; empty keeps users in
+	// memory only (lost at restart).
+	UsersFile string `json:"users_file,omitempty"`
+	// AdminTokenFile holds the admin's bearer token (identity "admin", role
+	// admin): 32 or more characters, e.g. `openssl rand -hex 32`.
+	AdminTokenFile string `json:"admin_token_file,omitempty"`
+	// TokenFile is the deprecated name of AdminTokenFile (it held the one
+	// token every caller shared; its holder is now the admin).
 	TokenFile string `json:"token_file,omitempty"`
+	// InsecureLegacy lets callers without a token use the original
+	// endpoints (the original scripts send none); what they launch runs
+	// with no access control. Off by default.
+	InsecureLegacy bool `json:"insecure_legacy,omitempty"`
 	// TLSCertPath and TLSKeyPath are the router's certificate when
 	// service_router_use_tls is set.
 	TLSCertPath string `json:"tls_cert_path,omitempty"`
@@ -124,6 +136,15 @@ type Router struct {
 	LaunchTimeout Duration `json:"launch_timeout,omitempty"`
 	// AgentTimeout bounds one call to a machine agent.
 	AgentTimeout Duration `json:"agent_timeout,omitempty"`
+}
+
+// AdminToken is the admin token file's path: admin_token_file, else its
+// deprecated alias token_file.
+func (r Router) AdminToken() string {
+	if r.AdminTokenFile != "" {
+		return r.AdminTokenFile
+	}
+	return r.TokenFile
 }
 
 // Agent is a machine agent's own configuration.

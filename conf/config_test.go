@@ -33,6 +33,7 @@ var wantErr = map[string][]string{
 	"invalid-not-object.json":         {"parse"},
 	"invalid-trailing.json":           {"parse"},
 	"invalid-yaml-syntax.yaml":        {"parse"},
+	"invalid-router-tokens.json":      {"router.token_file: is the deprecated name of router.admin_token_file", `router.users_file: "admin.token" is also the admin token file`},
 	"invalid-many-problems.json":      {"upc_port: 70000", "swarm_port: -1", `upc_mode: "x"`, `network: "!"`},
 }
 
@@ -284,5 +285,28 @@ func TestCatalogFileTakesTheConfigsDefaults(t *testing.T) {
 	}
 	if _, err := c.LoadCatalogFile("testdata/nope.yaml"); err == nil || !strings.Contains(err.Error(), "read catalog") {
 		t.Errorf("LoadCatalogFile(missing) = %v, want a read error", err)
+	}
+}
+
+// TestRouterAccessFields: the access fields load, and token_file is the
+// deprecated alias of admin_token_file.
+func TestRouterAccessFields(t *testing.T) {
+	c, err := Load("testdata/valid-router-access.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Router.UsersFile != "/var/lib/upc/users.json" || c.Router.AdminToken() != "/etc/upc/admin.token" || !c.Router.InsecureLegacy {
+		t.Fatalf("router access fields: %+v", c.Router)
+	}
+	old, err := Parse([]byte(`{"router": {"token_file": "router.token"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Router.AdminToken() != "router.token" || old.Router.InsecureLegacy {
+		t.Fatalf("token_file alias: %+v", old.Router)
+	}
+	same, err := Parse([]byte(`{"router": {"token_file": "a.token", "admin_token_file": "a.token"}}`))
+	if err != nil || same.Router.AdminToken() != "a.token" {
+		t.Fatalf("token_file equal to admin_token_file: %+v %v", same, err)
 	}
 }

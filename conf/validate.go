@@ -98,6 +98,17 @@ func (c *Config) Validate() error {
 	if c.Router.AgentTimeout <= 0 {
 		bad("router.agent_timeout", "%s must be positive", c.Router.AgentTimeout.D())
 	}
+	if r := c.Router; r.TokenFile != "" && r.AdminTokenFile != "" && r.TokenFile != r.AdminTokenFile {
+		bad("router.token_file", "is the deprecated name of router.admin_token_file: set only admin_token_file")
+	}
+	if r := c.Router; r.UsersFile != "" && r.UsersFile == r.AdminToken() {
+		bad("router.users_file", "%q is also the admin token file", r.UsersFile)
+	}
+	for _, f := range []struct{ field, path string }{{"router.users_file", c.Router.UsersFile}, {"router.admin_token_file", c.Router.AdminTokenFile}} {
+		if f.path != "" && (strings.HasSuffix(f.path, "/") || strings.TrimSpace(f.path) != f.path) {
+			bad(f.field, "%q is not a file path", f.path)
+		}
+	}
 	for svc, n := range c.Kubernetes.WarmPool {
 		if n < 0 || n > 1000 {
 			bad("kubernetes.warm_pool", "%s: %d is not a pool size (0-1000)", svc, n)

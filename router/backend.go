@@ -20,6 +20,11 @@ type Spec struct {
 	ID      ID
 	Service string // canonical catalog name
 	User    string
+	// Owner is the router identity launching it, and PM the PM instance a
+	// bound service reaches; backends keep both in labels (upc.owner,
+	// upc.pm) and report them in List, so they survive a router restart.
+	Owner string
+	PM    ID
 	// Machine is the placement decision when the backend reports machines
 	// (see Machines); empty lets the backend choose.
 	Machine   string
@@ -48,6 +53,11 @@ type Instance struct {
 	ID      ID
 	Service string
 	User    string
+	Owner   string // router identity that launched it ("" : admins only)
+	PM      ID     // the PM a bound service reaches
+	// Secret is the instance's credential (upcs_...), set only in what
+	// Launch returns: the router keeps no copy, the instance only its hash.
+	Secret  string
 	Machine string
 	Address string // http://host:port, reachable from the host and from other instances
 	Image   string
@@ -107,4 +117,7 @@ var (
 	ErrUnhealthy = errors.New("instance never answered")
 	// ErrInvalid: a request field is malformed.
 	ErrInvalid = errors.New("invalid request")
+	// ErrForbidden: the caller may not do this (someone else's or a missing
+	// instance, for a caller who is not an admin; a role's limits).
+	ErrForbidden = errors.New("forbidden")
 )

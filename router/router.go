@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
 )
 
 // Options configure a Router. Backend and Catalog are required.
@@ -26,9 +28,15 @@ type Options struct {
 	// HealthTimeout bounds how long a launch waits for the new instance to
 	// answer its health path before removing it. Default 30s.
 	HealthTimeout time.Duration
-	// HTTPClient probes instances' health paths. Default: a client with a
-	// 2s per-request timeout.
+	// HTTPClient probes instances' health paths and checks grants at PMs.
+	// Default: a client with a 2s per-request timeout.
 	HTTPClient *http.Client
+	// Users authenticates callers of Handler; nil is an empty store in
+	// memory (no one but, with InsecureLegacy, the original scripts).
+	Users *Users
+	// InsecureLegacy lets token-less callers use the original endpoints, as
+	// the original scripts do: their instances run with no access control.
+	InsecureLegacy bool
 }
 
 // Router is the service router's core: it launches catalog services for
@@ -41,6 +49,9 @@ type Router struct {
 	healthTimeout time.Duration
 	client        *http.Client
 	placer        placer
+	users         *Users
+	// insecureLegacy: see Options.InsecureLegacy.
+	insecureLegacy bool
 
 	mu        sync.RWMutex
 	instances map[ID]Instance
@@ -65,12 +76,17 @@ func New(opts Options) (*Router, error) {
 		return nil, err
 	}
 	r := &Router{
-		backend:       opts.Backend,
-		catalog:       opts.Catalog,
-		logger:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
-		healthTimeout: cmp.Or(opts.HealthTimeout, 30*time.Second),
-		client:        opts.HTTPClient,
-		instances:     map[ID]Instance{},
+		backend:        opts.Backend,
+		catalog:        opts.Catalog,
+		logger:         cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
+		healthTimeout:  cmp.Or(opts.HealthTimeout, 30*time.Second),
+		client:         opts.HTTPClient,
+		instances:      map[ID]Instance{},
+		users:          opts.Users,
+		insecureLegacy: opts.InsecureLegacy,
+	}
+	if r.users == nil {
+		r.users, _ = OpenUsers("", "")
 	}
 	if r.client == nil {
 		r.client = &http.Client{Timeout: 2 * time.Second}
@@ -141,28 +157,69 @@ func (r *Router) Lookup(service string) (conf.Service, error) {
 	return svc, nil
 }
 
-// Launch starts service for user and returns once it answers its health
-// path. An instance that never answers is removed and the error says why.
+// Launch starts service for user, owned by user, and returns once it
+// answers its health path. It is the in-process launch (tests, tools that
+// hold the core): no role is checked. The answer carries the instance's new
+// secret (Instance.Secret), which the router keeps no copy of.
 func (r *Router) Launch(ctx context.Context, service, user string) (Instance, error) {
-	svc, err := r.Lookup(service)
+	return r.launch(ctx, launchOrder{service: service, user: user, owner: user})
+}
+
+// launchOrder is one launch the caller has been allowed.
+type launchOrder struct {
+	service, user, owner string
+	// legacy runs the instance with no access control (UPC_INSECURE_LEGACY=1,
+	// no secret): a token-less original script under insecure_legacy.
+	legacy bool
+	// pm, pmAddress and grant bind a service to one PM.
+	pm               ID
+	pmAddress, grant string
+}
+
+// launch starts o. An instance that never answers is removed and the error
+// says why.
+func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
+	svc, err := r.Lookup(o.service)
 	if err != nil {
 		return Instance{}, err
 	}
-	if err := ValidUser(user); err != nil {
+	if err := ValidUser(o.user); err != nil {
 		return Instance{}, err
+	}
+	env := maps.Clone(svc.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	// The catalog cannot set what the router decides.
+	for _, k := range []string{access.EnvSHA256, access.EnvLegacy, access.EnvPMAddress, access.EnvPMGrant} {
+		delete(env, k)
+	}
+	var secret string
+	if o.legacy {
+		env[access.EnvLegacy] = "1"
+	} else {
+		secret = access.NewToken(access.PrefixInstance)
+		env[access.EnvSHA256] = access.Hash(secret)
+	}
+	if o.pm != "" {
+		env[access.EnvPMAddress] = o.pmAddress
+		env[access.EnvPMGrant] = o.grant
 	}
 	spec := Spec{
 		ID:        newID(),
 		Service:   svc.Name,
-		User:      user,
+		User:      o.user,
+		Owner:     o.owner,
+		PM:        o.pm,
 		Image:     svc.Image,
 		Digest:    svc.Digest,
 		Port:      svc.Port,
 		Health:    svc.Health,
-		Env:       svc.Env,
+		Env:       env,
 		Resources: svc.Resources,
 		Volumes:   svc.Volumes,
 	}
+	user := o.user
 	if ms, ok := r.backend.(Machines); ok {
 		machine, err := r.place(ctx, ms, spec)
 		if err != nil {
@@ -183,11 +240,15 @@ func (r *Router) Launch(ctx context.Context, service, user string) (Instance, er
 		}
 		return Instance{}, fmt.Errorf("launch %s for %s on %s: %w", svc.Name, user, in.Machine, err)
 	}
+	// What the backend reports is what a rebuild will see; the owner and
+	// the binding are the router's, whatever a backend forgot.
+	in.Owner, in.PM, in.Secret = o.owner, o.pm, ""
 	r.mu.Lock()
 	r.instances[in.ID] = in
 	r.mu.Unlock()
-	r.logger.Info("launched", "instance", in.ID, "service", in.Service, "user", user, "machine", in.Machine,
-		"address", in.Address, "started", started, "ready", time.Since(start))
+	r.logger.Info("launched", "instance", in.ID, "service", in.Service, "user", user, "owner", o.owner, "pm", o.pm,
+		"legacy", o.legacy, "machine", in.Machine, "address", in.Address, "started", started, "ready", time.Since(start))
+	in.Secret = secret
 	return in, nil
 }
 

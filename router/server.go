@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/router/api"
@@ -20,9 +21,15 @@ const MaxBody = 64 << 10
 // client scripts keep working.
 func Handler(r *Router, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	h := func(pattern string, f httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(logger, f)) }
+	h := func(pattern string, f httpx.HandlerFunc) {
+		mux.Handle(pattern, httpx.Handle(logger, r.logRefusals(logger, f)))
+	}
 
-	mux.HandleFunc("GET /healthz", httpx.Healthz)
+	mux.HandleFunc("GET /healthz", r.handleHealthz)
+	h("GET /v1/whoami", r.handleWhoami)
+	h("POST /v1/users", r.adminOnly(r.handleAddUser))
+	h("GET /v1/users", r.adminOnly(r.handleUsers))
+	h("DELETE /v1/users/{name}", r.adminOnly(r.handleRemoveUser))
 	h("POST /v1/instances", r.handleLaunch)
 	h("GET /v1/instances", r.handleList)
 	h("GET /v1/instances/{id}", r.handleGet)
@@ -30,7 +37,7 @@ func Handler(r *Router, logger *slog.Logger) http.Handler {
 	h("POST /v1/instances/{id}/resume", r.handleOp(r.Resume))
 	h("DELETE /v1/instances/{id}", r.handleDelete)
 	h("POST /v1/clear", r.handleClear)
-	h("POST /v1/networks", r.handleNetworks)
+	h("POST /v1/networks", r.adminOnly(r.handleNetworks))
 
 	// The original endpoints (service_router/router.py).
 	h("POST /service_request", r.handleServiceRequest)
@@ -38,20 +45,25 @@ func Handler(r *Router, logger *slog.Logger) http.Handler {
 	h("POST /unpause", r.handleLegacyOp(r.Resume))
 	h("POST /kill", r.handleLegacyOp(r.Delete))
 	h("POST /clear_containers", func(w http.ResponseWriter, req *http.Request) error {
-		if _, err := r.Clear(req.Context()); err != nil {
+		if _, err := r.ClearFor(req.Context(), caller(req)); err != nil {
 			return status(err, false)
 		}
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
 	h("POST /setup_networks", func(w http.ResponseWriter, req *http.Request) error {
+		// The original scripts set up networks first: the legacy caller
+		// may, as may admins; nothing is removed or exposed by it.
+		if who := caller(req); !who.IsAdmin() && who.Role != RoleLegacy {
+			return r.forbidden(req, "only an admin may set up networks")
+		}
 		if _, err := r.SetupNetworks(req.Context()); err != nil {
 			return status(err, false)
 		}
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
-	return mux
+	return r.authenticate(logger, mux)
 }
 
 // status maps core errors to HTTP answers. The original router answered 403
@@ -69,8 +81,14 @@ func status(err error, legacy bool) error {
 		}
 	case errors.Is(err, ErrNotFound):
 		code = http.StatusNotFound
+	case errors.Is(err, ErrForbidden):
+		code = http.StatusForbidden
+	case errors.Is(err, ErrUserExists):
+		code = http.StatusConflict
 	case errors.Is(err, ErrNoMachine):
 		code = http.StatusServiceUnavailable
+	case errors.Is(err, ErrPMUnreachable):
+		code = http.StatusBadGateway
 	case errors.Is(err, ErrUnhealthy):
 		code = http.StatusBadGateway
 		if legacy {
@@ -86,6 +104,7 @@ func wire(in Instance) api.Instance {
 	return api.Instance{
 		ID: string(in.ID), Service: in.Service, User: in.User, Address: in.Address,
 		Image: in.Image, Digest: in.Digest, Machine: in.Machine, State: string(in.State), Created: in.Created,
+		Owner: in.Owner, PM: string(in.PM), Secret: in.Secret,
 	}
 }
 
@@ -94,17 +113,10 @@ func (r *Router) handleLaunch(w http.ResponseWriter, req *http.Request) error {
 	if err := httpx.Decode(w, req, &body, httpx.DecodeOptions{MaxBody: MaxBody}); err != nil {
 		return err
 	}
-	var errs []error
 	if body.Service == "" {
-		errs = append(errs, errors.New("service: required"))
+		return httpx.BadRequest("service: required")
 	}
-	if body.User == "" {
-		errs = append(errs, errors.New("user: required"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return httpx.BadRequest("%v", err)
-	}
-	in, err := r.Launch(req.Context(), body.Service, body.User)
+	in, err := r.LaunchAs(req.Context(), caller(req), body)
 	if err != nil {
 		return status(err, false)
 	}
@@ -118,7 +130,7 @@ func (r *Router) handleList(w http.ResponseWriter, req *http.Request) error {
 			return httpx.BadRequest("unknown query parameter %q (known: user)", k)
 		}
 	}
-	ins, err := r.List(q.Get("user"))
+	ins, err := r.ListFor(caller(req), q.Get("user"))
 	if err != nil {
 		return status(err, false)
 	}
@@ -130,7 +142,7 @@ func (r *Router) handleList(w http.ResponseWriter, req *http.Request) error {
 }
 
 func (r *Router) handleGet(w http.ResponseWriter, req *http.Request) error {
-	in, err := r.Get(ID(req.PathValue("id")))
+	in, err := r.Own(caller(req), ID(req.PathValue("id")))
 	if err != nil {
 		return status(err, false)
 	}
@@ -143,6 +155,9 @@ func (r *Router) handleOp(op func(ctx context.Context, id ID) error) httpx.Handl
 			return err
 		}
 		id := ID(req.PathValue("id"))
+		if _, err := r.Own(caller(req), id); err != nil {
+			return status(err, false)
+		}
 		if err := op(req.Context(), id); err != nil {
 			return status(err, false)
 		}
@@ -155,6 +170,9 @@ func (r *Router) handleOp(op func(ctx context.Context, id ID) error) httpx.Handl
 }
 
 func (r *Router) handleDelete(w http.ResponseWriter, req *http.Request) error {
+	if _, err := r.Own(caller(req), ID(req.PathValue("id"))); err != nil {
+		return status(err, false)
+	}
 	if err := r.Delete(req.Context(), ID(req.PathValue("id"))); err != nil {
 		return status(err, false)
 	}
@@ -166,7 +184,7 @@ func (r *Router) handleClear(w http.ResponseWriter, req *http.Request) error {
 	if err := noBody(w, req); err != nil {
 		return err
 	}
-	n, err := r.Clear(req.Context())
+	n, err := r.ClearFor(req.Context(), caller(req))
 	if err != nil {
 		return status(err, false)
 	}
@@ -203,11 +221,28 @@ func (r *Router) handleServiceRequest(w http.ResponseWriter, req *http.Request) 
 	if body.Service == "" {
 		return httpx.BadRequest(`service: required, e.g. {"service": "PM"}`)
 	}
-	user := body.User
-	if user == "" {
-		user = "legacy-" + string(newID())
+	who := caller(req)
+	if who.Role != RoleLegacy {
+		// With a token, the original endpoint is POST /v1/instances in the
+		// original shape; the secret rides along (the original scripts
+		// send no token, so never see it).
+		in, err := r.LaunchAs(req.Context(), who, api.LaunchRequest{Service: body.Service, User: body.User})
+		if err != nil {
+			return status(err, true)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, api.AddressResponse{Address: in.Address, Secret: in.Secret})
 	}
-	in, err := r.Launch(req.Context(), body.Service, user)
+	// The token-less original scripts (insecure_legacy): a user of their
+	// own, "legacy-<id>" (or "legacy-<their user>"), never a real user's
+	// data, and an instance with no access control.
+	user := "legacy-" + string(newID())
+	if body.User != "" {
+		user = body.User
+		if !strings.HasPrefix(user, LegacyName+"-") {
+			user = LegacyName + "-" + user
+		}
+	}
+	in, err := r.launch(req.Context(), launchOrder{service: body.Service, user: user, owner: who.Name, legacy: true})
 	if err != nil {
 		return status(err, true)
 	}
@@ -222,7 +257,7 @@ func (r *Router) handleLegacyOp(op func(ctx context.Context, id ID) error) httpx
 		if err := httpx.Decode(w, req, &body, httpx.DecodeOptions{MaxBody: MaxBody, AllowUnknown: true}); err != nil {
 			return err
 		}
-		in, err := r.ByAddress(body.Address)
+		in, err := r.OwnByAddress(caller(req), body.Address)
 		if err != nil {
 			return status(fmt.Errorf("address: %w", err), true)
 		}
@@ -231,6 +266,19 @@ func (r *Router) handleLegacyOp(op func(ctx context.Context, id ID) error) httpx
 		}
 		w.WriteHeader(http.StatusOK)
 		return nil
+	}
+}
+
+// logRefusals logs every 403 with the caller's identity.
+func (r *Router) logRefusals(logger *slog.Logger, f httpx.HandlerFunc) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) error {
+		err := f(w, req)
+		if errors.Is(err, ErrForbidden) {
+			who := caller(req)
+			logger.Warn("refused", "method", req.Method, "path", req.URL.Path, "identity", who.Name, "role", who.Role,
+				"remote", req.RemoteAddr, "reason", err.Error())
+		}
+		return err
 	}
 }
 

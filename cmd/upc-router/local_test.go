@@ -72,8 +72,13 @@ func TestRouterBinaryLocalDocker(t *testing.T) {
 	dir := t.TempDir()
 	catalog := fmt.Sprintf(`{"services": [{"name": "pm", "aliases": ["PM"], "image": %q, "digest": %q, "port": 8080, "health": "/healthz"}]}`, ref, id)
 	os.WriteFile(filepath.Join(dir, "catalog.json"), []byte(catalog), 0o644)
-	config := fmt.Sprintf("machines: {local: 1}\nnetwork: %s\ncatalog: catalog.json\nrouter: {launch_timeout: 20s}\n", network)
+	// The original scripts send no token: insecure_legacy lets them in; the
+	// admin lists.
+	const admin = "local-test-admin-token-0123456789abcdef"
+	config := fmt.Sprintf("machines: {local: 1}\nnetwork: %s\ncatalog: catalog.json\n"+
+		"router: {launch_timeout: 20s, insecure_legacy: true, admin_token_file: admin.token, users_file: users.json}\n", network)
 	os.WriteFile(filepath.Join(dir, "upc.yaml"), []byte(config), 0o644)
+	os.WriteFile(filepath.Join(dir, "admin.token"), []byte(admin+"\n"), 0o600)
 
 	start := func() (string, context.CancelFunc, chan error) {
 		rctx, cancel := context.WithCancel(ctx)
@@ -108,6 +113,9 @@ func TestRouterBinaryLocalDocker(t *testing.T) {
 	}
 
 	base, stop, done := start()
+	if code, body := postJSON(base+"/v1/instances", `{"service": "PM", "user": "x"}`); code != http.StatusUnauthorized {
+		t.Fatalf("token-less v1 launch under insecure_legacy: %d %s, want 401", code, body)
+	}
 	code, body := postJSON(base+"/service_request", `{"service": "PM"}`)
 	if code != 200 {
 		t.Fatalf("service_request: %d %s", code, body)
@@ -131,7 +139,9 @@ func TestRouterBinaryLocalDocker(t *testing.T) {
 	if code, body := postJSON(base+"/kill", `{"address": "`+first.Address+`"}`); code != 200 {
 		t.Fatalf("kill after restart: %d %s", code, body)
 	}
-	resp, err := http.Get(base + "/v1/instances")
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/instances", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,10 +88,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	users, err := openUsers(cfg, logger)
+	if err != nil {
+		return err
+	}
 	core, err := router.New(router.Options{
 		Backend: backend, Catalog: catalog, Logger: logger,
 		HealthTimeout: firstDuration(*launchTimeout, cfg.Router.LaunchTimeout.D()),
 		HTTPClient:    &http.Client{Timeout: 2 * time.Second, Transport: tr},
+		Users:         users, InsecureLegacy: cfg.Router.InsecureLegacy,
 	})
 	if err != nil {
 		return err
@@ -100,18 +105,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 
-	var h http.Handler = router.Handler(core, logger)
-	if cfg.Router.TokenFile != "" {
-		b, err := os.ReadFile(cfg.Path(cfg.Router.TokenFile))
-		if err != nil {
-			return fmt.Errorf("router.token_file: %w", err)
-		}
-		token := strings.TrimSpace(string(b))
-		if token == "" {
-			return fmt.Errorf("router.token_file %s is empty", cfg.Router.TokenFile)
-		}
-		h = router.RequireToken(token, logger, h)
-	}
+	h := router.Handler(core, logger)
 	addr := firstSet(*listen, cfg.Router.Listen)
 	if !cfg.ServiceRouterUseTLS {
 		return httpx.ListenAndServe(ctx, logger, addr, h)
@@ -126,6 +120,43 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "tls", true)
 	return httpx.Serve(ctx, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, ln, 500*time.Millisecond)
+}
+
+// openUsers builds the router's identity store from router.users_file and
+// router.admin_token_file (or its deprecated alias router.token_file). A
+// router no one could call is refused, unless insecure_legacy lets the
+// original scripts in.
+func openUsers(cfg *conf.Config, logger *slog.Logger) (*router.Users, error) {
+	var adminToken string
+	if f := cfg.Router.AdminToken(); f != "" {
+		field := "router.admin_token_file"
+		if cfg.Router.AdminTokenFile == "" {
+			field = "router.token_file"
+			logger.Warn("router.token_file is deprecated: it now names the admin's token; rename it router.admin_token_file")
+		}
+		b, err := os.ReadFile(cfg.Path(f))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		if adminToken = strings.TrimSpace(string(b)); adminToken == "" {
+			return nil, fmt.Errorf("%s %s is empty", field, f)
+		}
+	}
+	users, err := router.OpenUsers(cfg.Path(cfg.Router.UsersFile), adminToken)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	if cfg.Router.UsersFile == "" {
+		logger.Warn("no router.users_file: users added with `upc users add` live in memory and are lost at restart")
+	}
+	if adminToken == "" && cfg.Router.UsersFile == "" && !cfg.Router.InsecureLegacy {
+		return nil, errors.New("router: no one could call this router: set router.admin_token_file (and router.users_file), or insecure_legacy for the original scripts alone")
+	}
+	if cfg.Router.InsecureLegacy {
+		logger.Warn("INSECURE: insecure_legacy is on: anyone who reaches this router may use the original endpoints without a token, " +
+			"and what they launch runs with no access control (UPC_INSECURE_LEGACY=1)")
+	}
+	return users, nil
 }
 
 // loadCatalog reads the catalog (--catalog, else the config's), with the

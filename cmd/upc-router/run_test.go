@@ -29,6 +29,9 @@ func TestStartupErrors(t *testing.T) {
 		{"bad publish ip", []string{"--publish-ip", "not-an-ip"}, "bind ip"},
 		{"negative timeout", []string{"--launch-timeout", "-1s"}, "must not be negative"},
 		{"bad log level", []string{"--log-level", "loud"}, "--log-level"},
+		{"no credential configured", []string{"--config", "testdata/invalid-no-access.yaml"}, "no one could call this router"},
+		{"missing admin token file", []string{"--config", "testdata/invalid-admin-token-missing.yaml"}, "router.admin_token_file"},
+		{"short admin token", []string{"--config", "testdata/invalid-admin-token-short.yaml"}, "admin token: want 32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -45,6 +45,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newImagesCmd(g),
 		newPipelineCmd(g),
 		newSynthCmd(g),
+		newUsersCmd(g),
 	)
 	root.AddCommand(newInfraCmd(g))
 	return root

@@ -64,6 +64,9 @@ type ServiceRequest struct {
 // AddressResponse is the original router's answer to /service_request.
 type AddressResponse struct {
 	Address string `json:"address"`
+	// Secret is the instance's credential when the request bore a token
+	// (the original scripts send none, and get none).
+	Secret string `json:"secret,omitempty"`
 }
 
 // AddressRequest is the original body of /pause, /unpause and /kill.

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
@@ -23,34 +24,63 @@ import (
 )
 
 // stack is a router (HTTP) over two machine agents (HTTP) on the real engine.
+// rc is the admin's client.
 type stack struct {
 	d              deployment
 	agentA, agentB *httptest.Server
 	core           *router.Router
 	srv            *httptest.Server
 	rc             *routerclient.Client
+	adminToken     string
 }
 
+// adminToken is the test routers' admin token.
+const adminToken = "test-admin-token-0123456789abcdef0123"
+
 func newStack(t *testing.T, weightA, weightB float64) *stack {
+	return newStackLegacy(t, weightA, weightB, false)
+}
+
+// newStackLegacy is newStack with insecure_legacy on or off.
+func newStackLegacy(t *testing.T, weightA, weightB float64, legacy bool) *stack {
 	s := &stack{d: newDeployment(t)}
 	s.agentA, s.agentB = s.d.agentServer(t, "a"), s.d.agentServer(t, "b")
 	b := backend(t,
 		docker.Machine{Name: "machine-a", Weight: weightA, Driver: agentClient(t, s.agentA.URL)},
 		docker.Machine{Name: "machine-b", Weight: weightB, Driver: agentClient(t, s.agentB.URL)})
 	env := routertest.Env{Image: imageRef, Digest: imageID}
-	s.core = env.Router(t, b)
+	users, err := router.OpenUsers("", adminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.adminToken = adminToken
+	s.core, err = router.New(router.Options{Backend: b, Catalog: env.Catalog(), HealthTimeout: 15 * time.Second,
+		Users: users, InsecureLegacy: legacy})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.srv = httptest.NewServer(router.Handler(s.core, slog.New(slog.DiscardHandler)))
 	t.Cleanup(s.srv.Close)
-	var err error
-	if s.rc, err = routerclient.New(s.srv.URL); err != nil {
+	if s.rc, err = routerclient.New(s.srv.URL, routerclient.WithToken(adminToken)); err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
+// post sends body with no token, as the original scripts do.
 func post(t *testing.T, url, body string) (int, string) {
+	return postAs(t, "", url, body)
+}
+
+// postAs sends body bearing token ("": none).
+func postAs(t *testing.T, token, url, body string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,10 +124,11 @@ func TestPlacementFollowsWeightsDocker(t *testing.T) {
 }
 
 // TestOriginalEndpointsDocker drives the original endpoints with the
-// original bodies, as the original client scripts send them.
+// original bodies and no token, as the original client scripts send them,
+// on a router with insecure_legacy.
 func TestOriginalEndpointsDocker(t *testing.T) {
 	ctx := context.Background()
-	s := newStack(t, 1, 1)
+	s := newStackLegacy(t, 1, 1, true)
 	if code, body := post(t, s.srv.URL+"/setup_networks", ""); code != 200 {
 		t.Fatalf("setup_networks: %d %s", code, body)
 	}
@@ -134,12 +165,22 @@ func TestOriginalEndpointsDocker(t *testing.T) {
 		t.Fatalf("after kill the router lists %+v", all)
 	}
 
-	// clear_containers removes every instance, and nothing unlabelled or
-	// belonging to another agent.
+	// Token-less, clear_containers removes what the original scripts
+	// launched, nothing else; with the admin's token, every instance, and
+	// nothing unlabelled or belonging to another agent.
+	if code, body := post(t, s.srv.URL+"/service_request", `{"service": "Test"}`); code != 200 {
+		t.Fatalf("service_request: %d %s", code, body)
+	}
 	for _, u := range []string{"x1", "x2"} {
 		if _, err := s.rc.Launch(ctx, "test", u); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if code, body := post(t, s.srv.URL+"/clear_containers", ""); code != 200 {
+		t.Fatalf("token-less clear_containers: %d %s", code, body)
+	}
+	if all, _ := s.rc.List(ctx, ""); len(all) != 2 {
+		t.Fatalf("token-less clear_containers left %+v, want x1's and x2's", all)
 	}
 	stranger := startContainer(t, map[string]string{"upc.test": "1"})
 	otherAgent := s.d.engine(t, "other")
@@ -147,7 +188,7 @@ func TestOriginalEndpointsDocker(t *testing.T) {
 		router.Spec{ID: "0000000000aa", Service: "test", User: "zed", Image: imageRef, Port: 8080}); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := post(t, s.srv.URL+"/clear_containers", ""); code != 200 {
+	if code, body := postAs(t, s.adminToken, s.srv.URL+"/clear_containers", ""); code != 200 {
 		t.Fatalf("clear_containers: %d %s", code, body)
 	}
 	if all, _ := s.rc.List(ctx, ""); len(all) != 0 {
@@ -268,6 +309,7 @@ func TestBadInputsDocker(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			req, _ := http.NewRequest(c.method, s.srv.URL+c.path, bytes.NewBufferString(c.body))
+			req.Header.Set("Authorization", "Bearer "+s.adminToken)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)

@@ -58,13 +58,17 @@ func benchLaunch(b *testing.B, svc conf.Service) {
 	agentSrv := d.agentServer(b, "bench")
 	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
 	cat := &conf.Catalog{Services: []conf.Service{svc}}
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 30 * time.Second})
+	users, err := router.OpenUsers("", adminToken)
+	if err != nil {
+		b.Fatal(err)
+	}
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 30 * time.Second, Users: users})
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv := httptest.NewServer(router.Handler(core, slog.New(slog.DiscardHandler)))
 	b.Cleanup(srv.Close)
-	rc, _ := routerclient.New(srv.URL)
+	rc, _ := routerclient.New(srv.URL, routerclient.WithToken(adminToken))
 	net, err := be.SetupNetworks(ctx)
 	if err != nil || len(net) != 1 {
 		b.Fatal(err)

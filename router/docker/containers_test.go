@@ -40,9 +40,10 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 	dir := t.TempDir()
 	catalog := fmt.Sprintf(`{"services": [{"name": "test", "aliases": ["Test"], "image": %q, "digest": %q, "port": 8080, "health": "/healthz"}]}`, imageRef, imageID)
 	// The router and the agents share the agent token (agent.token_file);
-	// the agents run only the catalog's image.
-	config := fmt.Sprintf("machines: {\"agent-a:54321\": 3, \"agent-b:54321\": 1}\nnetwork: %s\ncatalog: catalog.json\nagent: {token_file: agent.token}\n", d.network)
-	for name, body := range map[string]string{"catalog.json": catalog, "upc.yaml": config, "agent.token": agentToken + "\n"} {
+	// the agents run only the catalog's image. The router's container
+	// reads the admin token as whatever user it runs as.
+	config := fmt.Sprintf("machines: {\"agent-a:54321\": 3, \"agent-b:54321\": 1}\nnetwork: %s\ncatalog: catalog.json\nagent: {token_file: agent.token}\nrouter: {admin_token_file: admin.token}\n", d.network)
+	for name, body := range map[string]string{"catalog.json": catalog, "upc.yaml": config, "agent.token": agentToken + "\n", "admin.token": adminToken + "\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +111,10 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 	machines := map[string]int{}
 	for i := range 4 {
 		body := fmt.Sprintf(`{"service": "Test", "user": "u%d"}`, i)
-		resp, err := (&http.Client{Timeout: time.Minute}).Post(routerURL+"/v1/instances", "application/json", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, routerURL+"/v1/instances", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

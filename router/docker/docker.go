@@ -140,7 +140,7 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 		return router.Instance{}, fmt.Errorf("%w: no machine %q", router.ErrInvalid, name)
 	}
 	req := agent.LaunchRequest{
-		Instance: string(spec.ID), Service: spec.Service, User: spec.User,
+		Instance: string(spec.ID), Service: spec.Service, User: spec.User, Owner: spec.Owner, PM: string(spec.PM),
 		Image: spec.Image, Digest: spec.Digest, Port: spec.Port, Env: spec.Env,
 		CPUMillis: spec.Resources.CPUMillis, MemoryMB: spec.Resources.MemoryMB, Labels: b.opts.Labels,
 	}
@@ -166,7 +166,8 @@ func instance(machine string, c agent.Container) router.Instance {
 		st = router.StatePaused
 	}
 	return router.Instance{
-		ID: router.ID(c.Instance), Service: c.Service, User: c.User, Machine: machine, Address: c.Address,
+		ID: router.ID(c.Instance), Service: c.Service, User: c.User, Owner: c.Owner, PM: router.ID(c.PM),
+		Machine: machine, Address: c.Address,
 		Image: c.Image, Digest: c.Digest, State: st, Created: c.Created,
 	}
 }

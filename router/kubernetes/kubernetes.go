@@ -39,6 +39,7 @@ const (
 	LabelClaim    = "upc.claim"    // "true" on per-user claims and their volumes
 	LabelUserKey  = "upc.user-key" // on claims: a hash of their user, by which a user's claims are found
 	LabelVolume   = "upc.volume"   // on claims: the catalog volume they hold
+	LabelOwner    = "upc.owner"    // the launching router identity when it is a valid label value (see AnnOwner)
 
 	AnnUser    = "upc.user" // the user, always (labels cannot hold every user name)
 	AnnImage   = "upc.image"
@@ -46,6 +47,8 @@ const (
 	AnnAddress = "upc.address" // http://node:nodePort, fixed at launch
 	AnnPaused  = "upc.paused"  // "true" while the instance is paused
 	AnnSpec    = "upc.spec"    // the launch spec, to make the pod again on resume
+	AnnOwner   = "upc.owner"   // the router identity that launched it, always (only it and admins act on it)
+	AnnPM      = "upc.pm"      // the PM instance a bound service reaches
 )
 
 var (

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/router"
 )
 
@@ -42,6 +43,7 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name(spec.ID), Labels: b.labels(spec), Annotations: map[string]string{
 			AnnUser: spec.User, AnnImage: spec.Image, AnnDigest: spec.Digest, AnnSpec: string(raw),
+			AnnOwner: spec.Owner, AnnPM: string(spec.PM),
 		}},
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeNodePort,
@@ -90,6 +92,15 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 			return router.Instance{}, err
 		}
 		pool = pool && len(claims) == 0
+		// Access control: pool pods were made before anyone asked for
+		// them, so they lack the instance's secret hash (env
+		// UPC_ACCESS_SHA256, fixed at pod creation). A PM is the owner's
+		// data: with access control on it is never taken from the pool.
+		// (claimWarm's env comparison keeps every other access-controlled
+		// launch off pool pods too; the lifecycle issue revisits the pool.)
+		if spec.Env[access.EnvSHA256] != "" || spec.Env[access.EnvLegacy] != "" {
+			pool = false
+		}
 	}
 	if pool {
 		var err error
@@ -144,6 +155,9 @@ func (b *Backend) labels(spec router.Spec) map[string]string {
 	if labelValueRE.MatchString(spec.User) {
 		l[LabelUser] = spec.User
 	}
+	if labelValueRE.MatchString(spec.Owner) {
+		l[LabelOwner] = spec.Owner
+	}
 	return l
 }
 
@@ -181,7 +195,7 @@ func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string
 		}
 	}
 	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: podName, Labels: labels, Annotations: map[string]string{AnnUser: spec.User, AnnDigest: spec.Digest}},
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Labels: labels, Annotations: map[string]string{AnnUser: spec.User, AnnOwner: spec.Owner, AnnDigest: spec.Digest}},
 		Spec: corev1.PodSpec{
 			Containers:                    []corev1.Container{c},
 			NodeSelector:                  b.opts.NodeSelector,

@@ -142,6 +142,7 @@ func (b *Backend) List(ctx context.Context) ([]router.Instance, error) {
 func (b *Backend) instance(svc *corev1.Service, pods []*corev1.Pod) router.Instance {
 	in := router.Instance{
 		ID: router.ID(svc.Labels[LabelInstance]), Service: svc.Labels[LabelService], User: svc.Annotations[AnnUser],
+		Owner: svc.Annotations[AnnOwner], PM: router.ID(svc.Annotations[AnnPM]),
 		Address: svc.Annotations[AnnAddress], Image: svc.Annotations[AnnImage], Digest: svc.Annotations[AnnDigest],
 		Created: svc.CreationTimestamp.Time, State: router.StateDead,
 	}

@@ -65,13 +65,16 @@ func (b *Backend) claimWarm(ctx context.Context, spec router.Spec) (bool, error)
 			continue
 		}
 		labels := map[string]any{LabelPool: nil, LabelInstance: string(spec.ID)}
-		if l := b.labels(spec); l[LabelUser] != "" {
-			labels[LabelUser] = l[LabelUser]
+		l := b.labels(spec)
+		for _, k := range []string{LabelUser, LabelOwner} {
+			if l[k] != "" {
+				labels[k] = l[k]
+			}
 		}
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
 			"resourceVersion": p.ResourceVersion,
 			"labels":          labels,
-			"annotations":     map[string]string{AnnUser: spec.User},
+			"annotations":     map[string]string{AnnUser: spec.User, AnnOwner: spec.Owner},
 		}})
 		_, err := b.cs.CoreV1().Pods(b.opts.Namespace).Patch(ctx, p.Name, types.MergePatchType, patch, metav1.PatchOptions{})
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {

@@ -103,7 +103,7 @@ func (e Env) Router(t *testing.T, b router.Backend) *router.Router {
 
 func (e Env) spec(id router.ID, user string) router.Spec {
 	s := e.Catalog().Services[0]
-	return router.Spec{ID: id, Service: s.Name, User: user, Image: s.Image, Digest: s.Digest, Port: s.Port,
+	return router.Spec{ID: id, Service: s.Name, User: user, Owner: "owner-of-" + user, Image: s.Image, Digest: s.Digest, Port: s.Port,
 		Health: s.Health, Env: s.Env, Volumes: s.Volumes}
 }
 
@@ -171,6 +171,11 @@ func Run(t *testing.T, newEnv NewEnv) {
 		if !ok || got.State != router.StateRunning || got.Address != in.Address || got.User != "alice" {
 			t.Fatalf("list has %+v (found %v), want running at %s", got, ok, in.Address)
 		}
+		// The owner lives in the backend's labels: access control after a
+		// router restart depends on it.
+		if got.Owner != "owner-of-alice" || in.Owner != "owner-of-alice" {
+			t.Fatalf("owner %q (launch said %q), want owner-of-alice", got.Owner, in.Owner)
+		}
 
 		if err := b.Pause(ctx, in.ID); err != nil {
 			t.Fatalf("pause: %v", err)
@@ -209,6 +214,14 @@ func Run(t *testing.T, newEnv NewEnv) {
 		in, err := r.Launch(ctx, "Test", "bob")
 		if err != nil {
 			t.Fatalf("launch: %v", err)
+		}
+		// Each launch has a secret of its own, which the router keeps no
+		// copy of.
+		if !strings.HasPrefix(in.Secret, "upcs_") || in.Owner != "bob" {
+			t.Fatalf("launch answered secret %q, owner %q", in.Secret, in.Owner)
+		}
+		if got, _ := r.Get(in.ID); got.Secret != "" {
+			t.Fatal("the router keeps the instance's secret")
 		}
 		// Launch returns only once the instance answers: no polling here.
 		if err := env.answers(in.Address); err != nil {
@@ -320,7 +333,7 @@ func Run(t *testing.T, newEnv NewEnv) {
 			if err != nil {
 				t.Fatalf("after restart: %v", err)
 			}
-			if in.Address != want.Address || in.User != want.User || in.Service != want.Service || in.Digest != want.Digest {
+			if in.Address != want.Address || in.User != want.User || in.Service != want.Service || in.Digest != want.Digest || in.Owner != want.Owner || in.Owner == "" {
 				t.Errorf("after restart %+v, want %+v", in, want)
 			}
 			if _, err := r2.ByAddress(want.Address); err != nil {

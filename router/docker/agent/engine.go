@@ -208,6 +208,14 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	labels[LabelImage] = req.Image
 	labels[LabelPort] = strconv.Itoa(req.Port)
 	labels[LabelAgent] = e.opts.Name
+	delete(labels, LabelOwner)
+	delete(labels, LabelPM)
+	if req.Owner != "" {
+		labels[LabelOwner] = req.Owner
+	}
+	if req.PM != "" {
+		labels[LabelPM] = req.PM
+	}
 
 	mounts := make([]mount.Mount, 0, len(req.Volumes))
 	for _, v := range req.Volumes {
@@ -292,7 +300,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 		state = string(c.State.Status)
 	}
 	return Container{
-		Instance: req.Instance, Service: req.Service, User: req.User,
+		Instance: req.Instance, Service: req.Service, User: req.User, Owner: req.Owner, PM: req.PM,
 		Address: "http://" + hostJoin(adverts, hostPort),
 		Image:   req.Image, Digest: c.Image, State: state, Created: createdAt, ContainerID: c.ID,
 	}, nil
@@ -330,7 +338,7 @@ func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error
 	for _, s := range res.Items {
 		c := Container{
 			Instance: s.Labels[LabelInstance], Service: s.Labels[LabelService], User: s.Labels[LabelUser],
-			Image: s.Labels[LabelImage], Digest: s.ImageID, State: string(s.State),
+			Owner: s.Labels[LabelOwner], PM: s.Labels[LabelPM], Image: s.Labels[LabelImage], Digest: s.ImageID, State: string(s.State),
 			Created: time.Unix(s.Created, 0).UTC(), ContainerID: s.ID,
 		}
 		if p, err := strconv.Atoi(s.Labels[LabelPort]); err == nil {

@@ -24,6 +24,10 @@ const (
 	LabelPort     = "upc.port"
 	LabelVolume   = "upc.volume"
 	LabelNetwork  = "upc.network"
+	// LabelOwner is the router identity that launched an instance (only
+	// it and admins act on it); LabelPM the PM a bound service reaches.
+	LabelOwner = "upc.owner"
+	LabelPM    = "upc.pm"
 	// LabelAgent names the agent that made a container or volume. An agent
 	// lists, clears and adopts only its own, so several agents (or tests
 	// beside a real deployment) can share one engine.
@@ -35,6 +39,8 @@ type LaunchRequest struct {
 	Instance  string            `json:"instance"`
 	Service   string            `json:"service"`
 	User      string            `json:"user"`
+	Owner     string            `json:"owner,omitempty"` // router identity that launched it
+	PM        string            `json:"pm,omitempty"`    // PM instance a bound service reaches
 	Image     string            `json:"image"`
 	Digest    string            `json:"digest,omitempty"` // image ID to run instead of Image
 	Port      int               `json:"port"`
@@ -59,6 +65,8 @@ type Container struct {
 	Instance    string    `json:"instance"`
 	Service     string    `json:"service"`
 	User        string    `json:"user"`
+	Owner       string    `json:"owner,omitempty"`
+	PM          string    `json:"pm,omitempty"`
 	Address     string    `json:"address"` // http://advertise:hostport, empty when not published
 	Image       string    `json:"image"`
 	Digest      string    `json:"digest"` // image ID the container runs
@@ -108,6 +116,11 @@ func (r LaunchRequest) Validate() error {
 	var errs []error
 	for _, f := range []struct{ name, v string }{{"instance", r.Instance}, {"service", r.Service}, {"user", r.User}} {
 		if !nameRE.MatchString(f.v) {
+			errs = append(errs, fmt.Errorf("%s: %q must be 1-63 letters, digits, '_', '.' or '-'", f.name, f.v))
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"owner", r.Owner}, {"pm", r.PM}} {
+		if f.v != "" && !nameRE.MatchString(f.v) {
 			errs = append(errs, fmt.Errorf("%s: %q must be 1-63 letters, digits, '_', '.' or '-'", f.name, f.v))
 		}
 	}
