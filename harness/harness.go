@@ -331,7 +331,7 @@ func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
 	c.Network = d.Network
 	c.Images = standup.ImagesPath
 	c.Router.Listen = fmt.Sprintf(":%d", standup.RouterPort)
-	c.Router.TokenFile = standup.TokenPath
+	c.Router.AdminTokenFile = standup.TokenPath
 	// Generous bounds: an e2e run may share a busy engine, and a slow answer
 	// should show in the timings, not fail the launch.
 	c.Router.AgentTimeout = conf.Duration(2 * time.Minute)

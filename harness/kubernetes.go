@@ -72,7 +72,7 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	c.ServiceRouterPort = port
 	c.Images = standup.ImagesPath
 	c.Router.Listen = "127.0.0.1:" + strconv.Itoa(port)
-	c.Router.TokenFile = standup.TokenPath
+	c.Router.AdminTokenFile = standup.TokenPath
 	c.Kubernetes = conf.Kubernetes{
 		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
 		NodeSelector: map[string]string{cluster.LabelNode: "real"}, ImageByID: true,

@@ -129,7 +129,7 @@ images of --images (make images), removed with everything it made at the end.`,
 	f := cmd.Flags()
 	f.StringVar(&cf.config, "config", "", "UPC configuration file (default: built-in defaults)")
 	f.StringVar(&cf.routerURL, "router", "", "router base URL (default: from the configuration)")
-	f.StringVar(&cf.tokenFile, "token-file", "", "file holding the router's bearer token (default: router.token_file)")
+	f.StringVar(&cf.tokenFile, "token-file", "", "file holding the caller's router token (default: router.admin_token_file)")
 	f.StringVar(&data, "data", "", "folder of user day files (one user each)")
 	f.StringVar(&queryFile, "query", "", "query file (the original's example_count_query.json / example_metric_query.json format)")
 	f.StringVar(&out, "out", "", "folder receiving result.json, result.md and phases.svg")

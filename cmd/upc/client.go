@@ -81,8 +81,9 @@ func (f *clientFlags) userClient(needUser bool) (*client.Client, error) {
 	}
 	var token string
 	tokenFile := f.tokenFile
-	if tokenFile == "" && cfg.Router.TokenFile != "" {
-		tokenFile = cfg.Path(cfg.Router.TokenFile)
+	if tokenFile == "" && cfg.Router.AdminToken() != "" {
+		// On the operator's own machine, the configuration's admin token.
+		tokenFile = cfg.Path(cfg.Router.AdminToken())
 	}
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
@@ -130,7 +131,7 @@ func newClientCmd(g *globals) *cobra.Command {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.config, "config", "", "UPC configuration file (JSON or YAML; default: built-in defaults)")
 	pf.StringVar(&f.routerURL, "router", "", "router base URL (default: from the configuration)")
-	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the router's bearer token (default: router.token_file)")
+	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the caller's router token (upc users add prints one; default: router.admin_token_file)")
 	pf.StringVar(&f.user, "user", "", "the user's id")
 	pf.Float64Var(&f.spendCap, "spend-cap", client.DefaultSpendCap, "the most ε a service launched by this command may charge the user's budget (its grant's cap)")
 	pf.StringVar(&f.pmSecretFile, "pm-secret-file", "", "file holding the PM's owner credential, as launch --secret-out wrote it (default: $UPC_PM_SECRET_FILE, then $UPC_PM_SECRET)")
