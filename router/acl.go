@@ -12,7 +12,6 @@ import (
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/router/api"
-	"github.com/e-mission/upc/services/pm/pmclient"
 )
 
 // Who may do what (docs/security.md):
@@ -197,7 +196,14 @@ func (r *Router) launchBound(ctx context.Context, who Identity, svc conf.Service
 	if req.User != "" && req.User != pm.User {
 		return Instance{}, fmt.Errorf("%w: user %q is not the PM's user; leave it out", ErrInvalid, req.User)
 	}
-	g, err := pmclient.New(pm.Address, r.client, pmclient.WithToken(req.Grant)).CheckGrant(ctx)
+	// The PM's grant check (services/pm/api.PathGrantCheck; the router
+	// does not import the services): the grant's bearer asks, and the PM
+	// answers the grant it issued, or refuses.
+	var g struct {
+		Service string `json:"service"`
+	}
+	err := httpx.NewClient("pm", pm.Address, httpx.WithHTTPClient(r.client), httpx.WithBearer(req.Grant)).
+		Post(ctx, grantCheckPath, struct{}{}, &g)
 	if err != nil {
 		var se *httpx.StatusError
 		if errors.As(err, &se) && se.Code < 500 {
@@ -212,3 +218,6 @@ func (r *Router) launchBound(ctx context.Context, who Identity, svc conf.Service
 	return r.launch(ctx, launchOrder{service: svc.Name, user: pm.User, owner: who.Name,
 		pm: pm.ID, pmAddress: pm.Address, grant: req.Grant})
 }
+
+// grantCheckPath is the PM's POST /v1/grants/check.
+const grantCheckPath = "/v1/grants/check"

@@ -184,15 +184,20 @@ func newClientCmd(g *globals) *cobra.Command {
 			if pmAddr == "" {
 				return errors.New("--pm is required")
 			}
+			// Every file is read and checked before anything is contacted.
+			days := make([][]client.Entry, len(files))
+			for i, file := range files {
+				var err error
+				if days[i], err = client.LoadDay(file); err != nil {
+					return err
+				}
+			}
 			c, err := f.pmClient()
 			if err != nil {
 				return err
 			}
-			for _, file := range files {
-				entries, err := client.LoadDay(file)
-				if err != nil {
-					return err
-				}
+			for i, file := range files {
+				entries := days[i]
 				start := time.Now()
 				res, err := c.Upload(cmd.Context(), pmAddr, entries)
 				if err != nil {
