@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/e-mission/upc/infra/stack"
+	"github.com/e-mission/upc/internal/access"
 )
 
 // EngineVersion is the engine `make tools` builds, and the cache folder's key.
@@ -56,11 +57,18 @@ type Options struct {
 }
 
 // Result is what an up leaves: the stack outputs (secrets included: the
-// caller decides what to print).
+// caller decides what to print) and which of them are secrets.
 type Result struct {
 	Outputs map[string]any
+	Secrets map[string]bool
 	Summary string
 }
+
+// AdminTokenKey is the stack setting holding the router's admin token.
+const AdminTokenKey = "upc:adminToken"
+
+// secretKeys are settings always stored as secrets, however given.
+var secretKeys = map[string]bool{AdminTokenKey: true}
 
 func (o *Options) defaults() error {
 	if o.ProjectDir == "" {
@@ -138,7 +146,7 @@ func MergeConfig(file, overrides map[string]string) auto.ConfigMap {
 	cm := auto.ConfigMap{}
 	for _, src := range []map[string]string{file, overrides} {
 		for _, k := range slices.Sorted(maps.Keys(src)) {
-			cm[full(k)] = auto.ConfigValue{Value: src[k]}
+			cm[full(k)] = auto.ConfigValue{Value: src[k], Secret: secretKeys[full(k)]}
 		}
 	}
 	return cm
@@ -252,7 +260,26 @@ func Stack(ctx context.Context, o Options) (auto.Stack, error) {
 			return auto.Stack{}, fmt.Errorf("infra: configure stack %s: %w", o.Stack, err)
 		}
 	}
+	stored, err := st.GetAllConfig(ctx)
+	if err != nil {
+		return auto.Stack{}, fmt.Errorf("infra: read stack %s's settings: %w", o.Stack, err)
+	}
+	if NeedsAdminToken(stored) {
+		// Made once, then kept (encrypted) in the stack's settings in the
+		// state folder: later ups deploy the same token.
+		tok := auto.ConfigValue{Value: access.NewToken(access.PrefixUser), Secret: true}
+		if err := st.SetConfig(ctx, AdminTokenKey, tok); err != nil {
+			return auto.Stack{}, fmt.Errorf("infra: store stack %s's new admin token: %w", o.Stack, err)
+		}
+		fmt.Fprintf(progress(o), "infra: stack %s had no %s: made one (a secret output, adminToken)\n", o.Stack, AdminTokenKey)
+	}
 	return st, nil
+}
+
+// NeedsAdminToken reports whether a stack's settings lack the router's
+// admin token, which Stack then makes.
+func NeedsAdminToken(settings auto.ConfigMap) bool {
+	return strings.TrimSpace(settings[AdminTokenKey].Value) == ""
 }
 
 // Up creates or updates the stack's resources.
@@ -265,9 +292,10 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("infra up %s: %w", o.Stack, err)
 	}
-	out := &Result{Outputs: map[string]any{}, Summary: res.Summary.Result}
+	out := &Result{Outputs: map[string]any{}, Secrets: map[string]bool{}, Summary: res.Summary.Result}
 	for k, v := range res.Outputs {
 		out.Outputs[k] = v.Value
+		out.Secrets[k] = v.Secret
 	}
 	return out, nil
 }

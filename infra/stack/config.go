@@ -13,11 +13,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/config"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/images"
 )
 
@@ -67,6 +69,11 @@ type Config struct {
 	// server that listens on the node's loopback only (the local cluster).
 	HostNetwork bool
 	APIServer   string
+	// AdminToken is the router's admin credential (upc:adminToken, a
+	// secret): a `upcu_` token, in a Kubernetes Secret the router reads
+	// through its config's admin_token_file. Required: `upc infra` makes one
+	// when the stack has none (and keeps it in the stack's settings).
+	AdminToken string
 
 	Existing ExistingConfig
 	Kind     KindConfig
@@ -124,6 +131,10 @@ const (
 	DefaultSubnetCIDR     = "10.10.0.0/20"
 )
 
+// MinAdminTokenLen is the shortest admin token accepted: access.PrefixUser
+// and 256 bits in base64url, as access.NewToken makes them.
+const MinAdminTokenLen = len(access.PrefixUser) + 43
+
 // LoadConfig reads the stack's `upc:*` configuration; relative paths are
 // resolved against dir (the project folder).
 func LoadConfig(ctx *pulumi.Context, dir string) (Config, error) {
@@ -139,6 +150,7 @@ func LoadConfig(ctx *pulumi.Context, dir string) (Config, error) {
 		StorageClass:   c.Get("storageClass"),
 		HostNetwork:    c.GetBool("routerHostNetwork"),
 		APIServer:      c.Get("apiServer"),
+		AdminToken:     strings.TrimSpace(c.Get("adminToken")),
 		Kind: KindConfig{
 			ClusterName: c.Get("kindClusterName"),
 			NodeImage:   c.Get("kindNodeImage"),
@@ -268,6 +280,14 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.APIServer); err != nil {
 			bad("apiServer", "%q is not host:port", c.APIServer)
 		}
+	}
+	switch {
+	case c.AdminToken == "":
+		bad("adminToken", "required: the router's admin token, a secret (`pulumi config set --secret upc:adminToken upcu_…`; `upc infra` makes one when the stack has none)")
+	case !strings.HasPrefix(c.AdminToken, access.PrefixUser) || len(c.AdminToken) < MinAdminTokenLen:
+		bad("adminToken", "not a router token: want %q followed by at least 256 random bits (%d characters in all; `upc infra` makes one when the stack has none)", access.PrefixUser, MinAdminTokenLen)
+	case strings.ContainsFunc(c.AdminToken, unicode.IsSpace):
+		bad("adminToken", "has white space inside")
 	}
 	if c.Manifest == nil {
 		bad("images", "an image manifest is required")

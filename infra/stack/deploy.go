@@ -18,8 +18,12 @@ type Outputs struct {
 	Kubeconfig pulumi.StringOutput
 	RouterURL  pulumi.StringOutput
 	Namespace  pulumi.StringOutput
+	// AdminToken is the router's admin credential (a secret).
+	AdminToken pulumi.StringOutput
 	// Images maps each service to the image the cluster runs it from.
 	Images map[string]string
+	// Exports are the stack outputs as exported (secrets marked), by name.
+	Exports map[string]pulumi.Output
 }
 
 // Run is the program under `pulumi up`: configuration paths are relative to
@@ -75,10 +79,18 @@ func deploy(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx.Export("kubeconfig", pulumi.ToSecret(out.Kubeconfig))
-	ctx.Export("routerUrl", out.RouterURL)
-	ctx.Export("namespace", out.Namespace)
-	ctx.Export("images", pulumi.ToStringMap(out.Images))
+	out.Exports = map[string]pulumi.Output{
+		"kubeconfig": pulumi.ToSecret(out.Kubeconfig),
+		"routerUrl":  out.RouterURL,
+		"namespace":  out.Namespace,
+		// The router's admin credential: `upc infra up --admin-token-file`
+		// writes it out; `pulumi stack output --show-secrets adminToken`.
+		"adminToken": pulumi.ToSecret(out.AdminToken),
+		"images":     pulumi.ToStringMap(out.Images).ToStringMapOutput(),
+	}
+	for _, k := range slices.Sorted(maps.Keys(out.Exports)) {
+		ctx.Export(k, out.Exports[k])
+	}
 	return out, nil
 }
 
@@ -128,6 +140,7 @@ func deployExisting(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	kubeconfig := pulumi.ToSecret(pulumi.String(cfg.Existing.Kubeconfig)).(pulumi.StringOutput)
 	r, err := NewRouter(ctx, "upc", RouterArgs{
 		Kubeconfig:   kubeconfig,
+		AdminToken:   cfg.AdminToken,
 		Context:      cfg.Existing.Context,
 		Namespace:    cfg.Namespace,
 		RouterPort:   cfg.RouterPort,
@@ -149,7 +162,7 @@ func deployExisting(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, Images: used}, nil
 }
 
 func urlHost(nodeAddress string) string {

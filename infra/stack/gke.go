@@ -145,6 +145,7 @@ func deployGKE(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 
 	r, err := NewRouter(ctx, "upc", RouterArgs{
 		Kubeconfig:   kubeconfig,
+		AdminToken:   cfg.AdminToken,
 		Namespace:    cfg.Namespace,
 		RouterPort:   cfg.RouterPort,
 		Image:        used["router"],
@@ -159,7 +160,7 @@ func deployGKE(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	}
 	ctx.Export("clusterName", cluster.Name)
 	ctx.Export("registry", pulumi.String(g.RegistryHost()+"/"+g.Project+"/"+g.Repository))
-	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, Images: used}, nil
 }
 
 // gkeKubeconfig reaches the cluster's endpoint with the user's gcloud

@@ -38,6 +38,7 @@ func deployKind(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	}
 	r, err := NewRouter(ctx, "upc", RouterArgs{
 		Kubeconfig:   kubeconfig,
+		AdminToken:   cfg.AdminToken,
 		Namespace:    cfg.Namespace,
 		RouterPort:   cfg.RouterPort,
 		NodePort:     cfg.RouterNodePort,
@@ -53,7 +54,7 @@ func deployKind(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, Images: used}, nil
 }
 
 func orDefault(s, d string) string {

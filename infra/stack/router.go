@@ -16,6 +16,7 @@ import (
 	k8srbac "k8s.io/api/rbac/v1"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 )
 
@@ -49,6 +50,9 @@ type RouterArgs struct {
 	// local cluster of `upc cluster up`).
 	HostNetwork bool
 	APIServer   string
+	// AdminToken is the router's admin credential: kept in a Secret mounted
+	// read-only at AdminTokenPath, never in the ConfigMap.
+	AdminToken string
 	// URLHost is the host of the router URL with a NodePort (a node's
 	// address); with a LoadBalancer it is the balancer's address.
 	URLHost pulumi.StringInput
@@ -60,6 +64,8 @@ type Router struct {
 
 	Namespace pulumi.StringOutput `pulumi:"namespace"`
 	URL       pulumi.StringOutput `pulumi:"url"`
+	// AdminToken is the admin credential the router accepts (a secret).
+	AdminToken pulumi.StringOutput `pulumi:"adminToken"`
 }
 
 // Names of the router's objects.
@@ -67,6 +73,21 @@ const (
 	RouterName    = "upc-router"
 	configMapName = "upc-router-config"
 	configDir     = "/etc/upc"
+	// The admin token's Secret, mounted read-only at SecretDir.
+	SecretName     = "upc-router-admin-token"
+	SecretDir      = "/etc/upc-secret"
+	AdminTokenKey  = "admin-token"
+	AdminTokenPath = SecretDir + "/" + AdminTokenKey
+	// StateDir is a writable emptyDir for the router's users file: the
+	// identities made through the API last as long as the pod (a new pod
+	// starts with the admin token alone).
+	StateDir  = "/var/lib/upc"
+	UsersPath = StateDir + "/users.json"
+	// routerUID runs the router; its group owns the mounted Secret's file.
+	routerUID = 65532
+	// AdminTokenHashAnnotation on the pod template rolls the router when
+	// the token changes (it reads the file at start).
+	AdminTokenHashAnnotation = "upc.admin-token-sha256"
 )
 
 // routerLabels select the router's pods; upc.component keeps them apart from
@@ -74,9 +95,11 @@ const (
 var routerLabels = map[string]string{"app.kubernetes.io/name": RouterName, "upc.component": "router"}
 
 // RouterConfig is the router's configuration file in the ConfigMap: the
-// kubernetes mode, its port, the catalog next to it and the backend's
-// settings (conf.Config's "kubernetes" section). No kubeconfig: the router
-// uses its pod's ServiceAccount.
+// kubernetes mode, its port, the catalog next to it, where its identities
+// are (router.admin_token_file, the mounted Secret; router.users_file, on
+// the writable emptyDir) and the backend's settings (conf.Config's
+// "kubernetes" section). No kubeconfig: the router uses its pod's
+// ServiceAccount. No token either: only the Secret holds it.
 func RouterConfig(a RouterArgs) ([]byte, error) {
 	c := conf.Default()
 	c.UPCMode = conf.ModeKubernetes
@@ -92,6 +115,15 @@ func RouterConfig(a RouterArgs) ([]byte, error) {
 		return nil, fmt.Errorf("encode router config: %w", err)
 	}
 	m["kubernetes"] = RouterBackend(a)
+	// Set on the decoded map: the keys are conf.Router's (issue 14), written
+	// here whether or not this tree's conf has them yet.
+	router, _ := m["router"].(map[string]any)
+	if router == nil {
+		router = map[string]any{}
+	}
+	router["admin_token_file"] = AdminTokenPath
+	router["users_file"] = UsersPath
+	m["router"] = router
 	out, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode router config: %w", err)
@@ -265,6 +297,16 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		return nil, fmt.Errorf("config map: %w", err)
 	}
 
+	token := pulumi.ToSecret(pulumi.String(a.AdminToken)).(pulumi.StringOutput)
+	tokenSecret, err := corev1.NewSecret(ctx, name+"-admin-token", &corev1.SecretArgs{
+		Metadata:   meta(SecretName),
+		Type:       pulumi.String("Opaque"),
+		StringData: pulumi.StringMap{AdminTokenKey: token},
+	}, append(in, pulumi.AdditionalSecretOutputs([]string{"data", "stringData"}))...)
+	if err != nil {
+		return nil, fmt.Errorf("admin token secret: %w", err)
+	}
+
 	env := corev1.EnvVarArray{}
 	renv := RouterEnv(a)
 	for _, k := range slices.Sorted(maps.Keys(renv)) {
@@ -286,14 +328,16 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 			HttpGet:       &corev1.HTTPGetActionArgs{Path: pulumi.String("/healthz"), Port: pulumi.Int(a.RouterPort)},
 			PeriodSeconds: pulumi.Int(2),
 		},
-		VolumeMounts: corev1.VolumeMountArray{corev1.VolumeMountArgs{
-			Name: pulumi.String("config"), MountPath: pulumi.String(configDir), ReadOnly: pulumi.Bool(true),
-		}},
+		VolumeMounts: corev1.VolumeMountArray{
+			corev1.VolumeMountArgs{Name: pulumi.String("config"), MountPath: pulumi.String(configDir), ReadOnly: pulumi.Bool(true)},
+			corev1.VolumeMountArgs{Name: pulumi.String("secret"), MountPath: pulumi.String(SecretDir), ReadOnly: pulumi.Bool(true)},
+			corev1.VolumeMountArgs{Name: pulumi.String("state"), MountPath: pulumi.String(StateDir)},
+		},
 		SecurityContext: &corev1.SecurityContextArgs{
 			AllowPrivilegeEscalation: pulumi.Bool(false),
 			ReadOnlyRootFilesystem:   pulumi.Bool(true),
 			RunAsNonRoot:             pulumi.Bool(true),
-			RunAsUser:                pulumi.Int(65532),
+			RunAsUser:                pulumi.Int(routerUID),
 		},
 	}
 	podSpec := &corev1.PodSpecArgs{
@@ -301,10 +345,23 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		HostNetwork:                   pulumi.Bool(a.HostNetwork),
 		TerminationGracePeriodSeconds: pulumi.Int(5),
 		Containers:                    corev1.ContainerArray{container},
-		Volumes: corev1.VolumeArray{corev1.VolumeArgs{
-			Name:      pulumi.String("config"),
-			ConfigMap: &corev1.ConfigMapVolumeSourceArgs{Name: cm.Metadata.Name().Elem()},
-		}},
+		// The Secret's file is root's, group routerUID, mode 0440: readable
+		// by the router, by no one else in the pod.
+		SecurityContext: &corev1.PodSecurityContextArgs{FsGroup: pulumi.Int(routerUID)},
+		Volumes: corev1.VolumeArray{
+			corev1.VolumeArgs{
+				Name:      pulumi.String("config"),
+				ConfigMap: &corev1.ConfigMapVolumeSourceArgs{Name: cm.Metadata.Name().Elem()},
+			},
+			corev1.VolumeArgs{
+				Name: pulumi.String("secret"),
+				Secret: &corev1.SecretVolumeSourceArgs{
+					SecretName:  tokenSecret.Metadata.Name().Elem(),
+					DefaultMode: pulumi.Int(0o440),
+				},
+			},
+			corev1.VolumeArgs{Name: pulumi.String("state"), EmptyDir: &corev1.EmptyDirVolumeSourceArgs{}},
+		},
 	}
 	if len(a.NodeSelector) > 0 {
 		podSpec.NodeSelector = toStringMap(a.NodeSelector)
@@ -316,8 +373,11 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 			Strategy: &appsv1.DeploymentStrategyArgs{Type: pulumi.String("Recreate")},
 			Selector: &metav1.LabelSelectorArgs{MatchLabels: podLabels},
 			Template: &corev1.PodTemplateSpecArgs{
-				Metadata: &metav1.ObjectMetaArgs{Labels: podLabels},
-				Spec:     podSpec,
+				Metadata: &metav1.ObjectMetaArgs{
+					Labels:      podLabels,
+					Annotations: pulumi.StringMap{AdminTokenHashAnnotation: pulumi.String(access.Hash(a.AdminToken))},
+				},
+				Spec: podSpec,
 			},
 		},
 	}, append(in, pulumi.DependsOn([]pulumi.Resource{rb, crb}))...)
@@ -346,13 +406,14 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 	}
 
 	r.Namespace = nsName
+	r.AdminToken = token
 	if a.NodePort != 0 {
 		r.URL = pulumi.Sprintf("http://%s:%d", a.URLHost, a.NodePort)
 	} else {
 		host := svc.Status.LoadBalancer().Ingress().Index(pulumi.Int(0)).Ip().Elem()
 		r.URL = pulumi.Sprintf("http://%s:%d", host, a.RouterPort)
 	}
-	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"namespace": r.Namespace, "url": r.URL}); err != nil {
+	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"namespace": r.Namespace, "url": r.URL, "adminToken": r.AdminToken}); err != nil {
 		return nil, fmt.Errorf("router outputs: %w", err)
 	}
 	return r, nil

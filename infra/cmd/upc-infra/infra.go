@@ -62,7 +62,7 @@ backend under --state (default <project>/.upc/infra); no Pulumi Cloud.`,
 }
 
 func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
-	var kubeconfigOut string
+	var kubeconfigOut, adminTokenFile string
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Create or update the stack's resources and print the router's URL",
@@ -82,9 +82,21 @@ func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
 					return fmt.Errorf("write kubeconfig: %w", err)
 				}
 			}
+			if adminTokenFile != "" {
+				tok, _ := res.Outputs["adminToken"].(string)
+				if tok == "" {
+					return fmt.Errorf("write admin token: the stack exported none")
+				}
+				if err := writeSecretFile(adminTokenFile, tok+"\n"); err != nil {
+					return fmt.Errorf("write admin token: %w", err)
+				}
+			}
 			for _, k := range slices.Sorted(maps.Keys(res.Outputs)) {
-				if k == "kubeconfig" {
-					continue // a secret: --kubeconfig-out writes it
+				if k == "kubeconfig" || res.Secrets[k] {
+					// Secrets are not printed: --kubeconfig-out and
+					// --admin-token-file write them.
+					fmt.Fprintf(stdout, "%s: [secret]\n", k)
+					continue
 				}
 				fmt.Fprintf(stdout, "%s: %v\n", k, res.Outputs[k])
 			}
@@ -92,7 +104,26 @@ func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	up.Flags().StringVar(&kubeconfigOut, "kubeconfig-out", "", "write the cluster's kubeconfig (a secret output) to this file")
+	up.Flags().StringVar(&adminTokenFile, "admin-token-file", "", "write the router's admin token (a secret output) to this file, mode 0600 (the token file of `upc users --token-file`)")
 	return up
+}
+
+// writeSecretFile writes s to path readable by its owner alone, whatever
+// mode an earlier file there had.
+func writeSecretFile(path, s string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteString(s); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func newPreviewCmd(o *options, stdout, stderr io.Writer) *cobra.Command {

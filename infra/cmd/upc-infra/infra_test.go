@@ -18,6 +18,7 @@ import (
 
 	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/infra/auto"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router/routerclient"
 	kinddefaults "sigs.k8s.io/kind/pkg/apis/config/defaults"
@@ -25,7 +26,9 @@ import (
 
 // TestIntegrationInfraExistingLocalCluster runs `upc infra up --stack
 // existing` (see runInfra) against the local real-node cluster (make cluster-up), launches
-// a PM through the router the stack deployed and reaches it, then runs
+// a PM through the router the stack deployed, as its admin (the token `up
+// --admin-token-file` wrote out; a token-less call is refused), and reaches
+// it, then runs
 // `upc infra destroy` and checks that nothing of the stack is left. It needs
 // the engine and the plugins of `make tools` and the images of `make
 // images`; `make test-infra` provides all three and sets UPC_TEST_INFRA=1.
@@ -106,10 +109,12 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 	t.Logf("preview: %s (%s)", strings.TrimSpace(out), time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
-	out, err = upc("up")
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	out, err = upc("up", "--admin-token-file", tokenFile)
 	if err != nil {
 		t.Fatalf("up: %v", err)
 	}
+	adminToken := readAdminToken(t, tokenFile, out)
 	upTime := time.Since(start)
 	url := regexp.MustCompile(`routerUrl: (\S+)`).FindStringSubmatch(out)
 	if url == nil {
@@ -117,12 +122,16 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 	}
 	t.Logf("up: %s; router at %s", upTime.Round(time.Millisecond), url[1])
 
-	// A second up changes nothing.
-	if out2, err := upc("up"); err != nil || !strings.Contains(out2, "routerUrl: "+url[1]) {
+	// A second up changes nothing, the admin token included (it was made
+	// once and kept in the stack's settings).
+	tokenFile2 := filepath.Join(t.TempDir(), "admin-token")
+	if out2, err := upc("up", "--admin-token-file", tokenFile2); err != nil || !strings.Contains(out2, "routerUrl: "+url[1]) {
 		t.Errorf("second up: %v\n%s", err, out2)
+	} else if tok2 := readAdminToken(t, tokenFile2, out2); tok2 != adminToken {
+		t.Error("second up changed the admin token")
 	}
 
-	rc, err := routerclient.New(url[1])
+	rc, err := routerclient.New(url[1], routerclient.WithToken(adminToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +144,21 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 			t.Fatalf("router at %s never healthy: %v", url[1], err)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	// Without the token the deployed router answers /healthz alone.
+	anon, err := routerclient.New(url[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anon.List(ctx, ""); err == nil {
+		t.Error("the deployed router listed instances for a caller with no token")
+	} else {
+		t.Logf("token-less list refused: %v", err)
+	}
+	if who, err := rc.Whoami(ctx); err != nil {
+		t.Errorf("whoami with the stack's admin token: %v", err)
+	} else {
+		t.Logf("admin token: identity %+v", who)
 	}
 	start = time.Now()
 	inst, err := rc.Launch(ctx, "pm", "infra-it-user")
@@ -215,6 +239,30 @@ func runInfra(ctx context.Context, t *testing.T, args []string, sub ...string) (
 	}
 	t.Logf("upc infra %s: %s", strings.Join(sub, " "), tail(errOut.String(), 3000))
 	return out.String(), err
+}
+
+// readAdminToken reads the token `up --admin-token-file` wrote and checks
+// that up printed no secret.
+func readAdminToken(t *testing.T, path, upOut string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("admin token file: %v", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() != 0o600 {
+		t.Errorf("admin token file mode %v, want 0600", fi.Mode().Perm())
+	}
+	tok := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(tok, access.PrefixUser) {
+		t.Fatalf("admin token %.8s… is not a router token", tok)
+	}
+	if strings.Contains(upOut, tok) {
+		t.Error("up printed the admin token")
+	}
+	if !strings.Contains(upOut, "adminToken: [secret]") {
+		t.Errorf("up did not list the adminToken output as a secret:\n%s", upOut)
+	}
+	return tok
 }
 
 type testLog struct{ t *testing.T }
