@@ -5,6 +5,7 @@ package httpx
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -173,11 +174,20 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Du
 // ListenAndServe listens on addr and calls Serve. It logs the bound address,
 // which matters when addr asks for port 0.
 func ListenAndServe(ctx context.Context, logger *slog.Logger, addr string, h http.Handler) error {
+	return ListenAndServeTLS(ctx, logger, addr, h, nil)
+}
+
+// ListenAndServeTLS is ListenAndServe speaking TLS with tc; a nil tc serves
+// plain HTTP. A plain request to a TLS listener is answered 400 by net/http.
+func ListenAndServeTLS(ctx context.Context, logger *slog.Logger, addr string, h http.Handler, tc *tls.Config) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	logger.Info("listening", "addr", ln.Addr().String())
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "tls", tc != nil)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	return Serve(ctx, srv, ln, 500*time.Millisecond)
 }
