@@ -39,6 +39,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		newAggregateCmd(g),
 		newClientCmd(g),
+		newCertsCmd(g),
 		newClusterCmd(g),
 		newConfigCmd(g),
 		newE2ECmd(g),
