@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -21,7 +20,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/internal/access"
-	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/count"
 )
@@ -45,7 +44,11 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("access: %w", err)
 	}
-	srv := count.NewServer(logger, count.PMClients(&http.Client{Timeout: 10 * time.Minute}))
+	tlsrv, err := certs.ServingFromEnv(getenv, acc.Legacy)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	srv := count.NewServer(logger, count.PMClients(tlsrv.Client(10*time.Minute)))
 	srv.Access = acc
 	switch {
 	case acc.PMAddress != "":
@@ -64,5 +67,5 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		logger.Warn("experiment mode: noise shares are seeded and reproducible", "seed", seed)
 	}
 	logger.Info("starting", "version", version.Version)
-	return httpx.ListenAndServe(ctx, logger, addr, srv.Handler())
+	return tlsrv.ListenAndServe(ctx, logger, addr, srv.Handler())
 }

@@ -12,14 +12,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/e-mission/upc/internal/access"
-	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/metrics"
 )
@@ -43,7 +42,11 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("access: %w", err)
 	}
-	srv := metrics.NewServer(logger, metrics.PMClients(&http.Client{Timeout: 10 * time.Minute}))
+	tlsrv, err := certs.ServingFromEnv(getenv, acc.Legacy)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	srv := metrics.NewServer(logger, metrics.PMClients(tlsrv.Client(10*time.Minute)))
 	srv.Access = acc
 	switch {
 	case acc.PMAddress != "":
@@ -52,5 +55,5 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		logger.Warn("running with no access control (" + access.EnvLegacy + "=1): anyone who reaches this service may use it, naming any PM")
 	}
 	logger.Info("starting", "version", version.Version)
-	return httpx.ListenAndServe(ctx, logger, addr, srv.Handler())
+	return tlsrv.ListenAndServe(ctx, logger, addr, srv.Handler())
 }

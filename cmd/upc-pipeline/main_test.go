@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 )
 
 type syncBuffer struct {
@@ -109,7 +110,24 @@ func env(vars map[string]string) func(string) string {
 			}
 			return access.Hash(secret)
 		}
+		if k == certs.EnvPlain {
+			if v, ok := vars[k]; ok {
+				return v
+			}
+			return "1" // these tests speak plain HTTP to the binary; TLS: container_test
+		}
 		return vars[k]
+	}
+}
+
+// Without a certificate, and neither legacy nor explicitly plain, the
+// service does not start: deny by default.
+func TestRefusesWithoutCertificate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := run(ctx, env(map[string]string{"UPC_PIPELINE_ADDR": "127.0.0.1:0", certs.EnvPlain: ""}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "no TLS certificate") {
+		t.Errorf("no certificate: %v", err)
 	}
 }
 

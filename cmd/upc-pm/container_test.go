@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/internal/tcsetup"
 	"github.com/e-mission/upc/services/pm/api"
@@ -41,18 +43,21 @@ func TestIntegrationDockerPMContainer(t *testing.T) {
 	data := t.TempDir()
 	const key = "container-test-key"
 	owner := access.NewToken(access.PrefixInstance)
+	ca := certstest.New(t)
+	env := ca.InstanceEnv("0123456789ab")
+	maps.Copy(env, map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": "1.5", access.EnvSHA256: access.Hash(owner)})
 	req := testcontainers.GenericContainerRequest{
 		ContainerRequest: testcontainers.ContainerRequest{
 			Image:        m.Images["pm"].ID,
 			Name:         fmt.Sprintf("upc-test-pm-%d", time.Now().UnixNano()),
-			Env:          map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": "1.5", access.EnvSHA256: access.Hash(owner)},
+			Env:          env,
 			Labels:       map[string]string{"upc.test": "1"},
 			ExposedPorts: []string{"8080/tcp"},
 			HostConfigModifier: func(hc *container.HostConfig) {
 				hc.Binds = []string{data + ":/data"}
 				hc.PortBindings = network.PortMap{network.MustParsePort("8080/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "0"}}}
 			},
-			WaitingFor: wait.ForHTTP("/healthz").WithPort("8080/tcp").WithStartupTimeout(60 * time.Second).WithPollInterval(50 * time.Millisecond),
+			WaitingFor: wait.ForHTTP("/healthz").WithPort("8080/tcp").WithTLS(true, ca.InstanceTLS()).WithStartupTimeout(60 * time.Second).WithPollInterval(50 * time.Millisecond),
 		},
 		Started: true,
 	}
@@ -68,11 +73,11 @@ func TestIntegrationDockerPMContainer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return pmclient.New("http://127.0.0.1:"+p.Port(), nil, pmclient.WithToken(owner))
+		return pmclient.New("https://127.0.0.1:"+p.Port(), ca.Client(time.Minute), pmclient.WithToken(owner))
 	}
 	pm := client()
 	var se *pmclient.StatusError
-	if err := pmclient.New(pm.BaseURL(), nil).Unseal(ctx, "attacker"); !errors.As(err, &se) || se.Code != 401 {
+	if err := pmclient.New(pm.BaseURL(), ca.Client(time.Minute)).Unseal(ctx, "attacker"); !errors.As(err, &se) || se.Code != 401 {
 		t.Fatalf("claim without the owner's secret: %v", err)
 	}
 	if err := pm.Unseal(ctx, key); err != nil {

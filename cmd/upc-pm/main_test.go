@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
 )
@@ -33,12 +35,20 @@ func TestBinary(t *testing.T) {
 	const key, secretValue = "binary-test-key-9e1f", "binary-test-value-77aa"
 	owner := access.NewToken(access.PrefixInstance)
 	ctx := context.Background()
+	// TLS as the router sets it up; the test's client trusts the CA.
+	ca := certstest.New(t)
+	hc := ca.Client(30 * time.Second)
+	var tlsEnv []string
+	for k, v := range ca.InstanceEnv("0123456789ab") {
+		tlsEnv = append(tlsEnv, k+"="+v)
+	}
 
 	scanDone := map[*exec.Cmd]chan struct{}{}
 	run := func() (*exec.Cmd, *pmclient.Client, *strings.Builder) {
 		cmd := exec.Command(bin)
 		cmd.Env = []string{"UPC_PM_ADDR=127.0.0.1:0", "UPC_PM_DATA=" + data, "UPC_PM_BUDGET=2.5", "UPC_PM_KDF_MEMORY_MIB=8",
 			access.EnvSHA256 + "=" + access.Hash(owner)}
+		cmd.Env = append(cmd.Env, tlsEnv...)
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -65,7 +75,7 @@ func TestBinary(t *testing.T) {
 		}()
 		select {
 		case a := <-addr:
-			return cmd, pmclient.New("http://"+a, nil, pmclient.WithToken(owner)), logs
+			return cmd, pmclient.New("https://"+a, hc, pmclient.WithToken(owner)), logs
 		case <-time.After(20 * time.Second):
 			t.Fatalf("no listening line; logs:\n%s", logs)
 		}
@@ -95,7 +105,7 @@ func TestBinary(t *testing.T) {
 	}
 	// Only the owner claims it.
 	var se0 *pmclient.StatusError
-	if err := pmclient.New(c.BaseURL(), nil).Unseal(ctx, "attacker"); !errors.As(err, &se0) || se0.Code != 401 {
+	if err := pmclient.New(c.BaseURL(), hc).Unseal(ctx, "attacker"); !errors.As(err, &se0) || se0.Code != 401 {
 		t.Fatalf("claim without the owner's secret: %v", err)
 	}
 	if err := c.Unseal(ctx, key); err != nil {
@@ -149,6 +159,7 @@ func TestBinaryRefusesWithoutAccess(t *testing.T) {
 		{access.EnvSHA256 + "=nothex"},
 	} {
 		cmd := exec.Command(bin)
+		env = append(env, certs.EnvPlain+"=1")
 		cmd.Env = append([]string{"UPC_PM_ADDR=127.0.0.1:0", "UPC_PM_DATA=" + t.TempDir()}, env...)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
@@ -159,5 +170,12 @@ func TestBinaryRefusesWithoutAccess(t *testing.T) {
 		if !strings.Contains(string(out), access.EnvSHA256) {
 			t.Errorf("env %v: the refusal does not say what to set:\n%s", env, out)
 		}
+	}
+	// With access but no certificate, and plain HTTP not chosen: no start.
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"UPC_PM_ADDR=127.0.0.1:0", "UPC_PM_DATA=" + t.TempDir(), access.EnvSHA256 + "=" + access.Hash("x")}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no TLS certificate") {
+		t.Errorf("no certificate: started or said something else (%v):\n%s", err, out)
 	}
 }

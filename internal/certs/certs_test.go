@@ -1,8 +1,10 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net"
@@ -16,7 +18,7 @@ import (
 
 func newCA(t *testing.T) *CA {
 	t.Helper()
-	ca, err := NewCA("test CA", time.Hour)
+	ca, err := NewCA("test CA "+serial().String(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,5 +257,77 @@ func TestServingFromEnv(t *testing.T) {
 	other := newCA(t)
 	if _, err := ServingFromEnv(env(map[string]string{EnvCert: string(c), EnvKey: string(k), EnvCA: string(other.CertPEM)}), false); err == nil {
 		t.Error("a certificate its own CA bundle does not verify was taken")
+	}
+}
+
+// TestRenewal: over real TLS, only the router's client certificate of the
+// instance's CA replaces an instance's certificate, and only with one for
+// the same instance; the next handshake serves the new one.
+func TestRenewal(t *testing.T) {
+	ca, other := newCA(t), newCA(t)
+	c, k, _ := ca.IssueInstance("0123456789ab", time.Hour)
+	kp, _ := NewKeypair(c, k)
+	s := &Serving{Keypair: kp, Roots: pool(t, ca)}
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: s.WithRenewal(next), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(tls.NewListener(ln, s.Config()))
+	t.Cleanup(func() { srv.Close() })
+	url := "https://" + ln.Addr().String() + RenewPath
+	client := func(cert *tls.Certificate) *http.Client {
+		tr := InstanceTransport(pool(t, ca))
+		tr.DisableKeepAlives = true
+		if cert != nil {
+			tr.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+		}
+		return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	}
+	put := func(hc *http.Client, certPEM, keyPEM []byte) (int, error) {
+		body, _ := json.Marshal(Renewal{Cert: string(certPEM), Key: string(keyPEM)})
+		req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	router, _ := ca.RouterClient(time.Hour)
+	foreignRouter, _ := other.RouterClient(time.Hour)
+	oc, ok, _ := ca.Issue(Request{Name: "someone", Client: true})
+	someone, _ := tls.X509KeyPair(oc, ok)
+	newC, newK, _ := ca.IssueInstance("0123456789ab", 2*time.Hour)
+	first := kp.Leaf().SerialNumber
+
+	if code, err := put(client(nil), newC, newK); code != 403 || err != nil {
+		t.Errorf("no client certificate: %d %v, want 403", code, err)
+	}
+	if code, err := put(client(&someone), newC, newK); code != 403 || err != nil {
+		t.Errorf("a client certificate not the router's: %d %v, want 403", code, err)
+	}
+	// (Go's client withholds a certificate the server's CAs did not issue.)
+	if code, err := put(client(&foreignRouter), newC, newK); err == nil && code != 403 {
+		t.Errorf("the router name from another CA: %d, want 403 or a refused handshake", code)
+	}
+	otherC, otherK, _ := ca.IssueInstance("ba9876543210", time.Hour)
+	if code, err := put(client(&router), otherC, otherK); code != 400 || err != nil {
+		t.Errorf("another instance's certificate: %d %v, want 400", code, err)
+	}
+	if kp.Leaf().SerialNumber.Cmp(first) != 0 {
+		t.Fatal("a refused renewal replaced the certificate")
+	}
+	if code, err := put(client(&router), newC, newK); code != 204 || err != nil {
+		t.Fatalf("the router's renewal: %d %v, want 204", code, err)
+	}
+	conn, err := tls.Dial("tcp", ln.Addr().String(), InstanceClientConfig(pool(t, ca)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first) == 0 {
+		t.Error("after renewal the old certificate is still served")
 	}
 }

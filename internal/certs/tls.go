@@ -1,15 +1,20 @@
 package certs
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"github.com/e-mission/upc/internal/httpx"
 )
 
 // Pool parses a PEM bundle of CA certificates.
@@ -201,4 +206,24 @@ func ServingFromEnv(getenv func(string) string, plainOK bool) (*Serving, error) 
 		return nil, fmt.Errorf("%s: %w", EnvCert, err)
 	}
 	return &Serving{Keypair: k, Roots: roots}, nil
+}
+
+// ListenAndServe serves h on addr: over TLS with the instance's
+// certificate (renewable at RenewPath), or, for a nil s (an instance
+// ServingFromEnv let run without one), plain HTTP, logged as a warning.
+func (s *Serving) ListenAndServe(ctx context.Context, logger *slog.Logger, addr string, h http.Handler) error {
+	if s == nil {
+		logger.Warn("serving plain HTTP: requests, keys and tokens cross the network in clear (legacy instance or " + EnvPlain + "=1)")
+		return httpx.ListenAndServe(ctx, logger, addr, h)
+	}
+	return httpx.ListenAndServeTLS(ctx, logger, addr, s.WithRenewal(h), s.Config())
+}
+
+// Client is an HTTP client for calling other instances (a service its PM)
+// with a timeout: verifying them by Roots, or, for a nil s, plain.
+func (s *Serving) Client(timeout time.Duration) *http.Client {
+	if s == nil {
+		return &http.Client{Timeout: timeout}
+	}
+	return &http.Client{Timeout: timeout, Transport: s.Transport()}
 }

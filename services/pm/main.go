@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/internal/access"
-	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/pm/store"
 )
@@ -95,6 +95,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 		return fmt.Errorf("access: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(logOut, nil)).With("service", "pm")
+	tlsrv, err := certs.ServingFromEnv(getenv, acc.Legacy)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
 	if acc.Legacy {
 		logger.Warn("running with no access control (" + access.EnvLegacy + "=1): anyone who reaches this PM may claim, read and spend it")
 	}
@@ -107,7 +111,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20, Access: acc})
 	h, requests := countRequests(srv.Handler())
 	go trimWhenIdle(ctx, requests, 5*time.Second)
-	err = httpx.ListenAndServe(ctx, logger, cfg.Addr, h)
+	err = tlsrv.ListenAndServe(ctx, logger, cfg.Addr, h)
 	logger.Info("stopped")
 	return err
 }
