@@ -132,6 +132,15 @@ type Router struct {
 	// service_router_use_tls is set.
 	TLSCertPath string `json:"tls_cert_path,omitempty"`
 	TLSKeyPath  string `json:"tls_key_path,omitempty"`
+	// CACertPath and CAKeyPath are the operator's CA (`upc certs init`):
+	// the router issues each instance a certificate of its own from it,
+	// and presents agents a client certificate from it. Required unless
+	// insecure_legacy (then instances without a CA serve plain HTTP).
+	CACertPath string `json:"ca_cert_path,omitempty"`
+	CAKeyPath  string `json:"ca_key_path,omitempty"`
+	// InstanceCertTTL is how long an instance's certificate lasts (renewed
+	// when the instance is resumed); default 168h.
+	InstanceCertTTL Duration `json:"instance_cert_ttl,omitempty"`
 	// LaunchTimeout bounds how long a launch waits for the instance to answer.
 	LaunchTimeout Duration `json:"launch_timeout,omitempty"`
 	// AgentTimeout bounds one call to a machine agent.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 var networkRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
@@ -61,6 +62,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ServiceRouterUseTLS && (c.Router.TLSCertPath == "" || c.Router.TLSKeyPath == "") {
 		bad("router.tls_cert_path", "router.tls_cert_path and router.tls_key_path are required when service_router_use_tls is set")
+	}
+	if (c.Router.CACertPath == "") != (c.Router.CAKeyPath == "") {
+		bad("router.ca_cert_path", "router.ca_cert_path and router.ca_key_path go together (the CA's certificate and key, from `upc certs init`)")
+	}
+	if c.Router.InstanceCertTTL < 0 || (c.Router.InstanceCertTTL > 0 && time.Duration(c.Router.InstanceCertTTL) < time.Minute) {
+		bad("router.instance_cert_ttl", "%s must be at least 1m", time.Duration(c.Router.InstanceCertTTL))
 	}
 	if c.MachinesUseTLS && (c.Agent.TLSCertPath == "" || c.Agent.TLSKeyPath == "") {
 		bad("agent.tls_cert_path", "agent.tls_cert_path and agent.tls_key_path are required when machines_use_tls is set")

@@ -7,6 +7,7 @@ package router_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/api"
@@ -140,7 +143,7 @@ func (f *fakeBackend) List(context.Context) ([]router.Instance, error) {
 
 var testCatalog = &conf.Catalog{Services: []conf.Service{
 	{Name: "pm", Aliases: []string{"PM"}, Image: "upc/pm", Port: 8080, Health: "/healthz",
-		Env:     map[string]string{"UPC_PM_DATA": "/data", access.EnvLegacy: "1"}, // the router overrides the catalog's access settings
+		Env:     map[string]string{"UPC_PM_DATA": "/data", access.EnvLegacy: "1", certs.EnvCert: "catalog-cert", certs.EnvPlain: "1"}, // the router overrides the catalog's access and TLS settings
 		Volumes: []conf.Volume{{Name: "data", Path: "/data", PerUser: true}}},
 	{Name: "count", Image: "upc/count", Port: 8080, Health: "/healthz"},
 	{Name: "metrics", Image: "upc/metrics", Port: 8080, Health: "/healthz"},
@@ -149,6 +152,7 @@ var testCatalog = &conf.Catalog{Services: []conf.Service{
 // accessEnv is a router with users alice, bob (role user) and rex
 // (researcher), and the admin.
 type accessEnv struct {
+	ca                         *certs.CA // nil: instances launched plain
 	fake                       *fakeBackend
 	core                       *router.Router
 	users                      *router.Users
@@ -158,9 +162,12 @@ type accessEnv struct {
 	logs                       *strings.Builder
 }
 
-func newAccessEnv(t *testing.T, legacy bool) *accessEnv {
+func newAccessEnv(t *testing.T, legacy bool, ca ...*certs.CA) *accessEnv {
 	t.Helper()
 	e := &accessEnv{fake: newFake(t), adminTok: strings.Repeat("z", 40), logs: &strings.Builder{}}
+	if len(ca) > 0 {
+		e.ca = ca[0]
+	}
 	var err error
 	if e.users, err = router.OpenUsers("", e.adminTok); err != nil {
 		t.Fatal(err)
@@ -197,7 +204,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 func (e *accessEnv) router(t *testing.T, legacy bool) *router.Router {
 	r, err := router.New(router.Options{Backend: e.fake, Catalog: testCatalog, Users: e.users, InsecureLegacy: legacy,
-		HealthTimeout: 5 * time.Second})
+		HealthTimeout: 5 * time.Second, CA: e.ca, PlainHTTP: e.ca == nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -626,4 +633,68 @@ func TestAccessOriginalEndpoints(t *testing.T) {
 			t.Fatalf("token-less clear_containers left %+v, want only alice's PM", l)
 		}
 	})
+}
+
+// TestLaunchIssuesCertificates: with a CA, each instance the router
+// launches gets a certificate of its own naming it (and the CA to trust),
+// marked TLS for its backend; a legacy instance gets none; a catalog entry
+// cannot set the certificate variables. Without a CA and without an
+// explicit choice of plain HTTP, no router is made.
+func TestLaunchIssuesCertificates(t *testing.T) {
+	ca := certstest.New(t)
+	e := newAccessEnv(t, true, ca.CA)
+	ctx := context.Background()
+	in, err := e.alice.Launch(ctx, "pm", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := e.fake.spec(string(in.ID))
+	if !spec.TLS {
+		t.Error("spec.TLS is off")
+	}
+	s, err := certs.ServingFromEnv(func(k string) string { return spec.Env[k] }, false)
+	if err != nil {
+		t.Fatalf("the instance could not serve with what the router gave it: %v", err)
+	}
+	if got := s.Keypair.Leaf().DNSNames; len(got) != 1 || got[0] != certs.InstanceName(string(in.ID)) {
+		t.Errorf("certificate names %v, want %s", got, certs.InstanceName(string(in.ID)))
+	}
+	if err := certs.VerifyInstance(ca.Pool(), []*x509.Certificate{s.Keypair.Leaf()}); err != nil {
+		t.Error(err)
+	}
+	if left := time.Until(s.Keypair.Leaf().NotAfter); left > certs.DefaultInstanceTTL || left < certs.DefaultInstanceTTL-time.Hour {
+		t.Errorf("certificate lasts %s, want about %s", left, certs.DefaultInstanceTTL)
+	}
+	// Two instances never share a key.
+	in2, err := e.admin.Launch(ctx, "pm", "carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.fake.spec(string(in2.ID)).Env[certs.EnvKey] == spec.Env[certs.EnvKey] {
+		t.Error("two instances got the same key")
+	}
+	// A token-less original script's instance is legacy: plain, no certificate.
+	code, body := e.do(t, "POST", "/service_request", "", `{"service": "PM", "user": "legacy-user"}`)
+	if code != 200 {
+		t.Fatalf("legacy launch: %d %s", code, body)
+	}
+	legacy := 0
+	for id, sp := range e.fake.specs {
+		if sp.User != "legacy-user" {
+			continue
+		}
+		legacy++
+		if sp.TLS || sp.Env[certs.EnvCert] != "" || sp.Env[certs.EnvPlain] != "" {
+			t.Errorf("legacy instance %s: TLS %v, certificate or catalog variables set", id, sp.TLS)
+		}
+	}
+	if legacy != 1 {
+		t.Errorf("%d legacy instances, want 1", legacy)
+	}
+	if spec.Env[certs.EnvPlain] != "" {
+		t.Error("the catalog's UPC_PLAIN_HTTP reached the instance")
+	}
+	if _, err := router.New(router.Options{Backend: e.fake, Catalog: testCatalog}); err == nil || !strings.Contains(err.Error(), "no CA") {
+		t.Errorf("router without CA or plain choice: %v", err)
+	}
 }

@@ -35,6 +35,10 @@ type Spec struct {
 	Env       map[string]string
 	Resources conf.Resources
 	Volumes   []conf.Volume
+	// TLS: the instance serves HTTPS (its certificate is in Env); backends
+	// give its address the https scheme and keep that in a label, so a
+	// rebuilt view addresses it the same way.
+	TLS bool
 }
 
 // State is an instance's lifecycle state as the backend sees it.
@@ -59,7 +63,7 @@ type Instance struct {
 	// Launch returns: the router keeps no copy, the instance only its hash.
 	Secret  string
 	Machine string
-	Address string // http://host:port, reachable from the host and from other instances
+	Address string // http(s)://host:port, reachable from the host and from other instances
 	Image   string
 	Digest  string // image ID the instance runs
 	State   State

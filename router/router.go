@@ -1,12 +1,16 @@
 package router
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -18,6 +22,7 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 )
 
 // Options configure a Router. Backend and Catalog are required.
@@ -37,6 +42,17 @@ type Options struct {
 	// InsecureLegacy lets token-less callers use the original endpoints, as
 	// the original scripts do: their instances run with no access control.
 	InsecureLegacy bool
+	// CA issues every instance a certificate of its own at launch (renewed
+	// on resume): instances serve HTTPS, and the router verifies them
+	// against it. Legacy instances stay plain.
+	CA *certs.CA
+	// InstanceCertTTL is how long an instance's certificate lasts; 0 is
+	// certs.DefaultInstanceTTL.
+	InstanceCertTTL time.Duration
+	// PlainHTTP launches instances without certificates when there is no
+	// CA: keys, tokens and data then cross the network in clear. It must be
+	// chosen explicitly (deny by default).
+	PlainHTTP bool
 }
 
 // Router is the service router's core: it launches catalog services for
@@ -52,6 +68,10 @@ type Router struct {
 	users         *Users
 	// insecureLegacy: see Options.InsecureLegacy.
 	insecureLegacy bool
+	ca             *certs.CA
+	certTTL        time.Duration
+	// renewer calls instances with the router's client certificate.
+	renewer *http.Client
 
 	mu        sync.RWMutex
 	instances map[ID]Instance
@@ -69,6 +89,12 @@ func New(opts Options) (*Router, error) {
 	} else if err := opts.Catalog.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("router: catalog: %w", err))
 	}
+	if opts.CA == nil && !opts.PlainHTTP {
+		errs = append(errs, errors.New("router: no CA to give instances certificates: give one (router.ca_cert_path, router.ca_key_path), or choose plain HTTP explicitly"))
+	}
+	if opts.InstanceCertTTL < 0 {
+		errs = append(errs, fmt.Errorf("router: instance certificate lifetime %s is negative", opts.InstanceCertTTL))
+	}
 	if opts.HealthTimeout < 0 {
 		errs = append(errs, fmt.Errorf("router: health timeout %s is negative", opts.HealthTimeout))
 	}
@@ -84,9 +110,29 @@ func New(opts Options) (*Router, error) {
 		instances:      map[ID]Instance{},
 		users:          opts.Users,
 		insecureLegacy: opts.InsecureLegacy,
+		ca:             opts.CA,
+		certTTL:        cmp.Or(opts.InstanceCertTTL, certs.DefaultInstanceTTL),
 	}
 	if r.users == nil {
 		r.users, _ = OpenUsers("", "")
+	}
+	if r.ca != nil {
+		roots, err := certs.Pool(r.ca.CertPEM)
+		if err != nil {
+			return nil, fmt.Errorf("router: %w", err)
+		}
+		if r.client == nil {
+			r.client = &http.Client{Timeout: 2 * time.Second, Transport: certs.InstanceTransport(roots)}
+		}
+		// The router's own client certificate: instances take renewals
+		// only from it (and agents only its calls).
+		cert, err := r.ca.RouterClient(r.ca.Cert.NotAfter.Sub(time.Now()))
+		if err != nil {
+			return nil, fmt.Errorf("router: client certificate: %w", err)
+		}
+		tr := certs.InstanceTransport(roots)
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
+		r.renewer = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	}
 	if r.client == nil {
 		r.client = &http.Client{Timeout: 2 * time.Second}
@@ -191,7 +237,8 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 		env = map[string]string{}
 	}
 	// The catalog cannot set what the router decides.
-	for _, k := range []string{access.EnvSHA256, access.EnvLegacy, access.EnvPMAddress, access.EnvPMGrant} {
+	for _, k := range []string{access.EnvSHA256, access.EnvLegacy, access.EnvPMAddress, access.EnvPMGrant,
+		certs.EnvCert, certs.EnvKey, certs.EnvCA, certs.EnvPlain} {
 		delete(env, k)
 	}
 	var secret string
@@ -205,8 +252,18 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 		env[access.EnvPMAddress] = o.pmAddress
 		env[access.EnvPMGrant] = o.grant
 	}
+	id := newID()
+	useTLS := r.ca != nil && !o.legacy
+	if useTLS {
+		cert, key, err := r.ca.IssueInstance(string(id), r.certTTL)
+		if err != nil {
+			return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, o.user, err)
+		}
+		env[certs.EnvCert], env[certs.EnvKey], env[certs.EnvCA] = string(cert), string(key), string(r.ca.CertPEM)
+	}
 	spec := Spec{
-		ID:        newID(),
+		ID:        id,
+		TLS:       useTLS,
 		Service:   svc.Name,
 		User:      o.user,
 		Owner:     o.owner,
@@ -353,7 +410,60 @@ func (r *Router) Pause(ctx context.Context, id ID) error {
 
 // Resume unfreezes a paused instance.
 func (r *Router) Resume(ctx context.Context, id ID) error {
-	return r.transition(ctx, id, "resume", r.backend.Resume, StateRunning)
+	if err := r.transition(ctx, id, "resume", r.backend.Resume, StateRunning); err != nil {
+		return err
+	}
+	in, err := r.Get(id)
+	if err != nil || r.renewer == nil || !strings.HasPrefix(in.Address, "https://") {
+		return nil
+	}
+	// A resumed instance gets a fresh certificate, so one paused for long
+	// does not come back with an expired one. A failed renewal leaves it
+	// running on its current certificate: logged, not fatal.
+	if err := r.renew(ctx, in); err != nil {
+		r.logger.Warn("certificate renewal failed", "instance", id, "err", err)
+	}
+	return nil
+}
+
+// renew issues in a new certificate and hands it over at its renewal
+// path, as the router's client certificate alone may.
+func (r *Router) renew(ctx context.Context, in Instance) error {
+	cert, key, err := r.ca.IssueInstance(string(in.ID), r.certTTL)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(certs.Renewal{Cert: string(cert), Key: string(key)})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.healthTimeout)
+	defer cancel()
+	delay := 10 * time.Millisecond
+	for {
+		// A resumed pod may take a moment to answer again: retry until the
+		// health timeout.
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, in.Address+certs.RenewPath, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp, err := r.renewer.Do(req)
+		if err == nil {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNoContent {
+				r.logger.Info("certificate renewed", "instance", in.ID)
+				return nil
+			}
+			return fmt.Errorf("renew %s: %s: %s", in.ID, resp.Status, bytes.TrimSpace(msg))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("renew %s: %w", in.ID, err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 500*time.Millisecond)
+	}
 }
 
 func (r *Router) transition(ctx context.Context, id ID, verb string, op func(context.Context, ID) error, to State) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router/docker/agent"
@@ -127,18 +127,33 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	h := agent.Handler(engine, logger, agent.HandlerOptions{Token: token, Images: imgs})
 	if !cfg.MachinesUseTLS {
+		// Deny by default: plain HTTP carries the token, and every user's
+		// launch, in clear.
+		if !cfg.Router.InsecureLegacy {
+			return errors.New("refusing plain HTTP: set machines_use_tls (with agent.tls_cert_path, agent.tls_key_path and certificate_bundle_path), or insecure_legacy: true")
+		}
+		logger.Warn("INSECURE: machines_use_tls is off (allowed by insecure_legacy): the router's token and users' launches reach this agent in clear")
 		return httpx.ListenAndServe(ctx, logger, addr, h)
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.Agent.TLSCertPath), cfg.Path(cfg.Agent.TLSKeyPath))
+	c, err := os.ReadFile(cfg.Path(cfg.Agent.TLSCertPath))
 	if err != nil {
 		return fmt.Errorf("agent certificate: %w", err)
 	}
-	ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	k, err := os.ReadFile(cfg.Path(cfg.Agent.TLSKeyPath))
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return fmt.Errorf("agent key: %w", err)
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "tls", true)
-	err = httpx.Serve(ctx, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, ln, 500*time.Millisecond)
+	kp, err := certs.NewKeypair(c, k)
+	if err != nil {
+		return fmt.Errorf("agent certificate: %w", err)
+	}
+	routers, err := certs.LoadPool(cfg.Path(cfg.CertificateBundlePath))
+	if err != nil {
+		return fmt.Errorf("certificate_bundle_path: %w", err)
+	}
+	// Mutual TLS: only a client certificate naming the router, from the
+	// bundle's CAs, gets as far as the token check.
+	err = httpx.ListenAndServeTLS(ctx, logger, addr, h, certs.MutualServerConfig(kp, routers, certs.RouterName))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

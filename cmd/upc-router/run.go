@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router"
@@ -65,7 +66,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tr, err := transport(cfg)
+	ca, err := loadCA(cfg, logger)
+	if err != nil {
+		return err
+	}
+	tr, err := transport(cfg, ca)
 	if err != nil {
 		return err
 	}
@@ -95,8 +100,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	core, err := router.New(router.Options{
 		Backend: backend, Catalog: catalog, Logger: logger,
 		HealthTimeout: firstDuration(*launchTimeout, cfg.Router.LaunchTimeout.D()),
-		HTTPClient:    &http.Client{Timeout: 2 * time.Second, Transport: tr},
 		Users:         users, InsecureLegacy: cfg.Router.InsecureLegacy,
+		CA: ca, InstanceCertTTL: cfg.Router.InstanceCertTTL.D(), PlainHTTP: ca == nil,
 	})
 	if err != nil {
 		return err
@@ -108,18 +113,59 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	h := router.Handler(core, logger)
 	addr := firstSet(*listen, cfg.Router.Listen)
 	if !cfg.ServiceRouterUseTLS {
+		logger.Warn("INSECURE: service_router_use_tls is off (allowed by insecure_legacy): tokens and keys reach this router in clear")
 		return httpx.ListenAndServe(ctx, logger, addr, h)
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.Router.TLSCertPath), cfg.Path(cfg.Router.TLSKeyPath))
+	kp, err := loadKeypair(cfg.Path(cfg.Router.TLSCertPath), cfg.Path(cfg.Router.TLSKeyPath))
 	if err != nil {
 		return fmt.Errorf("router certificate: %w", err)
 	}
-	ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+	return httpx.ListenAndServeTLS(ctx, logger, addr, h, certs.ServerConfig(kp, nil))
+}
+
+// loadCA reads the CA the router issues instance certificates from. Deny
+// by default: without one, and without TLS on the router's own port and to
+// its agents, the router starts only under insecure_legacy, loudly.
+func loadCA(cfg *conf.Config, logger *slog.Logger) (*certs.CA, error) {
+	var plain []string
+	if !cfg.ServiceRouterUseTLS {
+		plain = append(plain, "service_router_use_tls is off (clients would reach the router in clear)")
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "tls", true)
-	return httpx.Serve(ctx, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, ln, 500*time.Millisecond)
+	remote := slices.ContainsFunc(cfg.MachineList(), func(m conf.Machine) bool { return !m.Local })
+	if remote && !cfg.MachinesUseTLS {
+		plain = append(plain, "machines_use_tls is off (the router would call its agents in clear)")
+	}
+	var ca *certs.CA
+	if cfg.Router.CACertPath != "" {
+		var err error
+		if ca, err = certs.LoadCA(cfg.Path(cfg.Router.CACertPath), cfg.Path(cfg.Router.CAKeyPath)); err != nil {
+			return nil, fmt.Errorf("router.ca_cert_path: %w", err)
+		}
+	} else {
+		plain = append(plain, "router.ca_cert_path and router.ca_key_path are unset (instances would serve plain HTTP; make a CA with `upc certs init`)")
+	}
+	if len(plain) > 0 {
+		if !cfg.Router.InsecureLegacy {
+			return nil, fmt.Errorf("router: refusing plain HTTP: %s; plain HTTP is allowed only with insecure_legacy: true", strings.Join(plain, "; "))
+		}
+		logger.Warn("INSECURE: plain HTTP allowed by insecure_legacy: " + strings.Join(plain, "; "))
+	}
+	if ca != nil && cfg.CertificateBundlePath == "" {
+		return nil, errors.New("certificate_bundle_path: required with router.ca_cert_path (the CAs clients, agents and instances trust; usually the same ca.crt)")
+	}
+	return ca, nil
+}
+
+func loadKeypair(certPath, keyPath string) (*certs.Keypair, error) {
+	c, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, err
+	}
+	k, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	return certs.NewKeypair(c, k)
 }
 
 // openUsers builds the router's identity store from router.users_file and
@@ -234,21 +280,26 @@ func newBackend(cfg *conf.Config, tr http.RoundTripper, local agent.Options, bin
 	return docker.New(machines, docker.Options{}, logger.With("backend", "docker"))
 }
 
-// transport trusts the configured certificate bundle for agents and instances.
-func transport(cfg *conf.Config) (http.RoundTripper, error) {
+// transport calls agents: verifying them against the certificate bundle
+// and presenting the router's client certificate from ca (mutual TLS).
+func transport(cfg *conf.Config, ca *certs.CA) (http.RoundTripper, error) {
 	if cfg.CertificateBundlePath == "" {
 		return http.DefaultTransport, nil
 	}
-	b, err := os.ReadFile(cfg.Path(cfg.CertificateBundlePath))
+	pool, err := certs.LoadPool(cfg.Path(cfg.CertificateBundlePath))
 	if err != nil {
 		return nil, fmt.Errorf("certificate_bundle_path: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("certificate_bundle_path %s: no PEM certificate in it", cfg.CertificateBundlePath)
+	var client *tls.Certificate
+	if ca != nil {
+		c, err := ca.RouterClient(time.Until(ca.Cert.NotAfter))
+		if err != nil {
+			return nil, err
+		}
+		client = &c
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	t.TLSClientConfig = certs.ClientConfig(pool, client)
 	return t, nil
 }
 

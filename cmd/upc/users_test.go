@@ -38,7 +38,7 @@ func TestUsersCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	core, err := router.New(router.Options{Backend: noBackend{}, Catalog: &conf.Catalog{Services: []conf.Service{
+	core, err := router.New(router.Options{Backend: noBackend{}, PlainHTTP: true, Catalog: &conf.Catalog{Services: []conf.Service{
 		{Name: "pm", Image: "x", Port: 8080, Health: "/healthz"}}}, Users: users})
 	if err != nil {
 		t.Fatal(err)

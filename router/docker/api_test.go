@@ -54,7 +54,7 @@ func newStackLegacy(t *testing.T, weightA, weightB float64, legacy bool) *stack 
 		t.Fatal(err)
 	}
 	s.adminToken = adminToken
-	s.core, err = router.New(router.Options{Backend: b, Catalog: env.Catalog(), HealthTimeout: 15 * time.Second,
+	s.core, err = router.New(router.Options{Backend: b, Catalog: env.Catalog(), HealthTimeout: 15 * time.Second, PlainHTTP: true, // the test image is plain
 		Users: users, InsecureLegacy: legacy})
 	if err != nil {
 		t.Fatal(err)

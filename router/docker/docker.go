@@ -142,7 +142,7 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 	req := agent.LaunchRequest{
 		Instance: string(spec.ID), Service: spec.Service, User: spec.User, Owner: spec.Owner, PM: string(spec.PM),
 		Image: spec.Image, Digest: spec.Digest, Port: spec.Port, Env: spec.Env,
-		CPUMillis: spec.Resources.CPUMillis, MemoryMB: spec.Resources.MemoryMB, Labels: b.opts.Labels,
+		CPUMillis: spec.Resources.CPUMillis, MemoryMB: spec.Resources.MemoryMB, Labels: b.opts.Labels, TLS: spec.TLS,
 	}
 	for _, v := range spec.Volumes {
 		req.Volumes = append(req.Volumes, agent.Volume{Name: v.Name, Path: v.Path, PerUser: v.PerUser})

@@ -2,11 +2,19 @@ package docker_test
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/client"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
@@ -15,9 +23,11 @@ import (
 )
 
 // TestPMThroughRouterDocker launches the real PM image from the built-in
-// catalog, pinned by the image manifest, through the router: it answers,
-// reports the pinned digest, stops answering while paused, and its per-user
-// volume outlives the instance.
+// catalog, pinned by the image manifest, through the router: it answers
+// over TLS with the certificate the router issued it (and refuses plain
+// HTTP and clients of another CA), reports the pinned digest, stops
+// answering while paused, comes back from a resume with a renewed
+// certificate, and its per-user volume outlives the instance.
 func TestPMThroughRouterDocker(t *testing.T) {
 	ctx := context.Background()
 	m := imagestest.Require(t, "pm")
@@ -28,7 +38,8 @@ func TestPMThroughRouterDocker(t *testing.T) {
 	m.Pin(cat)
 	d := newDeployment(t)
 	b := backend(t, docker.Machine{Name: "local", Weight: 1, Driver: d.engine(t, "pm")})
-	r, err := router.New(router.Options{Backend: b, Catalog: cat})
+	ca, foreign := certstest.New(t), certstest.New(t)
+	r, err := router.New(router.Options{Backend: b, Catalog: cat, CA: ca.CA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,19 +50,52 @@ func TestPMThroughRouterDocker(t *testing.T) {
 	if in.Service != "pm" || in.Digest != m.Images["pm"].ID || in.Image != m.Images["pm"].Ref {
 		t.Fatalf("launched %+v, want pm running %s", in, m.Images["pm"].ID)
 	}
-	if code, _, err := routertest.Get(in.Address, "/healthz"); err != nil || code != 200 {
-		t.Fatalf("pm health: %d %v", code, err)
+	if !strings.HasPrefix(in.Address, "https://") {
+		t.Fatalf("address %s: want https", in.Address)
+	}
+	hc := ca.Client(2 * time.Second)
+	health := func(c *http.Client, url string) (*x509.Certificate, error) {
+		resp, err := c.Get(url + "/healthz")
+		if err != nil {
+			return nil, err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return nil, fmt.Errorf("status %s", resp.Status)
+		}
+		if resp.TLS == nil {
+			return nil, errors.New("answered without TLS")
+		}
+		return resp.TLS.PeerCertificates[0], nil
+	}
+	first, err := health(hc, in.Address)
+	if err != nil {
+		t.Fatalf("pm health over TLS: %v", err)
+	}
+	if first.DNSNames[0] != certs.InstanceName(string(in.ID)) {
+		t.Errorf("pm certificate names %v, want %s", first.DNSNames, certs.InstanceName(string(in.ID)))
+	}
+	if code, body, err := routertest.Get("http://"+strings.TrimPrefix(in.Address, "https://"), "/healthz"); err != nil || code != 400 {
+		t.Errorf("plain HTTP to the pm: %d %q %v, want 400", code, body, err)
+	}
+	if _, err := health(foreign.Client(2*time.Second), in.Address); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("a client of another CA: %v, want unknown authority", err)
 	}
 	if err := r.Pause(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := routertest.Get(in.Address, "/healthz"); err == nil {
+	if _, err := health(hc, in.Address); err == nil {
 		t.Fatal("paused pm answered")
 	}
 	if err := r.Resume(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}
-	routertest.Eventually(t, "resumed pm answers", func() error { _, _, err := routertest.Get(in.Address, "/healthz"); return err })
+	var renewed *x509.Certificate
+	// A new connection: the one from before the pause survived it.
+	routertest.Eventually(t, "resumed pm answers", func() error { renewed, err = health(ca.Client(2*time.Second), in.Address); return err })
+	if renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Error("the resumed pm serves the certificate it had before the pause: not renewed")
+	}
 	if err := r.Delete(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}

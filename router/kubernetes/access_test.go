@@ -15,6 +15,7 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/api"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
@@ -44,13 +45,14 @@ func TestClusterAccess(t *testing.T) {
 			WarmPool: map[string]int{"pm": 1}, Catalog: cat})
 	}
 	admin := "cluster-access-admin-token-0123456789abcdef"
+	ca := certstest.New(t).CA
 	users, err := router.OpenUsers("", admin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	serve := func(be router.Backend) (*router.Router, *httptest.Server) {
 		r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: time.Minute,
-			HTTPClient: &http.Client{Timeout: 2 * time.Second}, Users: users})
+			Users: users, CA: ca}) // TLS on every instance, verified by the router
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -133,7 +133,11 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 		if err != nil {
 			return router.Instance{}, err
 		}
-		addr = "http://" + net.JoinHostPort(host, strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
+		scheme := "http://"
+		if spec.TLS {
+			scheme = "https://"
+		}
+		addr = scheme + net.JoinHostPort(host, strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
 		svc, err = b.annotate(ctx, svc.Name, map[string]*string{AnnAddress: &addr})
 		if err != nil {
 			return router.Instance{}, err
@@ -224,8 +228,14 @@ func readiness(spec router.Spec) *corev1.Probe {
 	if spec.Health == "" {
 		return nil
 	}
+	// The kubelet probes HTTPS without verifying: readiness only.
+	scheme := corev1.URISchemeHTTP
+	if spec.TLS {
+		scheme = corev1.URISchemeHTTPS
+	}
 	return &corev1.Probe{
-		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: spec.Health, Port: intstr.FromInt32(int32(spec.Port))}},
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: spec.Health, Port: intstr.FromInt32(int32(spec.Port)),
+			Scheme: scheme}},
 		PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: 3,
 	}
 }

@@ -134,7 +134,7 @@ func TestClusterKeptVolumeBindsNewClaim(t *testing.T) {
 		Volumes: []conf.Volume{{Name: "data", Path: "/data", PerUser: true}}}}}
 	be := newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: true})
 	r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: time.Minute,
-		HTTPClient: &http.Client{Timeout: 2 * time.Second}})
+		HTTPClient: &http.Client{Timeout: 2 * time.Second}, PlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}

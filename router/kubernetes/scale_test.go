@@ -160,7 +160,7 @@ func BenchmarkClusterRealLaunchToAnswer(b *testing.B) {
 				be := newBackend(b, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: c.local != "",
 					WarmPool: map[string]int{pm.Name: pool}, Catalog: cat})
 				r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: time.Minute,
-					HTTPClient: &http.Client{Timeout: time.Second}})
+					HTTPClient: &http.Client{Timeout: time.Second}, PlainHTTP: true})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -94,7 +94,9 @@ func (e Env) Catalog() *conf.Catalog {
 // Router builds a router core over b with the suite's catalog.
 func (e Env) Router(t *testing.T, b router.Backend) *router.Router {
 	t.Helper()
-	r, err := router.New(router.Options{Backend: b, Catalog: e.Catalog(), HealthTimeout: 15 * time.Second, HTTPClient: e.HTTP})
+	// The suite's test image serves plain HTTP: it checks backends'
+	// lifecycles; instances' TLS is tested with the real services.
+	r, err := router.New(router.Options{Backend: b, Catalog: e.Catalog(), HealthTimeout: 15 * time.Second, HTTPClient: e.HTTP, PlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}

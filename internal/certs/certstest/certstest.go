@@ -27,7 +27,7 @@ type CA struct {
 func New(t testing.TB) *CA {
 	t.Helper()
 	// Distinct names: two CAs of one test must not look alike to a verifier.
-	ca, err := certs.NewCA(fmt.Sprintf("test CA %s #%d", t.Name(), n.Add(1)), 24*time.Hour)
+	ca, err := certs.NewCA(fmt.Sprintf("test CA %s #%d", t.Name(), n.Add(1)), 30*24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

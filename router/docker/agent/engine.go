@@ -206,6 +206,11 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	labels[LabelService] = req.Service
 	labels[LabelUser] = req.User
 	labels[LabelImage] = req.Image
+	if req.TLS {
+		labels[LabelScheme] = "https"
+	} else {
+		delete(labels, LabelScheme)
+	}
 	labels[LabelPort] = strconv.Itoa(req.Port)
 	labels[LabelAgent] = e.opts.Name
 	delete(labels, LabelOwner)
@@ -301,9 +306,17 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	}
 	return Container{
 		Instance: req.Instance, Service: req.Service, User: req.User, Owner: req.Owner, PM: req.PM,
-		Address: "http://" + hostJoin(adverts, hostPort),
+		Address: scheme(labels) + hostJoin(adverts, hostPort),
 		Image:   req.Image, Digest: c.Image, State: state, Created: createdAt, ContainerID: c.ID,
 	}, nil
+}
+
+// scheme is the URL scheme of a container with labels.
+func scheme(labels map[string]string) string {
+	if labels[LabelScheme] == "https" {
+		return "https://"
+	}
+	return "http://"
 }
 
 func hostJoin(host, port string) string {
@@ -344,7 +357,7 @@ func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error
 		if p, err := strconv.Atoi(s.Labels[LabelPort]); err == nil {
 			for _, ps := range s.Ports {
 				if int(ps.PrivatePort) == p && ps.PublicPort != 0 && ps.Type == "tcp" {
-					c.Address = "http://" + hostJoin(adverts, strconv.Itoa(int(ps.PublicPort)))
+					c.Address = scheme(s.Labels) + hostJoin(adverts, strconv.Itoa(int(ps.PublicPort)))
 					break
 				}
 			}

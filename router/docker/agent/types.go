@@ -32,6 +32,9 @@ const (
 	// lists, clears and adopts only its own, so several agents (or tests
 	// beside a real deployment) can share one engine.
 	LabelAgent = "upc.agent"
+	// LabelScheme is "https" on an instance serving TLS (the router gave it
+	// a certificate), so its address keeps the scheme after a restart.
+	LabelScheme = "upc.scheme"
 )
 
 // LaunchRequest describes one instance to start.
@@ -50,6 +53,8 @@ type LaunchRequest struct {
 	Volumes   []Volume          `json:"volumes,omitempty"`
 	// Labels are extra labels (tests add upc.test=1).
 	Labels map[string]string `json:"labels,omitempty"`
+	// TLS: the instance serves HTTPS; its address says so.
+	TLS bool `json:"tls,omitempty"`
 }
 
 // Volume is a mount; PerUser volumes are named for the user and outlive the
