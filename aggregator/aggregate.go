@@ -68,7 +68,8 @@ const (
 type Options struct {
 	// Router launches and deletes the users' instances.
 	Router client.Router
-	// HTTP reaches the instances (nil: a client with keep-alives).
+	// HTTP reaches the instances (required): over TLS, verifying them
+	// against the operator's CA (certs.InstanceClient).
 	HTTP *http.Client
 	// Query is what to ask.
 	Query Query
@@ -121,6 +122,11 @@ func (o *Options) validate(needRouter bool) error {
 	if needRouter && o.Router == nil {
 		errs = append(errs, errors.New("router: required"))
 	}
+	if needRouter && o.HTTP == nil {
+		// No default: a default client would speak plain HTTP, or trust
+		// no instance certificate.
+		errs = append(errs, errors.New("HTTP: required (a client of the instances: certs.InstanceClient with the operator's CA)"))
+	}
 	switch o.Query.Kind {
 	case Count, Metrics:
 	default:
@@ -158,9 +164,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.Upload == "" {
 		o.Upload = UploadBatch
-	}
-	if o.HTTP == nil {
-		o.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}}
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Minute

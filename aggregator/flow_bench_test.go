@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -140,7 +141,7 @@ func BenchmarkUserCPU(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		r := &inProcess{b: b, live: map[string]func(){}, pms: map[string]string{}}
 		c0 := processCPU()
-		res, err := Run(context.Background(), files, Options{Router: r, Query: q, Parallel: 2, SharedServices: true,
+		res, err := Run(context.Background(), files, Options{Router: r, HTTP: &http.Client{}, Query: q, Parallel: 2, SharedServices: true, // in process, plain
 			RunID: fmt.Sprint("bench-", i), Progress: io.Discard})
 		cpu += processCPU() - c0
 		if err != nil {

@@ -109,7 +109,7 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	rc := tr.Admin(t)
 	rr := &recordingRouter{Router: client.NewRouter(rc), pms: map[string]api.Instance{}}
 	seed := uint64(7)
-	base := aggregator.Options{Router: rr, Query: aggregator.Query{Kind: aggregator.Count, Count: q}, Parallel: 3, Seed: &seed,
+	base := aggregator.Options{Router: rr, HTTP: tr.HTTP(), Query: aggregator.Query{Kind: aggregator.Count, Count: q}, Parallel: 3, Seed: &seed,
 		Timeout: 8 * time.Minute, Progress: testWriter{t}}
 	run := base
 	run.RunID = fmt.Sprintf("it%d", time.Now().UnixNano())
@@ -117,10 +117,10 @@ func TestIntegrationAggregateCount(t *testing.T) {
 	run.Key = func(file string) string { return "key of " + file }
 	run.RevealTrueTotal = true
 	victim := run.UserID("user-0005")
-	run.HTTP = &http.Client{Transport: killPMBeforeCount{rt: rr, victim: victim, next: http.DefaultTransport}}
+	run.HTTP = &http.Client{Transport: killPMBeforeCount{rt: rr, victim: victim, next: tr.HTTP().Transport}}
 
 	// user-0004 spent its whole budget earlier.
-	broke := &client.Client{Router: rr, User: run.UserID("user-0004")}
+	broke := &client.Client{Router: rr, User: run.UserID("user-0004"), HTTP: tr.HTTP()}
 	inst, err := broke.LaunchPM(ctx, run.Key("user-0004"))
 	if err != nil {
 		t.Fatal(err)

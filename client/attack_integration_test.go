@@ -44,7 +44,7 @@ func TestIntegrationAttacks(t *testing.T) {
 	carolRC := tr.Client(t, tr.AddUser(t, "carol-"+suffix(), api.RoleUser))
 
 	// A's cloud: a PM with a real day in it, and their budget untouched.
-	a := &client.Client{Router: client.NewRouter(aliceRC), User: alice}
+	a := &client.Client{Router: client.NewRouter(aliceRC), User: alice, HTTP: tr.HTTP()}
 	aPM, err := a.LaunchPM(ctx, "alice's own key")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestIntegrationAttacks(t *testing.T) {
 	before := snapshot(ctx, t, a, aPM)
 
 	// B's own cloud, whose credentials B will try on A's.
-	b := &client.Client{Router: client.NewRouter(bobRC), User: bob}
+	b := &client.Client{Router: client.NewRouter(bobRC), User: bob, HTTP: tr.HTTP()}
 	bPM, err := b.LaunchPM(ctx, "bob's key")
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestIntegrationAttacks(t *testing.T) {
 				{"POST", "/pause", `{"address":"` + aPM.Address + `"}`},
 				{"POST", "/clear_containers", ""},
 			} {
-				if code := call(t, c.method, tr.URL+c.path, tok, c.body); code != http.StatusUnauthorized {
+				if code := call(t, tr.RouterHTTP(), c.method, tr.URL+c.path, tok, c.body); code != http.StatusUnauthorized {
 					t.Errorf("%s %s with token %.8q: %d, want 401", c.method, c.path, tok, code)
 				}
 			}
@@ -123,7 +123,7 @@ func TestIntegrationAttacks(t *testing.T) {
 			}
 		}
 		for _, p := range []string{"/kill", "/pause"} {
-			if code := call(t, "POST", tr.URL+p, bobTok, `{"address":"`+aPM.Address+`"}`); code != http.StatusForbidden {
+			if code := call(t, tr.RouterHTTP(), "POST", tr.URL+p, bobTok, `{"address":"`+aPM.Address+`"}`); code != http.StatusForbidden {
 				t.Errorf("B %s A's pm by address: %d, want 403", p, code)
 			}
 		}
@@ -160,7 +160,7 @@ func TestIntegrationAttacks(t *testing.T) {
 				{"POST", pmapi.PathGrants, `{"service":"count","read":["*"],"spend":1}`},
 				{"GET", pmapi.PathGrants, ""},
 			} {
-				if code := call(t, p.method, aPM.Address+p.path, c.tok, p.body); code != want {
+				if code := call(t, tr.HTTP(), p.method, aPM.Address+p.path, c.tok, p.body); code != want {
 					t.Errorf("%s: %s %s at A's pm: %d, want %d", c.who, p.method, p.path, code, want)
 				}
 			}
@@ -172,7 +172,7 @@ func TestIntegrationAttacks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pg := pmclient.New(aPM.Address, nil, pmclient.WithToken(g.Token))
+		pg := pmclient.New(aPM.Address, tr.HTTP(), pmclient.WithToken(g.Token))
 		docs, err := pg.Find(ctx, pmclient.FindRequest{StageName: pmapi.Usercache})
 		if err != nil || len(docs) != 0 {
 			t.Errorf("a grant for another stream read %d of A's documents (err %v)", len(docs), err)
@@ -203,7 +203,7 @@ func TestIntegrationAttacks(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(1500 * time.Millisecond)
-		if _, err := pmclient.New(aPM.Address, nil, pmclient.WithToken(short.Token)).Find(ctx, pmclient.FindRequest{StageName: pmapi.Usercache}); statusOf(err) != http.StatusForbidden {
+		if _, err := pmclient.New(aPM.Address, tr.HTTP(), pmclient.WithToken(short.Token)).Find(ctx, pmclient.FindRequest{StageName: pmapi.Usercache}); statusOf(err) != http.StatusForbidden {
 			t.Errorf("an expired grant: %v, want 403", err)
 		}
 	})
@@ -215,7 +215,7 @@ func TestIntegrationAttacks(t *testing.T) {
 			if _, err := b.Count(ctx, svc, count.Request{PMAddress: aPM.Address, UUID: alice, Query: q, QueryID: "steal"}); statusOf(err) != http.StatusForbidden {
 				t.Errorf("B's bound count naming A's pm: %v, want 403", err)
 			}
-			if code := call(t, "POST", svc.Address+"/v1/count_query", "", `{}`); code != http.StatusUnauthorized {
+			if code := call(t, tr.HTTP(), "POST", svc.Address+"/v1/count_query", "", `{}`); code != http.StatusUnauthorized {
 				t.Errorf("B's count service without its secret: %d, want 401", code)
 			}
 			return nil
@@ -233,11 +233,11 @@ func TestIntegrationAttacks(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tok := range []string{"", a.PMSecret, bGrant.Token} {
-			if code := call(t, "POST", fresh.Address+pmapi.PathKey, tok, `{"key":"mallory's key"}`); code != http.StatusUnauthorized && code != http.StatusForbidden {
+			if code := call(t, tr.HTTP(), "POST", fresh.Address+pmapi.PathKey, tok, `{"key":"mallory's key"}`); code != http.StatusUnauthorized && code != http.StatusForbidden {
 				t.Errorf("claiming C's fresh pm with %.8q: %d, want 401 or 403", tok, code)
 			}
 		}
-		if err := pmclient.New(fresh.Address, nil, pmclient.WithToken(fresh.Secret)).Unseal(ctx, "carol's key"); err != nil {
+		if err := pmclient.New(fresh.Address, tr.HTTP(), pmclient.WithToken(fresh.Secret)).Unseal(ctx, "carol's key"); err != nil {
 			t.Errorf("C claiming her own fresh pm after the attempts: %v", err)
 		}
 	})
@@ -273,7 +273,7 @@ func snapshot(ctx context.Context, t *testing.T, c *client.Client, pm api.Instan
 
 // call sends one request bearing tok (none when empty) and returns the
 // status.
-func call(t *testing.T, method, url, tok, body string) int {
+func call(t *testing.T, hc *http.Client, method, url, tok, body string) int {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -292,7 +292,7 @@ func call(t *testing.T, method, url, tok, body string) int {
 	case tok != "":
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

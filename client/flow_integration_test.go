@@ -28,7 +28,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 	m := tr.Images
 	user := "user-" + time.Now().Format("150405.000")
 	rc := tr.Client(t, tr.AddUser(t, user, api.RoleUser))
-	c := &client.Client{Router: client.NewRouter(rc), User: user}
+	c := &client.Client{Router: client.NewRouter(rc), User: user, HTTP: tr.HTTP()}
 
 	inst, err := c.LaunchPM(ctx, "correct horse battery staple")
 	if err != nil {
@@ -86,7 +86,7 @@ func TestIntegrationClientFlow(t *testing.T) {
 	if err := c.Pause(ctx, inst.ID); err != nil {
 		t.Fatal(err)
 	}
-	short := pmclient.New(inst.Address, &http.Client{Timeout: 500 * time.Millisecond})
+	short := pmclient.New(inst.Address, tr.CA.Client(500*time.Millisecond))
 	if err := short.Healthz(ctx); err == nil {
 		t.Error("paused pm answered")
 	}

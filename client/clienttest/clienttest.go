@@ -7,8 +7,10 @@ package clienttest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
@@ -33,6 +37,20 @@ type Router struct {
 	Images *images.Manifest
 	// AdminToken is the router admin's token.
 	AdminToken string
+	// CA issued the router's certificate and every instance's.
+	CA *certstest.CA
+	// CAFile is CA's certificate on disk (for `upc client --ca`).
+	CAFile string
+}
+
+// HTTP reaches the router's instances: TLS only, verified against CA.
+func (r Router) HTTP() *http.Client { return r.CA.Client(10 * time.Minute) }
+
+// RouterHTTP reaches the router, verified against CA by its address.
+func (r Router) RouterHTTP() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = certs.ClientConfig(r.CA.Pool(), nil)
+	return &http.Client{Timeout: 10 * time.Minute, Transport: tr}
 }
 
 // Options tune StartRouterWith.
@@ -60,7 +78,7 @@ func (r Router) Admin(t testing.TB) *routerclient.Client {
 // Client is a client of the router bearing token.
 func (r Router) Client(t testing.TB, token string) *routerclient.Client {
 	t.Helper()
-	rc, err := routerclient.New(r.URL, routerclient.WithToken(token))
+	rc, err := routerclient.New(r.URL, routerclient.WithToken(token), routerclient.WithHTTPClient(r.RouterHTTP()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,14 +133,29 @@ func StartRouterWith(t testing.TB, o Options, services ...string) Router {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// TLS on every hop: the router's own port and every instance.
+	ca := certstest.New(t)
 	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: time.Minute,
-		Users: users, InsecureLegacy: o.InsecureLegacy})
+		Users: users, InsecureLegacy: o.InsecureLegacy, CA: ca.CA})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(router.Handler(core, logger))
+	srv := httptest.NewUnstartedServer(router.Handler(core, logger))
+	certPEM, keyPEM, err := ca.CA.Issue(certs.Request{Name: "router", Hosts: []string{"127.0.0.1", "localhost"}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Certificates, not GetCertificate: httptest fills an empty list with
+	// its own certificate, which would win for a client without SNI.
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return Router{URL: srv.URL, Images: m, AdminToken: admin}
+	caFile, _ := ca.Save(t)
+	return Router{URL: srv.URL, Images: m, AdminToken: admin, CA: ca, CAFile: caFile}
 }
 
 func randHex(n int) string {

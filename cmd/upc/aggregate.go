@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
@@ -99,7 +101,7 @@ images of --images (make images), removed with everything it made at the end.`,
 					return err
 				}
 				defer lr.close(o.Logger)
-				o.Router = lr.router
+				o.Router, o.HTTP = lr.router, lr.http
 			} else {
 				c, err := cf.userClient(false)
 				if err != nil {
@@ -130,6 +132,8 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.StringVar(&cf.config, "config", "", "UPC configuration file (default: built-in defaults)")
 	f.StringVar(&cf.routerURL, "router", "", "router base URL (default: from the configuration)")
 	f.StringVar(&cf.tokenFile, "token-file", "", "file holding the caller's router token (default: router.admin_token_file)")
+	f.StringVar(&cf.caFile, "ca", "", "the operator's CA certificate to verify the router and the instances with (default: certificate_bundle_path)")
+	f.BoolVar(&cf.plainHTTP, "plain-http", false, "INSECURE: allow plain HTTP to instances (a legacy deployment without TLS)")
 	f.StringVar(&data, "data", "", "folder of user day files (one user each)")
 	f.StringVar(&queryFile, "query", "", "query file (the original's example_count_query.json / example_metric_query.json format)")
 	f.StringVar(&out, "out", "", "folder receiving result.json, result.md and phases.svg")
@@ -163,6 +167,7 @@ func loadAverage() string {
 // on a network of its own; close removes all it made.
 type localRouter struct {
 	router  client.Router
+	http    *http.Client // the instances, over TLS, verified by the run's CA
 	cli     *moby.Client
 	srv     *httptest.Server
 	name    string
@@ -208,11 +213,25 @@ func startLocalRouter(ctx context.Context, imagesPath string, logger *slog.Logge
 		lr.close(logger)
 		return nil, err
 	}
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users})
+	// A CA for this run alone: every instance serves TLS with a
+	// certificate from it, and this process is all that trusts it.
+	ca, err := certs.NewCA("upc aggregate --local "+id, 24*time.Hour)
 	if err != nil {
 		lr.close(logger)
 		return nil, err
 	}
+	roots, err := certs.Pool(ca.CertPEM)
+	if err != nil {
+		lr.close(logger)
+		return nil, err
+	}
+	lr.http = certs.InstanceClient(roots, 0)
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users, CA: ca})
+	if err != nil {
+		lr.close(logger)
+		return nil, err
+	}
+	// The router itself is in process, reached over loopback only.
 	lr.srv = httptest.NewServer(router.Handler(core, logger))
 	rc, err := routerclient.New(lr.srv.URL, routerclient.WithToken(admin))
 	if err != nil {

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/count"
@@ -33,6 +34,8 @@ type clientFlags struct {
 	user         string
 	pmSecretFile string
 	spendCap     float64
+	caFile       string
+	plainHTTP    bool
 }
 
 func (f *clientFlags) load() (*conf.Config, error) {
@@ -42,24 +45,57 @@ func (f *clientFlags) load() (*conf.Config, error) {
 	return conf.Load(f.config)
 }
 
-// httpClient trusts the configuration's certificate bundle when TLS is on.
-func httpClient(cfg *conf.Config) (*http.Client, error) {
-	hc := &http.Client{Timeout: 10 * time.Minute}
-	if cfg.CertificateBundlePath == "" {
-		return hc, nil
+// roots is the CA bundle to trust: caFile, else the configuration's
+// certificate_bundle_path; nil when neither is set (system roots).
+func roots(cfg *conf.Config, caFile string) (*x509.CertPool, error) {
+	path := caFile
+	if path == "" && cfg.CertificateBundlePath != "" {
+		path = cfg.Path(cfg.CertificateBundlePath)
 	}
-	pem, err := os.ReadFile(cfg.Path(cfg.CertificateBundlePath))
+	if path == "" {
+		return nil, nil
+	}
+	return certs.LoadPool(path)
+}
+
+// httpClient calls the router, verifying it by its host name against the
+// CA bundle (--ca, else certificate_bundle_path; system roots without one).
+func httpClient(cfg *conf.Config, caFile string) (*http.Client, error) {
+	pool, err := roots(cfg, caFile)
 	if err != nil {
-		return nil, fmt.Errorf("read certificate bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("certificate bundle %s: no PEM certificate in it", cfg.CertificateBundlePath)
+		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	hc.Transport = tr
-	return hc, nil
+	tr.TLSClientConfig = certs.ClientConfig(pool, nil)
+	return &http.Client{Timeout: 10 * time.Minute, Transport: tr}, nil
+}
+
+// instanceClient calls the user's instances: over TLS only, each verified
+// as an instance of the CA bundle's. plain (--plain-http) allows plain
+// HTTP to a legacy deployment, loudly.
+func instanceClient(cfg *conf.Config, caFile string, plain bool, stderr io.Writer) (*http.Client, error) {
+	if plain {
+		fmt.Fprintln(stderr, "upc: WARNING: --plain-http: your key, secrets and data may cross the network in clear")
+		return &http.Client{Timeout: 10 * time.Minute}, nil
+	}
+	pool, err := roots(cfg, caFile)
+	if err != nil {
+		return nil, err
+	}
+	if pool == nil {
+		return nil, errors.New("no CA to verify your instances with: give --ca FILE (the operator's ca.crt) or certificate_bundle_path in --config; --plain-http only for a legacy deployment without TLS")
+	}
+	return certs.InstanceClient(pool, 10*time.Minute), nil
+}
+
+// failing answers every request with err.
+type failing struct{ err error }
+
+func (f failing) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return nil, f.err
 }
 
 // userClient builds the user's client from the flags and configuration.
@@ -71,9 +107,15 @@ func (f *clientFlags) userClient(needUser bool) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc, err := httpClient(cfg)
+	hc, err := httpClient(cfg, f.caFile)
 	if err != nil {
 		return nil, err
+	}
+	// Commands that reach only the router (pause, delete) need no CA: a
+	// missing one is reported when an instance is first called.
+	ic, err := instanceClient(cfg, f.caFile, f.plainHTTP, os.Stderr)
+	if err != nil {
+		ic = &http.Client{Transport: failing{err}}
 	}
 	base := f.routerURL
 	if base == "" {
@@ -96,7 +138,7 @@ func (f *clientFlags) userClient(needUser bool) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client.Client{Router: client.NewRouter(rc), User: f.user, HTTP: hc}, nil
+	return &client.Client{Router: client.NewRouter(rc), User: f.user, HTTP: ic}, nil
 }
 
 // userKey reads the user's secret from UPC_KEY_FILE or UPC_KEY (never a flag,
@@ -133,6 +175,8 @@ func newClientCmd(g *globals) *cobra.Command {
 	pf.StringVar(&f.routerURL, "router", "", "router base URL (default: from the configuration)")
 	pf.StringVar(&f.tokenFile, "token-file", "", "file holding the caller's router token (upc users add prints one; default: router.admin_token_file)")
 	pf.StringVar(&f.user, "user", "", "the user's id")
+	pf.StringVar(&f.caFile, "ca", "", "the operator's CA certificate (ca.crt) to verify the router and your instances with (default: certificate_bundle_path)")
+	pf.BoolVar(&f.plainHTTP, "plain-http", false, "INSECURE: allow plain HTTP to instances (a legacy deployment without TLS)")
 	pf.Float64Var(&f.spendCap, "spend-cap", client.DefaultSpendCap, "the most ε a service launched by this command may charge the user's budget (its grant's cap)")
 	pf.StringVar(&f.pmSecretFile, "pm-secret-file", "", "file holding the PM's owner credential, as launch --secret-out wrote it (default: $UPC_PM_SECRET_FILE, then $UPC_PM_SECRET)")
 

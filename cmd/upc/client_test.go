@@ -38,6 +38,8 @@ func TestClientBadInput(t *testing.T) {
 		want string
 	}{
 		{"launch without key", []string{"client", "launch", "--user", "u"}, "no key"},
+		{"missing CA file", []string{"client", "--ca", filepath.Join(dir, "nope.crt"), "delete", "x"}, "CA bundle"},
+		{"CA file that is no certificate", []string{"client", "--ca", empty, "delete", "x"}, "no PEM certificate"},
 		{"launch with empty key file", []string{"client", "launch", "--user", "u", "--key-file", empty}, "is empty"},
 		{"launch with missing key file", []string{"client", "launch", "--user", "u", "--key-file", filepath.Join(dir, "nope")}, "read key"},
 		{"launch without user", []string{"client", "launch", "--key-file", "/etc/hostname"}, "--user is required"},
@@ -107,7 +109,7 @@ func TestIntegrationClientCommands(t *testing.T) {
 	upc := func(args ...string) string {
 		t.Helper()
 		var out, errb bytes.Buffer
-		all := append([]string{"client", "--router", tr.URL, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user}, args...)
+		all := append([]string{"client", "--router", tr.URL, "--ca", tr.CAFile, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user}, args...)
 		if err := run(context.Background(), all, &out, &errb); err != nil {
 			t.Fatalf("upc %s: %v\n%s", strings.Join(all, " "), err, errb.String())
 		}
@@ -117,7 +119,7 @@ func TestIntegrationClientCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(upc("launch", "--key-file", keyFile, "--secret-out", secretFile)), &inst); err != nil {
 		t.Fatal(err)
 	}
-	if inst.ID == "" || !strings.HasPrefix(inst.Address, "http://") || inst.Digest != tr.Images.Images["pm"].ID || inst.Secret != "" {
+	if inst.ID == "" || !strings.HasPrefix(inst.Address, "https://") || inst.Digest != tr.Images.Images["pm"].ID || inst.Secret != "" {
 		t.Fatalf("launch printed %+v (want no secret on standard output)", inst)
 	}
 	if fi, err := os.Stat(secretFile); err != nil || fi.Mode().Perm() != 0o600 {
@@ -156,7 +158,7 @@ func TestIntegrationClientCommands(t *testing.T) {
 	}
 	// Gone: a second delete is an error naming the instance.
 	var errb bytes.Buffer
-	err = run(context.Background(), []string{"client", "--router", tr.URL, "--token-file", tokenFile, "delete", inst.ID}, &bytes.Buffer{}, &errb)
+	err = run(context.Background(), []string{"client", "--router", tr.URL, "--ca", tr.CAFile, "--token-file", tokenFile, "delete", inst.ID}, &bytes.Buffer{}, &errb)
 	if err == nil || !strings.Contains(err.Error(), inst.ID) {
 		t.Errorf("second delete = %v", err)
 	}
@@ -191,7 +193,7 @@ func TestIntegrationClientServices(t *testing.T) {
 	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
 	upcErr := func(args ...string) (string, error) {
 		var out, errb bytes.Buffer
-		all := append([]string{"client", "--router", tr.URL, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user}, args...)
+		all := append([]string{"client", "--router", tr.URL, "--ca", tr.CAFile, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user}, args...)
 		err := run(context.Background(), all, &out, &errb)
 		if err != nil {
 			t.Logf("upc %s: %v\n%s", strings.Join(all, " "), err, errb.String())

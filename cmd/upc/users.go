@@ -20,6 +20,7 @@ type usersFlags struct {
 	config    string
 	routerURL string
 	tokenFile string
+	caFile    string
 }
 
 // client builds the admin's router client: --router (else the config's
@@ -30,7 +31,7 @@ func (f *usersFlags) client() (*routerclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc, err := httpClient(cfg)
+	hc, err := httpClient(cfg, f.caFile)
 	if err != nil {
 		return nil, err
 	}
@@ -67,6 +68,7 @@ func newUsersCmd(g *globals) *cobra.Command {
 	pf.StringVar(&f.config, "config", "", "UPC configuration file (default: built-in defaults)")
 	pf.StringVar(&f.routerURL, "router", "", "router base URL (default: from the configuration)")
 	pf.StringVar(&f.tokenFile, "token-file", "", "file holding an admin's token (default: router.admin_token_file)")
+	pf.StringVar(&f.caFile, "ca", "", "CA certificate to verify the router with (default: certificate_bundle_path)")
 
 	var role string
 	add := &cobra.Command{

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -329,5 +330,26 @@ func TestRenewal(t *testing.T) {
 	defer conn.Close()
 	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first) == 0 {
 		t.Error("after renewal the old certificate is still served")
+	}
+}
+
+func TestTLSOnlyRefusesPlain(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit := make(chan struct{}, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hit <- struct{}{} }), ReadHeaderTimeout: time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := InstanceClient(pool(t, newCA(t)), time.Second)
+	_, err = c.Post("http://"+ln.Addr().String()+"/unseal", "application/json", strings.NewReader(`{"key":"secret"}`))
+	if !errors.Is(err, ErrPlainHTTP) {
+		t.Fatalf("plain request: %v, want ErrPlainHTTP", err)
+	}
+	select {
+	case <-hit:
+		t.Fatal("the plain request reached the server")
+	default:
 	}
 }

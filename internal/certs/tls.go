@@ -225,5 +225,30 @@ func (s *Serving) Client(timeout time.Duration) *http.Client {
 	if s == nil {
 		return &http.Client{Timeout: timeout}
 	}
-	return &http.Client{Timeout: timeout, Transport: s.Transport()}
+	return InstanceClient(s.Roots, timeout)
+}
+
+// TLSOnly refuses every request that is not https, before it leaves: a
+// client holding keys, secrets or grants never sends them in clear by
+// mistake (an http:// address from a legacy router, say).
+func TLSOnly(rt http.RoundTripper) http.RoundTripper { return tlsOnly{rt} }
+
+type tlsOnly struct{ next http.RoundTripper }
+
+// ErrPlainHTTP is what TLSOnly answers a plain request with.
+var ErrPlainHTTP = errors.New("refusing plain HTTP: this client speaks only TLS to instances (the address is http://)")
+
+func (t tlsOnly) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme != "https" {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, fmt.Errorf("%w: %s", ErrPlainHTTP, r.URL.Redacted())
+	}
+	return t.next.RoundTrip(r)
+}
+
+// InstanceClient calls instances over TLS only, verified against roots.
+func InstanceClient(roots *x509.CertPool, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: TLSOnly(InstanceTransport(roots))}
 }

@@ -53,9 +53,9 @@ func (c *CA) InstanceEnv(id string) map[string]string {
 	return map[string]string{certs.EnvCert: string(cert), certs.EnvKey: string(key), certs.EnvCA: string(c.CertPEM)}
 }
 
-// Client calls instances, verifying them against the CA.
+// Client calls instances over TLS only, verifying them against the CA.
 func (c *CA) Client(timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: certs.InstanceTransport(c.Pool())}
+	return certs.InstanceClient(c.Pool(), timeout)
 }
 
 // InstanceTLS is an instance client's TLS configuration.
