@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -159,6 +160,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			token: token, users: users, rep: rep, dir: dir, started: started, progress: progress, logger: logger})
 	}
 
+	// TLS on every hop, with a CA of the run's own.
+	agentHosts := []string{}
+	for _, a := range sc.Deployment.Agents {
+		agentHosts = append(agentHosts, a.Name)
+	}
+	pki, err := newRunPKI([]string{"router", "127.0.0.1", "localhost"}, append(agentHosts, "127.0.0.1", "localhost"))
+	if err != nil {
+		return nil, fmt.Errorf("run CA: %w", err)
+	}
+
 	// Stand up. The tear-down below runs whatever happens from here on.
 	var deployCfg []byte // the configuration the router and agents read, kept with the report
 	fmt.Fprintf(progress, "run %s: %d users, parallel %d; standing up %d agents and the router\n", run, len(users), sc.Parallel, len(sc.Deployment.Agents))
@@ -171,15 +182,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Agents:      sc.Deployment.Agents,
 		Timeout:     time.Duration(sc.Timeouts.Standup),
 		Logger:      logger,
+		TLS:         pki.probe,
 		FilesFor: func(d *standup.Deployment) (map[string][]byte, error) {
-			cfg, err := DeploymentConfig(d)
+			cfg, err := deploymentConfig(d, pki)
 			if err != nil {
 				return nil, err
 			}
 			deployCfg = cfg
 			rep.Deployment.ConfigFile = "deployment.json"
-			return map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON, standup.TokenPath: []byte(token + "\n"),
-				standup.AgentTokenPath: []byte(agentToken + "\n")}, nil
+			files := map[string][]byte{standup.ConfigPath: cfg, standup.ImagesPath: imagesJSON, standup.TokenPath: []byte(token + "\n"),
+				standup.AgentTokenPath: []byte(agentToken + "\n")}
+			maps.Copy(files, pki.files)
+			return files, nil
 		},
 	})
 	cancelUp()
@@ -194,15 +208,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			rep.Deployment.Agents = append(rep.Deployment.Agents, report.AgentInfo{Name: a.Name, Weight: a.Weight, Address: a.Address})
 		}
 		rc, err := routerclient.New(dep.RouterURL, routerclient.WithToken(token),
-			routerclient.WithHTTPClient(&http.Client{Timeout: time.Duration(sc.Timeouts.Step)}))
+			routerclient.WithHTTPClient(pki.routerHTTP(time.Duration(sc.Timeouts.Step))))
 		if err != nil {
 			rep.Error = "router client: " + err.Error()
 		} else {
 			// Each simulated user signs in as a router identity of their
 			// own, made by the admin: the run exercises access control as
 			// a city's users would meet it.
-			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step))}
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step))),
+				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
 			rep.Deployment.Access = accessOn
+			rep.Deployment.TLS = tlsOn
 			rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress, Start: started,
 			})
@@ -252,13 +268,13 @@ const accessOn = "on: a router identity per user, owner checks, instance secrets
 
 // signIn makes each user a router identity with admin (a client bearing
 // the admin token) and returns their client of the router at base.
-func signIn(admin *routerclient.Client, base string, timeout time.Duration) func(ctx context.Context, user string) (userclient.Router, error) {
+func signIn(admin *routerclient.Client, base string, hc *http.Client) func(ctx context.Context, user string) (userclient.Router, error) {
 	return func(ctx context.Context, user string) (userclient.Router, error) {
 		u, err := admin.AddUser(ctx, user, routerapi.RoleUser)
 		if err != nil {
 			return nil, err
 		}
-		rc, err := routerclient.New(base, routerclient.WithToken(u.Token), routerclient.WithHTTPClient(&http.Client{Timeout: timeout}))
+		rc, err := routerclient.New(base, routerclient.WithToken(u.Token), routerclient.WithHTTPClient(hc))
 		if err != nil {
 			return nil, err
 		}
@@ -315,10 +331,10 @@ func RunID(t time.Time) string {
 	return t.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
 }
 
-// DeploymentConfig is the conf.Config the router and the agents read: one
+// deploymentConfig is the conf.Config the router and the agents read: one
 // machine per agent with its weight, the run's network, instance ports
-// published on the network's gateway address.
-func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
+// published on the network's gateway address, TLS on every hop with pki.
+func deploymentConfig(d *standup.Deployment, pki *runPKI) ([]byte, error) {
 	c := conf.Default()
 	c.UPCMode = conf.ModeDocker
 	c.ServiceRouterIP = "router"
@@ -340,6 +356,7 @@ func DeploymentConfig(d *standup.Deployment) ([]byte, error) {
 	c.Agent.Listen = fmt.Sprintf(":%d", standup.AgentPort)
 	c.Agent.PublishIP = d.Gateway
 	c.Agent.Advertise = d.Gateway
+	pki.configure(c, true)
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("deployment config: %w", err)
 	}

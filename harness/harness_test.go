@@ -74,6 +74,16 @@ func TestIntegrationE2EDockerOneDay(t *testing.T) {
 	if !strings.HasPrefix(u.Placement, "agent-") {
 		t.Errorf("placement %q", u.Placement)
 	}
+	// TLS on every hop: the router's URL, the configuration the router and
+	// agents ran with, and the report saying so.
+	if !strings.HasPrefix(r.Deployment.Router, "https://") || r.Deployment.TLS != tlsOn {
+		t.Errorf("router %s, TLS %q: want https and %q", r.Deployment.Router, r.Deployment.TLS, tlsOn)
+	}
+	if cfg, err := os.ReadFile(filepath.Join(res.Dir, "deployment.json")); err != nil ||
+		!strings.Contains(string(cfg), `"service_router_use_tls": true`) || !strings.Contains(string(cfg), `"machines_use_tls": true`) ||
+		!strings.Contains(string(cfg), `"ca_cert_path"`) {
+		t.Errorf("deployment config without TLS on every hop (%v):\n%s", err, cfg)
+	}
 	if !r.Leftovers.Checked || !r.Leftovers.Empty() {
 		t.Errorf("leftovers %+v", r.Leftovers)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -46,7 +47,7 @@ type kubeDeployment struct {
 
 // standUpKubernetes starts the router for a kubernetes-mode run on the
 // local cluster (make cluster-up). files are copied into /etc/upc.
-func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Scope, routerImage string, files map[string][]byte, timeout time.Duration, logger *slog.Logger) (*kubeDeployment, error) {
+func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Scope, routerImage string, files map[string][]byte, pki *runPKI, timeout time.Duration, logger *slog.Logger) (*kubeDeployment, error) {
 	state, err := cluster.StateDir()
 	if err != nil {
 		return nil, err
@@ -78,6 +79,7 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		NodeSelector: map[string]string{cluster.LabelNode: "real"}, ImageByID: true,
 		HostPathDir: filepath.Join(state, "pv"), GracePeriod: conf.Duration(time.Second),
 	}
+	pki.configure(c, false)
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("kubernetes deployment config: %w", err)
 	}
@@ -86,8 +88,9 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	if err != nil {
 		return nil, err
 	}
-	d := &kubeDeployment{RouterURL: fmt.Sprintf("http://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs}
+	d := &kubeDeployment{RouterURL: fmt.Sprintf("https://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs}
 	all := map[string][]byte{standup.ConfigPath: cfg, "/etc/upc/router.kubeconfig": kc}
+	maps.Copy(all, pki.files)
 	for p, b := range files {
 		all[p] = b
 	}
@@ -118,7 +121,7 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		return nil, fmt.Errorf("start router: %w", err)
 	}
 	// The router's process starting, not a pod: polled with a deadline.
-	hc := &http.Client{Timeout: time.Second}
+	hc := pki.routerHTTP(time.Second)
 	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := hc.Get(d.RouterURL + "/healthz")
@@ -233,9 +236,15 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 	fmt.Fprintf(k.progress, "run %s: %d users, parallel %d; starting the router in kubernetes mode on the local cluster\n", rep.Run, len(k.users), sc.Parallel)
 	t0 := time.Now()
 	upCtx, cancelUp := context.WithTimeout(ctx, time.Duration(sc.Timeouts.Standup))
+	// TLS on every hop, with a CA of the run's own.
+	pki, err := newRunPKI([]string{"router", "127.0.0.1", "localhost"}, nil)
+	if err != nil {
+		cancelUp()
+		return nil, fmt.Errorf("run CA: %w", err)
+	}
 	dep, upErr := standUpKubernetes(upCtx, k.cli, k.scope, k.manifest.Images["router"].ID,
 		map[string][]byte{standup.ImagesPath: k.imagesJSON, standup.TokenPath: []byte(k.token + "\n")},
-		time.Duration(sc.Timeouts.Standup), k.logger)
+		pki, time.Duration(sc.Timeouts.Standup), k.logger)
 	cancelUp()
 	rep.StandupMS = ms(time.Since(t0))
 	if upErr != nil {
@@ -247,15 +256,17 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		rep.Deployment.Network = cluster.NetworkName
 		rep.Deployment.Gateway = cluster.NodeIP
 		rc, err := routerclient.New(dep.RouterURL, routerclient.WithToken(k.token),
-			routerclient.WithHTTPClient(&http.Client{Timeout: time.Duration(sc.Timeouts.Step)}))
+			routerclient.WithHTTPClient(pki.routerHTTP(time.Duration(sc.Timeouts.Step))))
 		if err != nil {
 			rep.Error = "router client: " + err.Error()
 		} else {
 			// Each simulated user signs in as a router identity of their
 			// own, made by the admin: the run exercises access control as
 			// a city's users would meet it.
-			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step))}
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step))),
+				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
 			rep.Deployment.Access = accessOn
+			rep.Deployment.TLS = tlsOn
 			rep.Users = runner.Run(ctx, k.users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
 			})

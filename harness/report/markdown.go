@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"math"
@@ -121,6 +122,7 @@ func Markdown(r *Report) []byte {
 		access = "off"
 	}
 	w("- access control: %s\n", access)
+	w("- TLS: %s\n", cmp.Or(d.TLS, "off"))
 	if d.ConfigFile != "" {
 		w("- configuration the router and agents read: [%s](%s)\n", d.ConfigFile, d.ConfigFile)
 	}

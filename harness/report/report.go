@@ -95,6 +95,8 @@ type Deployment struct {
 	ConfigFile string `json:"config_file,omitempty"`
 	// Access says whether the run had access control on, and how.
 	Access string `json:"access,omitempty"`
+	// TLS says whether the run's hops were encrypted, and how.
+	TLS string `json:"tls,omitempty"`
 }
 
 // AgentInfo is one machine agent.

@@ -55,7 +55,7 @@ func sample() *Report {
 			{Name: "every_step_succeeds", Held: false, Detail: "1 of 3 users failed: shankari_2015-08-23#1 (upload)"},
 			{Name: "lossless", Held: true, Detail: "2 of 2 compares equal"},
 		},
-		Deployment: Deployment{Backend: "docker", Access: "on: a router identity per user, owner checks, instance secrets, grants", Network: "upc-e2e-x", Gateway: "172.18.0.1", Router: "http://127.0.0.1:32770", ConfigFile: "deployment.json",
+		Deployment: Deployment{Backend: "docker", Access: "on: a router identity per user, owner checks, instance secrets, grants", TLS: "on every hop", Network: "upc-e2e-x", Gateway: "172.18.0.1", Router: "http://127.0.0.1:32770", ConfigFile: "deployment.json",
 			Agents: []AgentInfo{{Name: "agent-a", Weight: 2, Address: "http://agent-a:8080", Placed: 2}, {Name: "agent-b", Weight: 1, Address: "http://agent-b:8080", Placed: 1}}},
 		Leftovers: Leftovers{Checked: true},
 		Environment: Environment{Command: "upc e2e --mode docker --images build/images.json --results results",

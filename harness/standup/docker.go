@@ -8,6 +8,7 @@ package standup
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,10 @@ type Options struct {
 	RouterPort, AgentPort int
 	// Env is set in every container.
 	Env map[string]string
+	// TLS, when set, means the router and agents serve HTTPS: health waits
+	// use it (the CA's roots, and the client certificate agents demand)
+	// and URLs say https.
+	TLS *tls.Config
 }
 
 // Deployment is what Up started.
@@ -77,6 +82,7 @@ type Deployment struct {
 	RouterInternal string
 	Agents         []Agent
 
+	scheme     string // http or https
 	mu         sync.Mutex
 	containers []testcontainers.Container
 	net        *testcontainers.DockerNetwork
@@ -166,7 +172,11 @@ func Up(ctx context.Context, cli *client.Client, opts Options) (d *Deployment, e
 		maps.Copy(files, more)
 		opts.Files = files
 	}
-	d.RouterInternal = fmt.Sprintf("http://router:%d", opts.RouterPort)
+	d.scheme = "http"
+	if opts.TLS != nil {
+		d.scheme = "https"
+	}
+	d.RouterInternal = fmt.Sprintf("%s://router:%d", d.scheme, opts.RouterPort)
 
 	// Agents first: the router checks its machines when it starts.
 	var wg sync.WaitGroup
@@ -201,6 +211,10 @@ func Up(ctx context.Context, cli *client.Client, opts Options) (d *Deployment, e
 // network under alias, its port published on loopback only, and a health wait.
 func (d *Deployment) request(opts Options, role, alias, image string, port int, cmd []string) testcontainers.GenericContainerRequest {
 	p := strconv.Itoa(port) + "/tcp"
+	health := wait.ForHTTP("/healthz").WithPort(p).WithStartupTimeout(opts.Timeout).WithPollInterval(50 * time.Millisecond)
+	if opts.TLS != nil {
+		health = health.WithTLS(true, opts.TLS)
+	}
 	var files []testcontainers.ContainerFile
 	for path, b := range opts.Files {
 		files = append(files, testcontainers.ContainerFile{Reader: strings.NewReader(string(b)), ContainerFilePath: path, FileMode: 0o644})
@@ -220,7 +234,7 @@ func (d *Deployment) request(opts Options, role, alias, image string, port int, 
 				// Published on loopback only: nothing outside this machine reaches it.
 				hc.PortBindings = network.PortMap{network.MustParsePort(p): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "0"}}}
 			},
-			WaitingFor: wait.ForHTTP("/healthz").WithPort(p).WithStartupTimeout(opts.Timeout).WithPollInterval(50 * time.Millisecond),
+			WaitingFor: health,
 		},
 		Started: true,
 	}
@@ -243,7 +257,7 @@ func (d *Deployment) start(ctx context.Context, req testcontainers.GenericContai
 	if err != nil {
 		return "", fmt.Errorf("start %s: %w", req.Name, err)
 	}
-	url := fmt.Sprintf("http://127.0.0.1:%s", hp.Port())
+	url := fmt.Sprintf("%s://127.0.0.1:%s", d.scheme, hp.Port())
 	d.logger.Info("container up", "name", req.Name, "url", url, "took", time.Since(t0).Round(time.Millisecond))
 	return url, nil
 }
