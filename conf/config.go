@@ -129,9 +129,13 @@ type Router struct {
 	// with no access control. Off by default.
 	InsecureLegacy bool `json:"insecure_legacy,omitempty"`
 	// TLSCertPath and TLSKeyPath are the router's certificate when
-	// service_router_use_tls is set.
+	// service_router_use_tls is set. Without them, a router with a CA
+	// (ca_cert_path) issues its own at start for TLSHosts.
 	TLSCertPath string `json:"tls_cert_path,omitempty"`
 	TLSKeyPath  string `json:"tls_key_path,omitempty"`
+	// TLSHosts are the names and addresses clients reach the router at,
+	// for the certificate it issues itself (default: service_router_ip).
+	TLSHosts []string `json:"tls_hosts,omitempty"`
 	// CACertPath and CAKeyPath are the operator's CA (`upc certs init`):
 	// the router issues each instance a certificate of its own from it,
 	// and presents agents a client certificate from it. Required unless

@@ -60,8 +60,11 @@ func (c *Config) Validate() error {
 			bad("certificate_bundle_path", "required when service_router_use_tls or machines_use_tls is set")
 		}
 	}
-	if c.ServiceRouterUseTLS && (c.Router.TLSCertPath == "" || c.Router.TLSKeyPath == "") {
-		bad("router.tls_cert_path", "router.tls_cert_path and router.tls_key_path are required when service_router_use_tls is set")
+	if (c.Router.TLSCertPath == "") != (c.Router.TLSKeyPath == "") {
+		bad("router.tls_cert_path", "router.tls_cert_path and router.tls_key_path go together")
+	}
+	if c.ServiceRouterUseTLS && c.Router.TLSCertPath == "" && c.Router.CACertPath == "" {
+		bad("router.tls_cert_path", "router.tls_cert_path and router.tls_key_path (or router.ca_cert_path, from which the router issues its own) are required when service_router_use_tls is set")
 	}
 	if (c.Router.CACertPath == "") != (c.Router.CAKeyPath == "") {
 		bad("router.ca_cert_path", "router.ca_cert_path and router.ca_key_path go together (the CA's certificate and key, from `upc certs init`)")

@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ca, err := loadCA(cfg, logger)
+	ca, err := loadCA(cfg)
 	if err != nil {
 		return err
 	}
@@ -97,6 +97,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := refusePlain(cfg, ca, logger); err != nil {
+		return err
+	}
 	core, err := router.New(router.Options{
 		Backend: backend, Catalog: catalog, Logger: logger,
 		HealthTimeout: firstDuration(*launchTimeout, cfg.Router.LaunchTimeout.D()),
@@ -116,17 +119,33 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		logger.Warn("INSECURE: service_router_use_tls is off (allowed by insecure_legacy): tokens and keys reach this router in clear")
 		return httpx.ListenAndServe(ctx, logger, addr, h)
 	}
-	kp, err := loadKeypair(cfg.Path(cfg.Router.TLSCertPath), cfg.Path(cfg.Router.TLSKeyPath))
+	kp, err := routerKeypair(cfg, ca, logger)
 	if err != nil {
 		return fmt.Errorf("router certificate: %w", err)
 	}
 	return httpx.ListenAndServeTLS(ctx, logger, addr, h, certs.ServerConfig(kp, nil))
 }
 
-// loadCA reads the CA the router issues instance certificates from. Deny
-// by default: without one, and without TLS on the router's own port and to
-// its agents, the router starts only under insecure_legacy, loudly.
-func loadCA(cfg *conf.Config, logger *slog.Logger) (*certs.CA, error) {
+// loadCA reads the CA the router issues instance certificates from, if
+// router.ca_cert_path names one.
+func loadCA(cfg *conf.Config) (*certs.CA, error) {
+	if cfg.Router.CACertPath == "" {
+		return nil, nil
+	}
+	ca, err := certs.LoadCA(cfg.Path(cfg.Router.CACertPath), cfg.Path(cfg.Router.CAKeyPath))
+	if err != nil {
+		return nil, fmt.Errorf("router.ca_cert_path: %w", err)
+	}
+	if cfg.CertificateBundlePath == "" {
+		return nil, errors.New("certificate_bundle_path: required with router.ca_cert_path (the CAs clients, agents and instances trust; usually the same ca.crt)")
+	}
+	return ca, nil
+}
+
+// refusePlain is deny by default: without TLS on the router's own port, to
+// its agents and on its instances (a CA), the router starts only under
+// insecure_legacy, loudly.
+func refusePlain(cfg *conf.Config, ca *certs.CA, logger *slog.Logger) error {
 	var plain []string
 	if !cfg.ServiceRouterUseTLS {
 		plain = append(plain, "service_router_use_tls is off (clients would reach the router in clear)")
@@ -135,25 +154,38 @@ func loadCA(cfg *conf.Config, logger *slog.Logger) (*certs.CA, error) {
 	if remote && !cfg.MachinesUseTLS {
 		plain = append(plain, "machines_use_tls is off (the router would call its agents in clear)")
 	}
-	var ca *certs.CA
-	if cfg.Router.CACertPath != "" {
-		var err error
-		if ca, err = certs.LoadCA(cfg.Path(cfg.Router.CACertPath), cfg.Path(cfg.Router.CAKeyPath)); err != nil {
-			return nil, fmt.Errorf("router.ca_cert_path: %w", err)
-		}
-	} else {
+	if ca == nil {
 		plain = append(plain, "router.ca_cert_path and router.ca_key_path are unset (instances would serve plain HTTP; make a CA with `upc certs init`)")
 	}
-	if len(plain) > 0 {
-		if !cfg.Router.InsecureLegacy {
-			return nil, fmt.Errorf("router: refusing plain HTTP: %s; plain HTTP is allowed only with insecure_legacy: true", strings.Join(plain, "; "))
-		}
-		logger.Warn("INSECURE: plain HTTP allowed by insecure_legacy: " + strings.Join(plain, "; "))
+	if len(plain) == 0 {
+		return nil
 	}
-	if ca != nil && cfg.CertificateBundlePath == "" {
-		return nil, errors.New("certificate_bundle_path: required with router.ca_cert_path (the CAs clients, agents and instances trust; usually the same ca.crt)")
+	if !cfg.Router.InsecureLegacy {
+		return fmt.Errorf("router: refusing plain HTTP: %s; plain HTTP is allowed only with insecure_legacy: true", strings.Join(plain, "; "))
 	}
-	return ca, nil
+	logger.Warn("INSECURE: plain HTTP allowed by insecure_legacy: " + strings.Join(plain, "; "))
+	return nil
+}
+
+// routerKeypair is the router's serving certificate: its files, else one it
+// issues itself from ca for router.tls_hosts (default service_router_ip).
+func routerKeypair(cfg *conf.Config, ca *certs.CA, logger *slog.Logger) (*certs.Keypair, error) {
+	if cfg.Router.TLSCertPath != "" {
+		return loadKeypair(cfg.Path(cfg.Router.TLSCertPath), cfg.Path(cfg.Router.TLSKeyPath))
+	}
+	if ca == nil {
+		return nil, errors.New("router.tls_cert_path is unset and there is no CA to issue one")
+	}
+	hosts := cfg.Router.TLSHosts
+	if len(hosts) == 0 {
+		hosts = []string{cfg.ServiceRouterIP}
+	}
+	c, k, err := ca.Issue(certs.Request{Name: hosts[0], Hosts: hosts[1:], Server: true, TTL: certs.DefaultTTL})
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("issued the router's own certificate from its CA", "hosts", strings.Join(hosts, ","))
+	return certs.NewKeypair(c, k)
 }
 
 func loadKeypair(certPath, keyPath string) (*certs.Keypair, error) {

@@ -32,6 +32,8 @@ func TestStartupErrors(t *testing.T) {
 		{"no credential configured", []string{"--config", "testdata/invalid-no-access.yaml"}, "no one could call this router"},
 		{"missing admin token file", []string{"--config", "testdata/invalid-admin-token-missing.yaml"}, "router.admin_token_file"},
 		{"short admin token", []string{"--config", "testdata/invalid-admin-token-short.yaml"}, "admin token: want 32"},
+		// Deny by default: a router that would speak plain HTTP anywhere.
+		{"plain HTTP without insecure_legacy", []string{"--config", "testdata/invalid-plain.yaml"}, "refusing plain HTTP: service_router_use_tls is off"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
