@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router/routertest"
 )
@@ -26,7 +29,9 @@ import (
 // engine through its mounted socket and publishing instance ports on the
 // network's gateway, as make e2e does: the host reaches the router and the
 // instances, instances reach each other's addresses, and placement follows
-// the agents' weights.
+// the agents' weights. Every hop is TLS from one CA, as an operator sets it
+// up with `upc certs`: the router's port (a certificate it issues itself),
+// router → agent (mutual), and each instance (its own certificate).
 func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 	ctx := context.Background()
 	m := imagestest.Require(t, "router", "agent")
@@ -42,8 +47,26 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 	// The router and the agents share the agent token (agent.token_file);
 	// the agents run only the catalog's image. The router's container
 	// reads the admin token as whatever user it runs as.
-	config := fmt.Sprintf("machines: {\"agent-a:54321\": 3, \"agent-b:54321\": 1}\nnetwork: %s\ncatalog: catalog.json\nagent: {token_file: agent.token}\nrouter: {admin_token_file: admin.token}\n", d.network)
-	for name, body := range map[string]string{"catalog.json": catalog, "upc.yaml": config, "agent.token": agentToken + "\n", "admin.token": adminToken + "\n"} {
+	config := fmt.Sprintf(`machines: {"agent-a:54321": 3, "agent-b:54321": 1}
+network: %s
+catalog: catalog.json
+service_router_use_tls: true
+machines_use_tls: true
+certificate_bundle_path: ca.crt
+agent: {token_file: agent.token, tls_cert_path: agent.crt, tls_key_path: agent.key}
+router: {admin_token_file: admin.token, ca_cert_path: ca.crt, ca_key_path: ca.key, tls_hosts: [router, 127.0.0.1]}
+`, d.network)
+	ca := certstest.New(t)
+	caKey, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentCert, agentKey, err := ca.CA.Issue(certs.Request{Name: "agent-a", Hosts: []string{"agent-b"}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"catalog.json": catalog, "upc.yaml": config, "agent.token": agentToken + "\n", "admin.token": adminToken + "\n",
+		"ca.crt": string(ca.CertPEM), "ca.key": string(caKey), "agent.crt": string(agentCert), "agent.key": string(agentKey)} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +112,7 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return "http://127.0.0.1:" + ins.Container.NetworkSettings.Ports[port][0].HostPort
+		return "https://127.0.0.1:" + ins.Container.NetworkSettings.Ports[port][0].HostPort
 	}
 	cfgMount := []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/etc/upc", ReadOnly: true}}
 	sock := []mount.Mount{{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/var/run/docker.sock"}, cfgMount[0]}
@@ -100,8 +123,21 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 	}
 	routerURL := run("router", m.Images["router"].ID, []string{"--config", "/etc/upc/upc.yaml"}, cfgMount, true)
 
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = certs.ClientConfig(ca.Pool(), nil)
+	routerHTTP := &http.Client{Timeout: time.Minute, Transport: tr}
+	instances := ca.Client(5 * time.Second)
+	get := func(c *http.Client, url string) (int, string, error) {
+		resp, err := c.Get(url)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
 	routertest.Eventually(t, "router answers", func() error {
-		code, _, err := routertest.Get(routerURL, "/healthz")
+		code, _, err := get(routerHTTP, routerURL+"/healthz")
 		if err == nil && code != 200 {
 			err = fmt.Errorf("status %d", code)
 		}
@@ -114,7 +150,7 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, routerURL+"/v1/instances", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+adminToken)
-		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		resp, err := routerHTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +160,7 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 		if resp.StatusCode != 201 {
 			t.Fatalf("launch: %d %s", resp.StatusCode, in.Error)
 		}
-		if !strings.HasPrefix(in.Address, "http://"+gw.String()+":") {
+		if !strings.HasPrefix(in.Address, "https://"+gw.String()+":") {
 			t.Fatalf("address %s is not on the network's gateway %s", in.Address, gw)
 		}
 		addrs = append(addrs, in.Address)
@@ -134,10 +170,16 @@ func TestRouterAndAgentsAsContainersDocker(t *testing.T) {
 		t.Fatalf("4 launches on weights 3:1 went %v", machines)
 	}
 	// The host reaches an instance; an instance reaches another's address.
-	if code, _, err := routertest.Get(addrs[0], "/healthz"); err != nil || code != 200 {
+	if code, _, err := get(instances, addrs[0]+"/healthz"); err != nil || code != 200 {
 		t.Fatalf("host → instance: %d %v", code, err)
 	}
-	if code, body, err := routertest.Get(addrs[0], "/fetch?url="+addrs[3]+"/"); err != nil || code != 200 || !strings.Contains(body, "hostname") {
+	if code, body, err := get(instances, addrs[0]+"/fetch?url="+addrs[3]+"/"); err != nil || code != 200 || !strings.Contains(body, "hostname") {
 		t.Fatalf("instance → instance on another agent: %d %q %v", code, body, err)
+	}
+	// Plain HTTP is refused at the router and at an instance.
+	for _, u := range []string{routerURL, addrs[0]} {
+		if code, _, err := routertest.Get("http://"+strings.TrimPrefix(u, "https://"), "/healthz"); err != nil || code != 400 {
+			t.Errorf("plain HTTP to %s: %d %v, want 400", u, code, err)
+		}
 	}
 }

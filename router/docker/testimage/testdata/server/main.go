@@ -2,19 +2,32 @@
 // FROM scratch. It answers /healthz (503 forever when UPC_TEST_NEVER_HEALTHY
 // is set), / with its hostname, /fetch?url= with what it got from url (to
 // check one instance can call another's address), and /write, /read on a
-// file under /data (to check per-user volumes outlive containers).
+// file under /data (to check per-user volumes outlive containers). Given a
+// certificate by its router (UPC_TLS_CERT, ...), it serves TLS and fetches
+// over TLS only, as UPC's services do; without one it serves plain HTTP.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
+
+	"github.com/e-mission/upc/internal/certs"
 )
 
 func main() {
+	tlsrv, err := certs.ServingFromEnv(os.Getenv, true)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	never := os.Getenv("UPC_TEST_NEVER_HEALTHY") != ""
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
@@ -28,7 +41,7 @@ func main() {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]string{"hostname": host, "user": os.Getenv("UPC_TEST_USER")})
 	})
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := tlsrv.Client(5 * time.Second)
 	mux.HandleFunc("GET /fetch", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := client.Get(r.URL.Query().Get("url"))
 		if err != nil {
@@ -53,8 +66,9 @@ func main() {
 		}
 		w.Write(b)
 	})
-	srv := &http.Server{Addr: ":8080", Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	if err := srv.ListenAndServe(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := tlsrv.ListenAndServe(ctx, slog.New(slog.NewTextHandler(os.Stderr, nil)), ":8080", mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
