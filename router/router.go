@@ -260,6 +260,10 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 			return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, o.user, err)
 		}
 		env[certs.EnvCert], env[certs.EnvKey], env[certs.EnvCA] = string(cert), string(key), string(r.ca.CertPEM)
+	} else if !o.legacy {
+		// The router's operator chose plain HTTP (Options.PlainHTTP): the
+		// instance is told so, or it would refuse to start.
+		env[certs.EnvPlain] = "1"
 	}
 	spec := Spec{
 		ID:        id,

@@ -18,9 +18,11 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
+	"github.com/e-mission/upc/router/docker/agent"
 	"github.com/e-mission/upc/router/routerclient"
 )
 
@@ -55,14 +57,15 @@ func BenchmarkLaunchToAnswerDocker(b *testing.B) {
 func benchLaunch(b *testing.B, svc conf.Service) {
 	ctx := context.Background()
 	d := newDeployment(b)
-	agentSrv := d.agentServer(b, "bench")
+	agentSrv := d.agentServer(b, "bench", agent.Image{Ref: svc.Image, Digest: svc.Digest})
 	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
 	cat := &conf.Catalog{Services: []conf.Service{svc}}
 	users, err := router.OpenUsers("", adminToken)
 	if err != nil {
 		b.Fatal(err)
 	}
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 30 * time.Second, Users: users})
+	// Plain, as the direct baseline is: BenchmarkLaunchTLSDocker compares TLS.
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 30 * time.Second, Users: users, PlainHTTP: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -214,4 +217,78 @@ func launchDirect(b testing.TB, svc conf.Service, netName string, gw netip.Addr,
 		b.Fatal(err)
 	}
 	return launch, pause, time.Since(t0)
+}
+
+// BenchmarkLaunchTLSDocker measures what TLS costs a launch: the real PM,
+// launched through the router's HTTP API from the built-in catalog, by a
+// router with a CA (a certificate issued per instance, HTTPS health probes)
+// and by one with plain HTTP, alternating round by round over the same
+// agent and engine, so both medians come from one run under the same load.
+// Metrics: medians in ms and tls/plain ratio (target ≤ 1.1).
+func BenchmarkLaunchTLSDocker(b *testing.B) {
+	ctx := context.Background()
+	m := imagestest.Require(b, "pm")
+	cat, err := conf.DefaultCatalog()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Pin(cat)
+	pm, _ := cat.Lookup("pm")
+	cat = &conf.Catalog{Services: []conf.Service{pm}}
+	d := newDeployment(b)
+	agentSrv := d.agentServer(b, "bench", agent.Image{Ref: pm.Image, Digest: pm.Digest})
+	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
+	if _, err := be.SetupNetworks(ctx); err != nil {
+		b.Fatal(err)
+	}
+	ca := certstest.New(b)
+	client := func(o router.Options) *routerclient.Client {
+		users, err := router.OpenUsers("", adminToken)
+		if err != nil {
+			b.Fatal(err)
+		}
+		o.Backend, o.Catalog, o.HealthTimeout, o.Users = be, cat, 30*time.Second, users
+		core, err := router.New(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := httptest.NewServer(router.Handler(core, slog.New(slog.DiscardHandler)))
+		b.Cleanup(srv.Close)
+		rc, _ := routerclient.New(srv.URL, routerclient.WithToken(adminToken))
+		return rc
+	}
+	plain, tls := client(router.Options{PlainHTTP: true}), client(router.Options{CA: ca.CA})
+	var tPlain, tTLS []time.Duration
+	launch := func(rc *routerclient.Client, user string) time.Duration {
+		start := time.Now()
+		in, err := rc.Launch(ctx, pm.Name, user)
+		if err != nil {
+			b.Fatal(err)
+		}
+		took := time.Since(start)
+		if err := rc.Delete(ctx, in.ID); err != nil {
+			b.Fatal(err)
+		}
+		return took
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for r := range benchRounds {
+			// Alternate which goes first, so neither always meets a warmer engine.
+			if r%2 == 0 {
+				tPlain = append(tPlain, launch(plain, "plain"+strconv.Itoa(r)))
+				tTLS = append(tTLS, launch(tls, "tls"+strconv.Itoa(r)))
+			} else {
+				tTLS = append(tTLS, launch(tls, "tls"+strconv.Itoa(r)))
+				tPlain = append(tPlain, launch(plain, "plain"+strconv.Itoa(r)))
+			}
+		}
+	}
+	b.StopTimer()
+	mp, mt := median(tPlain), median(tTLS)
+	b.ReportMetric(ms(mp), "plain-ms")
+	b.ReportMetric(ms(mt), "tls-ms")
+	b.ReportMetric(float64(mt)/float64(mp), "ratio")
+	b.Logf("%d samples each: launch→answer of the PM median plain %.1f ms (min %.1f, max %.1f), TLS %.1f ms (min %.1f, max %.1f), ratio %.3f",
+		len(tPlain), ms(mp), ms(slices.Min(tPlain)), ms(slices.Max(tPlain)), ms(mt), ms(slices.Min(tTLS)), ms(slices.Max(tTLS)), float64(mt)/float64(mp))
 }

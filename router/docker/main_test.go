@@ -117,9 +117,9 @@ var agentToken = access.NewToken(access.PrefixAgent)
 
 // agentServer runs agent name as an HTTP server, as upc-agent does: it
 // answers agentToken and runs only the test image.
-func (d deployment) agentServer(t testing.TB, name string) *httptest.Server {
+func (d deployment) agentServer(t testing.TB, name string, more ...agent.Image) *httptest.Server {
 	srv := httptest.NewServer(agent.Handler(d.engine(t, name), slog.New(slog.DiscardHandler),
-		agent.HandlerOptions{Token: agentToken, Images: []agent.Image{{Ref: imageRef, Digest: imageID}}}))
+		agent.HandlerOptions{Token: agentToken, Images: append([]agent.Image{{Ref: imageRef, Digest: imageID}}, more...)}))
 	t.Cleanup(srv.Close)
 	return srv
 }
