@@ -430,6 +430,52 @@ func (r *Router) Resume(ctx context.Context, id ID) error {
 	return nil
 }
 
+// RenewCertificates renews the certificate of every running TLS instance
+// every TTL/4 until ctx ends, so an instance that runs longer than its
+// certificate's lifetime keeps a valid one (a paused one is renewed when
+// resumed). A router restarted mid-way renews everything at its first tick.
+func (r *Router) RenewCertificates(ctx context.Context) {
+	if r.renewer == nil {
+		return
+	}
+	t := time.NewTicker(r.certTTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, failed := r.RenewAll(ctx)
+		r.logger.Info("renewed instance certificates", "renewed", n, "failed", failed)
+	}
+}
+
+// RenewAll renews every running TLS instance's certificate now and says
+// how many were renewed and how many failed (logged one by one).
+func (r *Router) RenewAll(ctx context.Context) (renewed, failed int) {
+	if r.renewer == nil {
+		return 0, 0
+	}
+	r.mu.RLock()
+	var todo []Instance
+	for _, in := range r.instances {
+		if in.State == StateRunning && strings.HasPrefix(in.Address, "https://") {
+			todo = append(todo, in)
+		}
+	}
+	r.mu.RUnlock()
+	for _, in := range todo {
+		if err := r.renew(ctx, in); err != nil {
+			r.logger.Warn("certificate renewal failed", "instance", in.ID, "err", err)
+			failed++
+			continue
+		}
+		renewed++
+	}
+	return renewed, failed
+}
+
 // renew issues in a new certificate and hands it over at its renewal
 // path, as the router's client certificate alone may.
 func (r *Router) renew(ctx context.Context, in Instance) error {

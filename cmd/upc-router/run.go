@@ -112,6 +112,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := rebuild(ctx, core, *rebuildWait, logger); err != nil {
 		return err
 	}
+	go core.RenewCertificates(ctx)
 
 	h := router.Handler(core, logger)
 	addr := firstSet(*listen, cfg.Router.Listen)

@@ -96,6 +96,15 @@ func TestPMThroughRouterDocker(t *testing.T) {
 	if renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
 		t.Error("the resumed pm serves the certificate it had before the pause: not renewed")
 	}
+	// A running instance is renewed in place, as the router does every
+	// quarter of a certificate's lifetime.
+	if n, failed := r.RenewAll(ctx); n != 1 || failed != 0 {
+		t.Errorf("RenewAll: %d renewed, %d failed; want 1, 0", n, failed)
+	}
+	third, err := health(ca.Client(2*time.Second), in.Address)
+	if err != nil || third.SerialNumber.Cmp(renewed.SerialNumber) == 0 {
+		t.Errorf("after RenewAll: %v; serial unchanged: %v", err, err == nil && third.SerialNumber.Cmp(renewed.SerialNumber) == 0)
+	}
 	if err := r.Delete(ctx, in.ID); err != nil {
 		t.Fatal(err)
 	}
