@@ -176,6 +176,18 @@ router: {admin_token_file: admin.token, ca_cert_path: ca.crt, ca_key_path: ca.ke
 	if code, body, err := get(instances, addrs[0]+"/fetch?url="+addrs[3]+"/"); err != nil || code != 200 || !strings.Contains(body, "hostname") {
 		t.Fatalf("instance → instance on another agent: %d %q %v", code, body, err)
 	}
+	// A client trusting another CA refuses the router and the instances.
+	other := certstest.New(t)
+	otr := http.DefaultTransport.(*http.Transport).Clone()
+	otr.TLSClientConfig = certs.ClientConfig(other.Pool(), nil)
+	for what, c := range map[string]struct {
+		hc  *http.Client
+		url string
+	}{"router": {&http.Client{Transport: otr, Timeout: 5 * time.Second}, routerURL}, "instance": {other.Client(5 * time.Second), addrs[0]}} {
+		if _, _, err := get(c.hc, c.url+"/healthz"); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+			t.Errorf("%s, to a client of another CA: %v, want unknown authority", what, err)
+		}
+	}
 	// Plain HTTP is refused at the router and at an instance.
 	for _, u := range []string{routerURL, addrs[0]} {
 		if code, _, err := routertest.Get("http://"+strings.TrimPrefix(u, "https://"), "/healthz"); err != nil || code != 400 {
