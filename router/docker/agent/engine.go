@@ -193,7 +193,10 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	bind, adverts, netName := e.bindIP, e.adverts, e.net.Network
 	e.mu.Unlock()
 
-	image := cmp.Or(req.Digest, req.Image)
+	image, err := e.resolveImage(ctx, req)
+	if err != nil {
+		return Container{}, err
+	}
 	port, _ := network.PortFrom(uint16(req.Port), network.TCP)
 	labels := map[string]string{}
 	for k, v := range e.opts.Labels {
@@ -266,7 +269,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			return Container{}, fmt.Errorf("create %s: image %s is not on this machine (run make images): %w", name, image, err)
+			return Container{}, fmt.Errorf("create %s: image %s (%s) is not on this machine (run make images): %w", name, cmp.Or(req.Image, image), image, err)
 		}
 		return Container{}, fmt.Errorf("create %s: %w", name, err)
 	}
