@@ -201,7 +201,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			// Each simulated user signs in as a router identity of their
 			// own, made by the admin: the run exercises access control as
 			// a city's users would meet it.
-			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step))}
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step), manifest.Digests())}
 			rep.Deployment.Access = accessOn
 			rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress, Start: started,
@@ -251,8 +251,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 const accessOn = "on: a router identity per user, owner checks, instance secrets, grants"
 
 // signIn makes each user a router identity with admin (a client bearing
-// the admin token) and returns their client of the router at base.
-func signIn(admin *routerclient.Client, base string, timeout time.Duration) func(ctx context.Context, user string) (userclient.Router, error) {
+// the admin token) and returns their client of the router at base, which
+// requires launched instances to run the images of digests (the run's
+// manifest): a user's device refuses any other.
+func signIn(admin *routerclient.Client, base string, timeout time.Duration, digests map[string]string) func(ctx context.Context, user string) (userclient.Router, error) {
 	return func(ctx context.Context, user string) (userclient.Router, error) {
 		u, err := admin.AddUser(ctx, user, routerapi.RoleUser)
 		if err != nil {
@@ -262,7 +264,7 @@ func signIn(admin *routerclient.Client, base string, timeout time.Duration) func
 		if err != nil {
 			return nil, err
 		}
-		return userclient.NewRouter(rc), nil
+		return userclient.RequireDigests(userclient.NewRouter(rc), digests), nil
 	}
 }
 

@@ -254,7 +254,7 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 			// Each simulated user signs in as a router identity of their
 			// own, made by the admin: the run exercises access control as
 			// a city's users would meet it.
-			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step))}
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, time.Duration(sc.Timeouts.Step), k.manifest.Digests())}
 			rep.Deployment.Access = accessOn
 			rep.Users = runner.Run(ctx, k.users, sc.Steps, f.New, runner.Options{
 				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
