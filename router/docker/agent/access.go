@@ -35,7 +35,9 @@ type HandlerOptions struct {
 	Token string
 	// Images are the only images a launch may run: the catalog's. A launch
 	// naming another reference, or a digest other than the one its reference
-	// is pinned to (or, unpinned, resolves to on this machine), answers 403.
+	// is pinned to (or, unpinned, resolves to on this machine), answers 403,
+	// as does (Engine.Launch) a pinned reference that now resolves to
+	// another image on this machine.
 	Images []Image
 }
 
