@@ -2,9 +2,11 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +30,8 @@ func TestIntegrationClientFlow(t *testing.T) {
 	m := tr.Images
 	user := "user-" + time.Now().Format("150405.000")
 	rc := tr.Client(t, tr.AddUser(t, user, api.RoleUser))
-	c := &client.Client{Router: client.NewRouter(rc), User: user, HTTP: tr.HTTP()}
+	// A device holding the deployment's manifest: the PM must run its image.
+	c := &client.Client{Router: client.RequireDigests(client.NewRouter(rc), m.Digests()), User: user, HTTP: tr.HTTP()}
 
 	inst, err := c.LaunchPM(ctx, "correct horse battery staple")
 	if err != nil {
@@ -139,4 +142,25 @@ func wts(e client.Entry) float64 {
 	md, _ := e["metadata"].(map[string]any)
 	f, _ := md["write_ts"].(float64)
 	return f
+}
+
+// TestIntegrationClientRefusesAnUnpromisedImage: a device promised another
+// build of the PM than the one the router runs refuses the PM it gets,
+// before giving it the key, and deletes it: the router keeps nothing of it.
+func TestIntegrationClientRefusesAnUnpromisedImage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	tr := clienttest.StartRouter(t, "pm")
+	user := "user-" + time.Now().Format("150405.000")
+	rc := tr.Client(t, tr.AddUser(t, user, api.RoleUser))
+	promised := "sha256:" + strings.Repeat("0", 64)
+	c := &client.Client{Router: client.RequireDigests(client.NewRouter(rc), map[string]string{"pm": promised}), User: user}
+	_, err := c.LaunchPM(ctx, "correct horse battery staple")
+	want := "runs image " + tr.Images.Images["pm"].Ref + " as " + tr.Images.Images["pm"].ID + ", not the required " + promised
+	if !errors.Is(err, client.ErrDigest) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("launch pm: %v, want ErrDigest %q", err, want)
+	}
+	if ins, err := rc.List(ctx, user); err != nil || len(ins) != 0 {
+		t.Errorf("after the refusal the router lists %+v %v, want nothing", ins, err)
+	}
 }

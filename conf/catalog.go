@@ -72,6 +72,18 @@ func (c *Catalog) Lookup(name string) (Service, bool) {
 	return Service{}, false
 }
 
+// Unpinned names the services whose image no digest pins: they run
+// whatever their reference names on the machine when launched, unchecked.
+func (c *Catalog) Unpinned() []string {
+	var out []string
+	for _, s := range c.Services {
+		if s.Digest == "" {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
 // Names lists the canonical service names in catalog order.
 func (c *Catalog) Names() []string {
 	out := make([]string, len(c.Services))

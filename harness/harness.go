@@ -215,7 +215,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			// Each simulated user signs in as a router identity of their
 			// own, made by the admin: the run exercises access control as
 			// a city's users would meet it.
-			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step))),
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step)), manifest.Digests()),
 				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
 			rep.Deployment.Access = accessOn
 			rep.Deployment.TLS = tlsOn
@@ -267,8 +267,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 const accessOn = "on: a router identity per user, owner checks, instance secrets, grants"
 
 // signIn makes each user a router identity with admin (a client bearing
-// the admin token) and returns their client of the router at base.
-func signIn(admin *routerclient.Client, base string, hc *http.Client) func(ctx context.Context, user string) (userclient.Router, error) {
+// the admin token) and returns their client of the router at base, which
+// requires launched instances to run the images of digests (the run's
+// manifest): a user's device refuses any other.
+func signIn(admin *routerclient.Client, base string, hc *http.Client, digests map[string]string) func(ctx context.Context, user string) (userclient.Router, error) {
 	return func(ctx context.Context, user string) (userclient.Router, error) {
 		u, err := admin.AddUser(ctx, user, routerapi.RoleUser)
 		if err != nil {
@@ -278,7 +280,7 @@ func signIn(admin *routerclient.Client, base string, hc *http.Client) func(ctx c
 		if err != nil {
 			return nil, err
 		}
-		return userclient.NewRouter(rc), nil
+		return userclient.RequireDigests(userclient.NewRouter(rc), digests), nil
 	}
 }
 

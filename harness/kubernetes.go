@@ -263,7 +263,7 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 			// Each simulated user signs in as a router identity of their
 			// own, made by the admin: the run exercises access control as
 			// a city's users would meet it.
-			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step))),
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step)), k.manifest.Digests()),
 				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
 			rep.Deployment.Access = accessOn
 			rep.Deployment.TLS = tlsOn

@@ -262,9 +262,11 @@ func loadCatalog(cfg *conf.Config, catalogPath, imagesPath string, logger *slog.
 		if err != nil {
 			return nil, err
 		}
-		if unpinned := m.Pin(cat); len(unpinned) > 0 {
-			logger.Warn("catalog services without a built image: launched by reference", "services", unpinned)
-		}
+		m.Pin(cat)
+	}
+	if unpinned := cat.Unpinned(); len(unpinned) > 0 {
+		logger.Warn("IMAGES NOT VALIDATED: these services have no pinned digest and run whatever their image reference names when launched; "+
+			"pin them with the image manifest make images writes (images: build/images.json, or --images)", "services", unpinned, "manifest", manifest)
 	}
 	return cat, nil
 }

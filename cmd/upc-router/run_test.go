@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/images"
 )
 
 // TestStartupErrors: bad flags and bad configuration stop the router before
@@ -75,5 +77,33 @@ func TestCatalogFlagGivesTheConfigsCatalog(t *testing.T) {
 	}
 	if s, _ := def.Lookup("calendar"); s.Port != conf.DefaultUPCPort {
 		t.Errorf("calendar port = %d, want %d", s.Port, conf.DefaultUPCPort)
+	}
+}
+
+// A catalog with no manifest to pin it says loudly, at start, that its
+// images are not validated; pinned by one, it says nothing of the kind.
+func TestUnpinnedCatalogWarns(t *testing.T) {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	if _, err := loadCatalog(conf.Default(), "", "", logger); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "IMAGES NOT VALIDATED") || !strings.Contains(logs.String(), "services=\"[pm pipeline metrics count]\"") {
+		t.Errorf("no manifest, log:\n%s", logs.String())
+	}
+	logs.Reset()
+	dir := t.TempDir()
+	m := &images.Manifest{Version: "v1", Images: map[string]images.Image{}}
+	for _, n := range []string{"pm", "pipeline", "metrics", "count"} {
+		m.Images[n] = images.Image{Ref: "upc/" + n + ":v1", ID: "sha256:" + strings.Repeat("0", 64)}
+	}
+	if err := m.Save(filepath.Join(dir, "images.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCatalog(conf.Default(), "", filepath.Join(dir, "images.json"), logger); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "NOT VALIDATED") {
+		t.Errorf("pinned, log:\n%s", logs.String())
 	}
 }

@@ -103,6 +103,9 @@ images of --images (make images), removed with everything it made at the end.`,
 				defer lr.close(o.Logger)
 				o.Router, o.HTTP = lr.router, lr.http
 			} else {
+				if cmd.Flags().Changed("images") {
+					cf.images = imagesPath
+				}
 				c, err := cf.userClient(false)
 				if err != nil {
 					return err
@@ -146,7 +149,8 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.IntVar(&o.SharedPipelines, "shared-pipelines", 0, "with --shared-services: pipeline instances serving the users round robin (default 1)")
 	f.DurationVar(&o.Timeout, "user-timeout", 10*time.Minute, "bound on one user's whole run")
 	f.BoolVar(&local, "local", false, "start a router in this process over the local Docker engine (removed at the end)")
-	f.StringVar(&imagesPath, "images", "build/images.json", "image manifest for --local (make images)")
+	f.StringVar(&imagesPath, "images", "build/images.json", "image manifest (make images): --local runs its images; every launched instance must run them (with --local, or when given), else it is deleted and that user fails")
+	f.StringArrayVar(&cf.requireDigests, "require-digest", nil, "service=sha256:...: a launched instance of service must run that image (repeatable)")
 	return cmd
 }
 
@@ -238,7 +242,9 @@ func startLocalRouter(ctx context.Context, imagesPath string, logger *slog.Logge
 		lr.close(logger)
 		return nil, err
 	}
-	lr.router = client.NewRouter(rc)
+	// The instances must run the manifest's images, not whatever a tag
+	// names by the time they start.
+	lr.router = client.RequireDigests(client.NewRouter(rc), m.Digests())
 	return lr, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
 	"github.com/e-mission/upc/services/count"
@@ -36,6 +38,32 @@ type clientFlags struct {
 	spendCap     float64
 	caFile       string
 	plainHTTP    bool
+	// images and requireDigests are the digests launches must answer
+	// (client.RequireDigests): a manifest's, and service=sha256:... pairs.
+	images         string
+	requireDigests []string
+}
+
+// digests are the image digests the flags require of launched instances
+// (nil: none): the manifest's, then the pairs, which override it.
+func (f *clientFlags) digests() (map[string]string, error) {
+	out := map[string]string{}
+	if f.images != "" {
+		m, err := images.LoadManifest(f.images)
+		if err != nil {
+			return nil, fmt.Errorf("--images: %w", err)
+		}
+		out = m.Digests()
+	}
+	pairs, err := client.ParseDigests(f.requireDigests)
+	if err != nil {
+		return nil, fmt.Errorf("--require-digest: %w", err)
+	}
+	maps.Copy(out, pairs)
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 func (f *clientFlags) load() (*conf.Config, error) {
@@ -138,7 +166,15 @@ func (f *clientFlags) userClient(needUser bool) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &client.Client{Router: client.NewRouter(rc), User: f.user, HTTP: ic}, nil
+	r := client.NewRouter(rc)
+	digests, err := f.digests()
+	if err != nil {
+		return nil, err
+	}
+	if digests != nil {
+		r = client.RequireDigests(r, digests)
+	}
+	return &client.Client{Router: r, User: f.user, HTTP: ic}, nil
 }
 
 // userKey reads the user's secret from UPC_KEY_FILE or UPC_KEY (never a flag,
@@ -178,6 +214,8 @@ func newClientCmd(g *globals) *cobra.Command {
 	pf.StringVar(&f.caFile, "ca", "", "the operator's CA certificate (ca.crt) to verify the router and your instances with (default: certificate_bundle_path)")
 	pf.BoolVar(&f.plainHTTP, "plain-http", false, "INSECURE: allow plain HTTP to instances (a legacy deployment without TLS)")
 	pf.Float64Var(&f.spendCap, "spend-cap", client.DefaultSpendCap, "the most ε a service launched by this command may charge the user's budget (its grant's cap)")
+	pf.StringVar(&f.images, "images", "", "image manifest (build/images.json): launched instances must run its images (their digests), else they are deleted and the command fails")
+	pf.StringArrayVar(&f.requireDigests, "require-digest", nil, "service=sha256:...: a launched instance of service must run that image (repeatable; overrides --images)")
 	pf.StringVar(&f.pmSecretFile, "pm-secret-file", "", "file holding the PM's owner credential, as launch --secret-out wrote it (default: $UPC_PM_SECRET_FILE, then $UPC_PM_SECRET)")
 
 	printJSON := func(v any) error {

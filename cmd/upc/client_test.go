@@ -63,6 +63,8 @@ func TestClientBadInput(t *testing.T) {
 		{"bad config", []string{"client", "--config", badConf, "pause", "x"}, `upc_mode: "swarm"`},
 		{"missing token file", []string{"client", "--token-file", filepath.Join(dir, "nope"), "delete", "x"}, "read router token"},
 		{"bad router url", []string{"client", "--router", "::not a url", "resume", "x"}, "router"},
+		{"bad required digest", []string{"client", "--require-digest", "pm=sha256:abc", "pause", "x"}, "--require-digest: \"pm=sha256:abc\" is not service=sha256:<64 hex digits>"},
+		{"missing image manifest", []string{"client", "--images", filepath.Join(dir, "nope.json"), "pause", "x"}, "--images: read image manifest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -106,10 +108,14 @@ func TestIntegrationClientCommands(t *testing.T) {
 	user := "cli-user"
 	tokenFile, secretFile := filepath.Join(dir, "token"), filepath.Join(dir, "pm-secret")
 	os.WriteFile(tokenFile, []byte(tr.AddUser(t, user, api.RoleUser)+"\n"), 0o600)
+	manifest := filepath.Join(dir, "images.json") // the deployment's: launches must run its images
+	if err := tr.Images.Save(manifest); err != nil {
+		t.Fatal(err)
+	}
 	upc := func(args ...string) string {
 		t.Helper()
 		var out, errb bytes.Buffer
-		all := append([]string{"client", "--router", tr.URL, "--ca", tr.CAFile, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user}, args...)
+		all := append([]string{"client", "--router", tr.URL, "--ca", tr.CAFile, "--token-file", tokenFile, "--pm-secret-file", secretFile, "--user", user, "--images", manifest}, args...)
 		if err := run(context.Background(), all, &out, &errb); err != nil {
 			t.Fatalf("upc %s: %v\n%s", strings.Join(all, " "), err, errb.String())
 		}

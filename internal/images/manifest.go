@@ -103,6 +103,16 @@ func (m *Manifest) Save(path string) error {
 	return nil
 }
 
+// Digests maps each image's name to its ID: what a client requires of the
+// instances it launches (client.RequireDigests).
+func (m *Manifest) Digests() map[string]string {
+	out := make(map[string]string, len(m.Images))
+	for name, im := range m.Images {
+		out[name] = im.ID
+	}
+	return out
+}
+
 // Pin sets Image and Digest of every catalog entry the manifest has an image
 // for, so launches run exactly the built image. It returns the names of the
 // entries it left alone (a deployment's own services built elsewhere).

@@ -178,9 +178,20 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", router.ErrNotFound, err)
 	case errors.Is(err, agent.ErrInvalid):
 		return fmt.Errorf("%w: %w", router.ErrInvalid, err)
+	case errors.Is(err, agent.ErrForbidden):
+		// An image that is not the catalog's (a swapped tag), another
+		// user's volume: the router answers 403 with the machine's reason.
+		return forbidden{err}
 	}
 	return err
 }
+
+// forbidden is a machine's refusal, matching router.ErrForbidden without
+// saying "forbidden" twice.
+type forbidden struct{ error }
+
+func (f forbidden) Is(target error) bool { return target == router.ErrForbidden }
+func (f forbidden) Unwrap() error        { return f.error }
 
 // machineOf finds which machine runs id, asking every machine if this
 // backend has not seen it yet (a router that restarted).

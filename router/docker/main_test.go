@@ -26,9 +26,10 @@ import (
 var (
 	cli     *client.Client
 	imageID string
+	// imageRef is this process's own tag of the test image: another run's
+	// tests beside it (CI, a colleague) remove theirs when they end.
+	imageRef = "upc-test/router-server:" + randName("t")
 )
-
-const imageRef = "upc-test/router-server:test"
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))

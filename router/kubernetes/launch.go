@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -127,8 +128,19 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 	if err != nil {
 		return router.Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
 	}
-	addr := svc.Annotations[AnnAddress]
-	if addr == "" {
+	digest, err := b.runningImage(pod, spec)
+	if err != nil {
+		// Never let it answer: the pod goes now, whoever retries.
+		if derr := b.deletePods(context.WithoutCancel(ctx), spec.ID); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		return router.Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
+	}
+	ann := map[string]*string{}
+	if digest != svc.Annotations[AnnDigest] {
+		ann[AnnDigest] = &digest // what runs, which List reports from now on
+	}
+	if svc.Annotations[AnnAddress] == "" {
 		host, err := b.nodeAddress(ctx, pod)
 		if err != nil {
 			return router.Instance{}, err
@@ -137,13 +149,60 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 		if spec.TLS {
 			scheme = "https://"
 		}
-		addr = scheme + net.JoinHostPort(host, strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
-		svc, err = b.annotate(ctx, svc.Name, map[string]*string{AnnAddress: &addr})
-		if err != nil {
+		addr := scheme + net.JoinHostPort(host, strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
+		ann[AnnAddress] = &addr
+	}
+	if len(ann) > 0 {
+		if svc, err = b.annotate(ctx, svc.Name, ann); err != nil {
 			return router.Instance{}, err
 		}
 	}
 	return b.instance(svc, []*corev1.Pod{pod}), nil
+}
+
+// runningImage is the digest of the image pod's container runs, as its node
+// reports it (status.containerStatuses[].imageID), checked against the pin
+// (spec.Digest): a pod running another image is refused (router.ErrForbidden)
+// and its caller deletes it. With ImageByID the pod names the pinned ID
+// itself; without, it names the reference, which a node may resolve to
+// whatever was tagged or pushed under it since the pin was taken.
+//
+// Nodes report either the image ID ("sha256:...", images loaded into the
+// node, as on the local cluster) or, for an image pulled from a registry,
+// its registry digest ("repo@sha256:...", the digest of its manifest, not
+// the image ID the pin is). An ID is compared with the pin. A registry
+// digest cannot be: with ImageByID the pod ran the pinned ID anyway; without
+// it the launch goes on with a warning and reports the registry digest, so a
+// client requiring the pinned digest refuses it. A node that reports nothing
+// (kwok's simulated nodes run no process) leaves the pin as the answer.
+func (b *Backend) runningImage(pod *corev1.Pod, spec router.Spec) (string, error) {
+	var reported string
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == "main" || reported == "" {
+			reported = cs.ImageID
+		}
+	}
+	for _, p := range []string{"docker-pullable://", "docker://"} { // kubelets of the dockershim era
+		reported = strings.TrimPrefix(reported, p)
+	}
+	pin := spec.Digest
+	switch {
+	case reported == "":
+		return pin, nil
+	case pin == "" || reported == pin:
+		return reported, nil
+	case strings.HasPrefix(reported, "sha256:"):
+		b.logger.Warn("refused a pod running another image than the pinned one", "instance", spec.ID, "pod", pod.Name,
+			"image", spec.Image, "runs", reported, "pinned", pin, "node", pod.Spec.NodeName)
+		return "", fmt.Errorf("%w: pod %s on node %s runs image %s as %s, not the pinned %s: deleted it "+
+			"(the tag was moved to another image on the node; load the pinned image again, or rebuild with make images and restart with the new manifest)",
+			router.ErrForbidden, pod.Name, pod.Spec.NodeName, spec.Image, reported, pin)
+	case b.opts.ImageByID || strings.HasSuffix(reported, "@"+pin):
+		return pin, nil
+	}
+	b.logger.Warn("image not validated: the node reports a registry digest, which the pinned image ID cannot be compared with",
+		"instance", spec.ID, "pod", pod.Name, "image", spec.Image, "runs", reported, "pinned", pin)
+	return reported, nil
 }
 
 func (b *Backend) labels(spec router.Spec) map[string]string {

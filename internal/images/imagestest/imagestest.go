@@ -5,19 +5,23 @@
 package imagestest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/e-mission/upc/internal/images"
 )
 
-// Version is the tag test images carry.
-const Version = "test"
+// Version is the tag test images carry: "test", or $UPC_TEST_IMAGE_TAG, so
+// two checkouts testing on one engine (CI and a working tree) do not move
+// each other's tags under their pins.
+var Version = cmp.Or(os.Getenv("UPC_TEST_IMAGE_TAG"), "test")
 
 var (
 	mu    sync.Mutex
@@ -59,6 +63,11 @@ func Ensure(t testing.TB, names ...string) *images.Manifest {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	unlock, err := lockBuilds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
 	binDir, err := os.MkdirTemp("", "upc-imagestest-")
 	if err != nil {
 		t.Fatal(err)
@@ -118,4 +127,22 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// lockBuilds serialises image builds across test processes (go test runs
+// packages at once). Two processes building one image with a cold build
+// cache would each make an image of their own and the last would take the
+// tag, so the first one's pin would no longer be what its tag names, and
+// the engine refuses that (a swapped image). Built one after the other, the
+// second build comes from the cache: the same ID.
+func lockBuilds() (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "upc-imagestest.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("imagestest: build lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("imagestest: build lock: %w", err)
+	}
+	return func() { f.Close() }, nil
 }

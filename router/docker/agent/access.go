@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 
+	cerrdefs "github.com/containerd/errdefs"
+
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
 )
@@ -33,7 +35,9 @@ type HandlerOptions struct {
 	Token string
 	// Images are the only images a launch may run: the catalog's. A launch
 	// naming another reference, or a digest other than the one its reference
-	// is pinned to (or, unpinned, resolves to on this machine), answers 403.
+	// is pinned to (or, unpinned, resolves to on this machine), answers 403,
+	// as does (Engine.Launch) a pinned reference that now resolves to
+	// another image on this machine.
 	Images []Image
 }
 
@@ -98,6 +102,35 @@ func (c catalog) check(ctx context.Context, req LaunchRequest, imageID func(cont
 		}
 	}
 	return fmt.Errorf("%w: digest %s is not the catalog's image %s", ErrForbidden, req.Digest, req.Image)
+}
+
+// resolveImage is the image ID a launch runs: what req.Image resolves to on
+// this machine now, which must be req.Digest when the request pins one. A
+// tag moved to another image since the pin was taken (an image swapped under
+// the catalog's reference) is refused, not run, and neither is the pinned
+// image run in its place: whoever moved the tag must hear of it. The
+// container is created from the ID checked here, so the tag moving again
+// between the check and the create changes nothing. A request naming a
+// digest alone runs that digest (the agent's catalog admits only pinned ones).
+func (e *Engine) resolveImage(ctx context.Context, req LaunchRequest) (string, error) {
+	if req.Image == "" {
+		return req.Digest, nil
+	}
+	id, err := e.imageID(ctx, req.Image)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return "", fmt.Errorf("image %s is not on this machine (run make images): %w", req.Image, err)
+		}
+		return "", err
+	}
+	if req.Digest != "" && id != req.Digest {
+		e.logger.Warn("refused a swapped image: its reference resolves to another image than the pinned one",
+			"image", req.Image, "resolves_to", id, "pinned", req.Digest, "instance", req.Instance, "service", req.Service, "user", req.User)
+		return "", fmt.Errorf("%w: image %s now resolves to %s, not the pinned %s: refusing to run it "+
+			"(the tag was moved to another image; rebuild with make images and restart with the new manifest, or tag the pinned image again)",
+			ErrForbidden, req.Image, id, req.Digest)
+	}
+	return id, nil
 }
 
 // imageID is the ID of the local image ref ("sha256:...").

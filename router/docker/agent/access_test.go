@@ -375,3 +375,47 @@ func TestLaunchCannotNameAnotherUsersVolume(t *testing.T) {
 		})
 	}
 }
+
+// TestLaunchRefusesASwappedImage: once the catalog's reference resolves to
+// another image than its pin (someone tagged another image upc/pm:test), a
+// launch is refused with 403 naming the reference, what it resolves to and
+// the pin, over HTTP and in process (the router's local machine) alike;
+// nothing is created, and the pinned image is not run in its place.
+func TestLaunchRefusesASwappedImage(t *testing.T) {
+	srv, fd, logs := newTestAgent(t, "upc", HandlerOptions{Token: testToken, Images: []Image{{Ref: catalogRef, Digest: catalogID}}})
+	fd.mu.Lock()
+	fd.images[catalogRef] = otherID
+	fd.mu.Unlock()
+	want := "image " + catalogRef + " now resolves to " + otherID + ", not the pinned " + catalogID
+	code, msg := call(t, "POST", srv.URL+"/v1/containers", "Bearer "+testToken, catalogLaunch)
+	if code != http.StatusForbidden || !strings.Contains(msg, want) {
+		t.Fatalf("%d %q, want 403 %q", code, msg, want)
+	}
+	cli, err := client.New(client.WithHost(strings.Replace(fakeHost(t, fd), "http://", "tcp://", 1)), client.WithAPIVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	e, err := NewEngine(cli, Options{Name: "local"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Launch(context.Background(), catalogLaunch); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("in process: %v, want ErrForbidden %q", err, want)
+	}
+	if ch := fd.Changes(); len(ch) > 0 {
+		t.Errorf("refused launches reached Docker: %q", ch)
+	}
+	for _, w := range []string{"refused a swapped image", "resolves_to=" + otherID, "pinned=" + catalogID} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, logs)
+		}
+	}
+}
+
+// fakeHost serves fd on a new server and returns its URL.
+func fakeHost(t *testing.T, fd *fakeDocker) string {
+	srv := httptest.NewServer(fd)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}

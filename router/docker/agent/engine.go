@@ -186,6 +186,10 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	if err := req.Validate(); err != nil {
 		return Container{}, err
 	}
+	image, err := e.resolveImage(ctx, req) // first: a refused image creates nothing
+	if err != nil {
+		return Container{}, err
+	}
 	if _, err := e.EnsureNetwork(ctx); err != nil {
 		return Container{}, err
 	}
@@ -193,7 +197,6 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	bind, adverts, netName := e.bindIP, e.adverts, e.net.Network
 	e.mu.Unlock()
 
-	image := cmp.Or(req.Digest, req.Image)
 	port, _ := network.PortFrom(uint16(req.Port), network.TCP)
 	labels := map[string]string{}
 	for k, v := range e.opts.Labels {
@@ -271,7 +274,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			return Container{}, fmt.Errorf("create %s: image %s is not on this machine (run make images): %w", name, image, err)
+			return Container{}, fmt.Errorf("create %s: image %s (%s) is not on this machine (run make images): %w", name, cmp.Or(req.Image, image), image, err)
 		}
 		return Container{}, fmt.Errorf("create %s: %w", name, err)
 	}

@@ -45,7 +45,7 @@ type LaunchRequest struct {
 	Owner     string            `json:"owner,omitempty"` // router identity that launched it
 	PM        string            `json:"pm,omitempty"`    // PM instance a bound service reaches
 	Image     string            `json:"image"`
-	Digest    string            `json:"digest,omitempty"` // image ID to run instead of Image
+	Digest    string            `json:"digest,omitempty"` // the pinned image ID Image must resolve to; the container runs that ID
 	Port      int               `json:"port"`
 	Env       map[string]string `json:"env,omitempty"`
 	CPUMillis int               `json:"cpu_millis,omitempty"`

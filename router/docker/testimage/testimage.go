@@ -58,6 +58,13 @@ func compile() ([]byte, error) {
 // Build builds the image tagged ref (e.g. "upc-test/server:t1") and returns
 // its image ID. Remove it with Remove.
 func Build(ctx context.Context, cli *client.Client, ref string) (string, error) {
+	return BuildVariant(ctx, cli, ref, "")
+}
+
+// BuildVariant is Build of a distinct image: the same server, labelled
+// upc.test.variant=variant, so each variant has an ID of its own (tests that
+// swap one image for another under a tag). "" is Build's image.
+func BuildVariant(ctx context.Context, cli *client.Client, ref, variant string) (string, error) {
 	bin, err := compile()
 	if err != nil {
 		return "", err
@@ -80,9 +87,13 @@ func Build(ctx context.Context, cli *client.Client, ref string) (string, error) 
 	if err := tw.Close(); err != nil {
 		return "", err
 	}
+	labels := map[string]string{"upc.test": "1"}
+	if variant != "" {
+		labels["upc.test.variant"] = variant
+	}
 	res, err := cli.ImageBuild(ctx, &buf, client.ImageBuildOptions{
 		Tags: []string{ref}, Remove: true, ForceRemove: true,
-		Labels: map[string]string{"upc.test": "1"},
+		Labels: labels,
 	})
 	if err != nil {
 		return "", fmt.Errorf("build %s: %w", ref, err)
