@@ -84,9 +84,7 @@ func (p *runPKI) configure(c *conf.Config, agents bool) {
 
 // routerHTTP calls the router, verified by its address.
 func (p *runPKI) routerHTTP(timeout time.Duration) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = certs.ClientConfig(p.roots, nil)
-	return &http.Client{Timeout: timeout, Transport: tr}
+	return &http.Client{Timeout: timeout, Transport: certs.Transport(p.roots, nil)}
 }
 
 // instanceHTTP calls instances: TLS only, each verified as an instance.

@@ -48,9 +48,7 @@ func (r Router) HTTP() *http.Client { return r.CA.Client(10 * time.Minute) }
 
 // RouterHTTP reaches the router, verified against CA by its address.
 func (r Router) RouterHTTP() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = certs.ClientConfig(r.CA.Pool(), nil)
-	return &http.Client{Timeout: 10 * time.Minute, Transport: tr}
+	return &http.Client{Timeout: 10 * time.Minute, Transport: certs.Transport(r.CA.Pool(), nil)}
 }
 
 // Options tune StartRouterWith.

@@ -79,8 +79,7 @@ func TestAgentServesMutualTLS(t *testing.T) {
 	})
 
 	with := func(roots *certstest.CA, cert *tls.Certificate) *http.Client {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = certs.ClientConfig(roots.Pool(), cert)
+		tr := certs.Transport(roots.Pool(), cert)
 		tr.DisableKeepAlives = true
 		return &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	}

@@ -333,9 +333,7 @@ func transport(cfg *conf.Config, ca *certs.CA) (http.RoundTripper, error) {
 		}
 		client = &c
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = certs.ClientConfig(pool, client)
-	return t, nil
+	return certs.Transport(pool, client), nil
 }
 
 // rebuild adopts what the machines already run, retrying while agents start.

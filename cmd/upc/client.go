@@ -93,9 +93,7 @@ func httpClient(cfg *conf.Config, caFile string) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = certs.ClientConfig(pool, nil)
-	return &http.Client{Timeout: 10 * time.Minute, Transport: tr}, nil
+	return &http.Client{Timeout: 10 * time.Minute, Transport: certs.Transport(pool, nil)}, nil
 }
 
 // instanceClient calls the user's instances: over TLS only, each verified

@@ -119,6 +119,14 @@ func ClientConfig(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
 	return c
 }
 
+// Transport is an HTTPS transport verifying servers by host name against
+// roots (nil: the system's), presenting cert if non-nil.
+func Transport(roots *x509.CertPool, cert *tls.Certificate) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = ClientConfig(roots, cert)
+	return t
+}
+
 // InstanceClientConfig verifies instances: the peer's certificate must chain
 // to roots and carry an instance name (InstanceName), whatever address it
 // was reached at, since an instance's address (a published port, a node

@@ -123,9 +123,7 @@ router: {admin_token_file: admin.token, ca_cert_path: ca.crt, ca_key_path: ca.ke
 	}
 	routerURL := run("router", m.Images["router"].ID, []string{"--config", "/etc/upc/upc.yaml"}, cfgMount, true)
 
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = certs.ClientConfig(ca.Pool(), nil)
-	routerHTTP := &http.Client{Timeout: time.Minute, Transport: tr}
+	routerHTTP := &http.Client{Timeout: time.Minute, Transport: certs.Transport(ca.Pool(), nil)}
 	instances := ca.Client(5 * time.Second)
 	get := func(c *http.Client, url string) (int, string, error) {
 		resp, err := c.Get(url)
@@ -178,12 +176,10 @@ router: {admin_token_file: admin.token, ca_cert_path: ca.crt, ca_key_path: ca.ke
 	}
 	// A client trusting another CA refuses the router and the instances.
 	other := certstest.New(t)
-	otr := http.DefaultTransport.(*http.Transport).Clone()
-	otr.TLSClientConfig = certs.ClientConfig(other.Pool(), nil)
 	for what, c := range map[string]struct {
 		hc  *http.Client
 		url string
-	}{"router": {&http.Client{Transport: otr, Timeout: 5 * time.Second}, routerURL}, "instance": {other.Client(5 * time.Second), addrs[0]}} {
+	}{"router": {&http.Client{Transport: certs.Transport(other.Pool(), nil), Timeout: 5 * time.Second}, routerURL}, "instance": {other.Client(5 * time.Second), addrs[0]}} {
 		if _, _, err := get(c.hc, c.url+"/healthz"); err == nil || !strings.Contains(err.Error(), "unknown authority") {
 			t.Errorf("%s, to a client of another CA: %v, want unknown authority", what, err)
 		}
