@@ -10,7 +10,9 @@ package pmbind
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/e-mission/upc/internal/access"
@@ -38,11 +40,16 @@ func Resolve(in access.Instance, reqAddress, reqGrant string) (Target, error) {
 		if reqAddress == "" {
 			return Target{}, httpx.BadRequest("pm_address is required")
 		}
+		if err := CheckAddress(reqAddress); err != nil {
+			return Target{}, httpx.BadRequest("%v", err)
+		}
 		return Target{Address: reqAddress, Grant: reqGrant}, nil
 	}
 	var errs []error
 	if reqAddress == "" {
 		errs = append(errs, errors.New("pm_address is required"))
+	} else if err := CheckAddress(reqAddress); err != nil {
+		errs = append(errs, err)
 	}
 	if reqGrant == "" {
 		errs = append(errs, errors.New("grant is required: this service is shared, and reaches a user's PM only with a grant of theirs"))
@@ -51,6 +58,25 @@ func Resolve(in access.Instance, reqAddress, reqGrant string) (Target, error) {
 		return Target{}, httpx.BadRequest("%v", err)
 	}
 	return Target{Address: reqAddress, Grant: reqGrant}, nil
+}
+
+// CheckAddress says what is wrong with a PM address a request names: it
+// must be an http(s) URL of a host (and port), with nothing else (no user,
+// path, query or fragment), or the original's bare "host:port".
+func CheckAddress(addr string) error {
+	u, err := url.Parse(Normalize(addr))
+	if err != nil {
+		return fmt.Errorf("pm_address %q is not a URL: %v", addr, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("pm_address %q is not an http(s) address (scheme %q; https, or http for a legacy PM)", addr, u.Scheme)
+	case u.Hostname() == "":
+		return fmt.Errorf("pm_address %q names no host", addr)
+	case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("pm_address %q: want only scheme, host and port (https://host:port)", addr)
+	}
+	return nil
 }
 
 // Normalize adds http:// to an address without a scheme (as the original's

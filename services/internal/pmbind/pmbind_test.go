@@ -40,6 +40,14 @@ func TestResolve(t *testing.T) {
 		{shared, "", "upcg_b", Target{}, 400},
 		{legacy, "pm-b:8080", "", Target{"pm-b:8080", ""}, 0},
 		{legacy, "", "", Target{}, 400},
+		// Not a PM's address: refused before anything is dialled.
+		{shared, "file:///etc/passwd", "upcg_b", Target{}, 400},
+		{legacy, "file:///etc/passwd", "", Target{}, 400},
+		{shared, "https://user:pw@pm-b:8080", "upcg_b", Target{}, 400},
+		{shared, "https://pm-b:8080/elsewhere?x=1", "upcg_b", Target{}, 400},
+		{shared, "https://:8080", "upcg_b", Target{}, 400},
+		{shared, "gopher://pm-b:70", "upcg_b", Target{}, 400},
+		{shared, "https://pm-b:8080/", "upcg_b", Target{"https://pm-b:8080/", "upcg_b"}, 0},
 	} {
 		got, err := Resolve(c.in, c.addr, c.grant)
 		if status(err) != c.code || got != c.want {
