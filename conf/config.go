@@ -145,6 +145,12 @@ type Router struct {
 	// InstanceCertTTL is how long an instance's certificate lasts (renewed
 	// when the instance is resumed); default 168h.
 	InstanceCertTTL Duration `json:"instance_cert_ttl,omitempty"`
+	// MaxInstancesPerUser caps one user's live instances (default 32);
+	// LaunchRate and LaunchBurst bound each identity's launches, admins
+	// excepted (default 2 a second, bursts of 20). Past them: 429.
+	MaxInstancesPerUser int     `json:"max_instances_per_user,omitempty"`
+	LaunchRate          float64 `json:"launch_rate,omitempty"`
+	LaunchBurst         int     `json:"launch_burst,omitempty"`
 	// LaunchTimeout bounds how long a launch waits for the instance to answer.
 	LaunchTimeout Duration `json:"launch_timeout,omitempty"`
 	// AgentTimeout bounds one call to a machine agent.

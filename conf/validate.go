@@ -66,6 +66,15 @@ func (c *Config) Validate() error {
 	if c.ServiceRouterUseTLS && c.Router.TLSCertPath == "" && c.Router.CACertPath == "" {
 		bad("router.tls_cert_path", "router.tls_cert_path and router.tls_key_path (or router.ca_cert_path, from which the router issues its own) are required when service_router_use_tls is set")
 	}
+	if c.Router.MaxInstancesPerUser < 0 || c.Router.MaxInstancesPerUser > 100000 {
+		bad("router.max_instances_per_user", "%d must be between 0 (the default, 32) and 100000", c.Router.MaxInstancesPerUser)
+	}
+	if !(c.Router.LaunchRate >= 0) || c.Router.LaunchRate > 1e6 {
+		bad("router.launch_rate", "%v must be a number of launches a second, 0 (the default, 2) up to 1e6", c.Router.LaunchRate)
+	}
+	if c.Router.LaunchBurst < 0 || c.Router.LaunchBurst > 1e6 {
+		bad("router.launch_burst", "%d must be between 0 (the default, 20) and 1000000", c.Router.LaunchBurst)
+	}
 	if (c.Router.CACertPath == "") != (c.Router.CAKeyPath == "") {
 		bad("router.ca_cert_path", "router.ca_cert_path and router.ca_key_path go together (the CA's certificate and key, from `upc certs init`)")
 	}

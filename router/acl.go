@@ -118,6 +118,13 @@ func (r *Router) LaunchAs(ctx context.Context, who Identity, req api.LaunchReque
 	if err != nil {
 		return Instance{}, err
 	}
+	// Admins are the operator's own tools (the aggregator launches for
+	// thousands of users): everyone else's launches are rate-limited.
+	if who.Role != api.RoleAdmin {
+		if err := r.lim.allow(who.Name); err != nil {
+			return Instance{}, err
+		}
+	}
 	if req.PM != "" || req.Grant != "" {
 		return r.launchBound(ctx, who, svc, req)
 	}

@@ -124,4 +124,9 @@ var (
 	// ErrForbidden: the caller may not do this (someone else's or a missing
 	// instance, for a caller who is not an admin; a role's limits).
 	ErrForbidden = errors.New("forbidden")
+	// ErrConflict: the user's data-holding service (their PM) already runs.
+	ErrConflict = errors.New("conflict")
+	// ErrLimit: a per-user limit (live instances, launch rate) is reached;
+	// a *LimitError says when to retry, if waiting helps.
+	ErrLimit = errors.New("limit reached")
 )

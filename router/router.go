@@ -53,6 +53,14 @@ type Options struct {
 	// CA: keys, tokens and data then cross the network in clear. It must be
 	// chosen explicitly (deny by default).
 	PlainHTTP bool
+	// MaxInstancesPerUser caps one user's live instances (0: the default,
+	// DefaultMaxInstancesPerUser).
+	MaxInstancesPerUser int
+	// LaunchRate and LaunchBurst bound each identity's launches (admins
+	// excepted): a token bucket of LaunchBurst refilled at LaunchRate a
+	// second (0: the defaults).
+	LaunchRate  float64
+	LaunchBurst int
 }
 
 // Router is the service router's core: it launches catalog services for
@@ -72,6 +80,7 @@ type Router struct {
 	certTTL        time.Duration
 	// renewer calls instances with the router's client certificate.
 	renewer *http.Client
+	lim     *limits
 
 	mu        sync.RWMutex
 	instances map[ID]Instance
@@ -91,6 +100,10 @@ func New(opts Options) (*Router, error) {
 	}
 	if opts.CA == nil && !opts.PlainHTTP {
 		errs = append(errs, errors.New("router: no CA to give instances certificates: give one (router.ca_cert_path, router.ca_key_path), or choose plain HTTP explicitly"))
+	}
+	if opts.MaxInstancesPerUser < 0 || opts.LaunchRate < 0 || opts.LaunchBurst < 0 {
+		errs = append(errs, fmt.Errorf("router: limits must not be negative (instances per user %d, launch rate %v, burst %d)",
+			opts.MaxInstancesPerUser, opts.LaunchRate, opts.LaunchBurst))
 	}
 	if opts.InstanceCertTTL < 0 {
 		errs = append(errs, fmt.Errorf("router: instance certificate lifetime %s is negative", opts.InstanceCertTTL))
@@ -112,6 +125,7 @@ func New(opts Options) (*Router, error) {
 		insecureLegacy: opts.InsecureLegacy,
 		ca:             opts.CA,
 		certTTL:        cmp.Or(opts.InstanceCertTTL, certs.DefaultInstanceTTL),
+		lim:            newLimits(opts.MaxInstancesPerUser, opts.LaunchRate, opts.LaunchBurst),
 	}
 	if r.users == nil {
 		r.users, _ = OpenUsers("", "")
@@ -232,6 +246,11 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 	if err := ValidUser(o.user); err != nil {
 		return Instance{}, err
 	}
+	release, err := r.admit(o.user, svc)
+	if err != nil {
+		return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, o.user, err)
+	}
+	defer release()
 	env := maps.Clone(svc.Env)
 	if env == nil {
 		env = map[string]string{}

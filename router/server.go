@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 
@@ -83,8 +84,14 @@ func status(err error, legacy bool) error {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrForbidden):
 		code = http.StatusForbidden
-	case errors.Is(err, ErrUserExists):
+	case errors.Is(err, ErrUserExists), errors.Is(err, ErrConflict):
 		code = http.StatusConflict
+	case errors.Is(err, ErrLimit):
+		code = http.StatusTooManyRequests
+		var le *LimitError
+		if errors.As(err, &le) {
+			return &httpx.Error{Code: code, Msg: err.Error(), Err: err, RetryAfter: le.RetryAfter}
+		}
 	case errors.Is(err, ErrNoMachine):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrPMUnreachable):
@@ -241,6 +248,10 @@ func (r *Router) handleServiceRequest(w http.ResponseWriter, req *http.Request) 
 		if !strings.HasPrefix(user, LegacyName+"-") {
 			user = LegacyName + "-" + user
 		}
+	}
+	host, _, _ := net.SplitHostPort(req.RemoteAddr)
+	if err := r.lim.allow(LegacyName + "@" + host); err != nil {
+		return status(err, true)
 	}
 	in, err := r.launch(req.Context(), launchOrder{service: body.Service, user: user, owner: who.Name, legacy: true})
 	if err != nil {

@@ -105,6 +105,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		HealthTimeout: firstDuration(*launchTimeout, cfg.Router.LaunchTimeout.D()),
 		Users:         users, InsecureLegacy: cfg.Router.InsecureLegacy,
 		CA: ca, InstanceCertTTL: cfg.Router.InstanceCertTTL.D(), PlainHTTP: ca == nil,
+		MaxInstancesPerUser: cfg.Router.MaxInstancesPerUser, LaunchRate: cfg.Router.LaunchRate, LaunchBurst: cfg.Router.LaunchBurst,
 	})
 	if err != nil {
 		return err

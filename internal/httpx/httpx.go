@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -26,6 +27,9 @@ type Error struct {
 	Code int
 	Msg  string
 	Err  error
+	// RetryAfter, when positive, is sent as Retry-After (whole seconds,
+	// rounded up): a 429 or 503 says when to come back.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -73,6 +77,9 @@ func Handle(logger *slog.Logger, h HandlerFunc) http.Handler {
 			level = slog.LevelError
 		}
 		logger.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", he.Code, "err", he.Error())
+		if he.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((he.RetryAfter+time.Second-1)/time.Second)))
+		}
 		WriteJSON(w, he.Code, ErrorBody{Error: he.Msg})
 	})
 }
