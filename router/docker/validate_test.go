@@ -48,7 +48,7 @@ func TestSwappedImageRefusedDocker(t *testing.T) {
 	d := newDeployment(t)
 	cat := &conf.Catalog{Services: []conf.Service{{Name: "test", Image: refA, Digest: idA, Port: testimage.Port, Health: "/healthz"}}}
 	local := backend(t, docker.Machine{Name: conf.LocalMachine, Weight: 1, Driver: d.engine(t, "local")})
-	core, err := router.New(router.Options{Backend: local, Catalog: cat, HealthTimeout: 15 * time.Second})
+	core, err := router.New(router.Options{Backend: local, Catalog: cat, HealthTimeout: 15 * time.Second, PlainHTTP: true}) // the test image
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestSwappedImageRefusedDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	viaAgent, err := router.New(router.Options{Backend: remote, Catalog: cat, HealthTimeout: 15 * time.Second, Users: users})
+	viaAgent, err := router.New(router.Options{Backend: remote, Catalog: cat, HealthTimeout: 15 * time.Second, Users: users, PlainHTTP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
