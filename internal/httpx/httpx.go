@@ -178,6 +178,22 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Du
 	return nil
 }
 
+// Every UPC server's timeouts: a slow or silent client holds a connection
+// for a bounded time only. Writes get long enough for the longest answer
+// (a pipeline run over a large user, a whole usercache).
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	ReadTimeout       = 5 * time.Minute
+	WriteTimeout      = 15 * time.Minute
+	IdleTimeout       = 2 * time.Minute
+)
+
+// NewServer is an HTTP server for h with UPC's timeouts.
+func NewServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
+		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout}
+}
+
 // ListenAndServe listens on addr and calls Serve. It logs the bound address,
 // which matters when addr asks for port 0.
 func ListenAndServe(ctx context.Context, logger *slog.Logger, addr string, h http.Handler) error {
@@ -195,7 +211,7 @@ func ListenAndServeTLS(ctx context.Context, logger *slog.Logger, addr string, h 
 		ln = tls.NewListener(ln, tc)
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "tls", tc != nil)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := NewServer(h)
 	return Serve(ctx, srv, ln, 500*time.Millisecond)
 }
 
