@@ -208,6 +208,9 @@ func compileOp(path, op string, arg any, all map[string]any, depth int) (cond, e
 		if !ok {
 			return nil, fmt.Errorf("%s: %s needs an array", path, op)
 		}
+		if len(list) > MaxInValues {
+			return nil, fmt.Errorf("%s: %s holds %d values, at most %d", path, op, len(list), MaxInValues)
+		}
 		for _, e := range list {
 			if m, ok := e.(map[string]any); ok {
 				for k := range m {
@@ -218,9 +221,9 @@ func compileOp(path, op string, arg any, all map[string]any, depth int) (cond, e
 			}
 		}
 		if op == "$in" {
-			return inCond(list), nil
+			return newInCond(list), nil
 		}
-		return notCond{inCond(list)}, nil
+		return notCond{newInCond(list)}, nil
 	case "$exists":
 		b, ok := truthy(arg)
 		if !ok {
@@ -323,12 +326,58 @@ func (c cmpCond) test(vals []any, _ bool) bool {
 	return false
 }
 
-type inCond []any
+// MaxInValues bounds a $in or $nin list.
+const MaxInValues = 100_000
+
+// inCond is $in: its scalar values in a set by canonical key, so a list of
+// thousands (the pipeline deletes by id) costs a lookup per value, not a
+// scan; other values (objects, arrays) are compared one by one.
+type inCond struct {
+	list   []any
+	set    map[string]struct{}
+	others []any
+	hasNil bool
+}
+
+func newInCond(list []any) inCond {
+	c := inCond{list: list, set: make(map[string]struct{}, len(list))}
+	for _, v := range list {
+		if setKeyed(v) {
+			c.hasNil = c.hasNil || v == nil
+			c.set[Key(v)] = struct{}{}
+		} else {
+			c.others = append(c.others, v)
+		}
+	}
+	return c
+}
+
+// setKeyed: v's Key is equal exactly for Equal values (null, strings,
+// booleans, numbers that parse).
+func setKeyed(v any) bool {
+	switch v.(type) {
+	case nil, string, bool:
+		return true
+	}
+	_, ok := number(v)
+	return ok
+}
 
 func (c inCond) test(vals []any, found bool) bool {
-	for _, want := range c {
-		if (eqCond{want}).test(vals, found) {
-			return true
+	if c.hasNil && !found {
+		return true
+	}
+	for _, x := range vals {
+		if setKeyed(x) {
+			if _, ok := c.set[Key(x)]; ok {
+				return true
+			}
+			continue
+		}
+		for _, o := range c.others {
+			if Equal(x, o) {
+				return true
+			}
 		}
 	}
 	return false
@@ -378,7 +427,7 @@ func (f *Filter) EqualStrings(path string) (vals []string, ok bool) {
 				cand = []string{s}
 			case inCond:
 				allStr := true
-				for _, e := range x {
+				for _, e := range x.list {
 					s, isStr := e.(string)
 					if !isStr {
 						allStr = false
@@ -590,7 +639,7 @@ func planField(n *fieldNode) bool {
 					return false
 				}
 			case inCond:
-				for _, e := range x {
+				for _, e := range x.list {
 					if _, isStr := e.(string); !isStr {
 						return false
 					}

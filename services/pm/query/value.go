@@ -202,6 +202,9 @@ func writeKey(b *strings.Builder, v any) {
 		b.WriteString("]")
 	default:
 		f, _ := number(v)
+		if f == 0 {
+			f = 0 // -0 is Equal to 0: one key
+		}
 		b.WriteString("d")
 		b.WriteString(strconv.FormatFloat(f, 'g', -1, 64))
 	}
