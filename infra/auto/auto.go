@@ -28,6 +28,7 @@ import (
 
 	"github.com/e-mission/upc/infra/stack"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 )
 
 // EngineVersion is the engine `make tools` builds, and the cache folder's key.
@@ -67,8 +68,15 @@ type Result struct {
 // AdminTokenKey is the stack setting holding the router's admin token.
 const AdminTokenKey = "upc:adminToken"
 
+// CACertKey and CAKeyKey are the stack settings holding its CA (PEM): the
+// certificate plain, the key a secret.
+const (
+	CACertKey = "upc:caCert"
+	CAKeyKey  = "upc:caKey"
+)
+
 // secretKeys are settings always stored as secrets, however given.
-var secretKeys = map[string]bool{AdminTokenKey: true}
+var secretKeys = map[string]bool{AdminTokenKey: true, CAKeyKey: true}
 
 func (o *Options) defaults() error {
 	if o.ProjectDir == "" {
@@ -273,7 +281,46 @@ func Stack(ctx context.Context, o Options) (auto.Stack, error) {
 		}
 		fmt.Fprintf(progress(o), "infra: stack %s had no %s: made one (a secret output, adminToken)\n", o.Stack, AdminTokenKey)
 	}
+	if NeedsCA(stored) {
+		// Likewise the stack's CA: made once, kept in its settings (the key
+		// encrypted), so that later ups keep every certificate valid.
+		cert, key, err := NewCA(o.Stack)
+		if err != nil {
+			return auto.Stack{}, fmt.Errorf("infra: stack %s's CA: %w", o.Stack, err)
+		}
+		if err := st.SetAllConfig(ctx, auto.ConfigMap{
+			CACertKey: {Value: cert},
+			CAKeyKey:  {Value: key, Secret: true},
+		}); err != nil {
+			return auto.Stack{}, fmt.Errorf("infra: store stack %s's new CA: %w", o.Stack, err)
+		}
+		fmt.Fprintf(progress(o), "infra: stack %s had no %s and %s: made a CA, %q (its certificate is the output caCert; `up --ca-out FILE` writes it)\n", o.Stack, CACertKey, CAKeyKey, CAName(o.Stack))
+	}
 	return st, nil
+}
+
+// NeedsCA reports whether a stack's settings lack both halves of its CA,
+// which Stack then makes. With one half only, it makes nothing: the
+// program's validation names the missing one.
+func NeedsCA(settings auto.ConfigMap) bool {
+	return strings.TrimSpace(settings[CACertKey].Value) == "" && strings.TrimSpace(settings[CAKeyKey].Value) == ""
+}
+
+// CAName is the name of the CA made for a stack.
+func CAName(stackName string) string { return "UPC operator CA (" + stackName + ")" }
+
+// NewCA makes a stack's CA, valid for certs.DefaultCATTL: its certificate
+// and key, PEM.
+func NewCA(stackName string) (certPEM, keyPEM string, err error) {
+	ca, err := certs.NewCA(CAName(stackName), certs.DefaultCATTL)
+	if err != nil {
+		return "", "", err
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		return "", "", err
+	}
+	return string(ca.CertPEM), string(key), nil
 }
 
 // NeedsAdminToken reports whether a stack's settings lack the router's
