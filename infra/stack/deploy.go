@@ -92,7 +92,7 @@ func deploy(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		// What clients verify the router and the instances with: `upc infra
 		// up --ca-out FILE` writes it, for `upc client --ca FILE`.
 		"caCert": out.CACert,
-		"images":     pulumi.ToStringMap(out.Images).ToStringMapOutput(),
+		"images": pulumi.ToStringMap(out.Images).ToStringMapOutput(),
 	}
 	for _, k := range slices.Sorted(maps.Keys(out.Exports)) {
 		ctx.Export(k, out.Exports[k])

@@ -457,7 +457,7 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 			Selector: &metav1.LabelSelectorArgs{MatchLabels: podLabels},
 			Template: &corev1.PodTemplateSpecArgs{
 				Metadata: &metav1.ObjectMetaArgs{
-					Labels:      podLabels,
+					Labels: podLabels,
 					Annotations: pulumi.StringMap{
 						AdminTokenHashAnnotation: pulumi.String(access.Hash(a.AdminToken)),
 						CAHashAnnotation:         pulumi.String(sha256Hex(a.CACert)),
