@@ -53,6 +53,9 @@ type Options struct {
 	PulumiHome string
 	// Config overrides the stack file's settings, "upc:key" → value.
 	Config map[string]string
+	// RotateCA replaces the stack's CA with a new one before the update
+	// (`up --rotate-ca`), as if the stack had none.
+	RotateCA bool
 	// Progress receives the engine's progress output.
 	Progress io.Writer
 }
@@ -145,19 +148,21 @@ func FindPulumi() (string, error) {
 // the overrides, keys in their full form ("namespace" is "upc:namespace"),
 // so an override always wins over the file.
 func MergeConfig(file, overrides map[string]string) auto.ConfigMap {
-	full := func(k string) string {
-		if !strings.Contains(k, ":") {
-			return "upc:" + k
-		}
-		return k
-	}
 	cm := auto.ConfigMap{}
 	for _, src := range []map[string]string{file, overrides} {
 		for _, k := range slices.Sorted(maps.Keys(src)) {
-			cm[full(k)] = auto.ConfigValue{Value: src[k], Secret: secretKeys[full(k)]}
+			cm[FullKey(k)] = auto.ConfigValue{Value: src[k], Secret: secretKeys[FullKey(k)]}
 		}
 	}
 	return cm
+}
+
+// FullKey is a setting's full name: "namespace" is "upc:namespace".
+func FullKey(k string) string {
+	if !strings.Contains(k, ":") {
+		return "upc:" + k
+	}
+	return k
 }
 
 // StackConfig reads the `config:` of <dir>/Pulumi.<stack>.yaml, if there is
@@ -210,6 +215,13 @@ func passphraseFile(stateDir string) (string, error) {
 // Stack opens (or makes) the stack with the program inline and its
 // configuration set.
 func Stack(ctx context.Context, o Options) (auto.Stack, error) {
+	if o.RotateCA {
+		for k := range o.Config {
+			if fk := FullKey(k); fk == CACertKey || fk == CAKeyKey {
+				return auto.Stack{}, fmt.Errorf("infra: --rotate-ca makes a new CA: give no %s with it", fk)
+			}
+		}
+	}
 	if err := o.defaults(); err != nil {
 		return auto.Stack{}, err
 	}
@@ -281,9 +293,10 @@ func Stack(ctx context.Context, o Options) (auto.Stack, error) {
 		}
 		fmt.Fprintf(progress(o), "infra: stack %s had no %s: made one (a secret output, adminToken)\n", o.Stack, AdminTokenKey)
 	}
-	if NeedsCA(stored) {
+	if o.RotateCA || NeedsCA(stored) {
 		// Likewise the stack's CA: made once, kept in its settings (the key
-		// encrypted), so that later ups keep every certificate valid.
+		// encrypted), so that later ups keep every certificate valid; made
+		// again only on request.
 		cert, key, err := NewCA(o.Stack)
 		if err != nil {
 			return auto.Stack{}, fmt.Errorf("infra: stack %s's CA: %w", o.Stack, err)

@@ -1,6 +1,7 @@
 package auto
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -92,5 +93,16 @@ func TestNewCAValidates(t *testing.T) {
 	err = cfg.Validate()
 	if err != nil && (strings.Contains(err.Error(), "upc:caCert") || strings.Contains(err.Error(), "upc:caKey")) {
 		t.Errorf("a new stack CA does not validate: %v", err)
+	}
+}
+
+// --rotate-ca makes the CA: one given beside it is refused before anything
+// is touched (no engine is looked for).
+func TestRotateCARefusesAGivenCA(t *testing.T) {
+	for _, k := range []string{"caCert", "upc:caKey"} {
+		_, err := Stack(context.Background(), Options{ProjectDir: t.TempDir(), Stack: "kind", RotateCA: true, Config: map[string]string{k: "x"}})
+		if err == nil || !strings.Contains(err.Error(), "--rotate-ca") || !strings.Contains(err.Error(), FullKey(k)) {
+			t.Errorf("--rotate-ca with %s: %v", k, err)
+		}
 	}
 }

@@ -124,6 +124,7 @@ func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	up.Flags().StringVar(&kubeconfigOut, "kubeconfig-out", "", "write the cluster's kubeconfig (a secret output) to this file")
+	up.Flags().BoolVar(&o.auto.RotateCA, "rotate-ca", false, "replace the stack's CA with a new one (the router is rolled with it; instances launched before must be relaunched, clients need the new caCert)")
 	up.Flags().StringVar(&caOut, "ca-out", "", "write the stack's CA certificate (the caCert output, PEM) to this file: what clients verify the router and the instances with (`upc client --ca FILE`)")
 	up.Flags().StringVar(&adminTokenFile, "admin-token-file", "", "write the router's admin token (a secret output) to this file, mode 0600 (the token file of `upc users --token-file`)")
 	return up
