@@ -33,8 +33,9 @@ import (
 // the stack's CA (the caCert `up --ca-out` wrote out; a plain-HTTP call and
 // a client without that CA are refused), launches a PM through it as its
 // admin (the token `up --admin-token-file` wrote out; a token-less call is
-// refused), and reaches the PM over TLS too, verified by the same CA, then
-// runs
+// refused), and reaches the PM over TLS too, verified by the same CA;
+// rotates the CA (`up --rotate-ca`) and sees the router answer with the
+// new one alone; then runs
 // `upc infra destroy` and checks that nothing of the stack is left. It needs
 // the engine and the plugins of `make tools` and the images of `make
 // images`; `make test-infra` provides all three and sets UPC_TEST_INFRA=1.
@@ -225,6 +226,37 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 	}
 	if err := rc.Delete(ctx, inst.ID); err != nil {
 		t.Errorf("delete the PM: %v", err)
+	}
+
+	// Rotating the CA: up --rotate-ca stores a new one and rolls the
+	// router, which then answers with a certificate of the new CA alone.
+	start = time.Now()
+	caFile3 := filepath.Join(t.TempDir(), "ca.crt")
+	if out3, err := upc("up", "--rotate-ca", "--ca-out", caFile3); err != nil {
+		t.Errorf("up --rotate-ca: %v\n%s", err, out3)
+	} else if ca3, roots3 := readCA(t, caFile3, out3, "existing"); ca3 == caPEM {
+		t.Error("up --rotate-ca kept the old CA")
+	} else {
+		rotated, err := routerclient.New(url[1], routerclient.WithHTTPClient(&http.Client{
+			Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: certs.ClientConfig(roots3, nil)},
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline = time.Now().Add(2 * time.Minute)
+		for {
+			if err = rotated.Health(ctx); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("router never answered with the new CA's certificate: %v", err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err := rc.Health(ctx); err == nil {
+			t.Error("after --rotate-ca the router's certificate still verifies with the old CA")
+		}
+		t.Logf("CA rotated, the router rolled and verified with the new CA alone: %s", time.Since(start).Round(time.Millisecond))
 	}
 
 	start = time.Now()
