@@ -28,6 +28,7 @@ import (
 
 	"github.com/e-mission/upc/infra/stack"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 )
 
 // EngineVersion is the engine `make tools` builds, and the cache folder's key.
@@ -52,6 +53,9 @@ type Options struct {
 	PulumiHome string
 	// Config overrides the stack file's settings, "upc:key" → value.
 	Config map[string]string
+	// RotateCA replaces the stack's CA with a new one before the update
+	// (`up --rotate-ca`), as if the stack had none.
+	RotateCA bool
 	// Progress receives the engine's progress output.
 	Progress io.Writer
 }
@@ -67,8 +71,15 @@ type Result struct {
 // AdminTokenKey is the stack setting holding the router's admin token.
 const AdminTokenKey = "upc:adminToken"
 
+// CACertKey and CAKeyKey are the stack settings holding its CA (PEM): the
+// certificate plain, the key a secret.
+const (
+	CACertKey = "upc:caCert"
+	CAKeyKey  = "upc:caKey"
+)
+
 // secretKeys are settings always stored as secrets, however given.
-var secretKeys = map[string]bool{AdminTokenKey: true}
+var secretKeys = map[string]bool{AdminTokenKey: true, CAKeyKey: true}
 
 func (o *Options) defaults() error {
 	if o.ProjectDir == "" {
@@ -137,19 +148,21 @@ func FindPulumi() (string, error) {
 // the overrides, keys in their full form ("namespace" is "upc:namespace"),
 // so an override always wins over the file.
 func MergeConfig(file, overrides map[string]string) auto.ConfigMap {
-	full := func(k string) string {
-		if !strings.Contains(k, ":") {
-			return "upc:" + k
-		}
-		return k
-	}
 	cm := auto.ConfigMap{}
 	for _, src := range []map[string]string{file, overrides} {
 		for _, k := range slices.Sorted(maps.Keys(src)) {
-			cm[full(k)] = auto.ConfigValue{Value: src[k], Secret: secretKeys[full(k)]}
+			cm[FullKey(k)] = auto.ConfigValue{Value: src[k], Secret: secretKeys[FullKey(k)]}
 		}
 	}
 	return cm
+}
+
+// FullKey is a setting's full name: "namespace" is "upc:namespace".
+func FullKey(k string) string {
+	if !strings.Contains(k, ":") {
+		return "upc:" + k
+	}
+	return k
 }
 
 // StackConfig reads the `config:` of <dir>/Pulumi.<stack>.yaml, if there is
@@ -202,6 +215,13 @@ func passphraseFile(stateDir string) (string, error) {
 // Stack opens (or makes) the stack with the program inline and its
 // configuration set.
 func Stack(ctx context.Context, o Options) (auto.Stack, error) {
+	if o.RotateCA {
+		for k := range o.Config {
+			if fk := FullKey(k); fk == CACertKey || fk == CAKeyKey {
+				return auto.Stack{}, fmt.Errorf("infra: --rotate-ca makes a new CA: give no %s with it", fk)
+			}
+		}
+	}
 	if err := o.defaults(); err != nil {
 		return auto.Stack{}, err
 	}
@@ -273,7 +293,47 @@ func Stack(ctx context.Context, o Options) (auto.Stack, error) {
 		}
 		fmt.Fprintf(progress(o), "infra: stack %s had no %s: made one (a secret output, adminToken)\n", o.Stack, AdminTokenKey)
 	}
+	if o.RotateCA || NeedsCA(stored) {
+		// Likewise the stack's CA: made once, kept in its settings (the key
+		// encrypted), so that later ups keep every certificate valid; made
+		// again only on request.
+		cert, key, err := NewCA(o.Stack)
+		if err != nil {
+			return auto.Stack{}, fmt.Errorf("infra: stack %s's CA: %w", o.Stack, err)
+		}
+		if err := st.SetAllConfig(ctx, auto.ConfigMap{
+			CACertKey: {Value: cert},
+			CAKeyKey:  {Value: key, Secret: true},
+		}); err != nil {
+			return auto.Stack{}, fmt.Errorf("infra: store stack %s's new CA: %w", o.Stack, err)
+		}
+		fmt.Fprintf(progress(o), "infra: stack %s had no %s and %s: made a CA, %q (its certificate is the output caCert; `up --ca-out FILE` writes it)\n", o.Stack, CACertKey, CAKeyKey, CAName(o.Stack))
+	}
 	return st, nil
+}
+
+// NeedsCA reports whether a stack's settings lack both halves of its CA,
+// which Stack then makes. With one half only, it makes nothing: the
+// program's validation names the missing one.
+func NeedsCA(settings auto.ConfigMap) bool {
+	return strings.TrimSpace(settings[CACertKey].Value) == "" && strings.TrimSpace(settings[CAKeyKey].Value) == ""
+}
+
+// CAName is the name of the CA made for a stack.
+func CAName(stackName string) string { return "UPC operator CA (" + stackName + ")" }
+
+// NewCA makes a stack's CA, valid for certs.DefaultCATTL: its certificate
+// and key, PEM.
+func NewCA(stackName string) (certPEM, keyPEM string, err error) {
+	ca, err := certs.NewCA(CAName(stackName), certs.DefaultCATTL)
+	if err != nil {
+		return "", "", err
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		return "", "", err
+	}
+	return string(ca.CertPEM), string(key), nil
 }
 
 // NeedsAdminToken reports whether a stack's settings lack the router's

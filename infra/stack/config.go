@@ -5,6 +5,8 @@
 package stack
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/images"
 )
 
@@ -74,6 +78,13 @@ type Config struct {
 	// through its config's admin_token_file. Required: `upc infra` makes one
 	// when the stack has none (and keeps it in the stack's settings).
 	AdminToken string
+	// CACert and CAKey are the stack's CA, PEM (upc:caCert, plain config;
+	// upc:caKey, a secret): the router issues its own serving certificate
+	// and every instance's from it, and clients verify both against
+	// CACert (the caCert output). Required: `upc infra` makes one when the
+	// stack has neither.
+	CACert string
+	CAKey  string
 
 	Existing ExistingConfig
 	Kind     KindConfig
@@ -151,6 +162,8 @@ func LoadConfig(ctx *pulumi.Context, dir string) (Config, error) {
 		HostNetwork:    c.GetBool("routerHostNetwork"),
 		APIServer:      c.Get("apiServer"),
 		AdminToken:     strings.TrimSpace(c.Get("adminToken")),
+		CACert:         strings.TrimSpace(c.Get("caCert")),
+		CAKey:          strings.TrimSpace(c.Get("caKey")),
 		Kind: KindConfig{
 			ClusterName: c.Get("kindClusterName"),
 			NodeImage:   c.Get("kindNodeImage"),
@@ -289,6 +302,9 @@ func (c *Config) Validate() error {
 	case strings.ContainsFunc(c.AdminToken, unicode.IsSpace):
 		bad("adminToken", "has white space inside")
 	}
+	for _, e := range validateCA(c.CACert, c.CAKey) {
+		bad(e.key, "%s", e.msg)
+	}
 	if c.Manifest == nil {
 		bad("images", "an image manifest is required")
 	} else if _, ok := c.Manifest.Images["router"]; !ok {
@@ -333,6 +349,54 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// caProblem is what is wrong with one of the CA's two settings.
+type caProblem struct{ key, msg string }
+
+// caHint says where a CA comes from.
+const caHint = "`upc infra` makes one when the stack has neither upc:caCert nor upc:caKey; to bring your own, `upc certs init DIR`, then `upc infra up --config caCert=\"$(cat DIR/ca.crt)\" --config caKey=\"$(cat DIR/ca.key)\"` (caKey is stored as a secret)"
+
+// validateCA checks the stack's CA: both halves present, the certificate a
+// CA's and still valid, the key its own. Each problem names its setting.
+func validateCA(certPEM, keyPEM string) []caProblem {
+	var out []caProblem
+	if certPEM == "" {
+		out = append(out, caProblem{"caCert", "required: the stack's CA certificate, PEM (" + caHint + ")"})
+	}
+	if keyPEM == "" {
+		out = append(out, caProblem{"caKey", "required: the stack's CA key, PEM, a secret (" + caHint + ")"})
+	}
+	if len(out) > 0 {
+		return out
+	}
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return []caProblem{{"caCert", "not a PEM certificate (want -----BEGIN CERTIFICATE-----)"}}
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return []caProblem{{"caCert", fmt.Sprintf("not a certificate: %v", err)}}
+	}
+	name := cert.Subject.CommonName
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		out = append(out, caProblem{"caCert", fmt.Sprintf("%q is not a CA certificate (it cannot sign certificates)", name)})
+	}
+	if now := time.Now(); now.After(cert.NotAfter) {
+		out = append(out, caProblem{"caCert", fmt.Sprintf("the CA %q expired on %s: rotate it (docs/infrastructure.md)", name, cert.NotAfter.Format(time.DateOnly))})
+	} else if now.Before(cert.NotBefore) {
+		out = append(out, caProblem{"caCert", fmt.Sprintf("the CA %q is not valid before %s", name, cert.NotBefore.Format(time.RFC3339))})
+	}
+	if kb, _ := pem.Decode([]byte(keyPEM)); kb == nil || !strings.HasSuffix(kb.Type, "PRIVATE KEY") {
+		return append(out, caProblem{"caKey", "not a PEM private key (want -----BEGIN PRIVATE KEY-----)"})
+	}
+	if len(out) > 0 {
+		return out
+	}
+	if _, err := certs.ParseCA([]byte(certPEM), []byte(keyPEM)); err != nil {
+		return []caProblem{{"caKey", fmt.Sprintf("not the key of upc:caCert's CA %q: %v", name, err)}}
+	}
+	return nil
 }
 
 // Location is the cluster's zone when one is set, else its region.

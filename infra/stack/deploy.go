@@ -20,6 +20,9 @@ type Outputs struct {
 	Namespace  pulumi.StringOutput
 	// AdminToken is the router's admin credential (a secret).
 	AdminToken pulumi.StringOutput
+	// CACert is the stack's CA certificate (PEM, not a secret): clients
+	// verify the router and the instances with it.
+	CACert pulumi.StringOutput
 	// Images maps each service to the image the cluster runs it from.
 	Images map[string]string
 	// Exports are the stack outputs as exported (secrets marked), by name.
@@ -86,7 +89,10 @@ func deploy(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		// The router's admin credential: `upc infra up --admin-token-file`
 		// writes it out; `pulumi stack output --show-secrets adminToken`.
 		"adminToken": pulumi.ToSecret(out.AdminToken),
-		"images":     pulumi.ToStringMap(out.Images).ToStringMapOutput(),
+		// What clients verify the router and the instances with: `upc infra
+		// up --ca-out FILE` writes it, for `upc client --ca FILE`.
+		"caCert": out.CACert,
+		"images": pulumi.ToStringMap(out.Images).ToStringMapOutput(),
 	}
 	for _, k := range slices.Sorted(maps.Keys(out.Exports)) {
 		ctx.Export(k, out.Exports[k])
@@ -141,6 +147,8 @@ func deployExisting(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	r, err := NewRouter(ctx, "upc", RouterArgs{
 		Kubeconfig:   kubeconfig,
 		AdminToken:   cfg.AdminToken,
+		CACert:       cfg.CACert,
+		CAKey:        cfg.CAKey,
 		Context:      cfg.Existing.Context,
 		Namespace:    cfg.Namespace,
 		RouterPort:   cfg.RouterPort,
@@ -162,7 +170,7 @@ func deployExisting(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, CACert: r.CACert, Images: used}, nil
 }
 
 func urlHost(nodeAddress string) string {

@@ -15,8 +15,9 @@ func nodeTag(cluster string) string { return cluster + "-node" }
 
 // deployGKE makes a VPC network, firewall rules opening the node-port range
 // and the router's port to the configured source ranges, a GKE cluster with
-// one node pool, an Artifact Registry repository holding our images, and
-// the router running them from there.
+// one node pool, an Artifact Registry repository holding our images, an
+// address reserved for the router's load balancer, and the router running
+// our images from the registry.
 func deployGKE(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	g := cfg.GKE
 	project := pulumi.String(g.Project)
@@ -143,9 +144,25 @@ func deployGKE(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 			return gkeKubeconfig(g.Project, g.Location(), v[0].(string), v[1].(string), deref(ca))
 		})).(pulumi.StringOutput)
 
+	// The router's load balancer takes a regional address reserved here:
+	// known before the router starts, so that its certificate names it,
+	// and kept across updates of the Service.
+	routerIP, err := compute.NewAddress(ctx, "router-address", &compute.AddressArgs{
+		Name:        pulumi.String(g.ClusterName + "-router"),
+		Description: pulumi.String("UPC service router's load balancer"),
+		Project:     project,
+		Region:      pulumi.String(g.Region),
+		AddressType: pulumi.String("EXTERNAL"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("router address: %w", err)
+	}
+
 	r, err := NewRouter(ctx, "upc", RouterArgs{
 		Kubeconfig:   kubeconfig,
 		AdminToken:   cfg.AdminToken,
+		CACert:       cfg.CACert,
+		CAKey:        cfg.CAKey,
 		Namespace:    cfg.Namespace,
 		RouterPort:   cfg.RouterPort,
 		Image:        used["router"],
@@ -154,13 +171,14 @@ func deployGKE(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		NodeAddress:  cfg.NodeAddress,
 		StorageClass: orDefault(cfg.StorageClass, "standard-rwo"), // GKE's default class
 		PullPolicy:   "IfNotPresent",
+		URLHost:      routerIP.Address,
 	}, pulumi.DependsOn(append(pushed, pool)))
 	if err != nil {
 		return nil, err
 	}
 	ctx.Export("clusterName", cluster.Name)
 	ctx.Export("registry", pulumi.String(g.RegistryHost()+"/"+g.Project+"/"+g.Repository))
-	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, CACert: r.CACert, Images: used}, nil
 }
 
 // gkeKubeconfig reaches the cluster's endpoint with the user's gcloud

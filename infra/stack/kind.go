@@ -39,6 +39,8 @@ func deployKind(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	r, err := NewRouter(ctx, "upc", RouterArgs{
 		Kubeconfig:   kubeconfig,
 		AdminToken:   cfg.AdminToken,
+		CACert:       cfg.CACert,
+		CAKey:        cfg.CAKey,
 		Namespace:    cfg.Namespace,
 		RouterPort:   cfg.RouterPort,
 		NodePort:     cfg.RouterNodePort,
@@ -54,7 +56,7 @@ func deployKind(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, CACert: r.CACert, Images: used}, nil
 }
 
 func orDefault(s, d string) string {

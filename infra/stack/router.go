@@ -1,7 +1,10 @@
 package stack
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -53,8 +56,15 @@ type RouterArgs struct {
 	// AdminToken is the router's admin credential: kept in a Secret mounted
 	// read-only at AdminTokenPath, never in the ConfigMap.
 	AdminToken string
-	// URLHost is the host of the router URL with a NodePort (a node's
-	// address); with a LoadBalancer it is the balancer's address.
+	// CACert and CAKey are the stack's CA, PEM: kept in a Secret of their
+	// own mounted read-only at CADir. The router issues its own serving
+	// certificate from it at start (for RouterTLSHosts) and one for every
+	// instance it launches; clients verify both against CACert.
+	CACert string
+	CAKey  string
+	// URLHost is the host of the router URL: with a NodePort a node's
+	// address, with a LoadBalancer the balancer's (reserved) address. It is
+	// among the names on the router's certificate. Required.
 	URLHost pulumi.StringInput
 }
 
@@ -66,6 +76,9 @@ type Router struct {
 	URL       pulumi.StringOutput `pulumi:"url"`
 	// AdminToken is the admin credential the router accepts (a secret).
 	AdminToken pulumi.StringOutput `pulumi:"adminToken"`
+	// CACert is the CA certificate (PEM) the router's and the instances'
+	// certificates chain to: what clients verify them with.
+	CACert pulumi.StringOutput `pulumi:"caCert"`
 }
 
 // Names of the router's objects.
@@ -88,6 +101,20 @@ const (
 	// AdminTokenHashAnnotation on the pod template rolls the router when
 	// the token changes (it reads the file at start).
 	AdminTokenHashAnnotation = "upc.admin-token-sha256"
+	// The stack's CA: a Secret of its own (certificate and key), mounted
+	// read-only at CADir. The certificate is also the router's
+	// certificate_bundle_path, the CAs it and its instances trust.
+	CASecretName = "upc-router-ca"
+	CADir        = "/etc/upc-ca"
+	CACertKey    = "ca.crt"
+	CAKeyKey     = "ca.key"
+	CACertPath   = CADir + "/" + CACertKey
+	CAKeyPath    = CADir + "/" + CAKeyKey
+	// CAHashAnnotation rolls the router when the CA changes (it reads the
+	// CA and issues its own certificate at start); ConfigHashAnnotation
+	// when its configuration or catalog does (e.g. tls_hosts).
+	CAHashAnnotation     = "upc.ca-sha256"
+	ConfigHashAnnotation = "upc.config-sha256"
 )
 
 // routerLabels select the router's pods; upc.component keeps them apart from
@@ -97,15 +124,26 @@ var routerLabels = map[string]string{"app.kubernetes.io/name": RouterName, "upc.
 // RouterConfig is the router's configuration file in the ConfigMap: the
 // kubernetes mode, its port, the catalog next to it, where its identities
 // are (router.admin_token_file, the mounted Secret; router.users_file, on
-// the writable emptyDir) and the backend's settings (conf.Config's
-// "kubernetes" section). No kubeconfig: the router uses its pod's
-// ServiceAccount. No token either: only the Secret holds it.
-func RouterConfig(a RouterArgs) ([]byte, error) {
+// the writable emptyDir), TLS on every hop from the mounted CA (the router
+// serves HTTPS with a certificate it issues itself for router.tls_hosts,
+// RouterTLSHosts of urlHost, and gives each instance one) and the
+// backend's settings (conf.Config's "kubernetes" section). No kubeconfig:
+// the router uses its pod's ServiceAccount. No token or key either: only
+// the Secrets hold them.
+func RouterConfig(a RouterArgs, urlHost string) ([]byte, error) {
 	c := conf.Default()
 	c.UPCMode = conf.ModeKubernetes
 	c.ServiceRouterPort = a.RouterPort
+	if urlHost != "" {
+		c.ServiceRouterIP = urlHost
+	}
+	c.ServiceRouterUseTLS = true
+	c.CertificateBundlePath = CACertPath
 	c.Catalog = "catalog.json"
 	c.Router.Listen = fmt.Sprintf(":%d", a.RouterPort)
+	c.Router.CACertPath = CACertPath
+	c.Router.CAKeyPath = CAKeyPath
+	c.Router.TLSHosts = RouterTLSHosts(a.Namespace, urlHost)
 	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode router config: %w", err)
@@ -129,6 +167,18 @@ func RouterConfig(a RouterArgs) ([]byte, error) {
 		return nil, fmt.Errorf("encode router config: %w", err)
 	}
 	return out, nil
+}
+
+// RouterTLSHosts are the names on the router's own certificate: its
+// Service's DNS names in the cluster (the first, <name>.<namespace>.svc, is
+// the certificate's common name) and urlHost, the router URL's host.
+func RouterTLSHosts(namespace, urlHost string) []string {
+	svc := RouterName + "." + namespace
+	hosts := []string{svc + ".svc", svc + ".svc.cluster.local", svc, RouterName}
+	if urlHost != "" && !slices.Contains(hosts, urlHost) {
+		hosts = append(hosts, urlHost)
+	}
+	return hosts
 }
 
 // RouterBackend is the config's "kubernetes" section: where the router
@@ -278,18 +328,29 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		return nil, fmt.Errorf("cluster role binding: %w", err)
 	}
 
-	routerConf, err := RouterConfig(a)
-	if err != nil {
+	if a.URLHost == nil {
+		return nil, errors.New("router: URLHost is required (the router's certificate names it)")
+	}
+	// Checked here, where no output can hide the error: the config is made
+	// again, with the URL's host, once that is known.
+	if _, err := RouterConfig(a, ""); err != nil {
 		return nil, err
 	}
 	catalog, err := json.MarshalIndent(a.Catalog, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode catalog: %w", err)
 	}
+	routerConf := a.URLHost.ToStringOutput().ApplyT(func(host string) (string, error) {
+		b, err := RouterConfig(a, host)
+		return string(b), err
+	}).(pulumi.StringOutput)
+	configHash := routerConf.ApplyT(func(c string) string {
+		return sha256Hex(c + "\x00" + string(catalog))
+	}).(pulumi.StringOutput)
 	cm, err := corev1.NewConfigMap(ctx, name+"-config", &corev1.ConfigMapArgs{
 		Metadata: meta(configMapName),
 		Data: pulumi.StringMap{
-			"upc.json":     pulumi.String(routerConf),
+			"upc.json":     routerConf,
 			"catalog.json": pulumi.String(catalog),
 		},
 	}, in...)
@@ -305,6 +366,17 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 	}, append(in, pulumi.AdditionalSecretOutputs([]string{"data", "stringData"}))...)
 	if err != nil {
 		return nil, fmt.Errorf("admin token secret: %w", err)
+	}
+	caSecret, err := corev1.NewSecret(ctx, name+"-ca", &corev1.SecretArgs{
+		Metadata: meta(CASecretName),
+		Type:     pulumi.String("Opaque"),
+		StringData: pulumi.StringMap{
+			CACertKey: pulumi.String(a.CACert),
+			CAKeyKey:  pulumi.ToSecret(pulumi.String(a.CAKey)).(pulumi.StringOutput),
+		},
+	}, append(in, pulumi.AdditionalSecretOutputs([]string{"data", "stringData"}))...)
+	if err != nil {
+		return nil, fmt.Errorf("CA secret: %w", err)
 	}
 
 	env := corev1.EnvVarArray{}
@@ -322,15 +394,19 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		},
 		Env: env,
 		Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{
-			Name: pulumi.String("http"), ContainerPort: pulumi.Int(a.RouterPort),
+			Name: pulumi.String("https"), ContainerPort: pulumi.Int(a.RouterPort),
 		}},
+		// The router serves HTTPS only (the kubelet does not verify it).
 		ReadinessProbe: &corev1.ProbeArgs{
-			HttpGet:       &corev1.HTTPGetActionArgs{Path: pulumi.String("/healthz"), Port: pulumi.Int(a.RouterPort)},
+			HttpGet: &corev1.HTTPGetActionArgs{
+				Path: pulumi.String("/healthz"), Port: pulumi.Int(a.RouterPort), Scheme: pulumi.String("HTTPS"),
+			},
 			PeriodSeconds: pulumi.Int(2),
 		},
 		VolumeMounts: corev1.VolumeMountArray{
 			corev1.VolumeMountArgs{Name: pulumi.String("config"), MountPath: pulumi.String(configDir), ReadOnly: pulumi.Bool(true)},
 			corev1.VolumeMountArgs{Name: pulumi.String("secret"), MountPath: pulumi.String(SecretDir), ReadOnly: pulumi.Bool(true)},
+			corev1.VolumeMountArgs{Name: pulumi.String("ca"), MountPath: pulumi.String(CADir), ReadOnly: pulumi.Bool(true)},
 			corev1.VolumeMountArgs{Name: pulumi.String("state"), MountPath: pulumi.String(StateDir)},
 		},
 		SecurityContext: &corev1.SecurityContextArgs{
@@ -345,8 +421,8 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		HostNetwork:                   pulumi.Bool(a.HostNetwork),
 		TerminationGracePeriodSeconds: pulumi.Int(5),
 		Containers:                    corev1.ContainerArray{container},
-		// The Secret's file is root's, group routerUID, mode 0440: readable
-		// by the router, by no one else in the pod.
+		// The Secrets' files are root's, group routerUID, mode 0440:
+		// readable by the router, by no one else in the pod.
 		SecurityContext: &corev1.PodSecurityContextArgs{FsGroup: pulumi.Int(routerUID)},
 		Volumes: corev1.VolumeArray{
 			corev1.VolumeArgs{
@@ -357,6 +433,13 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 				Name: pulumi.String("secret"),
 				Secret: &corev1.SecretVolumeSourceArgs{
 					SecretName:  tokenSecret.Metadata.Name().Elem(),
+					DefaultMode: pulumi.Int(0o440),
+				},
+			},
+			corev1.VolumeArgs{
+				Name: pulumi.String("ca"),
+				Secret: &corev1.SecretVolumeSourceArgs{
+					SecretName:  caSecret.Metadata.Name().Elem(),
 					DefaultMode: pulumi.Int(0o440),
 				},
 			},
@@ -374,8 +457,12 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 			Selector: &metav1.LabelSelectorArgs{MatchLabels: podLabels},
 			Template: &corev1.PodTemplateSpecArgs{
 				Metadata: &metav1.ObjectMetaArgs{
-					Labels:      podLabels,
-					Annotations: pulumi.StringMap{AdminTokenHashAnnotation: pulumi.String(access.Hash(a.AdminToken))},
+					Labels: podLabels,
+					Annotations: pulumi.StringMap{
+						AdminTokenHashAnnotation: pulumi.String(access.Hash(a.AdminToken)),
+						CAHashAnnotation:         pulumi.String(sha256Hex(a.CACert)),
+						ConfigHashAnnotation:     configHash,
+					},
 				},
 				Spec: podSpec,
 			},
@@ -386,20 +473,25 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 	}
 
 	port := corev1.ServicePortArgs{
-		Name: pulumi.String("http"), Port: pulumi.Int(a.RouterPort), TargetPort: pulumi.Int(a.RouterPort),
+		Name: pulumi.String("https"), Port: pulumi.Int(a.RouterPort), TargetPort: pulumi.Int(a.RouterPort),
+		AppProtocol: pulumi.String("https"),
 	}
-	svcType := "LoadBalancer"
+	spec := &corev1.ServiceSpecArgs{
+		Type:     pulumi.String("NodePort"),
+		Selector: podLabels,
+	}
 	if a.NodePort != 0 {
-		svcType = "NodePort"
 		port.NodePort = pulumi.Int(a.NodePort)
+	} else {
+		// The balancer takes the address reserved for it, known before the
+		// router starts: its certificate names it.
+		spec.Type = pulumi.String("LoadBalancer")
+		spec.LoadBalancerIP = a.URLHost.ToStringOutput().ToStringPtrOutput()
 	}
+	spec.Ports = corev1.ServicePortArray{port}
 	svc, err := corev1.NewService(ctx, name+"-service", &corev1.ServiceArgs{
 		Metadata: meta(RouterName),
-		Spec: &corev1.ServiceSpecArgs{
-			Type:     pulumi.String(svcType),
-			Selector: podLabels,
-			Ports:    corev1.ServicePortArray{port},
-		},
+		Spec:     spec,
 	}, append(in, pulumi.DependsOn([]pulumi.Resource{dep}))...)
 	if err != nil {
 		return nil, fmt.Errorf("service: %w", err)
@@ -407,16 +499,34 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 
 	r.Namespace = nsName
 	r.AdminToken = token
+	r.CACert = pulumi.String(a.CACert).ToStringOutput()
 	if a.NodePort != 0 {
-		r.URL = pulumi.Sprintf("http://%s:%d", a.URLHost, a.NodePort)
+		r.URL = pulumi.Sprintf("https://%s:%d", a.URLHost, a.NodePort)
 	} else {
+		// Once the balancer has its address (the reserved one).
 		host := svc.Status.LoadBalancer().Ingress().Index(pulumi.Int(0)).Ip().Elem()
-		r.URL = pulumi.Sprintf("http://%s:%d", host, a.RouterPort)
+		r.URL = pulumi.Sprintf("https://%s:%d", hostOrIP(a.URLHost, host), a.RouterPort)
 	}
-	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"namespace": r.Namespace, "url": r.URL, "adminToken": r.AdminToken}); err != nil {
+	if err := ctx.RegisterResourceOutputs(r, pulumi.Map{"namespace": r.Namespace, "url": r.URL, "adminToken": r.AdminToken, "caCert": r.CACert}); err != nil {
 		return nil, fmt.Errorf("router outputs: %w", err)
 	}
 	return r, nil
+}
+
+// hostOrIP is the reserved host once ip (the balancer's status) is known:
+// the URL waits for the balancer, and names the host its certificate has.
+func hostOrIP(host pulumi.StringInput, ip pulumi.StringOutput) pulumi.StringOutput {
+	return pulumi.All(host, ip).ApplyT(func(v []any) string {
+		if h, _ := v[0].(string); h != "" {
+			return h
+		}
+		return v[1].(string)
+	}).(pulumi.StringOutput)
+}
+
+func sha256Hex(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
 }
 
 func toStringMap(m map[string]string) pulumi.StringMap {

@@ -19,11 +19,33 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/images"
 )
 
 // testToken is the admin token every test stack is given.
 var testToken = access.NewToken(access.PrefixUser)
+
+// testCA is the CA every test stack is given; testCAKey its key, PEM.
+var testCA, testCAKey = func() (*certs.CA, string) {
+	ca, err := certs.NewCA("UPC operator CA (test)", time.Hour)
+	if err != nil {
+		panic(err)
+	}
+	k, err := ca.KeyPEM()
+	if err != nil {
+		panic(err)
+	}
+	return ca, string(k)
+}()
+
+// withCA gives cfg the test stack's admin token and CA.
+func withCA(cfg Config) Config {
+	cfg.AdminToken = testToken
+	cfg.CACert = string(testCA.CertPEM)
+	cfg.CAKey = testCAKey
+	return cfg
+}
 
 // secret marks a value the program registered as a secret.
 type secret struct{ V any }
@@ -76,6 +98,8 @@ func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.Propert
 		out["masterAuth"] = resource.NewObjectProperty(resource.PropertyMap{
 			"clusterCaCertificate": resource.NewStringProperty("Q0EtREFUQQ=="),
 		})
+	case "gcp:compute/address:Address":
+		out["address"] = resource.NewStringProperty("35.9.9.9")
 	case "kubernetes:core/v1:Service":
 		if t := a.Inputs["spec"].ObjectValue()["type"]; t.IsString() && t.StringValue() == "LoadBalancer" {
 			out["status"] = resource.NewPropertyValue(map[string]any{
@@ -149,8 +173,8 @@ func testManifest() *images.Manifest {
 // outputs are the stack outputs, resolved; secret names the exports
 // marked secret.
 type outputs struct {
-	kubeconfig, url, namespace, adminToken string
-	secret                                 map[string]bool
+	kubeconfig, url, namespace, adminToken, caCert string
+	secret                                         map[string]bool
 }
 
 // run runs deploy with the mocks as stack `stack` and resolves the outputs.
@@ -159,7 +183,7 @@ type outputs struct {
 func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 	t.Helper()
 	m := &mocks{}
-	kc, url, ns, tok := make(chan string, 1), make(chan string, 1), make(chan string, 1), make(chan string, 1)
+	kc, url, ns, tok, ca := make(chan string, 1), make(chan string, 1), make(chan string, 1), make(chan string, 1), make(chan string, 1)
 	secrets := make(chan map[string]bool, 1)
 	send := func(c chan string) func(string) string {
 		return func(s string) string { c <- s; return s }
@@ -173,6 +197,7 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 		out.RouterURL.ApplyT(send(url))
 		out.Namespace.ApplyT(send(ns))
 		out.AdminToken.ApplyT(send(tok))
+		out.CACert.ApplyT(send(ca))
 		// IsSecret waits for the output: not on the program's goroutine.
 		go func() {
 			sec := map[string]bool{}
@@ -195,7 +220,7 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 			return ""
 		}
 	}
-	o := outputs{kubeconfig: recv("kubeconfig", kc), url: recv("routerUrl", url), namespace: recv("namespace", ns), adminToken: recv("adminToken", tok)}
+	o := outputs{kubeconfig: recv("kubeconfig", kc), url: recv("routerUrl", url), namespace: recv("namespace", ns), adminToken: recv("adminToken", tok), caCert: recv("caCert", ca)}
 	select {
 	case o.secret = <-secrets:
 	case <-time.After(30 * time.Second):
@@ -208,7 +233,7 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 // through the one explicit provider built from want kubeconfig, RBAC limited
 // to pods, services and claims, the catalog in the ConfigMap and the
 // Deployment's image and environment. It returns the Deployment's container.
-func checkRouter(t *testing.T, m *mocks, kubeconfig string, hostPath bool) map[string]any {
+func checkRouter(t *testing.T, m *mocks, kubeconfig, urlHost string, hostPath bool) map[string]any {
 	t.Helper()
 	prov := m.one(t, "pulumi:providers:kubernetes")
 	if got := get(prov.In, "kubeconfig"); got != (secret{V: kubeconfig}) {
@@ -224,8 +249,8 @@ func checkRouter(t *testing.T, m *mocks, kubeconfig string, hostPath bool) map[s
 			t.Errorf("%s %s uses provider %q, want the explicit upc-k8s", r.Type, r.Name, r.Provider)
 		}
 	}
-	if k8s != 10 {
-		t.Errorf("%d Kubernetes resources, want 10 (namespace, account, role, binding, cluster role, binding, config map, secret, deployment, service)", k8s)
+	if k8s != 11 {
+		t.Errorf("%d Kubernetes resources, want 11 (namespace, account, role, binding, cluster role, binding, config map, two secrets, deployment, service)", k8s)
 	}
 
 	role := m.one(t, "kubernetes:rbac.authorization.k8s.io/v1:Role")
@@ -281,7 +306,132 @@ func checkRouter(t *testing.T, m *mocks, kubeconfig string, hostPath bool) map[s
 	}
 	c := get(pod, "containers", 0).(map[string]any)
 	checkAdminToken(t, m, pod, c)
+	checkTLS(t, m, pod, c, urlHost)
 	return c
+}
+
+// secretNamed is the Secret of that name the program made.
+func secretNamed(t *testing.T, m *mocks, name string) res {
+	t.Helper()
+	for _, r := range m.of("kubernetes:core/v1:Secret") {
+		if get(r.In, "metadata", "name") == name {
+			return r
+		}
+	}
+	t.Fatalf("no Secret %s", name)
+	return res{}
+}
+
+// checkTLS checks TLS on the router's every hop: the stack's CA in a
+// Secret of its own (the key marked secret) mounted read-only, the router
+// config serving HTTPS from that CA with the URL's host and the Service's
+// names on its certificate, the readiness probe over HTTPS, the pod rolled
+// by the CA's and the config's hashes, and no CA key in the ConfigMap or
+// the Deployment.
+func checkTLS(t *testing.T, m *mocks, pod any, c map[string]any, urlHost string) {
+	t.Helper()
+	sec := secretNamed(t, m, CASecretName)
+	if get(sec.In, "type") != "Opaque" {
+		t.Errorf("CA secret type %v", get(sec.In, "type"))
+	}
+	data, _ := get(sec.In, "stringData").(map[string]any)
+	if s, ok := get(sec.In, "stringData").(secret); ok {
+		data, _ = s.V.(map[string]any)
+		if data != nil {
+			data[CAKeyKey] = secret{V: data[CAKeyKey]}
+		}
+	}
+	if len(data) != 2 || unsecret(data[CACertKey]) != string(testCA.CertPEM) || data[CAKeyKey] != (secret{V: testCAKey}) {
+		t.Errorf("CA secret stringData = %#v, want %s (the CA certificate) and %s (its key, marked secret)", data, CACertKey, CAKeyKey)
+	}
+
+	mounts := map[string]any{}
+	for _, v := range get(c, "volumeMounts").([]any) {
+		mounts[get(v, "name").(string)] = v
+	}
+	if cm := mounts["ca"]; get(cm, "mountPath") != CADir || get(cm, "readOnly") != true {
+		t.Errorf("CA mount %v, want %s read-only", cm, CADir)
+	}
+	vols := map[string]any{}
+	for _, v := range get(pod, "volumes").([]any) {
+		vols[get(v, "name").(string)] = v
+	}
+	if cv := vols["ca"]; get(cv, "secret", "secretName") != CASecretName || get(cv, "secret", "defaultMode") != float64(0o440) {
+		t.Errorf("CA volume %v, want %s mode 0440", cv, CASecretName)
+	}
+	if !strings.HasPrefix(CACertPath, CADir+"/") || !strings.HasPrefix(CAKeyPath, CADir+"/") {
+		t.Errorf("CA at %s, %s: outside its mount", CACertPath, CAKeyPath)
+	}
+
+	probe := get(c, "readinessProbe", "httpGet")
+	if get(probe, "scheme") != "HTTPS" || get(probe, "path") != "/healthz" {
+		t.Errorf("readiness probe %v, want HTTPS /healthz", probe)
+	}
+
+	cm := m.one(t, "kubernetes:core/v1:ConfigMap")
+	raw := get(cm.In, "data", "upc.json").(string)
+	var rc map[string]any
+	if err := json.Unmarshal([]byte(raw), &rc); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]any{
+		"service_router_use_tls":  true,
+		"certificate_bundle_path": CACertPath,
+		"service_router_ip":       urlHost,
+	} {
+		if got := rc[key]; got != want {
+			t.Errorf("router config %s = %v, want %v", key, got, want)
+		}
+	}
+	if got := get(rc, "router", "ca_cert_path"); got != CACertPath {
+		t.Errorf("router.ca_cert_path = %v, want %s", got, CACertPath)
+	}
+	if got := get(rc, "router", "ca_key_path"); got != CAKeyPath {
+		t.Errorf("router.ca_key_path = %v, want %s", got, CAKeyPath)
+	}
+	if get(rc, "router", "insecure_legacy") == true || get(rc, "router", "tls_cert_path") != nil {
+		t.Errorf("router config %v: want no insecure_legacy, no certificate files (the router issues its own)", rc["router"])
+	}
+	var hosts []string
+	list, _ := get(rc, "router", "tls_hosts").([]any)
+	for _, h := range list {
+		hosts = append(hosts, h.(string))
+	}
+	ns, _ := get(rc, "kubernetes", "namespace").(string)
+	svc := RouterName + "." + ns
+	if want := []string{svc + ".svc", svc + ".svc.cluster.local", svc, RouterName, urlHost}; !slices.Equal(hosts, want) {
+		t.Errorf("router.tls_hosts = %v, want %v (the Service's names, then the URL's host)", hosts, want)
+	}
+	// Parsed whole, the config is one the router accepts: TLS on every hop,
+	// nothing plain.
+	parsed, err := conf.Parse([]byte(raw))
+	if err != nil {
+		t.Fatalf("router config does not parse: %v", err)
+	}
+	if !parsed.ServiceRouterUseTLS || parsed.Router.InsecureLegacy || parsed.Router.CACertPath == "" {
+		t.Errorf("router config parsed %+v: want TLS with a CA, no insecure_legacy", parsed.Router)
+	}
+
+	dep := m.one(t, "kubernetes:apps/v1:Deployment")
+	for _, r := range []res{cm, dep} {
+		if b, _ := json.Marshal(r.In); strings.Contains(string(b), "PRIVATE KEY") {
+			t.Errorf("%s holds the CA key", r.Type)
+		}
+	}
+	ann := func(k string) any { return get(dep.In, "spec", "template", "metadata", "annotations", k) }
+	if h := ann(CAHashAnnotation); h != sha256Hex(string(testCA.CertPEM)) {
+		t.Errorf("pod annotation %s = %v, want the CA certificate's hash (rolls the pod on a new CA)", CAHashAnnotation, h)
+	}
+	if h := ann(ConfigHashAnnotation); h != sha256Hex(raw+"\x00"+get(cm.In, "data", "catalog.json").(string)) {
+		t.Errorf("pod annotation %s = %v, want the config's and catalog's hash", ConfigHashAnnotation, h)
+	}
+}
+
+func unsecret(v any) any {
+	if s, ok := v.(secret); ok {
+		return s.V
+	}
+	return v
 }
 
 // checkAdminToken checks the admin token's way to the router: a Secret
@@ -290,7 +440,7 @@ func checkRouter(t *testing.T, m *mocks, kubeconfig string, hostPath bool) map[s
 // emptyDir; no token in the ConfigMap or the Deployment.
 func checkAdminToken(t *testing.T, m *mocks, pod any, c map[string]any) {
 	t.Helper()
-	sec := m.one(t, "kubernetes:core/v1:Secret")
+	sec := secretNamed(t, m, SecretName)
 	if get(sec.In, "metadata", "name") != SecretName || get(sec.In, "type") != "Opaque" {
 		t.Errorf("secret metadata %v type %v", get(sec.In, "metadata"), get(sec.In, "type"))
 	}
@@ -361,7 +511,10 @@ func checkExports(t *testing.T, out outputs) {
 			t.Errorf("export %s is not marked secret (exports: %v)", k, out.secret)
 		}
 	}
-	for _, k := range []string{"routerUrl", "namespace", "images"} {
+	if out.caCert != string(testCA.CertPEM) {
+		t.Errorf("caCert output %q, want the stack's CA certificate", out.caCert)
+	}
+	for _, k := range []string{"routerUrl", "namespace", "images", "caCert"} {
 		if s, ok := out.secret[k]; !ok || s {
 			t.Errorf("export %s: exported %v, secret %v; want a plain export", k, ok, s)
 		}
@@ -424,19 +577,18 @@ func knownRouterKeys(t *testing.T, raw string) []byte {
 }
 
 func TestExisting(t *testing.T) {
-	cfg := Config{
+	cfg := withCA(Config{
 		Target:       TargetExisting,
 		Manifest:     testManifest(),
-		AdminToken:   testToken,
 		Existing:     ExistingConfig{Kubeconfig: "apiVersion: v1\nkind: Config # local"},
 		NodeSelector: map[string]string{"upc.node": "real"},
 		NodeAddress:  "10.0.0.5",
 		HostPathDir:  "/var/lib/upc/volumes",
 		HostNetwork:  true,
 		APIServer:    "127.0.0.1:6443",
-	}
+	})
 	m, out := run(t, "existing", cfg)
-	c := checkRouter(t, m, cfg.Existing.Kubeconfig, true)
+	c := checkRouter(t, m, cfg.Existing.Kubeconfig, "10.0.0.5", true)
 	checkExports(t, out)
 
 	if c["image"] != "upc/router:v1.2.3" || c["imagePullPolicy"] != "Never" {
@@ -469,7 +621,7 @@ func TestExisting(t *testing.T) {
 	if get(svc.In, "spec", "type") != "NodePort" || get(svc.In, "spec", "ports", 0, "nodePort") != float64(DefaultRouterNodePort) {
 		t.Errorf("router service %v", get(svc.In, "spec"))
 	}
-	if out.url != "http://10.0.0.5:30430" {
+	if out.url != "https://10.0.0.5:30430" {
 		t.Errorf("router URL %q", out.url)
 	}
 	if out.kubeconfig != cfg.Existing.Kubeconfig || out.namespace != "upc" {
@@ -481,12 +633,11 @@ func TestExisting(t *testing.T) {
 }
 
 func TestKind(t *testing.T) {
-	cfg := Config{
-		Target:     TargetKind,
-		Manifest:   testManifest(),
-		AdminToken: testToken,
-		Kind:       KindConfig{ClusterName: "upc-test", NodeImage: "kindest/node:v1.35.0", Workers: 1},
-	}
+	cfg := withCA(Config{
+		Target:   TargetKind,
+		Manifest: testManifest(),
+		Kind:     KindConfig{ClusterName: "upc-test", NodeImage: "kindest/node:v1.35.0", Workers: 1},
+	})
 	m, out := run(t, "kind", cfg)
 	kc := m.one(t, TypeKindCluster)
 	if kc.In["name"] != "upc-test" || kc.In["nodeImage"] != "kindest/node:v1.35.0" || kc.In["workers"] != 1.0 {
@@ -501,7 +652,7 @@ func TestKind(t *testing.T) {
 	if !slices.Equal(loaded, want) || ki.In["cluster"] != "upc-test" {
 		t.Errorf("kind images %v into %v, want %v", loaded, ki.In["cluster"], want)
 	}
-	c := checkRouter(t, m, "apiVersion: v1\nkind: Config # kind upc-test", false)
+	c := checkRouter(t, m, "apiVersion: v1\nkind: Config # kind upc-test", "172.18.0.2", false)
 	checkExports(t, out)
 	if c["image"] != "upc/router:v1.2.3" || c["imagePullPolicy"] != "Never" {
 		t.Errorf("router image %v pull %v", c["image"], c["imagePullPolicy"])
@@ -509,7 +660,7 @@ func TestKind(t *testing.T) {
 	if _, rc := catalogOf(t, m); rc.Kubernetes.StorageClass != "standard" || rc.Kubernetes.ImageByID || rc.Kubernetes.HostPathDir != "" {
 		t.Errorf("router kubernetes settings %+v", rc.Kubernetes)
 	}
-	if out.url != "http://172.18.0.2:30430" {
+	if out.url != "https://172.18.0.2:30430" {
 		t.Errorf("router URL %q, want the kind node's address", out.url)
 	}
 	if !strings.Contains(out.kubeconfig, "kind upc-test") {
@@ -518,16 +669,15 @@ func TestKind(t *testing.T) {
 }
 
 func TestGKE(t *testing.T) {
-	cfg := Config{
-		Target:     TargetGKE,
-		Manifest:   testManifest(),
-		AdminToken: testToken,
+	cfg := withCA(Config{
+		Target:   TargetGKE,
+		Manifest: testManifest(),
 		GKE: GKEConfig{
 			Project: "my-proj", Region: "europe-west1", Zone: "europe-west1-b",
 			NodeCount: 3, MachineType: "e2-standard-4", SourceRanges: []string{"203.0.113.7/32", "198.51.100.0/24"},
 		},
 		RouterPort: 4431,
-	}
+	})
 	m, out := run(t, "gke", cfg)
 
 	fws := m.of("gcp:compute/firewall:Firewall")
@@ -575,7 +725,7 @@ func TestGKE(t *testing.T) {
 			t.Errorf("%s pushed to %q, want %q", n, got, want)
 		}
 	}
-	c := checkRouter(t, m, out.kubeconfig, false)
+	c := checkRouter(t, m, out.kubeconfig, "35.9.9.9", false)
 	checkExports(t, out)
 	if c["image"] != reg+"router:v1.2.3" || c["imagePullPolicy"] != "IfNotPresent" {
 		t.Errorf("router image %v pull %v", c["image"], c["imagePullPolicy"])
@@ -593,7 +743,14 @@ func TestGKE(t *testing.T) {
 	if get(svc.In, "spec", "type") != "LoadBalancer" || get(svc.In, "spec", "ports", 0, "port") != 4431.0 {
 		t.Errorf("router service %v", get(svc.In, "spec"))
 	}
-	if out.url != "http://35.9.9.9:4431" {
+	addr := m.one(t, "gcp:compute/address:Address")
+	if addr.In["region"] != "europe-west1" || addr.In["addressType"] != "EXTERNAL" || addr.In["name"] != "upc-router" {
+		t.Errorf("router address %v", addr.In)
+	}
+	if ip := get(svc.In, "spec", "loadBalancerIP"); ip != "35.9.9.9" {
+		t.Errorf("router service loadBalancerIP %v, want the reserved address (its certificate names it)", ip)
+	}
+	if out.url != "https://35.9.9.9:4431" {
 		t.Errorf("router URL %q, want the load balancer's", out.url)
 	}
 	for _, want := range []string{"server: https://34.1.2.3", "certificate-authority-data: Q0EtREFUQQ==", "gke-gcloud-auth-plugin", "gke_my-proj_europe-west1-b_upc"} {
@@ -606,6 +763,26 @@ func TestGKE(t *testing.T) {
 func TestValidate(t *testing.T) {
 	noRouter := testManifest()
 	delete(noRouter.Images, "router")
+	leaf, leafKey, err := testCA.Issue(certs.Request{Name: "router.example", Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := certs.NewCA("UPC operator CA (old)", time.Nanosecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiredKey, _ := expired.KeyPEM()
+	other, err := certs.NewCA("UPC operator CA (other)", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := other.KeyPEM()
+	ca := func(cert, key string) Config {
+		c := withCA(Config{Target: TargetKind, Manifest: testManifest()})
+		c.CACert, c.CAKey = cert, key
+		return c
+	}
+	caCert := string(testCA.CertPEM)
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -625,6 +802,15 @@ func TestValidate(t *testing.T) {
 		{"short admin token", Config{Target: TargetKind, Manifest: testManifest(), AdminToken: "upcu_short"}, []string{"upc:adminToken: not a router token"}},
 		{"admin token without prefix", Config{Target: TargetKind, Manifest: testManifest(), AdminToken: strings.Repeat("x", 60)}, []string{"upc:adminToken: not a router token"}},
 		{"admin token with a space", Config{Target: TargetKind, Manifest: testManifest(), AdminToken: testToken[:20] + " " + testToken[20:]}, []string{"upc:adminToken: has white space"}},
+		{"no CA", ca("", ""), []string{"upc:caCert: required", "upc:caKey: required", "`upc infra` makes one"}},
+		{"CA certificate without its key", ca(caCert, ""), []string{"upc:caKey: required"}},
+		{"CA key without its certificate", ca("", testCAKey), []string{"upc:caCert: required"}},
+		{"CA certificate not PEM", ca("MIIB...", testCAKey), []string{"upc:caCert: not a PEM certificate"}},
+		{"CA certificate a key", ca(testCAKey, testCAKey), []string{"upc:caCert: not a PEM certificate"}},
+		{"CA key not PEM", ca(caCert, "secret"), []string{"upc:caKey: not a PEM private key"}},
+		{"not a CA", ca(string(leaf), string(leafKey)), []string{"upc:caCert:", `"router.example" is not a CA certificate`}},
+		{"expired CA", ca(string(expired.CertPEM), string(expiredKey)), []string{"upc:caCert:", "UPC operator CA (old)", "expired on"}},
+		{"another CA's key", ca(caCert, string(otherKey)), []string{"upc:caKey: not the key of upc:caCert's CA", "UPC operator CA (test)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
@@ -650,9 +836,12 @@ func TestValidate(t *testing.T) {
 }
 
 func TestRouterConfigRoundTrips(t *testing.T) {
-	b, err := RouterConfig(RouterArgs{RouterPort: 4430, AdminToken: testToken})
+	b, err := RouterConfig(RouterArgs{RouterPort: 4430, Namespace: "upc", AdminToken: testToken, CACert: string(testCA.CertPEM), CAKey: testCAKey}, "192.0.2.7")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "PRIVATE KEY") || strings.Contains(string(b), "CERTIFICATE") {
+		t.Errorf("router config holds the CA itself, not its paths: %s", b)
 	}
 	var v map[string]any
 	if err := json.Unmarshal(b, &v); err != nil {
@@ -664,7 +853,21 @@ func TestRouterConfigRoundTrips(t *testing.T) {
 	if strings.Contains(string(b), testToken) {
 		t.Errorf("router config holds the admin token: %s", b)
 	}
-	if _, err := conf.Parse(knownRouterKeys(t, string(b))); err != nil {
-		t.Errorf("router config does not parse: %v", err)
+	c, err := conf.Parse(b)
+	if err != nil {
+		t.Fatalf("router config does not parse: %v", err)
+	}
+	want := []string{"upc-router.upc.svc", "upc-router.upc.svc.cluster.local", "upc-router.upc", "upc-router", "192.0.2.7"}
+	if !c.ServiceRouterUseTLS || c.CertificateBundlePath != CACertPath || c.Router.CACertPath != CACertPath ||
+		c.Router.CAKeyPath != CAKeyPath || !slices.Equal(c.Router.TLSHosts, want) || c.ServiceRouterIP != "192.0.2.7" {
+		t.Errorf("router config TLS: use_tls %v bundle %q CA %q %q hosts %v ip %q", c.ServiceRouterUseTLS,
+			c.CertificateBundlePath, c.Router.CACertPath, c.Router.CAKeyPath, c.Router.TLSHosts, c.ServiceRouterIP)
+	}
+	// The URL's host is on the certificate once, whatever it is.
+	if got := RouterTLSHosts("upc", "upc-router"); slices.Index(got, "upc-router") != len(got)-1 {
+		t.Errorf("RouterTLSHosts repeats a name: %v", got)
+	}
+	if got := RouterTLSHosts("upc", ""); len(got) != 4 {
+		t.Errorf("RouterTLSHosts with no URL host: %v", got)
 	}
 }

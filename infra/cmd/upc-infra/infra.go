@@ -1,12 +1,17 @@
 package main
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -62,7 +67,7 @@ backend under --state (default <project>/.upc/infra); no Pulumi Cloud.`,
 }
 
 func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
-	var kubeconfigOut, adminTokenFile string
+	var kubeconfigOut, adminTokenFile, caOut string
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Create or update the stack's resources and print the router's URL",
@@ -91,11 +96,26 @@ func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
 					return fmt.Errorf("write admin token: %w", err)
 				}
 			}
+			if caOut != "" {
+				ca, _ := res.Outputs["caCert"].(string)
+				if ca == "" {
+					return fmt.Errorf("write CA certificate: the stack exported none")
+				}
+				if err := os.WriteFile(caOut, []byte(strings.TrimSpace(ca)+"\n"), 0o644); err != nil {
+					return fmt.Errorf("write CA certificate: %w", err)
+				}
+			}
 			for _, k := range slices.Sorted(maps.Keys(res.Outputs)) {
 				if k == "kubeconfig" || res.Secrets[k] {
 					// Secrets are not printed: --kubeconfig-out and
 					// --admin-token-file write them.
 					fmt.Fprintf(stdout, "%s: [secret]\n", k)
+					continue
+				}
+				if k == "caCert" {
+					// A PEM block: its name and fingerprint, --ca-out writes it.
+					s, _ := res.Outputs[k].(string)
+					fmt.Fprintf(stdout, "%s: %s\n", k, describeCert(s))
 					continue
 				}
 				fmt.Fprintf(stdout, "%s: %v\n", k, res.Outputs[k])
@@ -104,8 +124,26 @@ func newUpCmd(o *options, stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	up.Flags().StringVar(&kubeconfigOut, "kubeconfig-out", "", "write the cluster's kubeconfig (a secret output) to this file")
+	up.Flags().BoolVar(&o.auto.RotateCA, "rotate-ca", false, "replace the stack's CA with a new one (the router is rolled with it; instances launched before must be relaunched, clients need the new caCert)")
+	up.Flags().StringVar(&caOut, "ca-out", "", "write the stack's CA certificate (the caCert output, PEM) to this file: what clients verify the router and the instances with (`upc client --ca FILE`)")
 	up.Flags().StringVar(&adminTokenFile, "admin-token-file", "", "write the router's admin token (a secret output) to this file, mode 0600 (the token file of `upc users --token-file`)")
 	return up
+}
+
+// describeCert names a PEM certificate by its subject and SHA-256
+// fingerprint, to compare with the file --ca-out wrote.
+func describeCert(pemText string) string {
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil {
+		return "[not a PEM certificate]"
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "[not a certificate: " + err.Error() + "]"
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return fmt.Sprintf("%q, SHA-256 %s, valid until %s (--ca-out FILE writes it)",
+		c.Subject.CommonName, hex.EncodeToString(sum[:]), c.NotAfter.UTC().Format(time.DateOnly))
 }
 
 // writeSecretFile writes s to path readable by its owner alone, whatever

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"maps"
 	"net"
@@ -19,16 +21,21 @@ import (
 	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/infra/auto"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router/routerclient"
 	kinddefaults "sigs.k8s.io/kind/pkg/apis/config/defaults"
 )
 
 // TestIntegrationInfraExistingLocalCluster runs `upc infra up --stack
-// existing` (see runInfra) against the local real-node cluster (make cluster-up), launches
-// a PM through the router the stack deployed, as its admin (the token `up
-// --admin-token-file` wrote out; a token-less call is refused), and reaches
-// it, then runs
+// existing` (see runInfra) against the local real-node cluster (make
+// cluster-up), calls the router the stack deployed over TLS, verified by
+// the stack's CA (the caCert `up --ca-out` wrote out; a plain-HTTP call and
+// a client without that CA are refused), launches a PM through it as its
+// admin (the token `up --admin-token-file` wrote out; a token-less call is
+// refused), and reaches the PM over TLS too, verified by the same CA;
+// rotates the CA (`up --rotate-ca`) and sees the router answer with the
+// new one alone; then runs
 // `upc infra destroy` and checks that nothing of the stack is left. It needs
 // the engine and the plugins of `make tools` and the images of `make
 // images`; `make test-infra` provides all three and sets UPC_TEST_INFRA=1.
@@ -110,28 +117,40 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 
 	start = time.Now()
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
-	out, err = upc("up", "--admin-token-file", tokenFile)
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	out, err = upc("up", "--admin-token-file", tokenFile, "--ca-out", caFile)
 	if err != nil {
 		t.Fatalf("up: %v", err)
 	}
 	adminToken := readAdminToken(t, tokenFile, out)
+	caPEM, roots := readCA(t, caFile, out, "existing")
 	upTime := time.Since(start)
 	url := regexp.MustCompile(`routerUrl: (\S+)`).FindStringSubmatch(out)
 	if url == nil {
 		t.Fatalf("up printed no routerUrl:\n%s", out)
 	}
+	if !strings.HasPrefix(url[1], "https://") {
+		t.Fatalf("routerUrl %s is not https", url[1])
+	}
 	t.Logf("up: %s; router at %s", upTime.Round(time.Millisecond), url[1])
 
-	// A second up changes nothing, the admin token included (it was made
-	// once and kept in the stack's settings).
+	// A second up changes nothing, the admin token and the CA included
+	// (made once and kept in the stack's settings).
 	tokenFile2 := filepath.Join(t.TempDir(), "admin-token")
-	if out2, err := upc("up", "--admin-token-file", tokenFile2); err != nil || !strings.Contains(out2, "routerUrl: "+url[1]) {
+	caFile2 := filepath.Join(t.TempDir(), "ca.crt")
+	if out2, err := upc("up", "--admin-token-file", tokenFile2, "--ca-out", caFile2); err != nil || !strings.Contains(out2, "routerUrl: "+url[1]) {
 		t.Errorf("second up: %v\n%s", err, out2)
-	} else if tok2 := readAdminToken(t, tokenFile2, out2); tok2 != adminToken {
-		t.Error("second up changed the admin token")
+	} else {
+		if tok2 := readAdminToken(t, tokenFile2, out2); tok2 != adminToken {
+			t.Error("second up changed the admin token")
+		}
+		if ca2, _ := readCA(t, caFile2, out2, "existing"); ca2 != caPEM {
+			t.Error("second up changed the stack's CA")
+		}
 	}
 
-	rc, err := routerclient.New(url[1], routerclient.WithToken(adminToken))
+	tlsClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: certs.ClientConfig(roots, nil)}}
+	rc, err := routerclient.New(url[1], routerclient.WithToken(adminToken), routerclient.WithHTTPClient(tlsClient))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +164,31 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	t.Logf("router healthy over TLS, verified by the stack's CA")
+	// Plain HTTP to the router's port is refused: Go's TLS server answers a
+	// plain request 400 and serves nothing.
+	plainURL := "http://" + strings.TrimPrefix(url[1], "https://") + "/healthz"
+	if resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(plainURL); err != nil {
+		t.Logf("plain HTTP to the router: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("plain HTTP to the router: %s, want 400 (a TLS server's refusal)", resp.Status)
+		} else {
+			t.Logf("plain HTTP to the router refused: %s", resp.Status)
+		}
+	}
+	// A client that does not trust the stack's CA (the system's roots) does
+	// not accept the router's certificate.
+	if untrusting, err := routerclient.New(url[1]); err != nil {
+		t.Fatal(err)
+	} else if err := untrusting.Health(ctx); err == nil {
+		t.Error("the router's certificate verified without the stack's CA")
+	} else {
+		t.Logf("without the stack's CA: %v", err)
+	}
 	// Without the token the deployed router answers /healthz alone.
-	anon, err := routerclient.New(url[1])
+	anon, err := routerclient.New(url[1], routerclient.WithHTTPClient(tlsClient))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,9 +211,14 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 	if inst.Digest != m.Images["pm"].ID {
 		t.Errorf("PM ran digest %s, want the manifest's %s", inst.Digest, m.Images["pm"].ID)
 	}
-	resp, err := http.Get(inst.Address + "/healthz")
+	if !strings.HasPrefix(inst.Address, "https://") {
+		t.Errorf("PM address %s is not https", inst.Address)
+	}
+	// The PM serves the certificate the router issued it from the stack's
+	// CA; clients check its chain and its instance name.
+	resp, err := certs.InstanceClient(roots, 30*time.Second).Get(inst.Address + "/healthz")
 	if err != nil {
-		t.Fatalf("reach the PM at %s: %v", inst.Address, err)
+		t.Fatalf("reach the PM at %s over TLS: %v", inst.Address, err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -179,6 +226,37 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 	}
 	if err := rc.Delete(ctx, inst.ID); err != nil {
 		t.Errorf("delete the PM: %v", err)
+	}
+
+	// Rotating the CA: up --rotate-ca stores a new one and rolls the
+	// router, which then answers with a certificate of the new CA alone.
+	start = time.Now()
+	caFile3 := filepath.Join(t.TempDir(), "ca.crt")
+	if out3, err := upc("up", "--rotate-ca", "--ca-out", caFile3); err != nil {
+		t.Errorf("up --rotate-ca: %v\n%s", err, out3)
+	} else if ca3, roots3 := readCA(t, caFile3, out3, "existing"); ca3 == caPEM {
+		t.Error("up --rotate-ca kept the old CA")
+	} else {
+		rotated, err := routerclient.New(url[1], routerclient.WithHTTPClient(&http.Client{
+			Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: certs.ClientConfig(roots3, nil)},
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline = time.Now().Add(2 * time.Minute)
+		for {
+			if err = rotated.Health(ctx); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("router never answered with the new CA's certificate: %v", err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err := rc.Health(ctx); err == nil {
+			t.Error("after --rotate-ca the router's certificate still verifies with the old CA")
+		}
+		t.Logf("CA rotated, the router rolled and verified with the new CA alone: %s", time.Since(start).Round(time.Millisecond))
 	}
 
 	start = time.Now()
@@ -265,6 +343,35 @@ func readAdminToken(t *testing.T, path, upOut string) string {
 	return tok
 }
 
+// readCA reads the CA certificate `up --ca-out` wrote: the stack's own CA
+// (named after stackName), which up named by its fingerprint, not printed.
+func readCA(t *testing.T, path, upOut, stackName string) (string, *x509.CertPool) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("CA file: %v", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		t.Fatalf("CA file %s holds no PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatalf("CA file: %v", err)
+	}
+	if !c.IsCA || c.Subject.CommonName != auto.CAName(stackName) {
+		t.Errorf("CA file: %q (CA %v), want the stack's CA %q", c.Subject.CommonName, c.IsCA, auto.CAName(stackName))
+	}
+	if strings.Contains(upOut, "BEGIN CERTIFICATE") || !strings.Contains(upOut, "caCert: \""+c.Subject.CommonName+"\"") {
+		t.Errorf("up did not name the caCert output (and only name it):\n%s", upOut)
+	}
+	pool, err := certs.Pool(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), pool
+}
+
 type testLog struct{ t *testing.T }
 
 func (l testLog) Info(msg string, args ...any) { l.t.Log(append([]any{msg}, args...)...) }
@@ -329,7 +436,8 @@ func TestIntegrationInfraKind(t *testing.T) {
 		"--config", "kindWorkers=0", "--config", "images=" + filepath.Join(root, "build", "images.json")}
 	run := func(sub ...string) (string, error) { return runInfra(ctx, t, args, sub...) }
 	start := time.Now()
-	out, err := run("up")
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	out, err := run("up", "--ca-out", caFile)
 	t.Cleanup(func() {
 		if _, err := run("destroy", "--remove"); err != nil {
 			t.Errorf("destroy: %v", err)
@@ -343,7 +451,10 @@ func TestIntegrationInfraKind(t *testing.T) {
 	if url == nil {
 		t.Fatalf("no routerUrl in\n%s", out)
 	}
-	rc, err := routerclient.New(url[1])
+	_, roots := readCA(t, caFile, out, "kind")
+	rc, err := routerclient.New(url[1], routerclient.WithHTTPClient(&http.Client{
+		Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: certs.ClientConfig(roots, nil)},
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

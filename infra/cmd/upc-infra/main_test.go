@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/e-mission/upc/infra/auto"
 )
 
 // The command's flags and subcommands are `upc infra`'s, and its argument
@@ -26,8 +28,8 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("help lacks %q:\n%s", want, help)
 		}
 	}
-	if help, _ := run("up", "--help"); !strings.Contains(help, "--kubeconfig-out") {
-		t.Errorf("up --help lacks --kubeconfig-out:\n%s", help)
+	if help, _ := run("up", "--help"); !strings.Contains(help, "--kubeconfig-out") || !strings.Contains(help, "--ca-out") {
+		t.Errorf("up --help lacks --kubeconfig-out or --ca-out:\n%s", help)
 	}
 	if help, _ := run("destroy", "--help"); !strings.Contains(help, "--remove") {
 		t.Errorf("destroy --help lacks --remove:\n%s", help)
@@ -60,5 +62,19 @@ func TestConfigOverrides(t *testing.T) {
 	}
 	if o.auto.Config != nil {
 		t.Error("parse changed the shared options")
+	}
+}
+
+func TestDescribeCert(t *testing.T) {
+	cert, _, err := auto.NewCA("kind")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := describeCert(cert)
+	if !strings.Contains(got, `"UPC operator CA (kind)"`) || !strings.Contains(got, "SHA-256 ") || strings.Contains(got, "BEGIN") {
+		t.Errorf("describeCert = %q", got)
+	}
+	if got := describeCert("junk"); !strings.Contains(got, "not a PEM") {
+		t.Errorf("describeCert(junk) = %q", got)
 	}
 }
