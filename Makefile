@@ -49,8 +49,10 @@ cluster-down: ## stop the local Kubernetes and remove every process, chain, netw
 
 test-kubernetes: images cluster-deps ## Kubernetes mode on a fresh local cluster: conformance (kwok and real node), e2e, then cluster-down
 	$(GO) run ./cmd/upc cluster down
-	$(GO) run ./cmd/upc cluster up --nodes both --images build/images.json
 	@mkdir -p $(RESULTS)
+	# The real node's runtime alone (containerd, networks, Down), before the cluster takes its network.
+	CI=true $(GO) test -count=1 -timeout 10m -run '^TestClusterNodeRuntime$$' -v ./harness/cluster/ 2>&1 | tee $(RESULTS)/test-node-runtime.txt; exit $${PIPESTATUS[0]}
+	$(GO) run ./cmd/upc cluster up --nodes both --images build/images.json
 	set -o pipefail; trap '$(GO) run ./cmd/upc cluster down' EXIT; \
 	  CI=true $(GO) test -count=1 -timeout 30m -run '^TestCluster' -v ./router/kubernetes/ 2>&1 | tee $(RESULTS)/test-kubernetes.txt; t=$$?; \
 	  $(GO) run ./cmd/upc e2e --mode kubernetes --images build/images.json --results $(RESULTS); e=$$?; \
@@ -85,7 +87,7 @@ tools: ## the Pulumi engine and the kubernetes and upc provider plugins (cached;
 
 infra-test: ## vet infra/, then its tests with Pulumi's mocks (every stack; no engine, no cluster; the integration tests are test-infra's)
 	cd infra && $(GO) vet ./...
-	cd infra && $(GO) test -count=1 ./...
+	cd infra && $(GO) test -count=1 -skip '^TestIntegration' ./...
 
 test-infra: tools images infra-build cluster-deps ## bin/upc infra (bin/upc-infra) up/destroy --stack existing on the local real-node cluster (started if needed), the kind stack where it can run
 	$(GO) run ./cmd/upc cluster up --nodes $(INFRA_NODES) --reuse --images build/images.json

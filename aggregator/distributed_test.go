@@ -12,6 +12,7 @@ import (
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/dp"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/pm"
@@ -26,7 +27,7 @@ import (
 // totals must follow DLap(1/ε) (mean, variance and a χ² goodness of fit).
 func TestDistributedSharesThroughCountServiceSumToDiscreteLaplace(t *testing.T) {
 	if testing.Short() {
-		t.Skip("draws thousands of answers")
+		testskip.Skip(t, "draws thousands of answers")
 	}
 	st, err := store.Open(t.TempDir(), store.Options{InitialBudget: 1e9, NoSync: true})
 	if err != nil {

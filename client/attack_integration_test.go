@@ -16,6 +16,7 @@ import (
 	"github.com/e-mission/upc/client/clienttest"
 	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/internal/realdata"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/services/count"
 	pmapi "github.com/e-mission/upc/services/pm/api"
@@ -30,7 +31,7 @@ import (
 // budget and instances must be as A left them.
 func TestIntegrationAttacks(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs the Docker engine")
+		testskip.Skip(t, "needs the Docker engine")
 	}
 	tr := clienttest.StartRouter(t, "pm", "count")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

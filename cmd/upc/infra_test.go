@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/e-mission/upc/internal/testskip"
 )
 
 // standIn writes, into dir, a shell script named upc-infra that stands in
@@ -17,7 +19,7 @@ import (
 func standIn(t *testing.T, dir string) string {
 	t.Helper()
 	if runtime.GOOS == "windows" {
-		t.Skip("the stand-in upc-infra is a shell script")
+		testskip.Skip(t, "the stand-in upc-infra is a shell script")
 	}
 	p := filepath.Join(dir, infraBinary)
 	script := "#!/bin/sh\nprintf '%s\\n' \"$@\"\necho progress >&2\nexit ${STAND_IN_EXIT:-0}\n"

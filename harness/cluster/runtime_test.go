@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/e-mission/upc/internal/testskip"
 )
 
 // TestClusterNodeRuntime starts the real node's runtime without Kubernetes
@@ -16,10 +18,7 @@ import (
 // then Down leaves no process, network or folder behind.
 func TestClusterNodeRuntime(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (containerd, networks)")
-		}
-		t.Skip("needs root")
+		testskip.Skip(t, "needs root")
 	}
 	ctx := context.Background()
 	dir := t.TempDir()

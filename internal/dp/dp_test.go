@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"testing"
+
+	"github.com/e-mission/upc/internal/testskip"
 )
 
 // The statistical tests draw from the production source (crypto/rand). Each
@@ -131,7 +133,7 @@ func TestScaleRoundsUp(t *testing.T) {
 
 func TestDiscreteLaplaceDistribution(t *testing.T) {
 	if testing.Short() {
-		t.Skip("statistical test")
+		testskip.Skip(t, "statistical test")
 	}
 	const draws = 200_000
 	for _, eps := range []float64{2, 1.0 / 3, 0.029957} {
@@ -192,7 +194,7 @@ func laplaceProblems(xs []float64, scale float64) []string {
 
 func TestLaplaceDistribution(t *testing.T) {
 	if testing.Short() {
-		t.Skip("statistical test")
+		testskip.Skip(t, "statistical test")
 	}
 	const draws = 200_000
 	scale := 1 / 0.029957322735539909
@@ -263,7 +265,7 @@ func TestSeededIsReproducibleAndCryptoIsNot(t *testing.T) {
 
 func TestLaplaceSharesSumToDiscreteLaplace(t *testing.T) {
 	if testing.Short() {
-		t.Skip("statistical test")
+		testskip.Skip(t, "statistical test")
 	}
 	const trials = 100_000
 	for _, tc := range []struct {

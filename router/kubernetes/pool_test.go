@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 )
@@ -126,7 +127,7 @@ func TestClusterKeptVolumeBindsNewClaim(t *testing.T) {
 	c := needCluster(t)
 	sel := needNodes(t, c, "real")
 	if c.local == "" {
-		t.Skip("needs the local cluster: on another cluster a storage class provisions claims")
+		testskip.Skip(t, "needs the local cluster: on another cluster a storage class provisions claims")
 	}
 	ref, id := testImage(t, c)
 	ns := namespace(t, c)

@@ -17,6 +17,7 @@ import (
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 )
@@ -200,12 +201,12 @@ func builtPM(b *testing.B, c testCluster) conf.Service {
 	_, file, _, _ := runtime.Caller(0)
 	m, err := images.LoadManifest(filepath.Join(filepath.Dir(file), "..", "..", "build", "images.json"))
 	if err != nil {
-		b.Skipf("needs the PM image: make images (%v)", err)
+		testskip.Skipf(b, "needs the PM image: make images (%v)", err)
 	}
 	pm := pmService(b)
 	cat := &conf.Catalog{Services: []conf.Service{pm}}
 	if unpinned := m.Pin(cat); len(unpinned) > 0 {
-		b.Skipf("build/images.json has no %v: make images", unpinned)
+		testskip.Skipf(b, "build/images.json has no %v: make images", unpinned)
 	}
 	pm = cat.Services[0]
 	if c.local != "" {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/services/pm"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -30,7 +31,7 @@ import (
 func TestOriginalClientScripts(t *testing.T) {
 	repo := os.Getenv("UPC_ORIGINAL_CLIENT")
 	if repo == "" {
-		t.Skip("UPC_ORIGINAL_CLIENT is not set: no checkout of the original client library to run")
+		testskip.Skip(t, "UPC_ORIGINAL_CLIENT is not set: no checkout of the original client library to run")
 	}
 	py := os.Getenv("UPC_PYTHON")
 	if py == "" {

@@ -23,6 +23,7 @@ import (
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router/routerclient"
 	kinddefaults "sigs.k8s.io/kind/pkg/apis/config/defaults"
 )
@@ -41,7 +42,7 @@ import (
 // images`; `make test-infra` provides all three and sets UPC_TEST_INFRA=1.
 func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 	if os.Getenv("UPC_TEST_INFRA") != "1" {
-		t.Skip("infra integration test: run by `make test-infra` (UPC_TEST_INFRA=1)")
+		testskip.Skip(t, "infra integration test: run by `make test-infra` (UPC_TEST_INFRA=1)")
 	}
 	root, err := filepath.Abs("../../..")
 	if err != nil {
@@ -55,7 +56,7 @@ func TestIntegrationInfraExistingLocalCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !cluster.Running(dir) || !cluster.HasRealNode(dir) {
-		t.Skipf("not run: no local cluster with a real node in %s (make cluster-up NODES=real)", dir)
+		testskip.Skipf(t, "not run: no local cluster with a real node in %s (make cluster-up NODES=real)", dir)
 	}
 	manifestPath := filepath.Join(root, "build", "images.json")
 	m, err := images.LoadManifest(manifestPath)
@@ -411,7 +412,7 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // here, so elsewhere it reports why it did not run).
 func TestIntegrationInfraKind(t *testing.T) {
 	if os.Getenv("UPC_TEST_INFRA") != "1" {
-		t.Skip("infra integration test: run by `make test-infra` (UPC_TEST_INFRA=1)")
+		testskip.Skip(t, "infra integration test: run by `make test-infra` (UPC_TEST_INFRA=1)")
 	}
 	image := os.Getenv("UPC_KIND_NODE_IMAGE")
 	if image == "" {
@@ -426,7 +427,7 @@ func TestIntegrationInfraKind(t *testing.T) {
 	defer cancel()
 	if _, err := d.ImageInspect(ctx, image); err != nil {
 		if _, err2 := d.ImageInspect(ctx, strings.SplitN(image, "@", 2)[0]); err2 != nil {
-			t.Skipf("not run: no kind node image %s on the local Docker engine, and none can be pulled here (set UPC_KIND_NODE_IMAGE to one that is loaded)", image)
+			testskip.Skipf(t, "not run: no kind node image %s on the local Docker engine, and none can be pulled here (set UPC_KIND_NODE_IMAGE to one that is loaded)", image)
 		}
 	}
 	root, _ := filepath.Abs("../../..")
