@@ -96,4 +96,3 @@ func TestNoBareSkips(t *testing.T) {
 		t.Errorf("tests that skip without internal/testskip (CI would pass them having tested nothing):\n%s", strings.Join(found, "\n"))
 	}
 }
-
