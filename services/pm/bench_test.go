@@ -193,7 +193,7 @@ func BenchmarkUnsealYear(b *testing.B) {
 	f, _ := query.Compile(map[string]any{"metadata.key": "background/filtered_location",
 		"data.ts": map[string]any{"$gte": 1440633600.0 + 200*86400, "$lt": 1440633600.0 + 201*86400}})
 	t := time.Now()
-	docs, stats, err := st.Find(api.DefaultDatabase, api.Timeseries, f, store.FindOptions{})
+	docs, stats, err := st.Find(context.Background(), api.DefaultDatabase, api.Timeseries, f, store.FindOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,9 @@ import (
 	"github.com/e-mission/upc/services/pm/store"
 )
 
+// maxSortKeys bounds a sort's keys (MongoDB allows 32).
+const maxSortKeys = 32
+
 // readQuery compiles what /data/find, find_one, count and distinct share.
 func (s *Server) readQuery(w http.ResponseWriter, r *http.Request) (api.FindRequest, string, string, *query.Filter, store.FindOptions, error) {
 	var req api.FindRequest
@@ -38,6 +41,9 @@ func (s *Server) readQuery(w http.ResponseWriter, r *http.Request) (api.FindRequ
 	if o.Limit < 0 { // pymongo: a negative limit is a single batch of |limit|
 		o.Limit = -o.Limit
 	}
+	if len(req.Sort) > maxSortKeys {
+		return req, "", "", nil, o, httpx.BadRequest("sort has %d keys; at most %d", len(req.Sort), maxSortKeys)
+	}
 	for _, k := range req.Sort {
 		o.Sort = append(o.Sort, query.SortKey{Path: k.Field, Desc: k.Dir < 0})
 	}
@@ -59,7 +65,7 @@ func (s *Server) find(w http.ResponseWriter, r *http.Request) error {
 	if ok {
 		return writeRawFind(w, raws)
 	}
-	docs, _, err := s.st.Find(db, coll, f, o)
+	docs, _, err := s.st.Find(r.Context(), db, coll, f, o)
 	if err != nil {
 		return err
 	}
@@ -97,7 +103,7 @@ func (s *Server) findOne(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	o.Limit = 1
-	docs, _, err := s.st.Find(db, coll, f, o)
+	docs, _, err := s.st.Find(r.Context(), db, coll, f, o)
 	if err != nil {
 		return err
 	}
@@ -117,7 +123,7 @@ func (s *Server) count(w http.ResponseWriter, r *http.Request) error {
 	if req.WithLimitAndSkip {
 		skip, limit = o.Skip, o.Limit
 	}
-	n, err := s.st.Count(db, coll, f, skip, limit)
+	n, err := s.st.Count(r.Context(), db, coll, f, skip, limit)
 	if err != nil {
 		return err
 	}
@@ -132,7 +138,7 @@ func (s *Server) distinct(w http.ResponseWriter, r *http.Request) error {
 	if req.DistinctKey == "" {
 		return httpx.BadRequest("distinct_key is required")
 	}
-	docs, _, err := s.st.Find(db, coll, f, store.FindOptions{})
+	docs, _, err := s.st.Find(r.Context(), db, coll, f, store.FindOptions{})
 	if err != nil {
 		return err
 	}
@@ -271,7 +277,7 @@ func (s *Server) doUpdate(w http.ResponseWriter, r *http.Request, replace bool) 
 		return httpx.BadRequest("data: %v", err)
 	}
 	many := req.IsMany && !replace
-	res, err := s.st.UpdateChecked(db, coll, f, u, many, req.Upsert, check)
+	res, err := s.st.UpdateChecked(r.Context(), db, coll, f, u, many, req.Upsert, check)
 	if err != nil {
 		return err
 	}
@@ -313,7 +319,7 @@ func (s *Server) updateDeprecated(w http.ResponseWriter, r *http.Request) error 
 	if req.Multi && u.IsReplacement() {
 		return httpx.BadRequest("multi updates need operators such as $set, not a replacement document")
 	}
-	res, err := s.st.UpdateChecked(db, coll, f, u, req.Multi, req.Upsert, check)
+	res, err := s.st.UpdateChecked(r.Context(), db, coll, f, u, req.Multi, req.Upsert, check)
 	if err != nil {
 		return err
 	}
@@ -336,7 +342,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) error {
 	if f, _, err = writeScope(r, f); err != nil {
 		return err
 	}
-	n, err := s.st.Delete(db, coll, f, req.IsMany)
+	n, err := s.st.Delete(r.Context(), db, coll, f, req.IsMany)
 	if err != nil {
 		return err
 	}

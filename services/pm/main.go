@@ -28,6 +28,8 @@ type Config struct {
 	MaxBodyMiB int64
 	NoSync     bool
 	RenewEvery time.Duration // 0: the budget never renews
+	// QueryTimeout stops a data request that runs longer.
+	QueryTimeout time.Duration
 }
 
 // ParseConfig reads flags over environment variables, returning every
@@ -58,6 +60,8 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.Int64Var(&c.MaxBodyMiB, "max-body-mib", int64(num("UPC_PM_MAX_BODY_MIB", "64")), "request body limit, MiB")
 	renew := env("UPC_PM_BUDGET_RENEW", "0s")
 	fs.StringVar(&renew, "budget-renew", renew, "renew the budget to its initial value every this long, e.g. 720h; 0 never (UPC_PM_BUDGET_RENEW)")
+	qt := env("UPC_PM_QUERY_TIMEOUT", DefaultQueryTimeout.String())
+	fs.StringVar(&qt, "query-timeout", qt, "stop a data request that runs longer, e.g. 2m (UPC_PM_QUERY_TIMEOUT)")
 	fs.BoolVar(&c.NoSync, "nosync", env("UPC_PM_NOSYNC", "false") == "true", "skip fsync (UPC_PM_NOSYNC=true)")
 	if err := fs.Parse(args); err != nil {
 		errs = append(errs, err)
@@ -66,6 +70,11 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		errs = append(errs, fmt.Errorf("budget renewal %q must be a duration ≥ 0 such as 720h", renew))
 	} else {
 		c.RenewEvery = d
+	}
+	if d, err := time.ParseDuration(qt); err != nil || d <= 0 {
+		errs = append(errs, fmt.Errorf("query timeout %q must be a duration > 0 such as 2m", qt))
+	} else {
+		c.QueryTimeout = d
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
@@ -108,7 +117,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 	}
 	defer st.Close()
 	logger.Info("starting", "version", version.Version, "data", cfg.DataDir, "initialized", st.Initialized())
-	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20, Access: acc})
+	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20, Access: acc, QueryTimeout: cfg.QueryTimeout})
 	h, requests := countRequests(srv.Handler())
 	go trimWhenIdle(ctx, requests, 5*time.Second)
 	err = tlsrv.ListenAndServe(ctx, logger, cfg.Addr, h)

@@ -5,6 +5,7 @@
 package pm
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,17 +32,25 @@ type Options struct {
 	Access access.Instance
 	// Now is the clock grants expire by; nil means time.Now.
 	Now func() time.Time
+	// QueryTimeout bounds each data request (a scan holds the store's read
+	// lock, which writers wait on); 0 means DefaultQueryTimeout.
+	QueryTimeout time.Duration
 }
+
+// DefaultQueryTimeout bounds a data request: a find over a year of a user's
+// data takes well under a second.
+const DefaultQueryTimeout = 2 * time.Minute
 
 // Server serves one user's PM.
 type Server struct {
-	st      *store.Store
-	log     *slog.Logger
-	maxBody int64
-	access  access.Instance
-	now     func() time.Time
-	grants  grantBook
-	spendMu sync.Mutex // a grant's cap is checked and charged as one step
+	st           *store.Store
+	log          *slog.Logger
+	maxBody      int64
+	access       access.Instance
+	now          func() time.Time
+	grants       grantBook
+	spendMu      sync.Mutex // a grant's cap is checked and charged as one step
+	queryTimeout time.Duration
 }
 
 // New returns a server over st.
@@ -52,8 +61,11 @@ func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = DefaultQueryTimeout
+	}
 	return &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
-		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}}
+		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout}
 }
 
 // Handler routes the PM's endpoints.
@@ -114,18 +126,31 @@ func storeError(err error) error {
 		return &httpx.Error{Code: http.StatusBadRequest, Msg: err.Error()}
 	case errors.Is(err, store.ErrDuplicateID), errors.Is(err, store.ErrConflict):
 		return &httpx.Error{Code: http.StatusConflict, Msg: err.Error()}
+	case errors.Is(err, store.ErrCanceled) && errors.Is(err, context.DeadlineExceeded):
+		return &httpx.Error{Code: http.StatusServiceUnavailable, Msg: "the query ran past this PM's time limit and was stopped; narrow its filter or add a limit"}
+	case errors.Is(err, store.ErrCanceled):
+		// The caller has gone: nobody reads this answer.
+		return &httpx.Error{Code: statusClientClosed, Msg: "the caller went away; the query was stopped"}
 	case errors.Is(err, store.ErrLedger):
 		return &httpx.Error{Code: http.StatusServiceUnavailable, Msg: err.Error() + ": this PM answers no spend until its owner restores the volume"}
 	}
 	return err
 }
 
+// statusClientClosed is logged for a request whose caller went away before
+// its answer (nginx's 499: no client sees it).
+const statusClientClosed = 499
+
+// sealedGuard refuses data requests while sealed and bounds each by the
+// query time limit; a query stops when its caller goes away.
 func (s *Server) sealedGuard(next httpx.HandlerFunc) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if s.st.Sealed() {
 			return storeError(store.ErrSealed)
 		}
-		return storeError(next(w, r))
+		ctx, cancel := context.WithTimeout(r.Context(), s.queryTimeout)
+		defer cancel()
+		return storeError(next(w, r.WithContext(ctx)))
 	}
 }
 

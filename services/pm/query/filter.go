@@ -65,6 +65,9 @@ type cond interface {
 // Compile checks a filter and prepares it. A nil or empty filter matches
 // every document.
 func Compile(f map[string]any) (*Filter, error) {
+	if n := filterTerms(f, MaxFilterTerms); n > MaxFilterTerms {
+		return nil, fmt.Errorf("filter has more than %d terms (fields, operators and listed values; $in and $nin lists are capped apart, at %d values)", MaxFilterTerms, MaxInValues)
+	}
 	root, err := compileDoc(f, 0)
 	if err != nil {
 		return nil, err
@@ -82,6 +85,40 @@ func (f *Filter) Empty() bool { return f.empty }
 func (f *Filter) Match(doc map[string]any) bool { return f.root.match(doc) }
 
 const maxDepth = 32
+
+// MaxFilterTerms bounds a filter's size: every document scanned is tested
+// against each term, so a filter of a million terms over a user's history
+// would hold the PM for minutes. e-mission's queries use a handful.
+const MaxFilterTerms = 10_000
+
+// filterTerms counts v's object keys and array elements, stopping past limit;
+// the values of $in and $nin, which a set answers at one lookup per value, do
+// not count.
+func filterTerms(v any, limit int) int {
+	n := 0
+	var walk func(v any)
+	walk = func(v any) {
+		if n > limit {
+			return
+		}
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				n++
+				if k != "$in" && k != "$nin" {
+					walk(e)
+				}
+			}
+		case []any:
+			for _, e := range x {
+				n++
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return n
+}
 
 func compileDoc(f map[string]any, depth int) (andNode, error) {
 	if depth > maxDepth {

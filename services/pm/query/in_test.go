@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -82,4 +83,65 @@ func BenchmarkLargeIn(b *testing.B) {
 			b.Fatalf("%d matches", n)
 		}
 	}
+}
+
+// TestClientInputBounded: documents, filters, updates and projections built
+// to exhaust the PM are refused with a message naming the limit, and those
+// just inside each limit compile.
+func TestClientInputBounded(t *testing.T) {
+	deep := func(n int) any {
+		var v any = 1.0
+		for range n {
+			v = map[string]any{"a": v}
+		}
+		return v
+	}
+	wide := func(n int) map[string]any {
+		m := make(map[string]any, n)
+		for i := range n {
+			m[fmt.Sprintf("f%d", i)] = 1.0
+		}
+		return m
+	}
+	if _, err := Normalize(deep(MaxDepth), true); err != nil {
+		t.Errorf("a document %d deep: %v", MaxDepth, err)
+	}
+	if _, err := Normalize(deep(MaxDepth+1), true); err == nil || !strings.Contains(err.Error(), "deeper than 100") {
+		t.Errorf("a document %d deep: %v, want refused for depth", MaxDepth+1, err)
+	}
+	if _, err := Normalize(wide(MaxValues-1), true); err != nil { // and the object holding them
+		t.Errorf("a document of %d values: %v", MaxValues, err)
+	}
+	if _, err := Normalize(wide(MaxValues), true); err == nil || !strings.Contains(err.Error(), "more than 100000 values") {
+		t.Errorf("a document of %d values: %v, want refused for width", MaxValues+1, err)
+	}
+	if _, err := Compile(wide(MaxFilterTerms)); err != nil {
+		t.Errorf("a filter of %d terms: %v", MaxFilterTerms, err)
+	}
+	if _, err := Compile(wide(MaxFilterTerms + 1)); err == nil || !strings.Contains(err.Error(), "more than 10000 terms") {
+		t.Errorf("a filter of %d terms: %v, want refused", MaxFilterTerms+1, err)
+	}
+	if _, err := Compile(map[string]any{"a": map[string]any{"$all": slicesOf(MaxFilterTerms)}}); err == nil {
+		t.Errorf("an $all of %d values compiled", MaxFilterTerms)
+	}
+	if _, err := CompileUpdate(map[string]any{"$set": wide(MaxUpdateFields)}, false, false); err != nil {
+		t.Errorf("an update of %d fields: %v", MaxUpdateFields, err)
+	}
+	if _, err := CompileUpdate(map[string]any{"$set": wide(MaxUpdateFields / 2), "$inc": wide(MaxUpdateFields/2 + 1)}, false, false); err == nil || !strings.Contains(err.Error(), "at most 1000") {
+		t.Errorf("an update of %d fields: %v, want refused", MaxUpdateFields+1, err)
+	}
+	if _, err := CompileProjection(wide(MaxProjectionFields + 1)); err == nil {
+		t.Errorf("a projection of %d fields compiled", MaxProjectionFields+1)
+	}
+	if _, err := Compile(map[string]any{"a": deep(MaxDepth + 1)}); err == nil {
+		t.Errorf("a filter value %d deep compiled", MaxDepth+1)
+	}
+}
+
+func slicesOf(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = float64(i)
+	}
+	return out
 }

@@ -14,9 +14,15 @@ type Projection struct {
 	none    bool
 }
 
+// MaxProjectionFields bounds the fields a projection names.
+const MaxProjectionFields = 1_000
+
 // CompileProjection accepts nil, {"field": 0|1|true|false, ...} or a list of
 // field names (pymongo's list form, include mode).
 func CompileProjection(p any) (*Projection, error) {
+	if n := filterTerms(p, MaxProjectionFields); n > MaxProjectionFields {
+		return nil, fmt.Errorf("projection names more than %d fields", MaxProjectionFields)
+	}
 	switch x := p.(type) {
 	case nil:
 		return &Projection{none: true}, nil

@@ -24,6 +24,10 @@ type updateOp struct {
 // CompileUpdate checks an update document. With replace set, u must be a
 // replacement (replace_one); otherwise it must use operators (update_one,
 // update_many) unless allowReplace (the legacy update).
+// MaxUpdateFields bounds the fields one update names (each is applied to
+// every matched document and checked against the others).
+const MaxUpdateFields = 1_000
+
 func CompileUpdate(u map[string]any, replace, allowReplace bool) (*Update, error) {
 	if len(u) == 0 {
 		if replace || allowReplace {
@@ -52,6 +56,15 @@ func CompileUpdate(u map[string]any, replace, allowReplace bool) (*Update, error
 	}
 	if replace {
 		return nil, fmt.Errorf("a replacement document cannot contain update operators")
+	}
+	fieldCount := 0
+	for _, f := range u {
+		if m, ok := f.(map[string]any); ok {
+			fieldCount += len(m)
+		}
+	}
+	if fieldCount > MaxUpdateFields {
+		return nil, fmt.Errorf("update names %d fields; at most %d", fieldCount, MaxUpdateFields)
 	}
 	var out Update
 	seen := map[string]string{}

@@ -286,11 +286,36 @@ func Get(doc map[string]any, path string) (any, bool) {
 // Normalize checks a document (or filter value) from a client and rewrites
 // {"$oid": "<hex>"} into the hex string. With doc set, it also refuses field
 // names that start with '$' or contain '.', which MongoDB will not store.
+// A document holds at most MaxValues values (objects, arrays and scalars
+// alike) nested at most MaxDepth deep; a filter value is held to MaxDepth.
 func Normalize(v any, doc bool) (any, error) {
-	return normalize(v, doc, "")
+	n := &normalizer{doc: doc}
+	return n.normalize(v, "", 0)
 }
 
-func normalize(v any, doc bool, at string) (any, error) {
+// Limits on what a client may send: MongoDB nests documents at most 100 deep,
+// and e-mission's entries hold a few dozen values, so these refuse only
+// documents built to exhaust the PM.
+const (
+	MaxDepth  = 100
+	MaxValues = 100_000
+)
+
+type normalizer struct {
+	doc    bool
+	values int
+}
+
+func (n *normalizer) normalize(v any, at string, depth int) (any, error) {
+	if depth > MaxDepth {
+		return nil, fmt.Errorf("%s: nested deeper than %d levels", where(at), MaxDepth)
+	}
+	if n.doc {
+		if n.values++; n.values > MaxValues {
+			return nil, fmt.Errorf("document holds more than %d values", MaxValues)
+		}
+	}
+	doc := n.doc
 	switch x := v.(type) {
 	case map[string]any:
 		if oid, ok := x["$oid"]; ok && len(x) == 1 {
@@ -304,19 +329,19 @@ func normalize(v any, doc bool, at string) (any, error) {
 			if doc && (strings.HasPrefix(k, "$") || strings.Contains(k, ".") || k == "") {
 				return nil, fmt.Errorf("%s: field name %q is not allowed in a document (empty, starts with '$' or contains '.')", where(at), k)
 			}
-			n, err := normalize(e, doc, join(at, k))
+			e, err := n.normalize(e, join(at, k), depth+1)
 			if err != nil {
 				return nil, err
 			}
-			x[k] = n
+			x[k] = e
 		}
 	case []any:
 		for i, e := range x {
-			n, err := normalize(e, doc, join(at, strconv.Itoa(i)))
+			e, err := n.normalize(e, join(at, strconv.Itoa(i)), depth+1)
 			if err != nil {
 				return nil, err
 			}
-			x[i] = n
+			x[i] = e
 		}
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -125,6 +126,10 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 	return ids, nil
 }
 
+// cancelEvery is how many documents a scan reads between checks of its
+// context (a check is cheap; a document read and decrypted is not).
+const cancelEvery = 64
+
 type match struct {
 	e   *entry
 	doc map[string]any
@@ -133,7 +138,7 @@ type match struct {
 // matchLocked returns the matching documents in natural order, stopping after
 // max matches when max > 0 (callers that sort pass 0). Without needDocs, a
 // filter the index tuples decide reads no document (match.doc is nil).
-func (s *Store) matchLocked(tx *bolt.Tx, db, coll string, f *query.Filter, max int64, needDocs bool) ([]match, Stats, error) {
+func (s *Store) matchLocked(ctx context.Context, tx *bolt.Tx, db, coll string, f *query.Filter, max int64, needDocs bool) ([]match, Stats, error) {
 	var st Stats
 	c := s.coll(db, coll, false)
 	if c == nil {
@@ -154,7 +159,12 @@ func (s *Store) matchLocked(tx *bolt.Tx, db, coll string, f *query.Filter, max i
 	cands, scanned := c.candidates(f)
 	st.Scanned = scanned
 	var out []match
-	for _, e := range cands {
+	for i, e := range cands {
+		// A caller that has gone (or run out of time) stops the scan, and
+		// with it the read lock that writers wait on.
+		if i%cancelEvery == 0 && ctx.Err() != nil {
+			return nil, st, fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx))
+		}
 		doc, err := s.readDoc(tx, e.rec)
 		if err != nil {
 			return nil, st, err
@@ -171,7 +181,7 @@ func (s *Store) matchLocked(tx *bolt.Tx, db, coll string, f *query.Filter, max i
 }
 
 // Find returns the matching documents, sorted, skipped, limited, projected.
-func (s *Store) Find(db, coll string, f *query.Filter, o FindOptions) ([]map[string]any, Stats, error) {
+func (s *Store) Find(ctx context.Context, db, coll string, f *query.Filter, o FindOptions) ([]map[string]any, Stats, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.aead == nil {
@@ -184,7 +194,7 @@ func (s *Store) Find(db, coll string, f *query.Filter, o FindOptions) ([]map[str
 		if len(o.Sort) == 0 && o.Limit > 0 {
 			max = o.Skip + o.Limit
 		}
-		ms, stats, err := s.matchLocked(tx, db, coll, f, max, true)
+		ms, stats, err := s.matchLocked(ctx, tx, db, coll, f, max, true)
 		st = stats
 		if err != nil {
 			return err
@@ -323,14 +333,14 @@ type UpdateResult struct {
 // Update applies u to the first match (every match with many). With upsert
 // and no match, it inserts the filter's equalities with u applied. The whole
 // change is one transaction.
-func (s *Store) Update(db, coll string, f *query.Filter, u *query.Update, many, upsert bool) (UpdateResult, error) {
-	return s.UpdateChecked(db, coll, f, u, many, upsert, nil)
+func (s *Store) Update(ctx context.Context, db, coll string, f *query.Filter, u *query.Update, many, upsert bool) (UpdateResult, error) {
+	return s.UpdateChecked(ctx, db, coll, f, u, many, upsert, nil)
 }
 
 // UpdateChecked is Update with check (when not nil) called on every document
 // the update would write, changed or upserted, before anything is written:
 // an error from check aborts the whole update and is returned as it is.
-func (s *Store) UpdateChecked(db, coll string, f *query.Filter, u *query.Update, many, upsert bool, check func(doc map[string]any) error) (UpdateResult, error) {
+func (s *Store) UpdateChecked(ctx context.Context, db, coll string, f *query.Filter, u *query.Update, many, upsert bool, check func(doc map[string]any) error) (UpdateResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var res UpdateResult
@@ -348,7 +358,7 @@ func (s *Store) UpdateChecked(db, coll string, f *query.Filter, u *query.Update,
 		if many {
 			max = 0
 		}
-		ms, _, err := s.matchLocked(tx, db, coll, f, max, true)
+		ms, _, err := s.matchLocked(ctx, tx, db, coll, f, max, true)
 		if err != nil {
 			return err
 		}
@@ -440,7 +450,7 @@ func (s *Store) UpdateChecked(db, coll string, f *query.Filter, u *query.Update,
 }
 
 // Delete removes the first match (every match with many).
-func (s *Store) Delete(db, coll string, f *query.Filter, many bool) (int64, error) {
+func (s *Store) Delete(ctx context.Context, db, coll string, f *query.Filter, many bool) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.aead == nil {
@@ -452,7 +462,7 @@ func (s *Store) Delete(db, coll string, f *query.Filter, many bool) (int64, erro
 		if many {
 			max = 0
 		}
-		ms, _, err := s.matchLocked(tx, db, coll, f, max, false)
+		ms, _, err := s.matchLocked(ctx, tx, db, coll, f, max, false)
 		if err != nil {
 			return err
 		}
@@ -476,7 +486,7 @@ func (s *Store) Delete(db, coll string, f *query.Filter, many bool) (int64, erro
 }
 
 // Count counts matches, windowed by skip and limit when they are > 0.
-func (s *Store) Count(db, coll string, f *query.Filter, skip, limit int64) (int64, error) {
+func (s *Store) Count(ctx context.Context, db, coll string, f *query.Filter, skip, limit int64) (int64, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.aead == nil {
@@ -495,7 +505,7 @@ func (s *Store) Count(db, coll string, f *query.Filter, skip, limit int64) (int6
 		if limit > 0 { // stop decrypting once the window is full
 			max = skip + limit
 		}
-		ms, _, err := s.matchLocked(tx, db, coll, f, max, false)
+		ms, _, err := s.matchLocked(ctx, tx, db, coll, f, max, false)
 		n = int64(len(window(ms, skip, limit)))
 		return err
 	})

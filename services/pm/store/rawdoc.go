@@ -112,13 +112,26 @@ func scanDoc(b []byte) (info docInfo, ok bool) {
 		return info, false
 	}
 	var seen [][]byte
+	var seenSet map[string]bool // past a few names: a lookup instead of a scan of them
 	ok = s.object(0, func(name []byte) bool {
-		for _, n := range seen {
-			if bytes.Equal(n, name) {
+		if seenSet != nil {
+			if seenSet[string(name)] {
 				return false
 			}
+			seenSet[string(name)] = true
+		} else {
+			for _, n := range seen {
+				if bytes.Equal(n, name) {
+					return false
+				}
+			}
+			if seen = append(seen, name); len(seen) > 16 {
+				seenSet = make(map[string]bool, 2*len(seen))
+				for _, n := range seen {
+					seenSet[string(n)] = true
+				}
+			}
 		}
-		seen = append(seen, name)
 		switch string(name) {
 		case "_id":
 			v, isStr := s.plainString()
@@ -175,6 +188,7 @@ type scanner struct {
 	b      []byte
 	i      int
 	spaced bool
+	values int // values read so far (query.MaxValues bounds a document)
 }
 
 const maxScanDepth = 64
@@ -288,7 +302,8 @@ func (s *scanner) number() (float64, bool) {
 
 // value skips any value, checking the field names of objects inside it.
 func (s *scanner) value(depth int) bool {
-	if depth > maxScanDepth || s.i >= len(s.b) {
+	// Too deep or too many values: the general path refuses it, naming why.
+	if s.values++; depth > maxScanDepth || s.values > query.MaxValues || s.i >= len(s.b) {
 		return false
 	}
 	switch c := s.b[s.i]; {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -191,7 +192,7 @@ func TestFindRawEqualsFind(t *testing.T) {
 			t.Fatal(err)
 		}
 		o := FindOptions{Sort: tc.sort, Skip: tc.skip, Limit: tc.limit}
-		want, _, err := s.Find("db", "c", f, o)
+		want, _, err := s.Find(context.Background(), "db", "c", f, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,8 +213,8 @@ func TestFindRawEqualsFind(t *testing.T) {
 			}
 		}
 		// Count and Delete decide the same filters from the tuples.
-		n, err := s.Count("db", "c", f, 0, 0)
-		all, _, _ := s.Find("db", "c", f, FindOptions{})
+		n, err := s.Count(context.Background(), "db", "c", f, 0, 0)
+		all, _, _ := s.Find(context.Background(), "db", "c", f, FindOptions{})
 		if err != nil || n != int64(len(all)) {
 			t.Errorf("%s: count %d, find %d", tc.filter, n, len(all))
 		}
@@ -233,7 +234,7 @@ func TestOldTuplesFallBackForInvalid(t *testing.T) {
 	if _, ok, _ := s.FindRaw("db", "c", f, FindOptions{}); ok {
 		t.Fatal("FindRaw decided invalid from tuples that do not record it")
 	}
-	n, err := s.Count("db", "c", f, 0, 0)
+	n, err := s.Count(context.Background(), "db", "c", f, 0, 0)
 	if err != nil || n != 1 {
 		t.Fatalf("count %d %v, want 1", n, err)
 	}

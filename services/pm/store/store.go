@@ -36,6 +36,7 @@ var (
 	ErrDuplicateID     = errors.New("duplicate _id")
 	ErrInvalid         = errors.New("invalid request")
 	ErrConflict        = errors.New("conflict")
+	ErrCanceled        = errors.New("query stopped before it finished")
 )
 
 var (

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -103,7 +105,7 @@ func TestIndexedQueriesDoNotScan(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, st, err := s.Find("db", "ts", f, FindOptions{})
+			got, st, err := s.Find(context.Background(), "db", "ts", f, FindOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +114,7 @@ func TestIndexedQueriesDoNotScan(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := s.Find("db", "other", query.MatchAll(), FindOptions{}); err != nil {
+	if _, _, err := s.Find(context.Background(), "db", "other", query.MatchAll(), FindOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -143,12 +145,51 @@ func TestReplaceUpsertKeepsFilterID(t *testing.T) {
 	s := openTest(t, t.TempDir(), Options{})
 	f, _ := query.Compile(map[string]any{"_id": "pipeline-state-1"})
 	u, _ := query.CompileUpdate(map[string]any{"stage": 3.0}, true, false)
-	res, err := s.Update("db", "state", f, u, false, true)
+	res, err := s.Update(context.Background(), "db", "state", f, u, false, true)
 	if err != nil || res.UpsertedID != "pipeline-state-1" {
 		t.Fatalf("replace upsert: %+v %v", res, err)
 	}
-	docs, _, err := s.Find("db", "state", f, FindOptions{})
+	docs, _, err := s.Find(context.Background(), "db", "state", f, FindOptions{})
 	if err != nil || len(docs) != 1 || !query.Equal(docs[0]["stage"], 3) {
 		t.Fatalf("after replace upsert: %v %v", docs, err)
+	}
+}
+
+// TestScanStopsWhenItsCallerGoes: a scan whose context is done stops with
+// ErrCanceled (and lets go of the read lock); a live one answers.
+func TestScanStopsWhenItsCallerGoes(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	docs := make([]map[string]any, 500)
+	for i := range docs {
+		docs[i] = map[string]any{"metadata": map[string]any{"key": "k"}, "data": map[string]any{"n": float64(i)}}
+	}
+	if _, err := s.Insert("db", "c", docs); err != nil {
+		t.Fatal(err)
+	}
+	f, err := query.Compile(map[string]any{"data.n": map[string]any{"$gte": 250.0}}) // no index decides it: a scan
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	got, _, err := s.Find(ctx, "db", "c", f, FindOptions{})
+	if err != nil || len(got) != 250 {
+		t.Fatalf("live find: %d documents, %v", len(got), err)
+	}
+	cancel()
+	if _, _, err := s.Find(ctx, "db", "c", f, FindOptions{}); !errors.Is(err, ErrCanceled) || !errors.Is(err, context.Canceled) {
+		t.Errorf("find after its caller went: %v, want ErrCanceled", err)
+	}
+	if _, err := s.Count(ctx, "db", "c", f, 0, 0); !errors.Is(err, ErrCanceled) {
+		t.Errorf("count after its caller went: %v, want ErrCanceled", err)
+	}
+	if _, err := s.Delete(ctx, "db", "c", f, true); !errors.Is(err, ErrCanceled) {
+		t.Errorf("delete after its caller went: %v, want ErrCanceled", err)
+	}
+	// Nothing was deleted, and a write goes through at once.
+	if n, err := s.Count(context.Background(), "db", "c", f, 0, 0); err != nil || n != 250 {
+		t.Errorf("count: %d, %v, want 250", n, err)
+	}
+	if _, err := s.Insert("db", "c", []map[string]any{{"data": map[string]any{"n": 1.0}}}); err != nil {
+		t.Error(err)
 	}
 }
