@@ -211,6 +211,16 @@ type Kubernetes struct {
 	ImageByID bool `json:"image_by_id,omitempty"`
 	// GracePeriod is the pods' termination grace period; default 1s.
 	GracePeriod Duration `json:"grace_period,omitempty"`
+	// PMRouterPods are the labels of the router's pods (in the instances'
+	// namespace), which each PM's NetworkPolicy admits beside the PM's own
+	// bound services; default {"upc.component": "router"}, the pods upc
+	// infra deploys.
+	PMRouterPods map[string]string `json:"pm_router_pods,omitempty"`
+	// PMClients are networks (CIDRs) a PM's NetworkPolicy admits too: the
+	// router's address when it runs outside the cluster, and the clients
+	// (users, or the nodes when kube-proxy rewrites their source) that call
+	// PMs at their node ports. Default none.
+	PMClients []string `json:"pm_clients,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s") in files.

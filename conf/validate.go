@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -139,8 +140,26 @@ func (c *Config) Validate() error {
 	if c.Kubernetes.StorageClass == "" && c.Kubernetes.HostPathDir != "" && !filepath.IsAbs(c.Kubernetes.HostPathDir) {
 		bad("kubernetes.host_path_dir", "%q must be absolute", c.Kubernetes.HostPathDir)
 	}
+	for _, k := range slices.Sorted(mapKeys(c.Kubernetes.PMRouterPods)) {
+		if !labelKeyRE.MatchString(k) || len(k) > 253+1+63 {
+			bad("kubernetes.pm_router_pods", "%q is not a label key", k)
+		}
+		if v := c.Kubernetes.PMRouterPods[k]; v != "" && !labelValueRE.MatchString(v) {
+			bad("kubernetes.pm_router_pods", "%s: %q is not a label value", k, v)
+		}
+	}
+	for i, cidr := range c.Kubernetes.PMClients {
+		if p, err := netip.ParsePrefix(cidr); err != nil || p.Masked() != p {
+			bad(fmt.Sprintf("kubernetes.pm_clients[%d]", i), "%q is not a network in CIDR notation (e.g. 10.0.0.0/8, 192.0.2.7/32)", cidr)
+		}
+	}
 	return errors.Join(errs...)
 }
+
+var (
+	labelValueRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
+	labelKeyRE   = regexp.MustCompile(`^([a-z0-9]([a-z0-9.-]*[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
+)
 
 func checkHostPort(addr string) error {
 	host := addr

@@ -78,6 +78,9 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
 		NodeSelector: map[string]string{cluster.LabelNode: "real"}, ImageByID: true,
 		HostPathDir: filepath.Join(state, "pv"), GracePeriod: conf.Duration(time.Second),
+		// The router and the run's users call PMs from the host, whose
+		// address on the node's bridge this is.
+		PMClients: []string{cluster.NodeIP + "/32"},
 	}
 	pki.configure(c, false)
 	if err := c.Validate(); err != nil {

@@ -15,6 +15,10 @@
 //	UPC_INSECURE_LEGACY  "1": no access control at all (the original scripts)
 //
 // Without UPC_ACCESS_SHA256 or UPC_INSECURE_LEGACY=1 it refuses to start.
+//
+// "upc-pm own-data UID:GID DIR..." gives DIR and what it holds to UID:GID and
+// exits: a backend runs it as root with only CAP_CHOWN, before the PM, where
+// a volume may hold files of root's (see internal/owndata).
 package main
 
 import (
@@ -24,10 +28,18 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/e-mission/upc/internal/owndata"
 	"github.com/e-mission/upc/services/pm"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == owndata.Command {
+		if err := owndata.Main(os.Args[2:], func(s string) { fmt.Fprintln(os.Stderr, s) }); err != nil {
+			fmt.Fprintln(os.Stderr, "upc-pm:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := pm.Main(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {

@@ -43,6 +43,6 @@ func newKubernetesBackend(ctx context.Context, cfg *conf.Config, catalog *conf.C
 	return upck8s.New(ctx, cs, upck8s.Options{
 		Namespace: k.Namespace, NodeSelector: k.NodeSelector, NodeAddress: k.NodeAddress,
 		GracePeriod: k.GracePeriod.D(), ImageByID: k.ImageByID, StorageClass: k.StorageClass, HostPathDir: hostPath,
-		WarmPool: k.WarmPool, Catalog: catalog,
+		WarmPool: k.WarmPool, Catalog: catalog, PMRouterPods: k.PMRouterPods, PMClients: k.PMClients,
 	}, logger.With("backend", "kubernetes"))
 }

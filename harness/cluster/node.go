@@ -349,6 +349,11 @@ func LoadImages(ctx context.Context, log interface{ Info(string, ...any) }, dir 
 	return nil
 }
 
+// PodPidsLimit caps each pod's processes and threads on the real node, as
+// agent.DefaultPidsLimit does each container on Docker: Kubernetes sets it
+// per kubelet (podPidsLimit), not per pod.
+const PodPidsLimit = 256
+
 func (c *run) kubelet() error {
 	p := c.pki.path
 	conf := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
@@ -371,12 +376,13 @@ authorization:
   mode: Webhook
 serializeImagePulls: false
 maxPods: 250
+podPidsLimit: %[5]d
 kubeAPIQPS: 100
 kubeAPIBurst: 200
 registerNode: true
 syncFrequency: 10s
 fileCheckFrequency: 10s
-`, NodeIP, ContainerdSocket(c.o.Dir), c.path("pod-logs"), p("ca.crt"))
+`, NodeIP, ContainerdSocket(c.o.Dir), c.path("pod-logs"), p("ca.crt"), PodPidsLimit)
 	if err := writeFile(c.path("kubelet.yaml"), conf); err != nil {
 		return err
 	}

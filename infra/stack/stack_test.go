@@ -256,8 +256,8 @@ func checkRouter(t *testing.T, m *mocks, kubeconfig, urlHost string, hostPath bo
 	role := m.one(t, "kubernetes:rbac.authorization.k8s.io/v1:Role")
 	var resources []string
 	for _, r := range get(role.In, "rules").([]any) {
-		if g := get(r, "apiGroups", 0); g != "" {
-			t.Errorf("role rule on API group %q, want the core group only", g)
+		if g := get(r, "apiGroups", 0); g != "" && (g != "networking.k8s.io" || get(r, "resources", 0) != "networkpolicies") {
+			t.Errorf("role rule on API group %q, want the core group only (and networking's network policies)", g)
 		}
 		for _, res := range get(r, "resources").([]any) {
 			resources = append(resources, res.(string))
@@ -269,7 +269,7 @@ func checkRouter(t *testing.T, m *mocks, kubeconfig, urlHost string, hostPath bo
 		}
 	}
 	slices.Sort(resources)
-	if want := []string{"persistentvolumeclaims", "pods", "services"}; !slices.Equal(resources, want) {
+	if want := []string{"networkpolicies", "persistentvolumeclaims", "pods", "services"}; !slices.Equal(resources, want) {
 		t.Errorf("role covers %v, want %v", resources, want)
 	}
 	cr := m.one(t, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")

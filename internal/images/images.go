@@ -152,11 +152,43 @@ type BuildOptions struct {
 	Labels map[string]string
 }
 
-// Dockerfile is the generated Dockerfile for a service binary: nothing but
-// the binary, so the image has no base to pull.
+// UID and GID are the numeric user and group service images run as: no
+// /etc/passwd is needed for numeric ids, and 65532 is the conventional
+// "nonroot" of distroless images, owning nothing on the host.
+const (
+	UID = 65532
+	GID = 65532
+)
+
+// User is UID:GID as Docker's USER and Config.User take it.
+var User = fmt.Sprintf("%d:%d", UID, GID)
+
+// RunsAsRoot reports whether service name's image keeps root as its user:
+// the agent, and the router of Docker mode, drive the Docker engine through
+// its socket, which root owns. Every other image runs as User.
+func RunsAsRoot(name string) bool { return name == "agent" || name == "router" }
+
+// OwnedDirs are the directories a non-root image holds for its user: /data
+// (a new named volume mounted there takes the image's ownership, so the
+// service can write its data) and /tmp.
+var OwnedDirs = []string{"data", "tmp"}
+
+// Dockerfile is the generated Dockerfile for a service binary: the binary
+// (root's, read-only to the service) and, unless the image runs as root,
+// /data and /tmp owned by UID:GID and USER UID:GID. Nothing else, so the
+// image has no base to pull.
 func Dockerfile(name string) string {
 	b := Binary(name)
-	return "FROM scratch\nCOPY " + b + " /" + b + "\nENTRYPOINT [\"/" + b + "\"]\n"
+	var s strings.Builder
+	s.WriteString("FROM scratch\nCOPY " + b + " /" + b + "\n")
+	if !RunsAsRoot(name) {
+		for _, d := range OwnedDirs {
+			fmt.Fprintf(&s, "COPY --chown=%s %s /%s\n", User, d, d)
+		}
+		s.WriteString("USER " + User + "\n")
+	}
+	s.WriteString("ENTRYPOINT [\"/" + b + "\"]\n")
+	return s.String()
 }
 
 // Build builds one FROM scratch image from a static binary, tags it
@@ -202,7 +234,7 @@ func Build(ctx context.Context, d Docker, o BuildOptions) (Image, error) {
 }
 
 // buildContext is the in-memory tar the engine builds from: the generated
-// Dockerfile and the binary.
+// Dockerfile, the binary and the directories the image's user owns.
 func buildContext(name, binary string) (io.Reader, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
@@ -225,6 +257,15 @@ func buildContext(name, binary string) (io.Reader, error) {
 		}
 		if _, err := tw.Write(f.data); err != nil {
 			return nil, err
+		}
+	}
+	if !RunsAsRoot(name) {
+		// Empty directories for COPY --chown (the classic builder copies a
+		// directory's contents and makes the target owned as asked).
+		for _, d := range OwnedDirs {
+			if err := tw.WriteHeader(&tar.Header{Name: d + "/", Mode: 0o700, ModTime: mtime, Typeflag: tar.TypeDir}); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := tw.Close(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
@@ -35,10 +36,16 @@ func TestRefAndTagSafe(t *testing.T) {
 }
 
 func TestDockerfileIsScratch(t *testing.T) {
-	got := Dockerfile("pm")
-	want := "FROM scratch\nCOPY upc-pm /upc-pm\nENTRYPOINT [\"/upc-pm\"]\n"
-	if got != want {
-		t.Errorf("Dockerfile = %q, want %q", got, want)
+	for _, tc := range []struct{ name, want string }{
+		{"pm", "FROM scratch\nCOPY upc-pm /upc-pm\n" +
+			"COPY --chown=65532:65532 data /data\nCOPY --chown=65532:65532 tmp /tmp\n" +
+			"USER 65532:65532\nENTRYPOINT [\"/upc-pm\"]\n"},
+		// The agent drives the Docker socket, root's: it keeps root.
+		{"agent", "FROM scratch\nCOPY upc-agent /upc-agent\nENTRYPOINT [\"/upc-agent\"]\n"},
+	} {
+		if got := Dockerfile(tc.name); got != tc.want {
+			t.Errorf("Dockerfile(%s) = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
 
@@ -160,9 +167,12 @@ func TestIntegrationBuildAndRun(t *testing.T) {
 	if ins.ID != im.ID {
 		t.Errorf("tag points at %s, Build returned %s", ins.ID, im.ID)
 	}
-	// FROM scratch + one COPY: exactly one layer, no base image.
-	if ins.RootFS.Type != "layers" || len(ins.RootFS.Layers) != 1 {
-		t.Errorf("image has layers %v, want exactly one (the binary)", ins.RootFS.Layers)
+	// FROM scratch + three COPYs: the binary, /data and /tmp; no base image.
+	if ins.RootFS.Type != "layers" || len(ins.RootFS.Layers) != 3 {
+		t.Errorf("image has layers %v, want three (the binary, /data, /tmp)", ins.RootFS.Layers)
+	}
+	if ins.Config.User != "65532:65532" {
+		t.Errorf("image user = %q, want 65532:65532", ins.Config.User)
 	}
 	for k, v := range map[string]string{LabelImage: "hello", LabelVersion: ver, "upc.test": "1"} {
 		if ins.Config.Labels[k] != v {
@@ -174,6 +184,17 @@ func TestIntegrationBuildAndRun(t *testing.T) {
 	}
 
 	port := network.MustParsePort("8080/tcp")
+	// A new named volume at /data takes the image's ownership of /data, so
+	// the non-root user writes it on an otherwise read-only root.
+	vol, err := d.VolumeCreate(ctx, client.VolumeCreateOptions{Name: "upc-imgtest-" + hex.EncodeToString(rnd[:]), Labels: map[string]string{"upc.test": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := d.VolumeRemove(context.Background(), vol.Volume.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+			t.Errorf("remove volume: %v", err)
+		}
+	})
 	created, err := d.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image:        im.ID,
@@ -181,7 +202,9 @@ func TestIntegrationBuildAndRun(t *testing.T) {
 			ExposedPorts: network.PortSet{port: {}},
 		},
 		HostConfig: &container.HostConfig{
-			PortBindings: network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}},
+			PortBindings:   network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}},
+			ReadonlyRootfs: true,
+			Mounts:         []mount.Mount{{Type: mount.TypeVolume, Source: vol.Volume.Name, Target: "/data"}},
 		},
 	})
 	if err != nil {
@@ -224,5 +247,15 @@ func TestIntegrationBuildAndRun(t *testing.T) {
 	}
 	if strings.TrimSpace(body) != "hello "+ver {
 		t.Errorf("answer = %q, want %q", body, "hello "+ver)
+	}
+	resp, err := http.Get(url + "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// /tmp is the image's, under a read-only root here: not writable.
+	if want := "uid=65532 gid=65532 /data=true /tmp=false /=false"; strings.TrimSpace(string(b)) != want {
+		t.Errorf("probe = %q, want %q", b, want)
 	}
 }

@@ -18,22 +18,31 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/router"
 )
 
 func hasPerUser(vs []conf.Volume) bool {
 	return slices.ContainsFunc(vs, func(v conf.Volume) bool { return v.PerUser })
 }
 
-// ClaimName is the PersistentVolumeClaim holding user's volume vol: readable,
-// and unique even for users whose names differ only in case or punctuation.
+// ClaimName is the PersistentVolumeClaim made for user's volume vol:
+// readable (the volume, then up to 20 characters of the user folded to
+// lowercase), then 16 bytes (32 hex digits) of SHA-256 of the user, so that
+// no two users share one: 4 bytes, as before, would meet among about 65,000
+// users. With the catalog's "data", at most 62 characters.
+//
+// Claims are found by their upc.user-key label and user annotation, not by
+// this name: claims made under the older, shorter names stay their users'.
 func ClaimName(user, vol string) string {
 	sum := sha256.Sum256([]byte(user))
-	clean := strings.Trim(regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(user), "-"), "-")
-	if len(clean) > 30 {
-		clean = clean[:30]
+	clean := strings.Trim(claimCleanRE.ReplaceAllString(strings.ToLower(user), "-"), "-")
+	if len(clean) > 20 {
+		clean = strings.TrimRight(clean[:20], "-")
 	}
-	return "upc-" + vol + "-" + cmp.Or(clean, "u") + "-" + hex.EncodeToString(sum[:4])
+	return "upc-" + vol + "-" + cmp.Or(clean, "u") + "-" + hex.EncodeToString(sum[:16])
 }
+
+var claimCleanRE = regexp.MustCompile(`[^a-z0-9]+`)
 
 // UserKey is the claims' upc.user-key label of user: a hash, since labels
 // cannot hold every user name.
@@ -131,7 +140,20 @@ func (b *Backend) makeClaim(ctx context.Context, claim string, labels map[string
 		pvc.Spec.VolumeName = pvName
 	}
 	_, err := b.cs.CoreV1().PersistentVolumeClaims(b.opts.Namespace).Create(ctx, pvc, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
+	if apierrors.IsAlreadyExists(err) {
+		// Someone's claim has this name already: it must be this user's
+		// volume (a launch that raced us), else it is refused.
+		old, gerr := b.cs.CoreV1().PersistentVolumeClaims(b.opts.Namespace).Get(ctx, claim, metav1.GetOptions{})
+		if gerr != nil {
+			return fmt.Errorf("get existing claim %s: %w", claim, gerr)
+		}
+		if old.Annotations[AnnUser] != user || old.Labels[LabelVolume] != v.Name || old.Labels[LabelClaim] != "true" {
+			b.logger.Warn("refused a claim of another user", "claim", claim, "user", user, "claim_user", old.Annotations[AnnUser], "claim_volume", old.Labels[LabelVolume])
+			return fmt.Errorf("%w: claim %s is not user %s's volume %s", router.ErrForbidden, claim, user, v.Name)
+		}
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("create claim %s: %w", claim, err)
 	}
 	return nil

@@ -93,6 +93,13 @@ type Options struct {
 	WarmPool map[string]int
 	// Catalog describes the pooled services' pods.
 	Catalog *conf.Catalog
+	// PMRouterPods are the labels of the router's pods, in Namespace, that
+	// each PM's NetworkPolicy admits; nil means DefaultPMRouterPods, an
+	// empty map none (a router outside the cluster: see PMClients).
+	PMRouterPods map[string]string
+	// PMClients are the networks (CIDRs) each PM's NetworkPolicy admits
+	// besides: a router outside the cluster, clients at the node ports.
+	PMClients []string
 }
 
 // Backend implements router.Backend on a Kubernetes cluster.
@@ -140,6 +147,12 @@ func New(ctx context.Context, cs kubernetes.Interface, opts Options, logger *slo
 	if opts.StorageClass == "" && opts.HostPathDir != "" && !strings.HasPrefix(opts.HostPathDir, "/") {
 		errs = append(errs, fmt.Errorf("host path dir %q must be absolute", opts.HostPathDir))
 	}
+	if opts.PMRouterPods == nil {
+		opts.PMRouterPods = DefaultPMRouterPods
+	}
+	if err := validCIDRs(opts.PMClients); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("kubernetes backend: %w", err)
 	}
@@ -186,6 +199,7 @@ func New(ctx context.Context, cs kubernetes.Interface, opts Options, logger *slo
 		b.done.Add(1)
 		go b.poolLoop()
 	}
+	b.dropOrphanPolicies(ctx)
 	return b, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/router"
 )
@@ -102,6 +103,9 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 		if spec.Env[access.EnvSHA256] != "" || spec.Env[access.EnvLegacy] != "" {
 			pool = false
 		}
+	}
+	if err := b.ensurePolicy(ctx, spec); err != nil {
+		return router.Instance{}, err
 	}
 	if pool {
 		var err error
@@ -221,14 +225,18 @@ func (b *Backend) labels(spec router.Spec) map[string]string {
 	if labelValueRE.MatchString(spec.Owner) {
 		l[LabelOwner] = spec.Owner
 	}
+	if spec.PM != "" && router.ValidID(string(spec.PM)) == nil {
+		l[LabelPM] = string(spec.PM) // its PM's NetworkPolicy admits it
+	}
 	return l
 }
 
 var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$`)
 
 // pod is the pod of spec: pinned image, prompt stop, no service links (a
-// thousand Services would otherwise become environment variables) and no
-// API token (our services do not call the API).
+// thousand Services would otherwise become environment variables), no API
+// token (our services do not call the API), hardened (harden.go), and, for
+// per-user claims on hostPath volumes, the own-data init container.
 // claims names the claim of each per-user volume.
 func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string, claims map[string]string) *corev1.Pod {
 	image := spec.Image
@@ -238,8 +246,9 @@ func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string
 	grace := int64(b.opts.GracePeriod.Seconds())
 	c := corev1.Container{
 		Name: "main", Image: image, ImagePullPolicy: b.opts.PullPolicy,
-		Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: int32(spec.Port), Protocol: corev1.ProtocolTCP}},
-		ReadinessProbe: readiness(spec),
+		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: int32(spec.Port), Protocol: corev1.ProtocolTCP}},
+		ReadinessProbe:  readiness(spec),
+		SecurityContext: containerSecurity(),
 	}
 	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
 		c.Env = append(c.Env, corev1.EnvVar{Name: k, Value: spec.Env[k]})
@@ -266,17 +275,31 @@ func (b *Backend) pod(podName string, spec router.Spec, labels map[string]string
 			EnableServiceLinks:            new(false),
 			AutomountServiceAccountToken:  new(false),
 			RestartPolicy:                 corev1.RestartPolicyAlways,
+			SecurityContext:               podSecurity(),
 		},
 	}
+	var hostPaths []corev1.VolumeMount
 	for _, v := range spec.Volumes {
 		vol := corev1.Volume{Name: v.Name}
+		m := corev1.VolumeMount{Name: v.Name, MountPath: v.Path}
 		if v.PerUser {
 			vol.PersistentVolumeClaim = &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claims[v.Name]}
+			if b.opts.StorageClass == "" {
+				hostPaths = append(hostPaths, m)
+			}
 		} else {
 			vol.EmptyDir = &corev1.EmptyDirVolumeSource{}
 		}
 		p.Spec.Volumes = append(p.Spec.Volumes, vol)
-		p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, corev1.VolumeMount{Name: v.Name, MountPath: v.Path})
+		p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, m)
+	}
+	if !slices.ContainsFunc(spec.Volumes, func(v conf.Volume) bool { return v.Path == "/tmp" }) {
+		vol, m := tmpVolume()
+		p.Spec.Volumes = append(p.Spec.Volumes, vol)
+		p.Spec.Containers[0].VolumeMounts = append(p.Spec.Containers[0].VolumeMounts, m)
+	}
+	if len(hostPaths) > 0 {
+		p.Spec.InitContainers = []corev1.Container{ownData(image, b.opts.PullPolicy, hostPaths)}
 	}
 	return p
 }

@@ -78,7 +78,8 @@ func (b *Backend) Resume(ctx context.Context, id router.ID) error {
 	return nil
 }
 
-// Destroy removes the instance's Service and pod; per-user claims stay.
+// Destroy removes the instance's Service, pod and NetworkPolicy; per-user
+// claims stay.
 func (b *Backend) Destroy(ctx context.Context, id router.ID) error {
 	svc, err := b.service(ctx, id)
 	if errors.Is(err, router.ErrNotFound) && len(b.cached("i/"+string(id))) > 0 {
@@ -93,7 +94,11 @@ func (b *Backend) Destroy(ctx context.Context, id router.ID) error {
 			return fmt.Errorf("delete service of %s: %w", id, err)
 		}
 	}
-	return b.deletePods(ctx, id)
+	if err := b.deletePods(ctx, id); err != nil {
+		return err
+	}
+	// Last: the pod never runs without its policy.
+	return b.deletePolicy(ctx, id)
 }
 
 // deletePods deletes the instance's pods and waits, by watch, until they are gone.
@@ -161,8 +166,8 @@ func (b *Backend) instance(svc *corev1.Service, pods []*corev1.Pod) router.Insta
 	return in
 }
 
-// Clear removes every instance (Services and their pods); claims and the
-// warm pool stay.
+// Clear removes every instance (Services, their pods and NetworkPolicies)
+// and any policy left without its instance; claims and the warm pool stay.
 func (b *Backend) Clear(ctx context.Context) (int, error) {
 	all, err := b.List(ctx)
 	if err != nil {
@@ -187,5 +192,9 @@ func (b *Backend) Clear(ctx context.Context) (int, error) {
 			n++
 		}
 	}
-	return n, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return n, err
+	}
+	_, err = b.orphanPolicies(ctx, nil)
+	return n, err
 }

@@ -66,7 +66,7 @@ func (b *Backend) claimWarm(ctx context.Context, spec router.Spec) (bool, error)
 		}
 		labels := map[string]any{LabelPool: nil, LabelInstance: string(spec.ID)}
 		l := b.labels(spec)
-		for _, k := range []string{LabelUser, LabelOwner} {
+		for _, k := range []string{LabelUser, LabelOwner, LabelPM} {
 			if l[k] != "" {
 				labels[k] = l[k]
 			}

@@ -35,7 +35,7 @@ func TestClaimName(t *testing.T) {
 
 // TestUnitApplyRBACWithFakeAPI applies the manifest to client-go's fake
 // clientset (a stand-in, this is a unit test): every object decodes, and the
-// Role grants only pods, services and claims.
+// Role grants only pods, services, claims and network policies.
 func TestUnitApplyRBACWithFakeAPI(t *testing.T) {
 	cs := fake.NewClientset()
 	ctx := context.Background()
@@ -52,7 +52,7 @@ func TestUnitApplyRBACWithFakeAPI(t *testing.T) {
 	for _, r := range role.Rules {
 		for _, res := range r.Resources {
 			switch res {
-			case "pods", "services", "persistentvolumeclaims":
+			case "pods", "services", "persistentvolumeclaims", "networkpolicies":
 			default:
 				t.Errorf("the router's Role grants %q", res)
 			}
@@ -82,7 +82,7 @@ func TestRulesAreTheManifests(t *testing.T) {
 	for _, r := range append(slices.Clone(role), cluster...) {
 		got = append(got, r.Resources...)
 	}
-	want := []string{"pods", "services", "persistentvolumeclaims", "nodes", "persistentvolumes"}
+	want := []string{"pods", "services", "persistentvolumeclaims", "networkpolicies", "nodes", "persistentvolumes"}
 	if !slices.Equal(got, want) {
 		t.Errorf("rules cover %v, want %v", got, want)
 	}

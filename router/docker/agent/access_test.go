@@ -67,6 +67,23 @@ func (f *fakeDocker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(404, map[string]string{"message": "No such image: " + ref})
+	case r.Method == http.MethodGet && path == "/volumes":
+		var filters struct {
+			Label map[string]bool `json:"label"`
+		}
+		json.Unmarshal([]byte(r.URL.Query().Get("filters")), &filters)
+		var out []map[string]any
+		for name, labels := range f.volumes {
+			match := true
+			for l := range filters.Label {
+				k, v, _ := strings.Cut(l, "=")
+				match = match && labels[k] == v
+			}
+			if match {
+				out = append(out, map[string]any{"Name": name, "Driver": "local", "Labels": labels})
+			}
+		}
+		reply(200, map[string]any{"Volumes": out})
 	case r.Method == http.MethodPost && path == "/volumes/create":
 		var req struct {
 			Name   string
@@ -302,9 +319,10 @@ func TestCatalogCheck(t *testing.T) {
 
 // TestLaunchCannotNameAnotherUsersVolume: a request names its per-user
 // volumes by user and volume name only; crafted names are refused before
-// Docker is asked, and names that join up to another user's volume (user
-// "alice-pm" + volume "data" = alice's "pm-data") are refused by the
-// volume's labels, before any container is created.
+// Docker is asked; names that joined up to another user's volume (user
+// "alice-pm" + volume "data" = alice's "pm-data") no longer meet; and a
+// volume under a user's volume name labelled for anyone else is refused,
+// before any container is created.
 func TestLaunchCannotNameAnotherUsersVolume(t *testing.T) {
 	opts := HandlerOptions{Token: testToken, Images: []Image{{Ref: catalogRef, Digest: catalogID}}}
 	with := func(user, vol string) LaunchRequest {
@@ -338,29 +356,58 @@ func TestLaunchCannotNameAnotherUsersVolume(t *testing.T) {
 			t.Errorf("refused launches reached Docker: %q", ch)
 		}
 	})
+	// Names cannot meet: "alice-pm"'s "data" and "alice"'s "pm-data" join
+	// up the same, but VolumeName hashes the three names apart; alice's
+	// volume of the days before the hash is not touched.
+	t.Run("joined names", func(t *testing.T) {
+		if a, b := VolumeName("upc", "alice-pm", "data"), VolumeName("upc", "alice", "pm-data"); a == b {
+			t.Fatalf("VolumeName collides: %s", a)
+		}
+		if a, b := VolumeName("upc-upc", "alice", "data"), VolumeName("upc", "upc-alice", "data"); a == b {
+			t.Fatalf("VolumeName collides across agents: %s", a)
+		}
+		srv, fd, _ := newTestAgent(t, "upc", opts)
+		legacy := LegacyVolumeName("upc", "alice", "pm-data")
+		fd.volumes[legacy] = map[string]string{LabelUser: "alice", LabelVolume: "pm-data", LabelAgent: "upc"}
+		if legacy != LegacyVolumeName("upc", "alice-pm", "data") {
+			t.Fatal("the legacy names do not meet: the case is moot")
+		}
+		code, msg := call(t, "POST", srv.URL+"/v1/containers", "Bearer "+testToken, with("alice-pm", "data"))
+		// The fake engine creates no containers: 500 after the volume is made.
+		if code == http.StatusForbidden || code == http.StatusBadRequest {
+			t.Fatalf("%d %q, want the launch to reach container creation", code, msg)
+		}
+		fd.mu.Lock()
+		defer fd.mu.Unlock()
+		if l := fd.volumes[VolumeName("upc", "alice-pm", "data")]; l[LabelUser] != "alice-pm" {
+			t.Errorf("alice-pm's volume was not made under its own name: %v", fd.volumes)
+		}
+		if l := fd.volumes[legacy]; l[LabelUser] != "alice" {
+			t.Errorf("alice's volume changed: %v", l)
+		}
+	})
 	for _, c := range []struct {
 		name      string
 		agent     string
-		existing  string
 		owner     map[string]string
 		user, vol string
 	}{
-		{"user with a dash", "upc", "upc-upc-alice-pm-data",
+		{"another user's labels", "upc",
 			map[string]string{LabelUser: "alice", LabelVolume: "pm-data", LabelAgent: "upc"}, "alice-pm", "data"},
-		{"volume with a dash", "upc", "upc-upc-alice-pm-data",
-			map[string]string{LabelUser: "alice-pm", LabelVolume: "data", LabelAgent: "upc"}, "alice", "pm-data"},
-		{"another agent's volume", "upc", "upc-upc-alice-pm-data",
-			map[string]string{LabelUser: "alice-pm", LabelVolume: "data", LabelAgent: "upc-upc"}, "alice", "pm-data"},
-		{"a volume UPC did not make", "upc", "upc-upc-alice-pm-data", map[string]string{}, "alice", "pm-data"},
+		{"another volume's labels", "upc",
+			map[string]string{LabelUser: "alice-pm", LabelVolume: "pm-data", LabelAgent: "upc"}, "alice-pm", "data"},
+		{"another agent's volume", "upc",
+			map[string]string{LabelUser: "alice-pm", LabelVolume: "data", LabelAgent: "upc-upc"}, "alice-pm", "data"},
+		{"a volume UPC did not make", "upc", map[string]string{}, "alice", "pm-data"},
 	} {
+		// Someone made a volume under the name the user's would have: the
+		// labels say whose it is, and a launch will not mount it.
 		t.Run(c.name, func(t *testing.T) {
 			srv, fd, logs := newTestAgent(t, c.agent, opts)
-			fd.volumes[c.existing] = c.owner
-			if got := VolumeName(c.agent, c.user, c.vol); got != c.existing {
-				t.Fatalf("VolumeName = %s, want the colliding %s", got, c.existing)
-			}
+			existing := VolumeName(c.agent, c.user, c.vol)
+			fd.volumes[existing] = c.owner
 			code, msg := call(t, "POST", srv.URL+"/v1/containers", "Bearer "+testToken, with(c.user, c.vol))
-			want := fmt.Sprintf("volume %s is not user %s's volume %s", c.existing, c.user, c.vol)
+			want := fmt.Sprintf("volume %s is not user %s's volume %s", existing, c.user, c.vol)
 			if code != http.StatusForbidden || !strings.Contains(msg, want) {
 				t.Fatalf("%d %q, want 403 %q", code, msg, want)
 			}

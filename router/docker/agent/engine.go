@@ -17,6 +17,9 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/owndata"
 )
 
 // Options configure an Engine.
@@ -37,7 +40,23 @@ type Options struct {
 	// Name is the agent's name (default "upc"), put in the upc.agent label:
 	// agents sharing one engine need distinct names.
 	Name string
+	// PidsLimit caps the processes (threads included) of each instance;
+	// default DefaultPidsLimit.
+	PidsLimit int64
 }
+
+// Hardening of every instance container (see docs/security.md#hardening).
+const (
+	// DefaultPidsLimit bounds an instance's processes and threads: a Go
+	// service uses a few dozen threads; a fork bomb stops here.
+	DefaultPidsLimit = 256
+)
+
+// TmpfsOptions mount the only writable path besides volumes, /tmp: small,
+// in memory, no executables, no set-uid, owned by the images' user (Docker
+// copies the image's /tmp into the tmpfs, mode and all, but leaves it
+// root's: the user could not write it otherwise).
+var TmpfsOptions = fmt.Sprintf("rw,noexec,nosuid,size=16m,uid=%d,gid=%d", images.UID, images.GID)
 
 // DefaultNetwork is the network instances join unless configured otherwise.
 const DefaultNetwork = "upc"
@@ -59,7 +78,11 @@ func NewEngine(cli *client.Client, opts Options, logger *slog.Logger) (*Engine, 
 	opts.Network = cmp.Or(opts.Network, DefaultNetwork)
 	opts.BindIP = cmp.Or(opts.BindIP, "gateway")
 	opts.Name = cmp.Or(opts.Name, DefaultNetwork)
+	opts.PidsLimit = cmp.Or(opts.PidsLimit, DefaultPidsLimit)
 	var errs []error
+	if opts.PidsLimit < 0 {
+		errs = append(errs, fmt.Errorf("pids limit: %d is negative", opts.PidsLimit))
+	}
 	if !agentRE.MatchString(opts.Name) {
 		errs = append(errs, fmt.Errorf("name: %q must be 1-63 lowercase letters, digits and dashes", opts.Name))
 	}
@@ -226,24 +249,25 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	}
 
 	mounts := make([]mount.Mount, 0, len(req.Volumes))
+	var legacy []mount.Mount // per-user volumes of root's days, to own first
 	for _, v := range req.Volumes {
 		m := mount.Mount{Type: mount.TypeVolume, Target: v.Path}
 		if v.PerUser {
-			m.Source = VolumeName(e.opts.Name, req.User, v.Name)
-			// Creating an existing volume returns it: the user's data stays.
-			vl := map[string]string{LabelUser: req.User, LabelVolume: v.Name, LabelAgent: e.opts.Name}
-			for k, v := range e.opts.Labels {
-				vl[k] = v
-			}
-			res, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: m.Source, Labels: vl})
+			src, err := e.userVolume(ctx, req.User, v.Name)
 			if err != nil {
-				return Container{}, fmt.Errorf("create volume %s: %w", m.Source, err)
-			}
-			if err := e.ownVolume(res.Volume.Labels, req.User, v.Name, m.Source); err != nil {
 				return Container{}, err
+			}
+			m.Source = src
+			if src != VolumeName(e.opts.Name, req.User, v.Name) {
+				legacy = append(legacy, m)
 			}
 		}
 		mounts = append(mounts, m)
+	}
+	if len(legacy) > 0 {
+		if err := e.ownData(ctx, req, image, legacy); err != nil {
+			return Container{}, err
+		}
 	}
 	env := make([]string, 0, len(req.Env))
 	for k, v := range req.Env {
@@ -251,23 +275,22 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	}
 	slices.Sort(env)
 	name := "upc-" + req.Service + "-" + req.Instance
+	hc := e.hardened()
+	// HostPort "" lets Docker allocate a free port: no retry loops.
+	hc.PortBindings = network.PortMap{port: {{HostIP: bind, HostPort: ""}}}
+	hc.Mounts = mounts
+	hc.Resources.NanoCPUs = int64(req.CPUMillis) * 1_000_000
+	hc.Resources.Memory = int64(req.MemoryMB) << 20
 	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
 			Image:        image,
+			User:         images.User,
 			Env:          env,
 			Labels:       labels,
 			ExposedPorts: network.PortSet{port: {}},
 		},
-		HostConfig: &container.HostConfig{
-			// HostPort "" lets Docker allocate a free port: no retry loops.
-			PortBindings: network.PortMap{port: {{HostIP: bind, HostPort: ""}}},
-			Mounts:       mounts,
-			Resources: container.Resources{
-				NanoCPUs: int64(req.CPUMillis) * 1_000_000,
-				Memory:   int64(req.MemoryMB) << 20,
-			},
-		},
+		HostConfig: hc,
 		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 			netName: {Aliases: []string{name}},
 		}},
@@ -472,4 +495,102 @@ func (e *Engine) Clear(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// hardened is the host configuration every instance starts from: the
+// image's non-root user (Config.User), a read-only root filesystem with a
+// small tmpfs at /tmp, no capabilities, no privilege escalation (set-uid
+// binaries and file capabilities give nothing) and a cap on processes.
+func (e *Engine) hardened() *container.HostConfig {
+	return &container.HostConfig{
+		ReadonlyRootfs: true,
+		Tmpfs:          map[string]string{"/tmp": TmpfsOptions},
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		Resources:      container.Resources{PidsLimit: &e.opts.PidsLimit},
+	}
+}
+
+// userVolume is the Docker volume holding user's per-user volume vol: the
+// one this agent labelled for them, whatever its name (volumes made before
+// VolumeName had its hash keep their LegacyVolumeName), else VolumeName,
+// created. A volume whose labels name anyone else is refused.
+func (e *Engine) userVolume(ctx context.Context, user, vol string) (string, error) {
+	want := VolumeName(e.opts.Name, user, vol)
+	res, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: e.filter().
+		Add("label", LabelUser+"="+user).Add("label", LabelVolume+"="+vol)})
+	if err != nil {
+		return "", fmt.Errorf("list volumes of %s: %w", user, err)
+	}
+	var found []string
+	for _, v := range res.Items {
+		if e.ownVolume(v.Labels, user, vol, v.Name) == nil {
+			found = append(found, v.Name)
+		}
+	}
+	if len(found) > 0 && !slices.Contains(found, want) {
+		slices.Sort(found)
+		if len(found) > 1 {
+			e.logger.Warn("several volumes of one user's volume: using the first", "user", user, "volume", vol, "volumes", found)
+		}
+		return found[0], nil
+	}
+	// Creating an existing volume returns it: the user's data stays.
+	vl := map[string]string{LabelUser: user, LabelVolume: vol, LabelAgent: e.opts.Name}
+	for k, v := range e.opts.Labels {
+		vl[k] = v
+	}
+	created, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: want, Labels: vl})
+	if err != nil {
+		return "", fmt.Errorf("create volume %s: %w", want, err)
+	}
+	if err := e.ownVolume(created.Volume.Labels, user, vol, want); err != nil {
+		return "", err
+	}
+	return want, nil
+}
+
+// ownData gives volumes of root's days (written by services that ran as
+// root) to the image's non-root user, before the instance starts: a
+// one-shot container of the instance's own image runs its own-data
+// subcommand (internal/owndata) as root with no capability but CAP_CHOWN,
+// no network and a read-only root. It is quick when there is nothing left
+// to change, and runs only for volumes with a LegacyVolumeName.
+func (e *Engine) ownData(ctx context.Context, req LaunchRequest, image string, vols []mount.Mount) error {
+	cmd := []string{owndata.Command, images.User}
+	for _, m := range vols {
+		cmd = append(cmd, m.Target)
+	}
+	labels := map[string]string{LabelAgent: e.opts.Name, LabelUser: req.User}
+	for k, v := range e.opts.Labels {
+		labels[k] = v
+	}
+	hc := e.hardened()
+	hc.CapAdd = []string{"CHOWN"}
+	hc.NetworkMode = "none"
+	hc.Mounts = vols
+	name := "upc-own-data-" + req.Instance
+	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name:       name,
+		Config:     &container.Config{Image: image, User: "0:0", Cmd: cmd, Labels: labels},
+		HostConfig: hc,
+	})
+	if err != nil {
+		return fmt.Errorf("own the data of %s: create %s: %w", req.User, name, err)
+	}
+	defer e.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true})
+	if _, err := e.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("own the data of %s: start %s: %w", req.User, name, err)
+	}
+	wait := e.cli.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	select {
+	case err := <-wait.Error:
+		return fmt.Errorf("own the data of %s: wait for %s: %w", req.User, name, err)
+	case res := <-wait.Result:
+		if res.StatusCode != 0 {
+			return fmt.Errorf("own the data of %s: %s exited with %d (does image %s have the %s subcommand?)", req.User, name, res.StatusCode, cmp.Or(req.Image, image), owndata.Command)
+		}
+	}
+	e.logger.Info("gave volumes of root's days to the service's user", "user", req.User, "instance", req.Instance, "user_id", images.User)
+	return nil
 }

@@ -8,6 +8,8 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -153,7 +155,18 @@ func (r LaunchRequest) Validate() error {
 }
 
 // VolumeName is the Docker volume holding user's per-user volume vol on the
-// agent named agentName.
+// agent named agentName: readable, then 16 bytes (32 hex digits) of SHA-256
+// of the three names, so that no two (agent, user, volume) share a name
+// ("alice-pm"'s "data" and "alice"'s "pm-data" join up the same, their
+// hashes do not). At most 4+63+1+63+1+63+1+32 = 228 characters.
 func VolumeName(agentName, user, vol string) string {
+	sum := sha256.Sum256([]byte(agentName + "\x00" + user + "\x00" + vol))
+	return LegacyVolumeName(agentName, user, vol) + "-" + hex.EncodeToString(sum[:16])
+}
+
+// LegacyVolumeName is the name agents gave volumes before VolumeName had
+// its hash. Such volumes are still found (by their labels) and used, so an
+// upgrade orphans no one's data.
+func LegacyVolumeName(agentName, user, vol string) string {
 	return "upc-" + agentName + "-" + user + "-" + vol
 }

@@ -20,6 +20,8 @@ import (
 	"sync"
 
 	"github.com/moby/moby/client"
+
+	"github.com/e-mission/upc/internal/images"
 )
 
 // Port is the port the test server listens on in its container.
@@ -69,7 +71,11 @@ func BuildVariant(ctx context.Context, cli *client.Client, ref, variant string) 
 	if err != nil {
 		return "", err
 	}
-	dockerfile := "FROM scratch\nCOPY server /server\nEXPOSE 8080\nENTRYPOINT [\"/server\"]\n"
+	// As UPC's service images (internal/images): the binary, /data and
+	// /tmp owned by the non-root user it runs as.
+	dockerfile := "FROM scratch\nCOPY server /server\n" +
+		"COPY --chown=" + images.User + " data /data\nCOPY --chown=" + images.User + " tmp /tmp\n" +
+		"USER " + images.User + "\nEXPOSE 8080\nENTRYPOINT [\"/server\"]\n"
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range []struct {
@@ -81,6 +87,11 @@ func BuildVariant(ctx context.Context, cli *client.Client, ref, variant string) 
 			return "", err
 		}
 		if _, err := tw.Write(f.data); err != nil {
+			return "", err
+		}
+	}
+	for _, d := range []string{"data/", "tmp/"} {
+		if err := tw.WriteHeader(&tar.Header{Name: d, Mode: 0o700, Typeflag: tar.TypeDir}); err != nil {
 			return "", err
 		}
 	}

@@ -2,7 +2,9 @@
 // FROM scratch. It answers /healthz (503 forever when UPC_TEST_NEVER_HEALTHY
 // is set), / with its hostname, /fetch?url= with what it got from url (to
 // check one instance can call another's address), and /write, /read on a
-// file under /data (to check per-user volumes outlive containers). Given a
+// file under /data (to check per-user volumes outlive containers), and
+// /probe with its uid, gid and which of /data, /tmp and / it can write;
+// "server own-data UID:GID DIR" is upc-pm's (internal/owndata). Given a
 // certificate by its router (UPC_TLS_CERT, ...), it serves TLS and fetches
 // over TLS only, as UPC's services do; without one it serves plain HTTP.
 package main
@@ -16,13 +18,22 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/owndata"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == owndata.Command { // as upc-pm
+		if err := owndata.Main(os.Args[2:], func(s string) { fmt.Fprintln(os.Stderr, s) }); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	tlsrv, err := certs.ServingFromEnv(os.Getenv, true)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -51,6 +62,13 @@ func main() {
 		defer resp.Body.Close()
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
+	})
+	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, r *http.Request) {
+		writable := map[string]bool{}
+		for _, dir := range []string{"/data", "/tmp", "/"} {
+			writable[dir] = os.WriteFile(filepath.Join(dir, ".probe"), []byte("x"), 0o600) == nil
+		}
+		json.NewEncoder(w).Encode(map[string]any{"uid": os.Getuid(), "gid": os.Getgid(), "writable": writable})
 	})
 	mux.HandleFunc("POST /write", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
