@@ -19,6 +19,7 @@ import (
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs/certstest"
+	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/internal/tcsetup"
 	"github.com/e-mission/upc/services/pm/api"
@@ -41,6 +42,12 @@ func TestIntegrationDockerPMContainer(t *testing.T) {
 	m := imagestest.Require(t, "pm")
 	ctx := context.Background()
 	data := t.TempDir()
+	// The PM runs as its own user: the folder bound at /data must be its.
+	if err := os.Chown(data, images.UID, images.GID); err != nil {
+		if err := os.Chmod(data, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
 	const key = "container-test-key"
 	owner := access.NewToken(access.PrefixInstance)
 	ca := certstest.New(t)

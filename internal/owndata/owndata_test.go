@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/e-mission/upc/internal/testskip"
 )
 
 func owner(t *testing.T, p string) (int, int) {
@@ -23,7 +25,7 @@ func owner(t *testing.T, p string) (int, int) {
 // a second run changes nothing.
 func TestChown(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("chown to another user needs root")
+		testskip.Skip(t, "chown to another user needs root")
 	}
 	dir := t.TempDir()
 	outside := filepath.Join(t.TempDir(), "outside")

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 	"github.com/e-mission/upc/router/routertest"
@@ -31,7 +32,7 @@ func TestClusterHardened(t *testing.T) {
 	c := needCluster(t)
 	sel := needNodes(t, c, "real")
 	if c.local == "" {
-		t.Skip("needs the local cluster's hostPath volumes on this machine")
+		testskip.Skip(t, "needs the local cluster's hostPath volumes on this machine")
 	}
 	ref, id := testImage(t, c)
 	ns := namespace(t, c)
