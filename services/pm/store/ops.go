@@ -70,26 +70,9 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 	ids := make([]any, len(docs))
 	seen := map[string]bool{}
 	for i := range docs {
-		d := &docs[i]
-		var id any
-		if d.m != nil {
-			var ok bool
-			if id, ok = d.m["_id"]; !ok {
-				id = NewObjectID(now)
-				d.m["_id"] = id
-			}
-			if _, isMap := id.(map[string]any); isMap {
-				return nil, fmt.Errorf("%w: document %d: _id cannot be an object", ErrInvalid, i)
-			}
-			if _, isArr := id.([]any); isArr {
-				return nil, fmt.Errorf("%w: document %d: _id cannot be an array", ErrInvalid, i)
-			}
-		} else {
-			if !d.info.hasID {
-				d.info.id, d.info.hasID = NewObjectID(now), true
-				d.raw = withID(d.raw, d.info.id)
-			}
-			id = d.info.id
+		id, err := docs[i].ensureID(now)
+		if err != nil {
+			return nil, fmt.Errorf("%w: document %d: %w", ErrInvalid, i, err)
 		}
 		k := query.Key(id)
 		if seen[k] || (c != nil && c.byID[k] != nil) {

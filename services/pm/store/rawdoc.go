@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/e-mission/upc/services/pm/query"
 )
@@ -66,6 +67,30 @@ func (d Doc) Key() string {
 		}
 	}
 	return ""
+}
+
+// ensureID gives the document a new ObjectID when it has no _id, and
+// returns its _id (refused when it is an object or an array).
+func (d *Doc) ensureID(now time.Time) (any, error) {
+	if d.m == nil {
+		if !d.info.hasID {
+			d.info.id, d.info.hasID = NewObjectID(now), true
+			d.raw = withID(d.raw, d.info.id)
+		}
+		return d.info.id, nil
+	}
+	id, ok := d.m["_id"]
+	if !ok {
+		id = NewObjectID(now)
+		d.m["_id"] = id
+	}
+	switch id.(type) {
+	case map[string]any:
+		return nil, errors.New("_id cannot be an object")
+	case []any:
+		return nil, errors.New("_id cannot be an array")
+	}
+	return id, nil
 }
 
 // record is what a Doc is stored as: its JSON and its index tuple.
