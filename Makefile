@@ -13,7 +13,7 @@ RESULTS ?= results
 
 export CGO_ENABLED := 0
 
-.PHONY: help build images test unit e2e bench lint clean cluster-deps cluster-up cluster-down test-kubernetes
+.PHONY: help build images test unit e2e bench fuzz lint clean cluster-deps cluster-up cluster-down test-kubernetes
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test-kubernetes: images cluster-deps ## Kubernetes mode on a fresh local cluster
 	  CI=true $(GO) test -count=1 -timeout 30m -run '^TestCluster' -v ./router/kubernetes/ 2>&1 | tee $(RESULTS)/test-kubernetes.txt; t=$$?; \
 	  $(GO) run ./cmd/upc e2e --mode kubernetes --images build/images.json --results $(RESULTS); e=$$?; \
 	  exit $$(( t || e ))
+
+fuzz: ## run every fuzz target for FUZZTIME each (default 20s); crashers land in testdata/fuzz/ and become regression cases
+	GO=$(GO) FUZZTIME=$(or $(FUZZTIME),20s) scripts/fuzz.sh
 
 bench: images ## run the benchmarks and print the figures (see docs/BENCHMARKS.md)
 	@mkdir -p $(RESULTS)

@@ -42,7 +42,7 @@ type fakeBackend struct {
 	pmOf   map[string]router.ID
 }
 
-func newFake(t *testing.T) *fakeBackend {
+func newFake(t testing.TB) *fakeBackend {
 	f := &fakeBackend{specs: map[router.ID]router.Spec{}, state: map[router.ID]router.State{},
 		grants: map[string]string{}, pmOf: map[string]router.ID{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
@@ -162,7 +162,7 @@ type accessEnv struct {
 	logs                       *strings.Builder
 }
 
-func newAccessEnv(t *testing.T, legacy bool, ca ...*certs.CA) *accessEnv {
+func newAccessEnv(t testing.TB, legacy bool, ca ...*certs.CA) *accessEnv {
 	t.Helper()
 	e := &accessEnv{fake: newFake(t), adminTok: strings.Repeat("z", 40), logs: &strings.Builder{}}
 	if len(ca) > 0 {
@@ -202,7 +202,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-func (e *accessEnv) router(t *testing.T, legacy bool) *router.Router {
+func (e *accessEnv) router(t testing.TB, legacy bool) *router.Router {
 	r, err := router.New(router.Options{Backend: e.fake, Catalog: testCatalog, Users: e.users, InsecureLegacy: legacy,
 		HealthTimeout: 5 * time.Second, CA: e.ca, PlainHTTP: e.ca == nil})
 	if err != nil {
@@ -211,7 +211,7 @@ func (e *accessEnv) router(t *testing.T, legacy bool) *router.Router {
 	return r
 }
 
-func (e *accessEnv) client(t *testing.T, token string) *routerclient.Client {
+func (e *accessEnv) client(t testing.TB, token string) *routerclient.Client {
 	c, err := routerclient.New(e.srv.URL, routerclient.WithToken(token))
 	if err != nil {
 		t.Fatal(err)
