@@ -126,6 +126,10 @@ var (
 	ErrForbidden = errors.New("forbidden")
 	// ErrConflict: the user's data-holding service (their PM) already runs.
 	ErrConflict = errors.New("conflict")
+	// ErrMachineDown: a machine's agent does not answer. Its instances are
+	// unavailable until it does, and a user whose data may be there gets no
+	// PM elsewhere (it would start on an empty volume).
+	ErrMachineDown = errors.New("machine does not answer")
 	// ErrLimit: a per-user limit (live instances, launch rate) is reached;
 	// a *LimitError says when to retry, if waiting helps.
 	ErrLimit = errors.New("limit reached")

@@ -185,11 +185,16 @@ func newID() ID {
 // Rebuild replaces the router's view with what the backend reports, and
 // removes leftovers no one owns: instances that no longer run (a launch cut
 // short by a crash) or that lack a user or service label.
+//
+// A machine that does not answer (ErrMachineDown) does not stop it: what the
+// others run is adopted, and the error, returned after, names the machines
+// whose instances stay unknown (Adopt takes them in once they answer).
 func (r *Router) Rebuild(ctx context.Context) error {
 	all, err := r.backend.List(ctx)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrMachineDown) {
 		return fmt.Errorf("rebuild: %w", err)
 	}
+	partial := err
 	view := map[ID]Instance{}
 	for _, in := range all {
 		if in.State == StateDead || in.User == "" || in.Service == "" {
@@ -205,6 +210,36 @@ func (r *Router) Rebuild(ctx context.Context) error {
 	r.instances = view
 	r.mu.Unlock()
 	r.logger.Info("rebuilt view from labels", "instances", len(view), "listed", len(all))
+	if partial != nil {
+		return fmt.Errorf("rebuild: %w", partial)
+	}
+	return nil
+}
+
+// Adopt adds to the view the live instances the backend lists that it lacks
+// (those of a machine that did not answer at Rebuild), leaving the rest as
+// it is; like Rebuild, it reports machines that still do not answer.
+func (r *Router) Adopt(ctx context.Context) error {
+	all, err := r.backend.List(ctx)
+	if err != nil && !errors.Is(err, ErrMachineDown) {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	n := 0
+	r.mu.Lock()
+	for _, in := range all {
+		if _, known := r.instances[in.ID]; known || in.State == StateDead || in.User == "" || in.Service == "" {
+			continue
+		}
+		r.instances[in.ID] = in
+		n++
+	}
+	r.mu.Unlock()
+	if n > 0 {
+		r.logger.Info("adopted instances of machines that answer again", "instances", n)
+	}
+	if err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
 	return nil
 }
 
@@ -333,8 +368,9 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 }
 
 // place picks the machine for spec: the one holding the user's data if the
-// service has per-user volumes and that machine is up, else by weight among
-// the machines that are up.
+// service has per-user volumes (refused while that machine is down: never
+// started elsewhere on an empty volume), else by weight among the machines
+// that are up.
 func (r *Router) place(ctx context.Context, ms Machines, spec Spec) (string, error) {
 	machines := ms.Machines(ctx)
 	if ud, ok := r.backend.(UserData); ok && slices.ContainsFunc(spec.Volumes, func(v conf.Volume) bool { return v.PerUser }) {
@@ -342,7 +378,10 @@ func (r *Router) place(ctx context.Context, ms Machines, spec Spec) (string, err
 		if err != nil {
 			return "", fmt.Errorf("find %s's data: %w", spec.User, err)
 		}
-		if found && slices.ContainsFunc(machines, func(x Machine) bool { return x.Name == m && x.Up }) {
+		if found {
+			if !slices.ContainsFunc(machines, func(x Machine) bool { return x.Name == m && x.Up }) {
+				return "", fmt.Errorf("%w: machine %s holds %s's data; the PM can start only there", ErrMachineDown, m, spec.User)
+			}
 			return m, nil
 		}
 	}

@@ -92,7 +92,7 @@ func status(err error, legacy bool) error {
 		if errors.As(err, &le) {
 			return &httpx.Error{Code: code, Msg: err.Error(), Err: err, RetryAfter: le.RetryAfter}
 		}
-	case errors.Is(err, ErrNoMachine):
+	case errors.Is(err, ErrNoMachine), errors.Is(err, ErrMachineDown):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrPMUnreachable):
 		code = http.StatusBadGateway

@@ -347,6 +347,14 @@ func rebuild(ctx context.Context, core *router.Router, wait time.Duration, logge
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if errors.Is(err, router.ErrMachineDown) {
+				// Start with what answered: a dead machine must not keep
+				// everyone else's clouds down. Its instances are unavailable
+				// (and its users get no PM elsewhere) until it answers.
+				logger.Warn("starting without machines that do not answer: their instances are unavailable until they do", "err", err)
+				go adoptLater(ctx, core, logger)
+				return nil
+			}
 			return fmt.Errorf("%w (gave up after %s)", err, wait)
 		}
 		logger.Warn("rebuild failed; retrying", "err", err, "in", delay)
@@ -356,6 +364,26 @@ func rebuild(ctx context.Context, core *router.Router, wait time.Duration, logge
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// adoptLater takes in the instances of machines that did not answer at
+// start, once they do.
+func adoptLater(ctx context.Context, core *router.Router, logger *slog.Logger) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := core.Adopt(ctx); err == nil {
+			logger.Info("every machine answers again")
+			return
+		} else if !errors.Is(err, router.ErrMachineDown) {
+			logger.Warn("adopt failed", "err", err)
+		}
 	}
 }
 

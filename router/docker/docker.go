@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -247,8 +248,8 @@ func (b *Backend) Destroy(ctx context.Context, id router.ID) error {
 }
 
 // List asks every machine for its labelled containers. A machine that does
-// not answer fails the list: a partial view would make a restarted router
-// forget instances.
+// not answer is named in the error (router.ErrMachineDown), beside what the
+// others answered: the router adopts those and the rest once it answers.
 func (b *Backend) List(ctx context.Context) ([]router.Instance, error) {
 	type result struct {
 		cs  []agent.Container
@@ -270,7 +271,7 @@ func (b *Backend) List(ctx context.Context) ([]router.Instance, error) {
 	for i, r := range res {
 		name := b.machines[i].Name
 		if r.err != nil {
-			errs = append(errs, fmt.Errorf("list machine %s: %w", name, r.err))
+			errs = append(errs, fmt.Errorf("list machine %s: %w: %w", name, router.ErrMachineDown, r.err))
 			continue
 		}
 		for _, c := range r.cs {
@@ -298,20 +299,28 @@ func (b *Backend) Clear(ctx context.Context) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// MachineWithData reports the machine holding user's per-user volumes; a
-// machine that does not answer is skipped (placement skips it anyway).
+// MachineWithData reports the machine holding user's per-user volumes. When
+// none of the machines that answer holds them and one does not answer, the
+// answer is router.ErrMachineDown: the data may be there, and a PM started
+// elsewhere would open an empty volume in its place.
 func (b *Backend) MachineWithData(ctx context.Context, user string) (string, bool, error) {
+	var down []string
 	for _, m := range b.machines {
 		vs, err := m.Driver.UserVolumes(ctx, user)
 		if err != nil {
 			if errors.Is(err, agent.ErrInvalid) {
 				return "", false, mapErr(err)
 			}
+			down = append(down, m.Name)
 			continue
 		}
 		if len(vs) > 0 {
 			return m.Name, true, nil
 		}
+	}
+	if len(down) > 0 {
+		return "", false, fmt.Errorf("%w: machine %s may hold %s's data, so no PM starts elsewhere until it answers (or the operator takes it out of the configuration)",
+			router.ErrMachineDown, strings.Join(down, ", "), user)
 	}
 	return "", false, nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router"
 )
 
@@ -51,7 +52,7 @@ func (e Env) client() *http.Client {
 func (e Env) needProcess(t *testing.T) {
 	t.Helper()
 	if e.NoProcess {
-		t.Skip("instances on this backend run no process (simulated nodes): nothing can write, read or call out")
+		testskip.Skip(t, "instances on this backend run no process (simulated nodes): nothing can write, read or call out")
 	}
 }
 
@@ -358,7 +359,7 @@ func Run(t *testing.T, newEnv NewEnv) {
 		env := newEnv(t)
 		b := env.Open()
 		if _, ok := b.(router.Clearer); !ok {
-			t.Skip("backend has no Clear; the router destroys instances one by one")
+			testskip.Skip(t, "backend has no Clear; the router destroys instances one by one")
 		}
 		r := env.Router(t, b)
 		for _, u := range []string{"jo", "kim"} {
