@@ -196,7 +196,7 @@ func BenchmarkClusterRealLaunchToAnswer(b *testing.B) {
 
 // builtPM is the catalog's PM pinned to the image make images built, loaded
 // into the local cluster's node.
-func builtPM(b *testing.B, c testCluster) conf.Service {
+func builtPM(b testing.TB, c testCluster) conf.Service {
 	b.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	m, err := images.LoadManifest(filepath.Join(filepath.Dir(file), "..", "..", "build", "images.json"))

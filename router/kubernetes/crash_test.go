@@ -1,0 +1,129 @@
+package kubernetes_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/harness/cluster"
+	"github.com/e-mission/upc/internal/certs/certstest"
+	"github.com/e-mission/upc/internal/testskip"
+	"github.com/e-mission/upc/router"
+	upck8s "github.com/e-mission/upc/router/kubernetes"
+	pmapi "github.com/e-mission/upc/services/pm/api"
+	"github.com/e-mission/upc/services/pm/pmclient"
+)
+
+// TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL: the real PM image on
+// the real node, launched through the router (TLS, its owner's secret); a
+// writer inserts documents one by one while the PM's container is killed
+// with SIGKILL through containerd (no chance to flush), twice; the kubelet
+// restarts it in its pod, and, unsealed again, it holds every insert it
+// acknowledged.
+func TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL(t *testing.T) {
+	c := needCluster(t)
+	sel := needNodes(t, c, "real")
+	if c.local == "" {
+		testskip.Skip(t, "kills the container through the local cluster's containerd")
+	}
+	pm := builtPM(t, c)
+	ns := namespace(t, c)
+	ctx := context.Background()
+	cat := &conf.Catalog{Services: []conf.Service{pm}}
+	be := newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: true, Catalog: cat, PMClients: []string{"172.30.0.1/32"}})
+	ca := certstest.New(t)
+	r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 2 * time.Minute, CA: ca.CA, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.Launch(ctx, "pm", "kira")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Delete(context.WithoutCancel(ctx), in.ID)
+	pmc := pmclient.New(in.Address, ca.Client(30*time.Second), pmclient.WithToken(in.Secret))
+	const key = "sigkill on the real node"
+	if err := pmc.Unseal(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	var acked []string
+	for round := range 2 {
+		killAt := 30 + 30*round
+		started, done := make(chan struct{}), make(chan []string)
+		go func() {
+			var ids []string
+			for i, errs := 0, 0; errs < 3; i++ {
+				got, err := pmc.Insert(ctx, pmapi.DefaultDatabase, pmapi.Timeseries, map[string]any{
+					"metadata": map[string]any{"key": "background/location", "write_ts": float64(i)},
+					"data":     map[string]any{"ts": float64(round*1000 + i)}})
+				if err != nil {
+					errs++
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				if ids = append(ids, got...); len(ids) == killAt {
+					close(started)
+				}
+			}
+			done <- ids
+		}()
+		select {
+		case <-started:
+		case ids := <-done:
+			t.Fatalf("round %d: the writer stopped after %d inserts before the kill", round, len(ids))
+		}
+		pod, err := c.cs.CoreV1().Pods(ns).Get(ctx, "upc-"+string(in.ID), metav1.GetOptions{})
+		if err != nil || len(pod.Status.ContainerStatuses) != 1 {
+			t.Fatalf("round %d: the pm's pod: %v", round, err)
+		}
+		restarts := pod.Status.ContainerStatuses[0].RestartCount
+		id := strings.TrimPrefix(pod.Status.ContainerStatuses[0].ContainerID, "containerd://")
+		if out, err := exec.Command("ctr", "-a", cluster.ContainerdSocket(c.local), "-n", "k8s.io", "task", "kill", "-s", "SIGKILL", id).CombinedOutput(); err != nil {
+			t.Fatalf("round %d: ctr task kill: %v: %s", round, err, out)
+		}
+		ids := <-done
+		acked = append(acked, ids...)
+		// The kubelet restarts it (after a back-off that grows: up to a
+		// few tens of seconds here).
+		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+			pod, err := c.cs.CoreV1().Pods(ns).Get(ctx, "upc-"+string(in.ID), metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := pod.Status.ContainerStatuses; len(s) == 1 && s[0].RestartCount > restarts && s[0].Ready {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the kubelet did not restart the killed pm: %+v", round, pod.Status.ContainerStatuses)
+			}
+		}
+		if err := pmc.Unseal(ctx, key); err != nil {
+			t.Fatalf("round %d: unseal after SIGKILL: %v", round, err)
+		}
+		docs, err := pmc.Find(ctx, pmclient.FindRequest{Collection: pmapi.Timeseries, Filter: map[string]any{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]bool{}
+		for _, d := range docs {
+			have[fmt.Sprint(d["_id"])] = true
+		}
+		lost := 0
+		for _, id := range acked {
+			if !have[id] {
+				lost++
+			}
+		}
+		t.Logf("round %d: killed after %d acknowledged inserts (%d in all); the PM holds %d documents", round, len(ids), len(acked), len(docs))
+		if lost > 0 {
+			t.Fatalf("round %d: %d acknowledged inserts lost after SIGKILL", round, lost)
+		}
+	}
+}
