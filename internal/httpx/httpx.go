@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // DefaultMaxBody bounds request bodies unless a server chooses otherwise.
@@ -188,6 +190,10 @@ const (
 	IdleTimeout       = 2 * time.Minute
 )
 
+// MaxConns bounds every UPC server's open connections (a PM serves one
+// user's devices and services; a router, every user's launches).
+const MaxConns = 1024
+
 // NewServer is an HTTP server for h with UPC's timeouts.
 func NewServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
@@ -207,6 +213,10 @@ func ListenAndServeTLS(ctx context.Context, logger *slog.Logger, addr string, h 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	// Past MaxConns open connections, new ones wait in the kernel's queue
+	// instead of taking file descriptors (and memory) from those served;
+	// the timeouts above bound how long any one holds its place.
+	ln = netutil.LimitListener(ln, MaxConns)
 	if tc != nil {
 		ln = tls.NewListener(ln, tc)
 	}
