@@ -138,7 +138,15 @@ func StartRouterWith(t testing.TB, o Options, services ...string) Router {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(router.Handler(core, logger))
+	return ServeRouter(t, core, ca, admin, m)
+}
+
+// ServeRouter serves core over TLS on loopback with a certificate of ca, as
+// StartRouter does; admin is the token of core's admin, m the images its
+// catalog pins. Any backend's router can be driven as StartRouter's is.
+func ServeRouter(t testing.TB, core *router.Router, ca *certstest.CA, admin string, m *images.Manifest) Router {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(router.Handler(core, slog.New(slog.DiscardHandler)))
 	certPEM, keyPEM, err := ca.CA.Issue(certs.Request{Name: "router", Hosts: []string{"127.0.0.1", "localhost"}, Server: true})
 	if err != nil {
 		t.Fatal(err)

@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/client/clienttest"
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/harness/cluster"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs/certstest"
+	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
@@ -126,4 +131,44 @@ func TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL(t *testing.T) {
 			t.Fatalf("round %d: %d acknowledged inserts lost after SIGKILL", round, lost)
 		}
 	}
+}
+
+// BenchmarkClusterSoak is BenchmarkSoakDocker (see clienttest.Soak) on the
+// local cluster's real node: the router in process over the Kubernetes
+// backend, the real PM image, TLS on every hop; UPC_SOAK_USERS users
+// (default 8) for UPC_SOAK_DURATION (default 1m). Once, on a running cluster
+// (make cluster-up NODES=real):
+//
+//	UPC_SOAK_USERS=8 UPC_SOAK_DURATION=2m go test -run '^$' -bench BenchmarkClusterSoak -benchtime=1x ./router/kubernetes/
+func BenchmarkClusterSoak(b *testing.B) {
+	users, dur := clienttest.SoakSize(b, 8, time.Minute)
+	c := needCluster(b)
+	sel := needNodes(b, c, "real")
+	pm := builtPM(b, c)
+	ns := namespace(b, c)
+	cat := &conf.Catalog{Services: []conf.Service{pm}}
+	be := newBackend(b, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: c.local != "", Catalog: cat, PMClients: []string{"172.30.0.1/32"}})
+	admin := access.NewToken(access.PrefixUser)
+	ids, err := router.OpenUsers("", admin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca := certstest.New(b)
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 2 * time.Minute, Users: ids, CA: ca.CA,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	day, err := client.LoadDay(filepath.Join(realdata.DirT(b), "shankari_2015-08-23"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := clienttest.ServeRouter(b, core, ca, admin, nil)
+	b.ResetTimer()
+	res := clienttest.Soak(b, tr, users, dur, day)
+	b.StopTimer()
+	res.Report(b)
+	b.ReportMetric(float64(res.Requests), "requests")
+	b.ReportMetric(float64(res.Errors), "errors")
+	b.ReportMetric(float64(res.Requests)/res.Elapsed.Seconds(), "req/s")
 }
