@@ -121,7 +121,8 @@ func Soak(t testing.TB, r Router, users int, dur time.Duration, day []client.Ent
 // instance left running.
 func (s SoakResult) Report(t testing.TB) {
 	t.Helper()
-	t.Logf("soak: %d users for %s (ran %s): %d requests, %d errors, %d refused by a limit; RSS %d → %d KiB; instances left %d\n%s",
+	// Printed, not logged: a benchmark's log keeps only its first lines.
+	fmt.Printf("soak: %d users for %s (ran %s): %d requests, %d errors, %d refused by a limit; RSS %d → %d KiB; instances left %d\n%s\n",
 		s.Users, s.Duration, s.Elapsed.Round(time.Second), s.Requests, s.Errors, s.Limited, s.RSSBefore, s.RSSAfter, s.Left, s.Table)
 	if s.Errors > 0 {
 		t.Errorf("%d requests failed without a limit to blame", s.Errors)
