@@ -348,7 +348,7 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 		return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, user, err)
 	}
 	started := time.Since(start)
-	if err := r.waitHealthy(ctx, in.Address+svc.Health); err != nil {
+	if err := r.waitHealthy(ctx, in.ID, in.Address+svc.Health); err != nil {
 		// The caller's context may be what ended the wait: still clean up.
 		if derr := r.backend.Destroy(context.WithoutCancel(ctx), in.ID); derr != nil && !errors.Is(derr, ErrNotFound) {
 			err = errors.Join(err, fmt.Errorf("remove unhealthy instance: %w", derr))
@@ -395,13 +395,13 @@ func (r *Router) place(ctx context.Context, ms Machines, spec Spec) (string, err
 // waitHealthy polls url until it answers 2xx, the health timeout passes, or
 // ctx ends, with a bounded exponential backoff: 2ms growing to 20ms, since
 // probes are cheap and a coarser step would add its slack to every launch.
-func (r *Router) waitHealthy(ctx context.Context, url string) error {
+func (r *Router) waitHealthy(ctx context.Context, id ID, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.healthTimeout)
 	defer cancel()
 	delay := 2 * time.Millisecond
 	var last error
 	for {
-		err := r.probe(ctx, url)
+		err := r.probe(ctx, id, url)
 		if err == nil {
 			return nil
 		}
@@ -419,16 +419,28 @@ func (r *Router) waitHealthy(ctx context.Context, url string) error {
 	}
 }
 
-func (r *Router) probe(ctx context.Context, url string) error {
+// probe asks url once. Over TLS the answer must come from instance id
+// itself (its certificate names it): an address can be reused within seconds
+// (a node port freed by a deleted instance), and a proxy's stale rule or a
+// pooled connection could carry the probe to the instance that held it
+// before. Probes open a connection each, never a pooled one, for the same
+// reason.
+func (r *Router) probe(ctx context.Context, id ID, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
+	req.Close = true
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return err
 	}
 	resp.Body.Close()
+	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+		if leaf := resp.TLS.PeerCertificates[0]; !slices.Contains(leaf.DNSNames, certs.InstanceName(string(id))) {
+			return fmt.Errorf("answered by another instance (%s), not %s", strings.Join(leaf.DNSNames, ", "), id)
+		}
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("status %s", resp.Status)
 	}
