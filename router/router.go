@@ -373,6 +373,9 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 // that are up.
 func (r *Router) place(ctx context.Context, ms Machines, spec Spec) (string, error) {
 	machines := ms.Machines(ctx)
+	if !slices.ContainsFunc(machines, func(x Machine) bool { return x.Up }) {
+		return "", ErrNoMachine
+	}
 	if ud, ok := r.backend.(UserData); ok && slices.ContainsFunc(spec.Volumes, func(v conf.Volume) bool { return v.PerUser }) {
 		m, found, err := ud.MachineWithData(ctx, spec.User)
 		if err != nil {

@@ -95,29 +95,44 @@ func TestPlacementFollowsWeightsDocker(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, 3, 1)
 	count := map[string]int{}
+	onA := map[string]string{} // user → instance, on machine-a
 	for i := range 8 {
-		in, err := s.rc.Launch(ctx, "test", "user"+string(rune('a'+i)))
+		user := "user" + string(rune('a'+i))
+		in, err := s.rc.Launch(ctx, "test", user)
 		if err != nil {
 			t.Fatal(err)
 		}
 		count[in.Machine]++
+		if in.Machine == "machine-a" {
+			onA[user] = in.ID
+		}
 	}
 	if count["machine-a"] != 6 || count["machine-b"] != 2 {
 		t.Fatalf("8 launches on weights 3:1 went %v, want machine-a 6, machine-b 2", count)
 	}
-	s.agentB.Close() // machine-b's agent goes down: placement skips it
-	for i := range 3 {
-		in, err := s.rc.Launch(ctx, "test", "late"+string(rune('a'+i)))
+	s.agentB.Close() // machine-b's agent goes down
+	// Users whose data is on machine-a go on there; a user the router cannot
+	// place without machine-b (their data may be there) gets 503 naming it.
+	for user, id := range onA {
+		if err := s.rc.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		in, err := s.rc.Launch(ctx, "test", user)
 		if err != nil {
-			t.Fatalf("launch with machine-b down: %v", err)
+			t.Fatalf("launch for %s, whose data is on machine-a, with machine-b down: %v", user, err)
 		}
 		if in.Machine != "machine-a" {
 			t.Fatalf("launched on %s while its agent is down", in.Machine)
 		}
+		break
+	}
+	_, err := s.rc.Launch(ctx, "test", "latecomer")
+	var re *routerclient.Error
+	if !errors.As(err, &re) || re.Code != http.StatusServiceUnavailable || !strings.Contains(re.Message, "machine-b may hold latecomer's data") {
+		t.Fatalf("a new user's launch with machine-b down: %v, want 503 naming machine-b", err)
 	}
 	s.agentA.Close()
-	_, err := s.rc.Launch(ctx, "test", "nobody")
-	var re *routerclient.Error
+	_, err = s.rc.Launch(ctx, "test", "nobody")
 	if !errors.As(err, &re) || re.Code != http.StatusServiceUnavailable || !strings.Contains(re.Message, "no machine is up") {
 		t.Fatalf("launch with every agent down: %v, want 503 naming the cause", err)
 	}
