@@ -27,7 +27,17 @@ for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
 	i=$((i + 1))
 	printf 'fuzz: [%d/%d] %s %s\n' "$i" "${#targets[@]}" "$pkg" "$name"
+	corpus=$pkg/testdata/fuzz/$name
+	before=$(ls "$corpus" 2>/dev/null | sort || true)
 	if ! "$go" test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" >"${TMPDIR:-/tmp}/upc-fuzz.log" 2>&1; then
+		after=$(ls "$corpus" 2>/dev/null | sort || true)
+		if [[ $before == "$after" ]] && grep -q 'context deadline exceeded' "${TMPDIR:-/tmp}/upc-fuzz.log"; then
+			# Go 1.26's fuzz coordinator can report its own -fuzztime deadline
+			# as a failure (golang/go#75804, fixed in Go 1.27): no input failed
+			# and none was written, so the target held.
+			echo "fuzz: $name: the coordinator's deadline race (golang/go#75804), no failing input; counted as held"
+			continue
+		fi
 		cat "${TMPDIR:-/tmp}/upc-fuzz.log"
 		failed+=("$pkg $name")
 	else

@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/e-mission/upc/services/pm/query"
 )
@@ -275,13 +276,21 @@ func (s *scanner) plainString() ([]byte, bool) {
 		return nil, false
 	}
 	start := s.i + 1
+	ascii := true
 	for j := start; j < len(s.b); j++ {
 		switch c := s.b[j]; {
 		case c == '"':
+			// Invalid UTF-8 is not plain: the decoder reads it as U+FFFD,
+			// so the index would hold other bytes than the document.
+			if !ascii && !utf8.Valid(s.b[start:j]) {
+				return nil, false
+			}
 			s.i = j + 1
 			return s.b[start:j], true
 		case c == '\\' || c < 0x20:
 			return nil, false
+		case c >= 0x80:
+			ascii = false
 		}
 	}
 	return nil, false
@@ -289,11 +298,17 @@ func (s *scanner) plainString() ([]byte, bool) {
 
 // str skips a string, escapes allowed.
 func (s *scanner) str() bool {
+	ascii := true
 	for j := s.i + 1; j < len(s.b); j++ {
 		switch c := s.b[j]; {
 		case c == '"':
+			if !ascii && !utf8.Valid(s.b[s.i+1:j]) { // see plainString
+				return false
+			}
 			s.i = j + 1
 			return true
+		case c >= 0x80:
+			ascii = false
 		case c == '\\':
 			j++
 		case c < 0x20:
