@@ -28,7 +28,5 @@ func BenchmarkSoakDocker(b *testing.B) {
 	res := clienttest.Soak(b, tr, users, dur, day)
 	b.StopTimer()
 	res.Report(b)
-	b.ReportMetric(float64(res.Requests), "requests")
-	b.ReportMetric(float64(res.Errors), "errors")
-	b.ReportMetric(float64(res.Requests)/res.Elapsed.Seconds(), "req/s")
+	res.Metrics(b)
 }

@@ -132,6 +132,13 @@ func (s SoakResult) Report(t testing.TB) {
 	}
 }
 
+// Metrics reports the soak's totals as b's metrics.
+func (s SoakResult) Metrics(b *testing.B) {
+	b.ReportMetric(float64(s.Requests), "requests")
+	b.ReportMetric(float64(s.Errors), "errors")
+	b.ReportMetric(float64(s.Requests)/s.Elapsed.Seconds(), "req/s")
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // SoakSize reads the soak's users and duration from UPC_SOAK_USERS and

@@ -15,7 +15,7 @@ var upPath = regexp.MustCompile(`(?:^|[^\w./])((?:\.\./)+[\w.\-/]*)`)
 
 // outside names places a fresh clone does not have: the folder beside the
 // repository that development machines keep specs and data in.
-var outside = regexp.MustCompile(`shared/(?:data|specs)/|/work/`)
+var outside = regexp.MustCompile(`[s]hared/(?:data|specs)/|/[w]ork/`) // [s], [w]: this line names neither
 
 // A fresh clone must run with nothing beside it: no file of the repository
 // may name a path above its root (resolved from the file's own folder, as Go
@@ -78,7 +78,7 @@ func TestNothingNamesAPathAboveTheRepository(t *testing.T) {
 // The check above must catch what it is for.
 func TestUpPathFindsClimbs(t *testing.T) {
 	for line, want := range map[string]string{
-		`os.Open("../../../shared/data/x")`: "../../../shared/data/x",
+		`os.Open("../../../beside/data/x")`: "../../../beside/data/x",
 		`see [spec](../specs/P.md)`:         "../specs/P.md",
 		`images: ../../build/images.json`:   "../../build/images.json",
 		`a/../b is not a climb`:             "",
