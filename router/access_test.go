@@ -40,11 +40,14 @@ type fakeBackend struct {
 	state  map[router.ID]router.State
 	grants map[string]string // grant token → service, valid at every PM (keyed below)
 	pmOf   map[string]router.ID
+	// claimed, when it holds an instance, is what its /healthz says of
+	// its claim (else it answers no body, as services do).
+	claimed map[router.ID]bool
 }
 
 func newFake(t testing.TB) *fakeBackend {
 	f := &fakeBackend{specs: map[router.ID]router.Spec{}, state: map[router.ID]router.State{},
-		grants: map[string]string{}, pmOf: map[string]router.ID{}}
+		grants: map[string]string{}, pmOf: map[string]router.ID{}, claimed: map[router.ID]bool{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -57,6 +60,13 @@ func (f *fakeBackend) serve(w http.ResponseWriter, r *http.Request) {
 	id, path, _ := strings.Cut(rest, "/")
 	switch "/" + path {
 	case "/healthz":
+		f.mu.Lock()
+		c, ok := f.claimed[router.ID(id)]
+		f.mu.Unlock()
+		if ok {
+			httpx.WriteJSON(w, http.StatusOK, access.Health{Status: "ok", Claimed: &c})
+			return
+		}
 		w.WriteHeader(http.StatusOK)
 	case pmapi.PathGrantCheck:
 		tok, ok := access.Bearer(r)

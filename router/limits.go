@@ -18,6 +18,16 @@ const (
 	DefaultLaunchBurst         = 20
 )
 
+// RunningError is ErrConflict for a user's data-holding service that already
+// runs: Instance names it.
+type RunningError struct {
+	Instance ID
+	Msg      string
+}
+
+func (e *RunningError) Error() string { return e.Msg }
+func (e *RunningError) Unwrap() error { return ErrConflict }
+
 // LimitError is ErrLimit with when to retry (0: waiting does not help).
 type LimitError struct {
 	Msg        string
@@ -97,7 +107,7 @@ func (r *Router) admit(user string, svc conf.Service) (release func(), err error
 	r.mu.RUnlock()
 	switch {
 	case running != "":
-		return nil, fmt.Errorf("%w: %s's %s already runs (instance %s): use it, or delete it first", ErrConflict, user, svc.Name, running)
+		return nil, &RunningError{Instance: running, Msg: fmt.Sprintf("%s's %s already runs (instance %s): use it, or delete it first", user, svc.Name, running)}
 	case holds && l.holding[key]:
 		return nil, fmt.Errorf("%w: %s's %s is being launched", ErrConflict, user, svc.Name)
 	case live+l.inFlight[user] >= l.maxPerUser:

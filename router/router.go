@@ -61,7 +61,16 @@ type Options struct {
 	// second (0: the defaults).
 	LaunchRate  float64
 	LaunchBurst int
+	// ClaimGrace is how long after its launch an instance's secret is
+	// expected to have been used; past it, an unclaimed PM is replaced when
+	// its user launches again (0: DefaultClaimGrace). PMs this router did
+	// not launch (adopted after a restart) are replaced at once.
+	ClaimGrace time.Duration
 }
+
+// DefaultClaimGrace: a client unseals its PM within seconds of the launch
+// answer.
+const DefaultClaimGrace = time.Minute
 
 // Router is the service router's core: it launches catalog services for
 // users on its backend, tracks the instances, and rebuilds that view from
@@ -82,8 +91,13 @@ type Router struct {
 	renewer *http.Client
 	lim     *limits
 
+	claimGrace time.Duration
+
 	mu        sync.RWMutex
 	instances map[ID]Instance
+	// launched holds when this router launched each instance it did; the
+	// others were adopted from the backend.
+	launched map[ID]time.Time
 }
 
 // New checks opts and builds a Router with an empty view; call Rebuild to
@@ -108,6 +122,9 @@ func New(opts Options) (*Router, error) {
 	if opts.InstanceCertTTL < 0 {
 		errs = append(errs, fmt.Errorf("router: instance certificate lifetime %s is negative", opts.InstanceCertTTL))
 	}
+	if opts.ClaimGrace < 0 {
+		errs = append(errs, fmt.Errorf("router: claim grace %s is negative", opts.ClaimGrace))
+	}
 	if opts.HealthTimeout < 0 {
 		errs = append(errs, fmt.Errorf("router: health timeout %s is negative", opts.HealthTimeout))
 	}
@@ -121,6 +138,8 @@ func New(opts Options) (*Router, error) {
 		healthTimeout:  cmp.Or(opts.HealthTimeout, 30*time.Second),
 		client:         opts.HTTPClient,
 		instances:      map[ID]Instance{},
+		launched:       map[ID]time.Time{},
+		claimGrace:     cmp.Or(opts.ClaimGrace, DefaultClaimGrace),
 		users:          opts.Users,
 		insecureLegacy: opts.InsecureLegacy,
 		ca:             opts.CA,
@@ -282,6 +301,10 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 		return Instance{}, err
 	}
 	release, err := r.admit(o.user, svc)
+	var running *RunningError
+	if errors.As(err, &running) && r.replaceUnclaimed(ctx, running.Instance) {
+		release, err = r.admit(o.user, svc)
+	}
 	if err != nil {
 		return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, o.user, err)
 	}
@@ -360,6 +383,7 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 	in.Owner, in.PM, in.Secret = o.owner, o.pm, ""
 	r.mu.Lock()
 	r.instances[in.ID] = in
+	r.launched[in.ID] = time.Now()
 	r.mu.Unlock()
 	r.logger.Info("launched", "instance", in.ID, "service", in.Service, "user", user, "owner", o.owner, "pm", o.pm,
 		"legacy", o.legacy, "machine", in.Machine, "address", in.Address, "started", started, "ready", time.Since(start))
@@ -429,25 +453,69 @@ func (r *Router) waitHealthy(ctx context.Context, id ID, url string) error {
 // before. Probes open a connection each, never a pooled one, for the same
 // reason.
 func (r *Router) probe(ctx context.Context, id ID, url string) error {
+	_, err := r.health(ctx, id, url)
+	return err
+}
+
+// health asks instance id's health path at url, over a connection of its
+// own, and checks that id answers (its certificate names it).
+func (r *Router) health(ctx context.Context, id ID, url string) (access.Health, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return access.Health{}, err
 	}
 	req.Close = true
 	resp, err := r.client.Do(req)
 	if err != nil {
-		return err
+		return access.Health{}, err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
 		if leaf := resp.TLS.PeerCertificates[0]; !slices.Contains(leaf.DNSNames, certs.InstanceName(string(id))) {
-			return fmt.Errorf("answered by another instance (%s), not %s", strings.Join(leaf.DNSNames, ", "), id)
+			return access.Health{}, fmt.Errorf("answered by another instance (%s), not %s", strings.Join(leaf.DNSNames, ", "), id)
 		}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("status %s", resp.Status)
+		return access.Health{}, fmt.Errorf("status %s", resp.Status)
 	}
-	return nil
+	var h access.Health
+	// Instances of other services may answer anything 2xx; only a PM's
+	// body says whether it was claimed.
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&h)
+	return h, nil
+}
+
+// replaceUnclaimed removes the running PM id if its secret has never been
+// used and cannot still be on its way: adopted from the backend (launched
+// by a router that stopped, perhaps before answering) or launched here more
+// than the claim grace ago. Its user, launching again, then gets a new one
+// on the same volume; nothing is lost, since no one could call it. It
+// reports whether it removed id.
+func (r *Router) replaceUnclaimed(ctx context.Context, id ID) bool {
+	r.mu.RLock()
+	in, ok := r.instances[id]
+	at, here := r.launched[id]
+	r.mu.RUnlock()
+	if !ok || in.State != StateRunning || (here && time.Since(at) < r.claimGrace) {
+		return false
+	}
+	svc, err := r.Lookup(in.Service)
+	if err != nil {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	h, err := r.health(pctx, id, in.Address+svc.Health)
+	cancel()
+	if err != nil || h.Claimed == nil || *h.Claimed {
+		return false
+	}
+	r.logger.Warn("replacing an unclaimed instance: its secret was never used (a launch not answered, or answered to a caller that went away)",
+		"instance", id, "service", in.Service, "user", in.User, "adopted", !here)
+	if err := r.Delete(context.WithoutCancel(ctx), id); err != nil {
+		r.logger.Warn("could not replace the unclaimed instance", "instance", id, "err", err.Error())
+		return false
+	}
+	return true
 }
 
 // Get returns the instance with the given id.
@@ -625,6 +693,7 @@ func (r *Router) Delete(ctx context.Context, id ID) error {
 func (r *Router) forget(id ID) {
 	r.mu.Lock()
 	delete(r.instances, id)
+	delete(r.launched, id)
 	r.mu.Unlock()
 }
 

@@ -82,6 +82,15 @@ func Bearer(r *http.Request) (string, bool) {
 	return tok, ok && tok != ""
 }
 
+// Health is what an instance's GET /healthz answers. Claimed, where an
+// instance reports it, says whether its owner has ever used its secret: the
+// router replaces an unclaimed PM when its user launches again (the secret
+// of a launch it did not finish reached no one).
+type Health struct {
+	Status  string `json:"status"`
+	Claimed *bool  `json:"claimed,omitempty"`
+}
+
 // Instance is an instance's access settings, read from its environment.
 type Instance struct {
 	SHA256    string // hash of the instance secret

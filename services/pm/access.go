@@ -92,6 +92,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			err = deny(http.StatusUnauthorized, "this PM answers only its owner and the grants they issued: send Authorization: Bearer <instance secret or grant>")
 		case access.Match(tok, s.access.SHA256):
 			c.owner = true
+			s.claim.mark()
 		default:
 			c.g, err = s.grantFor(tok)
 		}

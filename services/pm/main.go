@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"sync/atomic"
@@ -117,7 +118,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 	}
 	defer st.Close()
 	logger.Info("starting", "version", version.Version, "data", cfg.DataDir, "initialized", st.Initialized())
-	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20, Access: acc, QueryTimeout: cfg.QueryTimeout})
+	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20, Access: acc, QueryTimeout: cfg.QueryTimeout,
+		ClaimFile: filepath.Join(cfg.DataDir, ClaimFile)})
 	h, requests := countRequests(srv.Handler())
 	go trimWhenIdle(ctx, requests, 5*time.Second)
 	err = tlsrv.ListenAndServe(ctx, logger, cfg.Addr, h)

@@ -35,6 +35,9 @@ type Options struct {
 	// QueryTimeout bounds each data request (a scan holds the store's read
 	// lock, which writers wait on); 0 means DefaultQueryTimeout.
 	QueryTimeout time.Duration
+	// ClaimFile keeps, across restarts, the mark that the owner has used
+	// this instance's secret (see claim); "" keeps it in memory only.
+	ClaimFile string
 }
 
 // DefaultQueryTimeout bounds a data request: a find over a year of a user's
@@ -51,6 +54,7 @@ type Server struct {
 	grants       grantBook
 	spendMu      sync.Mutex // a grant's cap is checked and charged as one step
 	queryTimeout time.Duration
+	claim        *claim
 }
 
 // New returns a server over st.
@@ -65,14 +69,15 @@ func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
 		opts.QueryTimeout = DefaultQueryTimeout
 	}
 	return &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
-		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout}
+		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout,
+		claim: loadClaim(opts.ClaimFile, opts.Access.SHA256, logger)}
 }
 
 // Handler routes the PM's endpoints.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	h := func(pattern string, fn httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(s.log, s.logRefusal(fn))) }
-	mux.HandleFunc("GET "+api.PathHealthz, httpx.Healthz)
+	mux.HandleFunc("GET "+api.PathHealthz, s.healthz)
 	h("GET "+api.PathStatus, s.status)
 	h("POST "+api.PathKey, s.ownerOnly("claim or unseal it", s.unseal))
 	h("POST "+api.PathGrants, s.ownerOnly("issue grants", s.issueGrant))
@@ -92,6 +97,13 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
 	h("GET "+api.PathBudgetLedger, s.ownerOnly("read the privacy ledger", s.sealedGuard(s.ledger)))
 	return s.authenticate(mux)
+}
+
+// healthz answers that the PM serves and whether its owner has claimed it
+// (a legacy PM has no secret to lose: it counts as claimed).
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	claimed := s.access.Legacy || s.claim.done.Load()
+	httpx.WriteJSON(w, http.StatusOK, access.Health{Status: "ok", Claimed: &claimed})
 }
 
 // logRefusal logs the 401s and 403s of authorization (the store's own 403s,
