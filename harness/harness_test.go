@@ -89,7 +89,7 @@ func TestIntegrationE2EDockerOneDay(t *testing.T) {
 	}
 	// The report folder and results/latest hold every file, and the JSON
 	// report reads back.
-	for _, f := range []string{report.JSONFile, report.MarkdownFile, report.PhasesSVG, report.LaunchSVG, "deployment.json"} {
+	for _, f := range append([]string{report.JSONFile, report.MarkdownFile, "deployment.json"}, report.FigureFiles()...) {
 		if _, err := os.Stat(filepath.Join(results, "latest", f)); err != nil {
 			t.Errorf("latest/%s: %v", f, err)
 		}

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/e-mission/upc/internal/plot"
 )
 
 // Markdown renders the report for people.
@@ -107,7 +105,10 @@ func Markdown(r *Report) []byte {
 		w("\n")
 	}
 
-	w("## Plots\n\n![Per-user phase timings](%s)\n\n![Launch latency](%s)\n\n", PhasesSVG, LaunchSVG)
+	w("## Figures\n\nEach figure is beside this report as SVG (shown here) and as PDF (fonts embedded, for a paper).\n\n")
+	for _, f := range figures {
+		w("![%s](%s) ([PDF](%s))\n\n", f.caption, f.name+".svg", f.name+".pdf")
+	}
 
 	d := r.Deployment
 	w("## Deployment\n\n- backend: %s\n", d.Backend)
@@ -200,34 +201,6 @@ func Table(out io.Writer, r *Report) {
 		verdict = "FAILED"
 	}
 	fmt.Fprintf(out, "%s in %s (times in ms)\n", verdict, secs(r.WallMS))
-}
-
-// PhasesPlot is a stacked bar per user, one segment per phase.
-func PhasesPlot(r *Report) []byte {
-	phases := r.Phases()
-	rows := make([]string, len(r.Users))
-	vals := make([][]float64, len(r.Users))
-	for i, u := range r.Users {
-		rows[i] = u.Name
-		vals[i] = make([]float64, len(phases))
-		for j, p := range phases {
-			if s, ok := u.Step(p); ok && s.Status != Skipped {
-				vals[i][j] = s.DurationMS
-			}
-		}
-	}
-	return plot.StackedBars("Per-user phase timings", "ms", rows, phases, vals)
-}
-
-// LaunchPlot is the distribution of successful launch latencies.
-func LaunchPlot(r *Report) []byte {
-	var d []float64
-	for _, p := range r.Phases() {
-		if p == "launch" || strings.HasPrefix(p, "launch#") {
-			d = append(d, r.durations(p)...)
-		}
-	}
-	return plot.Histogram("Launch latency (launch → PM answers)", "ms", d, 10)
 }
 
 // durations lists the successful durations of a phase over users.

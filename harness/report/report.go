@@ -1,12 +1,14 @@
 // Package report holds the result of an e2e run and writes it for machines
-// (report.json), for people (report.md with SVG plots) and to the terminal (a
-// summary table). Everything needed to reproduce the run is recorded:
-// versions, image ids, seeds, the scenario and the exact command.
+// (report.json), for people (report.md with figures drawn by gonum/plot, each
+// as SVG and PDF) and to the terminal (a summary table). Everything needed to
+// reproduce the run is recorded: versions, image ids, seeds, the scenario and
+// the exact command.
 package report
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -166,16 +168,17 @@ func (u *User) Step(name string) (Step, bool) {
 	return Step{}, false
 }
 
-// Files are the names Write creates in the report folder.
+// Files Write creates in the report folder, besides the figures
+// (FigureFiles).
 const (
 	JSONFile     = "report.json"
 	MarkdownFile = "report.md"
-	PhasesSVG    = "phases.svg"
-	LaunchSVG    = "launch.svg"
 )
 
-// Write creates dir and writes the report and its plots into it. Each file is
-// written to a temporary name and renamed, so a reader never sees half a report.
+// Write creates dir and writes the report and its figures into it. Each file
+// is written to a temporary name and renamed, so a reader never sees half a
+// report. A figure that cannot be drawn does not stop the others or the
+// report: Write names it in its error.
 func Write(dir string, r *Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write report: %w", err)
@@ -184,14 +187,29 @@ func Write(dir string, r *Report) error {
 	if err != nil {
 		return fmt.Errorf("encode report: %w", err)
 	}
-	files := []struct {
+	type file struct {
 		name string
 		data []byte
-	}{
-		{JSONFile, append(js, '\n')},
-		{MarkdownFile, Markdown(r)},
-		{PhasesSVG, PhasesPlot(r)},
-		{LaunchSVG, LaunchPlot(r)},
+	}
+	files := []file{{JSONFile, append(js, '\n')}, {MarkdownFile, Markdown(r)}}
+	var errs []error
+	for _, f := range figures {
+		fig, err := f.draw(r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))
+			continue
+		}
+		svg, err := fig.SVG()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))
+			continue
+		}
+		pdf, err := fig.PDF()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))
+			continue
+		}
+		files = append(files, file{f.name + ".svg", svg}, file{f.name + ".pdf", pdf})
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)
@@ -201,6 +219,9 @@ func Write(dir string, r *Report) error {
 		if err := os.Rename(p+".tmp", p); err != nil {
 			return fmt.Errorf("write report: %w", err)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
 }
