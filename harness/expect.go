@@ -48,7 +48,7 @@ func Evaluate(e scenario.Expectations, users []report.User, left report.Leftover
 			}
 		}
 		c := report.Check{Name: "lossless", Held: n > 0 && equal == n,
-			Detail: fmt.Sprintf("%d of %d compares found the download equal to the upload", equal, n)}
+			Detail: fmt.Sprintf("%d of %d compares found the download equal to the day file", equal, n)}
 		if len(bad) > 0 {
 			c.Detail += "; not: " + strings.Join(bad, ", ")
 		}

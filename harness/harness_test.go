@@ -65,6 +65,10 @@ func TestIntegrationE2EDockerOneDay(t *testing.T) {
 	if u.TripsFound == nil || *u.TripsFound != 3 {
 		t.Errorf("trips found %v, want the ground truth's 3", u.TripsFound)
 	}
+	// The download holds the day file as read apart from the upload code.
+	if c, _ := u.Step("compare"); c.Values["entries"] != 413 || c.Values["documents"] != 413 {
+		t.Errorf("compare: %+v", c)
+	}
 	if c, _ := u.Step("count"); c.Values["here"] != 1 || c.Values["mirror"] != 0 {
 		t.Errorf("count answers %v", c.Values)
 	}

@@ -126,7 +126,7 @@ const (
 	Unseal   = "unseal"   // give the PM the user's key
 	Upload   = "upload"   // upload the user's day file to the PM
 	Download = "download" // read the user's data back from the PM
-	Compare  = "compare"  // check the download equals the upload (lossless)
+	Compare  = "compare"  // check the download holds the day file (lossless)
 	Pipeline = "pipeline" // run the intake pipeline on the user's data
 	Metrics  = "metrics"  // ask the metrics service for the user's day
 	Count    = "count"    // ask the count service whether the user was somewhere
