@@ -1,8 +1,9 @@
 // Package flow is what each simulated user does in an e2e run, step by step,
 // through the same client code a user's device runs (package client):
 // launch a PM through the router, unseal it, upload a real e-mission day,
-// download it back and compare it with the day file, run the pipeline, ask
-// the metrics and count services, pause, resume, delete.
+// download it back and compare it with the day file, run the pipeline and
+// compare its trips with the day's ground truth, ask the metrics and count
+// services, pause, resume, delete.
 package flow
 
 import (

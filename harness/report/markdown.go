@@ -47,7 +47,7 @@ func Markdown(r *Report) []byte {
 		}
 		w(" total |")
 		if trips {
-			w(" trips found / expected |")
+			w(" trips found / expected (ground truth) |")
 		}
 		w("\n|---|---|---|%s---:|", strings.Repeat("---:|", len(phases)))
 		if trips {
@@ -88,6 +88,20 @@ func Markdown(r *Report) []byte {
 	}
 	if len(fails) > 0 {
 		w("## Failures\n\n%s\n\n", strings.Join(fails, "\n"))
+	}
+
+	var trips []string
+	for _, u := range r.Users {
+		if c := u.GroundTruth; c != nil && !c.Exact {
+			line := fmt.Sprintf("- **%s**, %s: %s", mdCell(u.Name), c.Date, c.Verdict())
+			for _, f := range c.Failed {
+				line += "\n  - " + mdCell(f)
+			}
+			trips = append(trips, line)
+		}
+	}
+	if len(trips) > 0 {
+		w("## Trips that differ from the ground truth\n\nCompared trip by trip as `upc pipeline check` does; the first failed checks:\n\n%s\n\n", strings.Join(trips, "\n"))
 	}
 
 	w("## Expectations\n\n")
@@ -241,7 +255,17 @@ func tripsCell(u User) string {
 	if u.TripsFound == nil {
 		return fmt.Sprintf("– / %d", u.ExpectedTrips)
 	}
-	return fmt.Sprintf("%d / %d", *u.TripsFound, u.ExpectedTrips)
+	cell := fmt.Sprintf("%d / %d", *u.TripsFound, u.ExpectedTrips)
+	switch c := u.GroundTruth; {
+	case c == nil:
+	case c.Exact:
+		cell += " (exact)"
+	case c.Approx:
+		cell += " (approx)"
+	default:
+		cell += " (no match)"
+	}
+	return cell
 }
 
 func statusMark(s string) string {

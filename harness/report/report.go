@@ -57,10 +57,54 @@ type User struct {
 	// Placement is where the user's PM ran (the agent or machine).
 	Placement     string `json:"placement,omitempty"`
 	ExpectedTrips int    `json:"expected_trips"`
-	// TripsFound is set once a pipeline step ran.
-	TripsFound *int    `json:"trips_found,omitempty"`
-	Steps      []Step  `json:"steps"`
-	TotalMS    float64 `json:"total_ms"`
+	// TripsFound is set once a pipeline step ran: the trips of the ground
+	// truth's day that the pipeline wrote to the user's PM.
+	TripsFound *int `json:"trips_found,omitempty"`
+	// GroundTruth is how those trips compared with the ground truth's.
+	GroundTruth *TripCheck `json:"ground_truth,omitempty"`
+	Steps       []Step     `json:"steps"`
+	TotalMS     float64    `json:"total_ms"`
+}
+
+// TripCheck is how the trips the pipeline found compared with the day's
+// ground truth, trip by trip, by the two comparisons `upc pipeline check`
+// makes (services/pipeline/groundtruth): e-mission's exact one, and its
+// approximate one (60 s, 100 m, ±2 resampled points).
+type TripCheck struct {
+	// Date is the day compared (YYYY-MM-DD), the ground truth's.
+	Date string `json:"date"`
+	Want int    `json:"want"`
+	Got  int    `json:"got"`
+	// Exact and Approx say whether each comparison passed; the failures
+	// count their failed checks (a trip count that differs is one).
+	Exact          bool `json:"exact"`
+	ExactFailures  int  `json:"exact_failures"`
+	Approx         bool `json:"approx"`
+	ApproxFailures int  `json:"approx_failures"`
+	// Failed names the first failed checks: the exact comparison's, or the
+	// approximate one's when that failed too.
+	Failed []string `json:"failed,omitempty"`
+}
+
+// Holds says whether the trips match as `upc pipeline check` decides: the
+// exact comparison passed, or, when approx accepts it as --approx does, the
+// approximate one.
+func (c *TripCheck) Holds(approx bool) bool {
+	return c != nil && (c.Exact || (approx && c.Approx))
+}
+
+// Verdict is a short account: "exact", "approx (exact: 3 failed checks)",
+// "no match (exact: 5, approx: 2 failed checks)".
+func (c *TripCheck) Verdict() string {
+	switch {
+	case c == nil:
+		return "not compared"
+	case c.Exact:
+		return "exact"
+	case c.Approx:
+		return fmt.Sprintf("approx (exact: %d failed checks)", c.ExactFailures)
+	}
+	return fmt.Sprintf("no match (exact: %d, approx: %d failed checks)", c.ExactFailures, c.ApproxFailures)
 }
 
 // Step is one step of one user.

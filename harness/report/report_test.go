@@ -40,8 +40,11 @@ func sample() *Report {
 		return out
 	}
 	users := []User{
-		{Name: "shankari_2015-aug-27#1", ID: "a1", Day: "shankari_2015-aug-27", Status: OK, Placement: "agent-a", ExpectedTrips: 8, TripsFound: intp(8), Steps: steps("", 310, 12, 840, 95, 7, 60)},
-		{Name: "sunil_2016-07-20#1", ID: "b2", Day: "sunil_2016-07-20", Status: OK, Placement: "agent-b", ExpectedTrips: 2, Steps: steps("", 290, 10, 650, 80, 5, 55)},
+		{Name: "shankari_2015-aug-27#1", ID: "a1", Day: "shankari_2015-aug-27", Status: OK, Placement: "agent-a", ExpectedTrips: 8, TripsFound: intp(8), Steps: steps("", 310, 12, 840, 95, 7, 60),
+			GroundTruth: &TripCheck{Date: "2015-08-27", Want: 8, Got: 8, Exact: true, Approx: true}},
+		{Name: "sunil_2016-07-20#1", ID: "b2", Day: "sunil_2016-07-20", Status: OK, Placement: "agent-b", ExpectedTrips: 2, TripsFound: intp(2), Steps: steps("", 290, 10, 650, 80, 5, 55),
+			GroundTruth: &TripCheck{Date: "2016-07-20", Want: 2, Got: 2, ExactFailures: 1, Approx: true,
+				Failed: []string{"trip 1: end_ts: want 1469051386.468, got 1469051396.468"}}},
 		{Name: "shankari_2015-08-23#1", ID: "c3", Day: "shankari_2015-08-23", Status: Failed, Error: "upload: 500", Placement: "agent-a", ExpectedTrips: 3, Steps: steps("upload", 450, 11, 30, 0, 0, 70)},
 	}
 	for i := range users {
