@@ -164,7 +164,7 @@ func (r *Result) Markdown() []byte {
 		fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f |\n", p.Phase, p.N, p.MinMS, p.MedianMS, p.P95MS, p.MaxMS, p.MeanMS)
 	}
 	fmt.Fprintf(&b, "\nLaunches overlap the phases: a user's pipeline and query services are launched while its PM starts.\n")
-	fmt.Fprintf(&b, "\n![phases](phases.svg)\n\n## Users\n\n| file | status | why | ")
+	fmt.Fprintf(&b, "\n![phases](phases.svg) ([PDF](phases.pdf))\n\n## Users\n\n| file | status | why | ")
 	fmt.Fprintf(&b, "%s | done at |\n|---|---|---|%s---:|\n", strings.Join(Phases, " | "), strings.Repeat("---:|", len(Phases)))
 	for _, u := range r.PerUser {
 		why := u.Error
@@ -217,9 +217,9 @@ func md(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
 }
 
-// PhasesSVG plots each user's phases as stacked bars (at most the first 64
-// users, so the figure stays readable).
-func (r *Result) PhasesSVG() []byte {
+// PhasesFigure plots each user's phases as stacked bars (at most the first
+// 64 users, so the figure stays readable).
+func (r *Result) PhasesFigure() (*plot.Figure, error) {
 	var rows []string
 	var vals [][]float64
 	for i, u := range r.PerUser {
@@ -236,7 +236,8 @@ func (r *Result) PhasesSVG() []byte {
 	return plot.StackedBars(fmt.Sprintf("Per-user phases (%d users, parallel %d)", r.Users, r.Parallel), "ms", rows, Phases, vals)
 }
 
-// Write puts result.json, result.md and phases.svg in dir.
+// Write puts result.json, result.md and the phases figure (phases.svg, and
+// phases.pdf beside it) in dir.
 func (r *Result) Write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write result: %w", err)
@@ -245,7 +246,18 @@ func (r *Result) Write(dir string) error {
 	if err != nil {
 		return fmt.Errorf("write result: %w", err)
 	}
-	for name, b := range map[string][]byte{"result.json": j, "result.md": r.Markdown(), "phases.svg": r.PhasesSVG()} {
+	files := map[string][]byte{"result.json": j, "result.md": r.Markdown()}
+	fig, err := r.PhasesFigure()
+	if err == nil {
+		files["phases.svg"], err = fig.SVG()
+	}
+	if err == nil {
+		files["phases.pdf"], err = fig.PDF()
+	}
+	if err != nil {
+		return fmt.Errorf("write result: phases figure: %w", err)
+	}
+	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			return fmt.Errorf("write result: %w", err)
 		}

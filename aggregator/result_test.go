@@ -5,8 +5,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/e-mission/upc/internal/plot/plottest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -55,8 +58,30 @@ func TestResultGoldens(t *testing.T) {
 			}
 			golden(t, kind+".result.json", j)
 			golden(t, kind+".result.md", r.Markdown())
-			if svg := r.PhasesSVG(); !bytes.HasPrefix(bytes.TrimSpace(svg), []byte("<svg")) {
-				t.Errorf("phases.svg is not an SVG: %.60q", svg)
+			dir := t.TempDir()
+			if err := r.Write(dir); err != nil {
+				t.Fatal(err)
+			}
+			svg, err := os.ReadFile(filepath.Join(dir, "phases.svg"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pdf, err := os.ReadFile(filepath.Join(dir, "phases.pdf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := plottest.SVGText(svg)
+			if err != nil {
+				t.Fatalf("phases.svg: %v", err)
+			}
+			pt, err := plottest.PDFText(pdf)
+			if err != nil {
+				t.Fatalf("phases.pdf: %v", err)
+			}
+			for _, want := range append([]string{"Per-user phases (4 users, parallel 2)", "user-0001"}, Phases...) {
+				if !strings.Contains(st, want) || !strings.Contains(pt, plottest.PDFString(want)) {
+					t.Errorf("the phases figure lacks %q", want)
+				}
 			}
 		})
 	}

@@ -48,28 +48,37 @@ func Evaluate(e scenario.Expectations, users []report.User, left report.Leftover
 			}
 		}
 		c := report.Check{Name: "lossless", Held: n > 0 && equal == n,
-			Detail: fmt.Sprintf("%d of %d compares found the download equal to the upload", equal, n)}
+			Detail: fmt.Sprintf("%d of %d compares found the download equal to the day file", equal, n)}
 		if len(bad) > 0 {
 			c.Detail += "; not: " + strings.Join(bad, ", ")
 		}
 		out = append(out, c)
 	}
 	if e.TripsMatchGroundTruth {
+		approx := e.TripsComparison == scenario.TripsApprox
+		how := "exactly"
+		if approx {
+			how = "at least approximately"
+		}
 		n, match := 0, 0
 		var bad []string
 		for _, u := range users {
 			n++
-			switch {
-			case u.TripsFound == nil:
-				bad = append(bad, u.Name+": no pipeline result")
-			case *u.TripsFound != u.ExpectedTrips:
-				bad = append(bad, fmt.Sprintf("%s: %d trips, ground truth %d", u.Name, *u.TripsFound, u.ExpectedTrips))
-			default:
+			switch c := u.GroundTruth; {
+			case c == nil:
+				bad = append(bad, u.Name+": no pipeline result compared")
+			case c.Holds(approx):
 				match++
+			default:
+				why := fmt.Sprintf("%s: %d trips, ground truth %d, %s", u.Name, c.Got, c.Want, c.Verdict())
+				if len(c.Failed) > 0 {
+					why += " (" + c.Failed[0] + ")"
+				}
+				bad = append(bad, why)
 			}
 		}
 		c := report.Check{Name: "trips_match_ground_truth", Held: n > 0 && match == n,
-			Detail: fmt.Sprintf("%d of %d users found the ground truth's number of trips", match, n)}
+			Detail: fmt.Sprintf("%d of %d users' trips match the ground truth %s, trip by trip", match, n, how)}
 		if len(bad) > 0 {
 			c.Detail += "; " + strings.Join(bad, "; ")
 		}

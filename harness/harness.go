@@ -2,7 +2,8 @@
 // up (router and machine agents as containers on the local Docker engine,
 // with testcontainers-go), carries every user through the scenario's steps,
 // tears everything down, checks the scenario's expectations and writes a
-// report (results/<run>/report.json, report.md, SVG plots; results/latest).
+// report (results/<run>/report.json, report.md, figures as SVG and PDF;
+// results/latest).
 package harness
 
 import (

@@ -65,6 +65,15 @@ func TestIntegrationE2EDockerOneDay(t *testing.T) {
 	if u.TripsFound == nil || *u.TripsFound != 3 {
 		t.Errorf("trips found %v, want the ground truth's 3", u.TripsFound)
 	}
+	// The trips, read back from the PM, are the ground truth's to the last
+	// bit.
+	if g := u.GroundTruth; g == nil || !g.Exact || g.Date != "2015-08-23" || g.Want != 3 || g.Got != 3 {
+		t.Errorf("trips against the ground truth: %+v", g)
+	}
+	// The download holds the day file as read apart from the upload code.
+	if c, _ := u.Step("compare"); c.Values["entries"] != 413 || c.Values["documents"] != 413 {
+		t.Errorf("compare: %+v", c)
+	}
 	if c, _ := u.Step("count"); c.Values["here"] != 1 || c.Values["mirror"] != 0 {
 		t.Errorf("count answers %v", c.Values)
 	}
@@ -89,7 +98,7 @@ func TestIntegrationE2EDockerOneDay(t *testing.T) {
 	}
 	// The report folder and results/latest hold every file, and the JSON
 	// report reads back.
-	for _, f := range []string{report.JSONFile, report.MarkdownFile, report.PhasesSVG, report.LaunchSVG, "deployment.json"} {
+	for _, f := range append([]string{report.JSONFile, report.MarkdownFile, "deployment.json"}, report.FigureFiles()...) {
 		if _, err := os.Stat(filepath.Join(results, "latest", f)); err != nil {
 			t.Errorf("latest/%s: %v", f, err)
 		}

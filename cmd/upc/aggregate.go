@@ -51,7 +51,7 @@ no user's failure stops the run.
 
 The output is the original's number_participants and noisy_total, plus ε, each
 user's status and the phases' times, as JSON on stdout (and result.json,
-result.md, phases.svg in --out). Count totals get exact discrete Laplace noise
+result.md, phases.svg and phases.pdf in --out). Count totals get exact discrete Laplace noise
 (central) or, with --noise distributed, each user's count service adds its share
 so the aggregator never sees one user's exact answer; metrics totals get Laplace
 noise. Noise comes from crypto/rand; --experiment-seed makes noise and keys
@@ -139,7 +139,7 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.BoolVar(&cf.plainHTTP, "plain-http", false, "INSECURE: allow plain HTTP to instances (a legacy deployment without TLS)")
 	f.StringVar(&data, "data", "", "folder of user day files (one user each)")
 	f.StringVar(&queryFile, "query", "", "query file (the original's example_count_query.json / example_metric_query.json format)")
-	f.StringVar(&out, "out", "", "folder receiving result.json, result.md and phases.svg")
+	f.StringVar(&out, "out", "", "folder receiving result.json, result.md, phases.svg and phases.pdf")
 	f.IntVar(&o.Parallel, "parallel", 8, "users run at once")
 	f.StringVar(&o.Noise, "noise", aggregator.Central, "central (the aggregator adds the noise) or distributed (each user's count service adds its share)")
 	f.StringVar(&o.Upload, "upload", aggregator.UploadBatch, "batch (one insert for a new user) or upsert (one request per entry, as the original)")

@@ -25,8 +25,9 @@ run's own, the machine agents with their weights, the router), carry every user
 of the scenario through its steps (launch a PM, unseal, upload a real e-mission
 day, download, compare, ... delete), remove everything the run created (by its
 labels, also after Ctrl-C), check the scenario's expectations and write
-<results>/<run>/report.json, report.md and SVG plots (<results>/latest points at
-the newest). Exits non-zero when an expectation fails.`,
+<results>/<run>/report.json, report.md and its figures as SVG and PDF
+(<results>/latest points at the newest). Exits non-zero when an expectation
+fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Command = shellQuote(append([]string{"upc"}, os.Args[1:]...))

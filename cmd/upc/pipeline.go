@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,27 +18,17 @@ func newPipelineCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-var diaryKey = regexp.MustCompile(`diary/trips-(\d{4}-\d{2}-\d{2})`)
-
-// groundTruthDate reads the day from a ground truth's metadata.key, or from
-// its first trip's start.
+// groundTruthDate is the day a ground truth file describes (gt.Day).
 func groundTruthDate(path string) (string, error) {
 	b, err := realdata.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
-	if m := diaryKey.FindSubmatch(b); m != nil {
-		return string(m[1]), nil
-	}
-	trips, err := gt.Decode(b)
+	d, err := gt.Day(b)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: pass --date", err)
 	}
-	if len(trips) == 0 {
-		return "", errors.New("the ground truth names no day and has no trips: pass --date")
-	}
-	ld := trips[0].Properties.StartLocalDt
-	return fmt.Sprintf("%04d-%02d-%02d", ld.Year, ld.Month, ld.Day), nil
+	return d, nil
 }
 
 func runDayFile(cmd *cobra.Command, path, date string) ([]gt.Trip, error) {

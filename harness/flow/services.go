@@ -15,6 +15,7 @@ import (
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
 	pipeapi "github.com/e-mission/upc/services/pipeline/api"
+	"github.com/e-mission/upc/services/pipeline/pmstore"
 )
 
 // Query parameters of the metrics and count steps: a cost well inside the
@@ -65,19 +66,36 @@ func (s *session) withService(ctx context.Context, service string, call func(ins
 	return o, err
 }
 
+// pipeline has the pipeline service run on the user's PM, then reads the
+// trips it wrote for the ground truth's day back from the PM, as the owner,
+// and compares them with the ground truth (CheckTrips). Trips that differ do
+// not fail the step: the scenario's trips_match_ground_truth judges them.
 func (s *session) pipeline(ctx context.Context) (runner.Outcome, error) {
-	return s.withService(ctx, client.PipelineService, func(inst api.Instance) (runner.Outcome, error) {
+	o, err := s.withService(ctx, client.PipelineService, func(inst api.Instance) (runner.Outcome, error) {
 		res, err := s.c.RunPipeline(ctx, inst, pipeapi.Request{PMAddress: s.pm.Address})
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("run pipeline: %w", err)
 		}
-		trips := res.Written["analysis/cleaned_trip"]
-		return runner.Outcome{
-			Values: map[string]float64{runner.TripsValue: float64(trips), "sections": float64(res.Written["analysis/cleaned_section"]),
-				"recreated_locations": float64(res.Written["analysis/recreated_location"])},
-			Note: fmt.Sprintf("%d trips, %d sections (ground truth: %d trips)", trips, res.Written["analysis/cleaned_section"], s.u.ExpectedTrips),
-		}, nil
+		return runner.Outcome{Values: map[string]float64{
+			"cleaned_trips":       float64(res.Written["analysis/cleaned_trip"]),
+			"sections":            float64(res.Written["analysis/cleaned_section"]),
+			"recreated_locations": float64(res.Written["analysis/recreated_location"]),
+		}}, nil
 	})
+	if err != nil {
+		return o, err
+	}
+	t0 := time.Now()
+	tc, err := CheckTrips(ctx, pmstore.New(s.c.PM(s.pm.Address), s.u.ID), s.u.GroundTruthPath)
+	o.Values["check_ms"] = float64(time.Since(t0).Microseconds()) / 1000
+	if err != nil {
+		return o, fmt.Errorf("compare the trips with the ground truth: %w", err)
+	}
+	o.Trips = tc
+	o.Values[runner.TripsValue] = float64(tc.Got)
+	o.Note = fmt.Sprintf("%s: %d trips, ground truth %d: %s (wrote %d cleaned trips, %d sections)",
+		tc.Date, tc.Got, tc.Want, tc.Verdict(), int(o.Values["cleaned_trips"]), int(o.Values["sections"]))
+	return o, nil
 }
 
 func (s *session) metrics(ctx context.Context, st scenario.Step) (runner.Outcome, error) {

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/e-mission/upc/internal/plot"
 )
 
 // Markdown renders the report for people.
@@ -49,7 +47,7 @@ func Markdown(r *Report) []byte {
 		}
 		w(" total |")
 		if trips {
-			w(" trips found / expected |")
+			w(" trips found / expected (ground truth) |")
 		}
 		w("\n|---|---|---|%s---:|", strings.Repeat("---:|", len(phases)))
 		if trips {
@@ -92,6 +90,20 @@ func Markdown(r *Report) []byte {
 		w("## Failures\n\n%s\n\n", strings.Join(fails, "\n"))
 	}
 
+	var trips []string
+	for _, u := range r.Users {
+		if c := u.GroundTruth; c != nil && !c.Exact {
+			line := fmt.Sprintf("- **%s**, %s: %s", mdCell(u.Name), c.Date, c.Verdict())
+			for _, f := range c.Failed {
+				line += "\n  - " + mdCell(f)
+			}
+			trips = append(trips, line)
+		}
+	}
+	if len(trips) > 0 {
+		w("## Trips that differ from the ground truth\n\nCompared trip by trip as `upc pipeline check` does; the first failed checks:\n\n%s\n\n", strings.Join(trips, "\n"))
+	}
+
 	w("## Expectations\n\n")
 	if len(r.Expectations) == 0 {
 		w("The scenario sets none.\n\n")
@@ -107,7 +119,10 @@ func Markdown(r *Report) []byte {
 		w("\n")
 	}
 
-	w("## Plots\n\n![Per-user phase timings](%s)\n\n![Launch latency](%s)\n\n", PhasesSVG, LaunchSVG)
+	w("## Figures\n\nEach figure is beside this report as SVG (shown here) and as PDF (fonts embedded, for a paper).\n\n")
+	for _, f := range figures {
+		w("![%s](%s) ([PDF](%s))\n\n", f.caption, f.name+".svg", f.name+".pdf")
+	}
 
 	d := r.Deployment
 	w("## Deployment\n\n- backend: %s\n", d.Backend)
@@ -202,34 +217,6 @@ func Table(out io.Writer, r *Report) {
 	fmt.Fprintf(out, "%s in %s (times in ms)\n", verdict, secs(r.WallMS))
 }
 
-// PhasesPlot is a stacked bar per user, one segment per phase.
-func PhasesPlot(r *Report) []byte {
-	phases := r.Phases()
-	rows := make([]string, len(r.Users))
-	vals := make([][]float64, len(r.Users))
-	for i, u := range r.Users {
-		rows[i] = u.Name
-		vals[i] = make([]float64, len(phases))
-		for j, p := range phases {
-			if s, ok := u.Step(p); ok && s.Status != Skipped {
-				vals[i][j] = s.DurationMS
-			}
-		}
-	}
-	return plot.StackedBars("Per-user phase timings", "ms", rows, phases, vals)
-}
-
-// LaunchPlot is the distribution of successful launch latencies.
-func LaunchPlot(r *Report) []byte {
-	var d []float64
-	for _, p := range r.Phases() {
-		if p == "launch" || strings.HasPrefix(p, "launch#") {
-			d = append(d, r.durations(p)...)
-		}
-	}
-	return plot.Histogram("Launch latency (launch → PM answers)", "ms", d, 10)
-}
-
 // durations lists the successful durations of a phase over users.
 func (r *Report) durations(phase string) []float64 {
 	var d []float64
@@ -268,7 +255,17 @@ func tripsCell(u User) string {
 	if u.TripsFound == nil {
 		return fmt.Sprintf("– / %d", u.ExpectedTrips)
 	}
-	return fmt.Sprintf("%d / %d", *u.TripsFound, u.ExpectedTrips)
+	cell := fmt.Sprintf("%d / %d", *u.TripsFound, u.ExpectedTrips)
+	switch c := u.GroundTruth; {
+	case c == nil:
+	case c.Exact:
+		cell += " (exact)"
+	case c.Approx:
+		cell += " (approx)"
+	default:
+		cell += " (no match)"
+	}
+	return cell
 }
 
 func statusMark(s string) string {

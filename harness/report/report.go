@@ -1,12 +1,14 @@
 // Package report holds the result of an e2e run and writes it for machines
-// (report.json), for people (report.md with SVG plots) and to the terminal (a
-// summary table). Everything needed to reproduce the run is recorded:
-// versions, image ids, seeds, the scenario and the exact command.
+// (report.json), for people (report.md with figures drawn by gonum/plot, each
+// as SVG and PDF) and to the terminal (a summary table). Everything needed to
+// reproduce the run is recorded: versions, image ids, seeds, the scenario and
+// the exact command.
 package report
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,10 +57,54 @@ type User struct {
 	// Placement is where the user's PM ran (the agent or machine).
 	Placement     string `json:"placement,omitempty"`
 	ExpectedTrips int    `json:"expected_trips"`
-	// TripsFound is set once a pipeline step ran.
-	TripsFound *int    `json:"trips_found,omitempty"`
-	Steps      []Step  `json:"steps"`
-	TotalMS    float64 `json:"total_ms"`
+	// TripsFound is set once a pipeline step ran: the trips of the ground
+	// truth's day that the pipeline wrote to the user's PM.
+	TripsFound *int `json:"trips_found,omitempty"`
+	// GroundTruth is how those trips compared with the ground truth's.
+	GroundTruth *TripCheck `json:"ground_truth,omitempty"`
+	Steps       []Step     `json:"steps"`
+	TotalMS     float64    `json:"total_ms"`
+}
+
+// TripCheck is how the trips the pipeline found compared with the day's
+// ground truth, trip by trip, by the two comparisons `upc pipeline check`
+// makes (services/pipeline/groundtruth): e-mission's exact one, and its
+// approximate one (60 s, 100 m, ±2 resampled points).
+type TripCheck struct {
+	// Date is the day compared (YYYY-MM-DD), the ground truth's.
+	Date string `json:"date"`
+	Want int    `json:"want"`
+	Got  int    `json:"got"`
+	// Exact and Approx say whether each comparison passed; the failures
+	// count their failed checks (a trip count that differs is one).
+	Exact          bool `json:"exact"`
+	ExactFailures  int  `json:"exact_failures"`
+	Approx         bool `json:"approx"`
+	ApproxFailures int  `json:"approx_failures"`
+	// Failed names the first failed checks: the exact comparison's, or the
+	// approximate one's when that failed too.
+	Failed []string `json:"failed,omitempty"`
+}
+
+// Holds says whether the trips match as `upc pipeline check` decides: the
+// exact comparison passed, or, when approx accepts it as --approx does, the
+// approximate one.
+func (c *TripCheck) Holds(approx bool) bool {
+	return c != nil && (c.Exact || (approx && c.Approx))
+}
+
+// Verdict is a short account: "exact", "approx (exact: 3 failed checks)",
+// "no match (exact: 5, approx: 2 failed checks)".
+func (c *TripCheck) Verdict() string {
+	switch {
+	case c == nil:
+		return "not compared"
+	case c.Exact:
+		return "exact"
+	case c.Approx:
+		return fmt.Sprintf("approx (exact: %d failed checks)", c.ExactFailures)
+	}
+	return fmt.Sprintf("no match (exact: %d, approx: %d failed checks)", c.ExactFailures, c.ApproxFailures)
 }
 
 // Step is one step of one user.
@@ -166,16 +212,17 @@ func (u *User) Step(name string) (Step, bool) {
 	return Step{}, false
 }
 
-// Files are the names Write creates in the report folder.
+// Files Write creates in the report folder, besides the figures
+// (FigureFiles).
 const (
 	JSONFile     = "report.json"
 	MarkdownFile = "report.md"
-	PhasesSVG    = "phases.svg"
-	LaunchSVG    = "launch.svg"
 )
 
-// Write creates dir and writes the report and its plots into it. Each file is
-// written to a temporary name and renamed, so a reader never sees half a report.
+// Write creates dir and writes the report and its figures into it. Each file
+// is written to a temporary name and renamed, so a reader never sees half a
+// report. A figure that cannot be drawn does not stop the others or the
+// report: Write names it in its error.
 func Write(dir string, r *Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write report: %w", err)
@@ -184,14 +231,29 @@ func Write(dir string, r *Report) error {
 	if err != nil {
 		return fmt.Errorf("encode report: %w", err)
 	}
-	files := []struct {
+	type file struct {
 		name string
 		data []byte
-	}{
-		{JSONFile, append(js, '\n')},
-		{MarkdownFile, Markdown(r)},
-		{PhasesSVG, PhasesPlot(r)},
-		{LaunchSVG, LaunchPlot(r)},
+	}
+	files := []file{{JSONFile, append(js, '\n')}, {MarkdownFile, Markdown(r)}}
+	var errs []error
+	for _, f := range figures {
+		fig, err := f.draw(r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))
+			continue
+		}
+		svg, err := fig.SVG()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))
+			continue
+		}
+		pdf, err := fig.PDF()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))
+			continue
+		}
+		files = append(files, file{f.name + ".svg", svg}, file{f.name + ".pdf", pdf})
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)
@@ -201,6 +263,9 @@ func Write(dir string, r *Report) error {
 		if err := os.Rename(p+".tmp", p); err != nil {
 			return fmt.Errorf("write report: %w", err)
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/e-mission/upc/internal/plot"
+	"github.com/e-mission/upc/internal/plot/plottest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -37,8 +40,11 @@ func sample() *Report {
 		return out
 	}
 	users := []User{
-		{Name: "shankari_2015-aug-27#1", ID: "a1", Day: "shankari_2015-aug-27", Status: OK, Placement: "agent-a", ExpectedTrips: 8, TripsFound: intp(8), Steps: steps("", 310, 12, 840, 95, 7, 60)},
-		{Name: "sunil_2016-07-20#1", ID: "b2", Day: "sunil_2016-07-20", Status: OK, Placement: "agent-b", ExpectedTrips: 2, Steps: steps("", 290, 10, 650, 80, 5, 55)},
+		{Name: "shankari_2015-aug-27#1", ID: "a1", Day: "shankari_2015-aug-27", Status: OK, Placement: "agent-a", ExpectedTrips: 8, TripsFound: intp(8), Steps: steps("", 310, 12, 840, 95, 7, 60),
+			GroundTruth: &TripCheck{Date: "2015-08-27", Want: 8, Got: 8, Exact: true, Approx: true}},
+		{Name: "sunil_2016-07-20#1", ID: "b2", Day: "sunil_2016-07-20", Status: OK, Placement: "agent-b", ExpectedTrips: 2, TripsFound: intp(2), Steps: steps("", 290, 10, 650, 80, 5, 55),
+			GroundTruth: &TripCheck{Date: "2016-07-20", Want: 2, Got: 2, ExactFailures: 1, Approx: true,
+				Failed: []string{"trip 1: end_ts: want 1469051386.468, got 1469051396.468"}}},
 		{Name: "shankari_2015-08-23#1", ID: "c3", Day: "shankari_2015-08-23", Status: Failed, Error: "upload: 500", Placement: "agent-a", ExpectedTrips: 3, Steps: steps("upload", 450, 11, 30, 0, 0, 70)},
 	}
 	for i := range users {
@@ -97,8 +103,6 @@ func TestGolden(t *testing.T) {
 	}{
 		{"sample.md", Markdown(r)},
 		{"sample.table.txt", table.Bytes()},
-		{"sample.phases.svg", PhasesPlot(r)},
-		{"sample.launch.svg", LaunchPlot(r)},
 		{"sample.json", append(js, '\n')},
 	} {
 		t.Run(c.name, func(t *testing.T) { golden(t, c.name, c.got) })
@@ -146,7 +150,7 @@ func TestWriteAndLatest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{JSONFile, MarkdownFile, PhasesSVG, LaunchSVG} {
+	for _, f := range append([]string{JSONFile, MarkdownFile}, FigureFiles()...) {
 		if _, err := os.Stat(filepath.Join(results, "latest", f)); err != nil {
 			t.Errorf("latest/%s: %v", f, err)
 		}
@@ -162,4 +166,80 @@ func TestWriteAndLatest(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(results, "run2", "*.tmp")); len(m) > 0 {
 		t.Errorf("temporary files left: %v", m)
 	}
+}
+
+// figureText renders a figure both ways and returns the text of its SVG and
+// of its PDF, checking each is a whole document of its kind. It takes what a
+// figure function returns: figureText(t)(LaunchPlot(r)).
+func figureText(t *testing.T) func(f *plot.Figure, err error) (svg, pdf string) {
+	return func(f *plot.Figure, err error) (string, string) {
+		t.Helper()
+		return texts(t, f, err)
+	}
+}
+
+func texts(t *testing.T, f *plot.Figure, err error) (svg, pdf string) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := f.SVG()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.PDF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svg, err = plottest.SVGText(s); err != nil {
+		t.Fatalf("svg: %v", err)
+	}
+	if pdf, err = plottest.PDFText(p); err != nil {
+		t.Fatalf("pdf: %v", err)
+	}
+	return svg, pdf
+}
+
+func hasAll(t *testing.T, what, svg, pdf string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(svg, w) {
+			t.Errorf("%s: the svg lacks %q:\n%s", what, w, svg)
+		}
+		if !strings.Contains(pdf, plottest.PDFString(w)) {
+			t.Errorf("%s: the pdf lacks %q", what, w)
+		}
+	}
+}
+
+// TestFigures: each figure carries its title and series, from one report
+// and from runs on two backends.
+func TestFigures(t *testing.T) {
+	r := sample()
+	// The sample's services: one pipeline launch.
+	r.Users[0].Steps = append(r.Users[0].Steps, Step{Name: "pipeline", Status: OK, DurationMS: 900, Values: map[string]float64{"launch_ms": 420, "call_ms": 480}})
+	svg, pdf := figureText(t)(LaunchPlot(r))
+	// launch: 310, 290 and 450 ms: the median is 310.
+	hasAll(t, "launch", svg, pdf, "Launch latency: request to an answering instance", "docker: PM (n=3, median 310)", "docker: services (n=1, median 420)", "ms")
+	svg, pdf = figureText(t)(PhasesPlot(r))
+	hasAll(t, "phases", svg, pdf, "Time per phase (docker, 3 users)", "launch", "unseal", "upload", "delete", "pipeline", "whisker: 10th to 90th percentile")
+	svg, pdf = figureText(t)(UsersPlot(r))
+	hasAll(t, "users", svg, pdf, "Per-user phase timings", "shankari_2015-aug-27#1", "sunil_2016-07-20#1", "shankari_2015-08-23#1", "launch", "delete")
+
+	k := sample()
+	k.Deployment.Backend = "kubernetes"
+	for i := range k.Users {
+		k.Users[i].Steps[0].DurationMS *= 4
+	}
+	svg, pdf = figureText(t)(LaunchPlot(r, k))
+	hasAll(t, "launch, two backends", svg, pdf, "docker: PM (n=3, median 310)", "kubernetes: PM (n=3, median 1240)")
+	if strings.Contains(svg, "kubernetes: services") {
+		t.Error("a backend without service launches has a legend entry for them")
+	}
+	svg, pdf = figureText(t)(PhasesPlot(r, k))
+	hasAll(t, "phases, two backends", svg, pdf, "Time per phase (6 users)", "docker", "kubernetes")
+
+	empty := &Report{Scenario: "empty"}
+	svg, _ = figureText(t)(LaunchPlot(empty))
+	hasAll(t, "no launch", svg, svg, "no values")
 }

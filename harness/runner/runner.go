@@ -30,6 +30,9 @@ type Outcome struct {
 	Values map[string]float64
 	// Placement, when set, is where the user's instance runs.
 	Placement string
+	// Trips, set by a pipeline step, is how the trips it found compared
+	// with the day's ground truth.
+	Trips *report.TripCheck
 }
 
 // NewSession makes the session for one user.
@@ -135,6 +138,9 @@ func runUser(ctx context.Context, u scenario.User, steps []scenario.Step, newSes
 				if n, ok := o.Values[TripsValue]; ok && st.Do == scenario.Pipeline {
 					t := int(n)
 					r.TripsFound = &t
+				}
+				if o.Trips != nil && st.Do == scenario.Pipeline {
+					r.GroundTruth = o.Trips
 				}
 			}
 		}

@@ -63,7 +63,8 @@ func TestRunBoundedAndOrdered(t *testing.T) {
 			case scenario.Launch:
 				return Outcome{Placement: "agent-a"}, nil
 			case scenario.Pipeline:
-				return Outcome{Values: map[string]float64{TripsValue: 3}, Note: "3 trips"}, nil
+				return Outcome{Values: map[string]float64{TripsValue: 3}, Note: "3 trips",
+					Trips: &report.TripCheck{Date: "2015-08-23", Want: 3, Got: 3, Exact: true, Approx: true}}, nil
 			}
 			return Outcome{}, nil
 		}}
@@ -78,7 +79,8 @@ func TestRunBoundedAndOrdered(t *testing.T) {
 		t.Fatalf("%d results", len(got))
 	}
 	for i, u := range got {
-		if u.Name != us[i].Name || u.Status != report.OK || u.Placement != "agent-a" || u.TripsFound == nil || *u.TripsFound != 3 {
+		if u.Name != us[i].Name || u.Status != report.OK || u.Placement != "agent-a" || u.TripsFound == nil || *u.TripsFound != 3 ||
+			!u.GroundTruth.Holds(false) {
 			t.Errorf("user %d: %+v", i, u)
 		}
 		if len(u.Steps) != 5 || u.Steps[2].DurationMS <= 0 {

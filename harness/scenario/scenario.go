@@ -112,13 +112,26 @@ type Expectations struct {
 	EveryStepSucceeds bool `json:"every_step_succeeds,omitempty"`
 	// Lossless: every compare step found the download equal to the upload.
 	Lossless bool `json:"lossless,omitempty"`
-	// TripsMatchGroundTruth: the pipeline found as many trips as the day's ground truth.
+	// TripsMatchGroundTruth: the trips the pipeline wrote to each user's PM
+	// for the ground truth's day match the ground truth, trip by trip, as
+	// `upc pipeline check` compares them.
 	TripsMatchGroundTruth bool `json:"trips_match_ground_truth,omitempty"`
+	// TripsComparison is the comparison that must pass: TripsExact
+	// (e-mission's exact one, the default) or TripsApprox (its approximate
+	// one, as `upc pipeline check --approx`), for days moved in time and
+	// space, whose float results cannot match to the last bit.
+	TripsComparison string `json:"trips_comparison,omitempty"`
 	// MaxLaunch bounds every launch step's duration (zero: unchecked).
 	MaxLaunch Duration `json:"max_launch,omitempty"`
 	// NothingLeftRunning: after tear-down no labelled container, network or volume remains.
 	NothingLeftRunning bool `json:"nothing_left_running,omitempty"`
 }
+
+// Trip comparisons (Expectations.TripsComparison).
+const (
+	TripsExact  = "exact"
+	TripsApprox = "approx"
+)
 
 // Step kinds, in the order a user's cloud can take them.
 const (
@@ -126,7 +139,7 @@ const (
 	Unseal   = "unseal"   // give the PM the user's key
 	Upload   = "upload"   // upload the user's day file to the PM
 	Download = "download" // read the user's data back from the PM
-	Compare  = "compare"  // check the download equals the upload (lossless)
+	Compare  = "compare"  // check the download holds the day file (lossless)
 	Pipeline = "pipeline" // run the intake pipeline on the user's data
 	Metrics  = "metrics"  // ask the metrics service for the user's day
 	Count    = "count"    // ask the count service whether the user was somewhere
@@ -231,6 +244,9 @@ func (s *Scenario) SetDefaults() {
 	}
 	if r := s.Population.RealDays; r != nil && r.UsersPerDay == 0 {
 		r.UsersPerDay = 1
+	}
+	if s.Expectations.TripsMatchGroundTruth && s.Expectations.TripsComparison == "" {
+		s.Expectations.TripsComparison = TripsExact
 	}
 }
 
@@ -360,6 +376,12 @@ func (s *Scenario) Validate() error {
 	}
 	if e.TripsMatchGroundTruth && !done[Pipeline] {
 		bad("expectations.trips_match_ground_truth: the steps have no pipeline")
+	}
+	switch c := e.TripsComparison; {
+	case c != "" && c != TripsExact && c != TripsApprox:
+		bad("expectations.trips_comparison: %q is not %s or %s", c, TripsExact, TripsApprox)
+	case c != "" && !e.TripsMatchGroundTruth:
+		bad("expectations.trips_comparison: set without trips_match_ground_truth")
 	}
 	return errors.Join(errs...)
 }

@@ -41,6 +41,7 @@ func TestLoad(t *testing.T) {
 			"expectations.max_launch: -5s is negative",
 			"expectations.lossless: the steps have no compare",
 			"expectations.trips_match_ground_truth: the steps have no pipeline",
+			`expectations.trips_comparison: "roughly" is not exact or approx`,
 		},
 	}
 	files, err := filepath.Glob("testdata/*.yaml")
@@ -269,5 +270,32 @@ func TestSynthesize(t *testing.T) {
 	}
 	if _, err := s.Users(dir, "r"); err == nil {
 		t.Error("Users must refuse a synthetic population")
+	}
+}
+
+// The trips must match exactly unless the scenario accepts the approximate
+// comparison, which only a scenario checking trips may name.
+func TestTripsComparison(t *testing.T) {
+	full, err := Load("testdata/valid-full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := full.Expectations.TripsComparison; c != TripsExact {
+		t.Errorf("default comparison %q, want %q", c, TripsExact)
+	}
+	syn, err := Load("testdata/valid-synthetic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := syn.Expectations.TripsComparison; c != TripsApprox {
+		t.Errorf("comparison %q, want %q", c, TripsApprox)
+	}
+	b, err := os.ReadFile("testdata/valid-synthetic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(b), "trips_match_ground_truth: true, ", "", 1)
+	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "trips_comparison: set without trips_match_ground_truth") {
+		t.Errorf("a comparison without trips_match_ground_truth: %v", err)
 	}
 }

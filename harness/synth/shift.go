@@ -6,6 +6,7 @@ package synth
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -31,7 +32,8 @@ func isMillis(ts float64) bool { return !(ts < 1e11) }
 // Apply moves a decoded e-mission document (a day file's entry array or a
 // ground truth) in place: every "ts" and "*_ts" time stamp (in seconds or
 // milliseconds), "times" and "timestamps" arrays, every GeoJSON
-// "coordinates" and every "latitude"/"longitude"; the "*local_dt" and
+// "coordinates", every "latitude"/"longitude" and the day a ground truth's
+// "key" names ("diary/trips-YYYY-MM-DD"); the "*local_dt" and
 // "*fmt_time" beside a moved time stamp are recomputed from it in their time
 // zone, so they stay consistent (across a daylight-saving change too).
 func Apply(v any, s Shift) error {
@@ -90,6 +92,15 @@ func (s Shift) walk(v any, zone string) error {
 				}
 			case strings.HasSuffix(k, "local_dt") || strings.HasSuffix(k, "fmt_time"):
 				// recomputed with their time stamp
+			case k == "key":
+				// A ground truth's metadata.key names its day.
+				if str, ok := e.(string); ok {
+					moved, err := s.diaryKey(str)
+					if err != nil {
+						return err
+					}
+					x[k] = moved
+				}
 			default:
 				if err := s.walk(e, zone); err != nil {
 					return err
@@ -98,6 +109,22 @@ func (s Shift) walk(v any, zone string) error {
 		}
 	}
 	return nil
+}
+
+var diaryKeyRE = regexp.MustCompile(`^diary/trips-(\d{4}-\d{2}-\d{2})$`)
+
+// diaryKey moves the day a ground truth's key names ("diary/trips-2016-07-20")
+// by the shift's days; any other key is kept.
+func (s Shift) diaryKey(key string) (string, error) {
+	m := diaryKeyRE.FindStringSubmatch(key)
+	if m == nil {
+		return key, nil
+	}
+	d, err := time.Parse("2006-01-02", m[1])
+	if err != nil {
+		return "", fmt.Errorf("key %q: %w", key, err)
+	}
+	return "diary/trips-" + d.AddDate(0, 0, s.Days).Format("2006-01-02"), nil
 }
 
 func (s Shift) ts(f float64) float64 {

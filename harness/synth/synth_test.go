@@ -12,6 +12,8 @@ import (
 	"github.com/e-mission/upc/internal/realdata"
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/pipeline"
+	"github.com/e-mission/upc/services/pipeline/diary"
+	gt "github.com/e-mission/upc/services/pipeline/groundtruth"
 	"github.com/e-mission/upc/services/pm/query"
 )
 
@@ -193,5 +195,40 @@ func TestShiftedCountAnswersAreKnown(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A moved ground truth names its moved day, and the pipeline's trips of
+// each moved day match it at least approximately (the synthetic scenario's
+// trips_comparison: approx): every day with a ground truth, moved twice.
+func TestShiftedTripsMatchTheirGroundTruth(t *testing.T) {
+	dir, m := generate(t, 12, 4242)
+	for _, u := range m.Users {
+		t.Run(u.Name, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join(dir, u.Name+".ground_truth"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			day, err := gt.Day(b)
+			if err != nil || day != u.Date {
+				t.Fatalf("the moved ground truth names %q (%v), want %s", day, err, u.Date)
+			}
+			want, err := gt.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(filepath.Join(dir, u.Name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			got, err := diary.RunFile(context.Background(), f, day)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := gt.CompareApprox(want, got); !r.OK() {
+				t.Errorf("%s (from %s, %+v): %d failed checks: %q", u.Name, u.Source, u.Shift, r.Failures(), r.FailedChecks(5))
+			}
+		})
 	}
 }

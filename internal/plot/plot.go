@@ -1,201 +1,239 @@
-// Package plot draws the few charts the e2e report needs as small,
-// self-contained SVG documents: horizontal stacked bars (per-user phase
-// timings) and a histogram with a strip of the raw values (latency
-// distributions). Output is deterministic so reports can be compared.
+// Package plot draws the figures of the e2e report and of the aggregator's
+// result with gonum/plot: latency CDFs, bars with whiskers, stacked bars, a
+// noisy answer's error against ε and a privacy budget over time. Each Figure
+// renders as SVG (embedded in the Markdown reports) and as PDF (fonts
+// embedded, to put in a paper). A figure depends only on its input: its SVG
+// is the same bytes on every run, and its PDF carries a fixed creation date.
 package plot
 
 import (
 	"bytes"
 	"fmt"
-	"html"
+	"image/color"
 	"math"
-	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"codeberg.org/go-pdf/fpdf"
+	"golang.org/x/text/encoding/charmap"
+	gplot "gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgpdf"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
-// Palette colours series in order (colour-blind safe, Okabe-Ito).
-var Palette = []string{"#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"}
-
-const (
-	font     = `font-family="sans-serif"`
-	rowH     = 22
-	labelW   = 190
-	plotW    = 520
-	rightPad = 30
-	top      = 40
-)
-
-// StackedBars draws one horizontal bar per row, split into series segments.
-// values[row][series] are in unit (e.g. "ms"); negative values count as zero.
-func StackedBars(title, unit string, rows, series []string, values [][]float64) []byte {
-	maxTotal := 0.0
-	for _, v := range values {
-		maxTotal = math.Max(maxTotal, sum(v))
-	}
-	scaleMax := niceCeil(maxTotal)
-	pos, lines := legendLayout(series)
-	legendH := 20*lines + 4
-	h := top + len(rows)*rowH + 40 + legendH
-	w := labelW + plotW + rightPad
-	var b bytes.Buffer
-	header(&b, w, h, title)
-	axis(&b, scaleMax, unit, top, top+len(rows)*rowH)
-	for i, row := range rows {
-		y := top + i*rowH
-		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12" text-anchor="end" %s>%s</text>`+"\n", labelW-6, y+15, font, esc(row))
-		x := float64(labelW)
-		for j, v := range values[i] {
-			if v <= 0 {
-				continue
-			}
-			wd := v / scaleMax * plotW
-			fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"><title>%s %s: %s %s</title></rect>`+"\n",
-				x, y+3, wd, rowH-6, Palette[j%len(Palette)], esc(row), esc(series[j]), num(v), unit)
-			x += wd
-		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="11" %s>%s</text>`+"\n", x+4, y+15, font, num(sum(values[i])))
-	}
-	legend(&b, series, pos, h-legendH+4)
-	b.WriteString("</svg>\n")
-	return b.Bytes()
+// Palette colours series in order: Okabe-Ito, safe for colour-blind readers
+// and distinct in grey print.
+var Palette = []color.Color{
+	rgb(0x00, 0x72, 0xB2), rgb(0xE6, 0x9F, 0x00), rgb(0x00, 0x9E, 0x73), rgb(0xCC, 0x79, 0xA7),
+	rgb(0x56, 0xB4, 0xE9), rgb(0xD5, 0x5E, 0x00), rgb(0xF0, 0xE4, 0x42), rgb(0x00, 0x00, 0x00),
 }
 
-// Histogram draws the distribution of values in bins equal-width bins, the
-// individual values as a strip of ticks below, and the median as a line.
-func Histogram(title, unit string, values []float64, bins int) []byte {
-	w := labelW + plotW + rightPad
-	h := top + 200 + 70
+func rgb(r, g, b uint8) color.Color { return color.RGBA{R: r, G: g, B: b, A: 0xff} }
+
+// colour is series i's colour.
+func colour(i int) color.Color { return Palette[i%len(Palette)] }
+
+// dashes are the line patterns that tell series apart beside their colour
+// (solid first), cycling after the palette does.
+var dashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(2), vg.Points(2)}, {vg.Points(8), vg.Points(3), vg.Points(2), vg.Points(3)}}
+
+func dash(i int) []vg.Length { return dashes[(i/len(Palette)+i)%len(dashes)] }
+
+// Default sizes: a figure that fits a two-column paper's full width.
+const (
+	width  = 6 * vg.Inch
+	height = 4 * vg.Inch
+)
+
+// Figure is one drawn figure: a plot and, when series are named, a legend in
+// a strip right of it (never over the data).
+type Figure struct {
+	p      *gplot.Plot
+	legend gplot.Legend
+	// yLabel is drawn here, not by gonum/plot, which places it by the
+	// arithmetic middle of the axis range: high up on a log axis, where it
+	// pushes the data down.
+	yLabel string
+	w, h   vg.Length
+}
+
+// Title is the figure's title.
+func (f *Figure) Title() string { return f.p.Title.Text }
+
+// newFigure starts a figure with the common style: title, axis labels, a
+// light grid behind the data.
+func newFigure(title, xLabel, yLabel string) *Figure {
+	p := gplot.New()
+	p.Title.Text = title
+	p.Title.Padding = vg.Points(6)
+	p.X.Label.Text = xLabel
+	g := plotter.NewGrid()
+	g.Vertical.Color = color.Gray{Y: 0xe0}
+	g.Horizontal.Color = color.Gray{Y: 0xe0}
+	p.Add(g)
+	p.X.Tick.Marker, p.Y.Tick.Marker = trimTicks{gplot.DefaultTicks{}}, trimTicks{gplot.DefaultTicks{}}
+	l := gplot.NewLegend()
+	l.Top, l.Left = true, true
+	l.TextStyle.Font.Size = vg.Points(10)
+	return &Figure{p: p, legend: l, yLabel: yLabel, w: width, h: height}
+}
+
+// trimTicks labels ticks without trailing zeros: 250, not 250.00.
+type trimTicks struct{ gplot.Ticker }
+
+func (t trimTicks) Ticks(min, max float64) []gplot.Tick {
+	ts := t.Ticker.Ticks(min, max)
+	for i, tk := range ts {
+		if strings.Contains(tk.Label, ".") && !strings.ContainsAny(tk.Label, "eE") {
+			ts[i].Label = strings.TrimSuffix(strings.TrimRight(tk.Label, "0"), ".")
+		}
+	}
+	return ts
+}
+
+// logAxis puts an axis on a log scale spanning whole decades around
+// [lo, hi] (both > 0), so its ends carry labels.
+func logAxis(a *gplot.Axis, lo, hi float64) {
+	a.Scale, a.Tick.Marker = gplot.LogScale{}, trimTicks{gplot.LogTicks{Prec: -1}}
+	a.Min = math.Pow(10, math.Floor(math.Log10(lo)))
+	a.Max = math.Pow(10, math.Ceil(math.Log10(hi)))
+	if a.Min == a.Max {
+		a.Max *= 10
+	}
+}
+
+// rowsAxis makes room for n rows of bars at 0 … n-1 on the y axis: half a
+// row beyond the first and the last.
+func rowsAxis(p *gplot.Plot, n int) {
+	p.Y.Min, p.Y.Max = -0.6, float64(n)-0.4
+}
+
+// noData marks an empty figure so that it still renders, saying why.
+func (f *Figure) noData(why string) {
+	f.yLabel = ""
+	l, err := plotter.NewLabels(plotter.XYLabels{XYs: plotter.XYs{{X: 0.5, Y: 0.5}}, Labels: []string{why}})
+	if err != nil {
+		panic(err) // one point, one label: cannot fail
+	}
+	l.TextStyle[0].XAlign, l.TextStyle[0].YAlign = draw.XCenter, draw.YCenter
+	f.p.Add(l)
+	f.p.X.Min, f.p.X.Max, f.p.Y.Min, f.p.Y.Max = 0, 1, 0, 1
+	f.p.HideAxes()
+}
+
+// legendStrip is the width of the strip right of the plot that holds the
+// legend: none without one.
+func (f *Figure) legendStrip() vg.Length {
+	r := f.legend.Rectangle(draw.Canvas{})
+	if r.Max.X == r.Min.X {
+		return 0
+	}
+	return r.Max.X - r.Min.X + vg.Points(16)
+}
+
+// size is the whole figure's: the plot's, and the legend's strip beside it.
+func (f *Figure) size() (w, h vg.Length) { return f.w + f.legendStrip(), f.h }
+
+// draw fills the canvas white and draws the plot, with the legend in a strip
+// on the right when there is one.
+func (f *Figure) draw(c draw.Canvas) {
+	c.SetColor(color.White)
+	c.Fill(c.Rectangle.Path())
+	pc := c
+	if strip := f.legendStrip(); strip > 0 {
+		pc = draw.Crop(c, 0, -strip, 0, 0)
+		lc := draw.Crop(c, c.Max.X-c.Min.X-strip+vg.Points(10), 0, 0, -vg.Points(24))
+		f.legend.Draw(lc)
+	}
+	if f.yLabel != "" {
+		sty := f.p.Y.Label.TextStyle
+		sty.Rotation = math.Pi / 2
+		sty.XAlign, sty.YAlign = draw.XCenter, draw.YCenter
+		strip := sty.Height(f.yLabel) + vg.Points(4)
+		lc := pc
+		pc = draw.Crop(pc, strip, 0, 0, 0)
+		dc := f.p.DataCanvas(pc)
+		mid := dc.Center().Y
+		lc.FillText(sty, vg.Point{X: lc.Min.X + strip/2, Y: mid}, f.yLabel)
+	}
+	f.p.Draw(pc)
+}
+
+// SVG renders the figure as an SVG document. Fonts are named, not embedded,
+// so the file stays small; the PDF embeds them.
+func (f *Figure) SVG() ([]byte, error) {
+	c := vgsvg.New(f.size())
+	f.draw(draw.New(c))
 	var b bytes.Buffer
-	header(&b, w, h, title)
-	if len(values) == 0 || bins < 1 {
-		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="13" %s>no values</text>`+"\n", w/2-30, top+100, font)
-		b.WriteString("</svg>\n")
-		return b.Bytes()
+	if _, err := c.WriteTo(&b); err != nil {
+		return nil, fmt.Errorf("render %q as svg: %w", f.Title(), err)
 	}
-	vs := slices.Clone(values)
-	slices.Sort(vs)
-	scaleMax := niceCeil(vs[len(vs)-1])
-	counts := make([]int, bins)
-	for _, v := range vs {
-		i := int(v / scaleMax * float64(bins))
-		counts[min(max(i, 0), bins-1)]++
+	return b.Bytes(), nil
+}
+
+// pdfDate is the creation and modification date every PDF carries, so that
+// the same figure is the same file. fpdf takes it only as a process-wide
+// default, set once, before the first PDF.
+var (
+	pdfDate     = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	pdfDateOnce sync.Once
+)
+
+// PDF renders the figure as a PDF document with its fonts embedded.
+func (f *Figure) PDF() ([]byte, error) {
+	pdfDateOnce.Do(func() {
+		fpdf.SetDefaultCreationDate(pdfDate)
+		fpdf.SetDefaultModificationDate(pdfDate)
+	})
+	c := vgpdf.New(f.size())
+	f.draw(draw.New(cp1252Canvas{c}))
+	var b bytes.Buffer
+	if _, err := c.WriteTo(&b); err != nil {
+		return nil, fmt.Errorf("render %q as pdf: %w", f.Title(), err)
 	}
-	maxCount := slices.Max(counts)
-	const plotH = 200
-	x0, y0 := labelW, top+plotH
-	// y axis: counts.
-	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>`+"\n", x0, top, x0, y0)
-	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end" %s>%d</text>`+"\n", x0-4, top+4, font, maxCount)
-	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end" %s>0</text>`+"\n", x0-4, y0, font)
-	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end" %s>count</text>`+"\n", x0-4, top+plotH/2, font)
-	bw := float64(plotW) / float64(bins)
-	for i, c := range counts {
-		if c == 0 {
+	return b.Bytes(), nil
+}
+
+// cp1252Canvas hands vgpdf its text in code page 1252, the encoding of the
+// fonts vgpdf embeds (it passes strings through as UTF-8 bytes, which a
+// reader shows as mojibake past ASCII). A character the code page lacks is
+// drawn as "?": figure text keeps to ASCII and Latin-1 ("epsilon", "<=").
+type cp1252Canvas struct{ *vgpdf.Canvas }
+
+func (c cp1252Canvas) FillString(f font.Face, pt vg.Point, s string) {
+	c.Canvas.FillString(f, pt, CP1252(s))
+}
+
+// CP1252 is s in code page 1252, "?" for what the code page lacks: the
+// bytes a PDF figure holds for s.
+func CP1252(s string) string {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			b = append(b, byte(r))
 			continue
 		}
-		bh := float64(c) / float64(maxCount) * plotH
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s–%s %s: %d</title></rect>`+"\n",
-			float64(x0)+float64(i)*bw+1, float64(y0)-bh, bw-2, bh, Palette[0],
-			num(float64(i)*scaleMax/float64(bins)), num(float64(i+1)*scaleMax/float64(bins)), unit, c)
+		if c, ok := charmap.Windows1252.EncodeRune(r); ok {
+			b = append(b, c)
+		} else {
+			b = append(b, '?')
+		}
 	}
-	axis(&b, scaleMax, unit, y0, y0)
-	// strip of the raw values, below the axis labels.
-	sy := y0 + 34
+	return string(b)
+}
+
+// finite reports whether every value is a finite number.
+func finite(vs ...float64) bool {
 	for _, v := range vs {
-		x := float64(x0) + v/scaleMax*plotW
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-width="2"><title>%s %s</title></line>`+"\n", x, sy, x, sy+14, Palette[5], num(v), unit)
-	}
-	med := median(vs)
-	mx := float64(x0) + med/scaleMax*plotW
-	fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#000" stroke-dasharray="4 3"/>`+"\n", mx, top, mx, sy+14)
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="11" %s>median %s %s (n=%d)</text>`+"\n", mx+4, top+12, font, num(med), unit, len(vs))
-	b.WriteString("</svg>\n")
-	return b.Bytes()
-}
-
-func header(b *bytes.Buffer, w, h int, title string) {
-	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`+"\n", w, h, w, h)
-	fmt.Fprintf(b, `<rect width="%d" height="%d" fill="#fff"/>`+"\n", w, h)
-	fmt.Fprintf(b, `<text x="%d" y="22" font-size="15" font-weight="bold" text-anchor="middle" %s>%s</text>`+"\n", w/2, font, esc(title))
-}
-
-// axis draws an x axis from 0 to scaleMax under the plot area, with a light
-// grid from gridTop to y.
-func axis(b *bytes.Buffer, scaleMax float64, unit string, gridTop, y int) {
-	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>`+"\n", labelW, y, labelW+plotW, y)
-	const ticks = 5
-	for i := 0; i <= ticks; i++ {
-		v := scaleMax * float64(i) / ticks
-		x := float64(labelW) + float64(i)*plotW/ticks
-		if gridTop < y {
-			fmt.Fprintf(b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`+"\n", x, gridTop, x, y)
-		}
-		fmt.Fprintf(b, `<text x="%.1f" y="%d" font-size="11" text-anchor="middle" %s>%s</text>`+"\n", x, y+14, font, num(v))
-	}
-	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="11" text-anchor="middle" %s>%s</text>`+"\n", labelW+plotW/2, y+28, font, esc(unit))
-}
-
-// legendLayout places legend entries left to right, wrapping at the plot's
-// right edge; it returns each entry's (x, line) and the number of lines.
-func legendLayout(series []string) ([][2]int, int) {
-	pos := make([][2]int, len(series))
-	x, line := labelW, 0
-	for j, s := range series {
-		wd := 16 + 7*len(s) + 16
-		if x > labelW && x+wd > labelW+plotW+rightPad {
-			x, line = labelW, line+1
-		}
-		pos[j] = [2]int{x, line}
-		x += wd
-	}
-	return pos, line + 1
-}
-
-func legend(b *bytes.Buffer, series []string, pos [][2]int, y int) {
-	for j, s := range series {
-		x, ly := pos[j][0], y+20*pos[j][1]
-		fmt.Fprintf(b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", x, ly, Palette[j%len(Palette)])
-		fmt.Fprintf(b, `<text x="%d" y="%d" font-size="12" %s>%s</text>`+"\n", x+16, ly+11, font, esc(s))
-	}
-}
-
-func sum(v []float64) float64 {
-	t := 0.0
-	for _, x := range v {
-		if x > 0 {
-			t += x
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return false
 		}
 	}
-	return t
+	return true
 }
-
-func median(sorted []float64) float64 {
-	n := len(sorted)
-	if n%2 == 1 {
-		return sorted[n/2]
-	}
-	return (sorted[n/2-1] + sorted[n/2]) / 2
-}
-
-// niceCeil rounds v up to 1, 2 or 5 times a power of ten, for axis ends.
-func niceCeil(v float64) float64 {
-	if v <= 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if m*p >= v {
-			return m * p
-		}
-	}
-	return 10 * p
-}
-
-// num prints a value compactly: integers without decimals, others with one.
-func num(v float64) string {
-	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
-		return fmt.Sprintf("%.0f", v)
-	}
-	return fmt.Sprintf("%.1f", v)
-}
-
-func esc(s string) string { return html.EscapeString(s) }

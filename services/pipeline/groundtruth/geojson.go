@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 
 	"github.com/e-mission/upc/internal/realdata"
 )
@@ -251,4 +252,24 @@ func checkShape(trips []Trip) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+var diaryKey = regexp.MustCompile(`diary/trips-(\d{4}-\d{2}-\d{2})`)
+
+// Day is the day a ground truth describes (YYYY-MM-DD): the one its
+// metadata.key names ("diary/trips-2015-08-27"), else its first trip's
+// start_local_dt. A ground truth with neither has no day.
+func Day(b []byte) (string, error) {
+	if m := diaryKey.FindSubmatch(b); m != nil {
+		return string(m[1]), nil
+	}
+	trips, err := Decode(b)
+	if err != nil {
+		return "", err
+	}
+	if len(trips) == 0 {
+		return "", errors.New("the ground truth names no day and has no trips")
+	}
+	ld := trips[0].Properties.StartLocalDt
+	return fmt.Sprintf("%04d-%02d-%02d", ld.Year, ld.Month, ld.Day), nil
 }

@@ -256,3 +256,45 @@ func TestPlaces2(t *testing.T) {
 		}
 	}
 }
+
+// Day reads the day from metadata.key, else from the first trip.
+func TestDay(t *testing.T) {
+	b, err := realdata.ReadFile(filepath.Join(realdata.DirT(t), "sunil_2016-07-20.ground_truth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := Day(b); err != nil || d != "2016-07-20" {
+		t.Errorf("Day = %q, %v; want 2016-07-20", d, err)
+	}
+	trips, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := json.Marshal(trips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := Day(bare); err != nil || d != "2016-07-20" {
+		t.Errorf("Day of the bare trip array = %q, %v; want the first trip's 2016-07-20", d, err)
+	}
+	if _, err := Day([]byte("null")); err == nil {
+		t.Error("a day without key or trips")
+	}
+}
+
+// FailedChecks names the failed checks, at most n and a count of the rest.
+func TestFailedChecks(t *testing.T) {
+	want := load(t, "shankari_2015-aug-27")
+	got := load(t, "shankari_2015-aug-27")
+	if fc := CompareExact(want, got).FailedChecks(3); len(fc) != 0 {
+		t.Errorf("equal trips: %q", fc)
+	}
+	got = got[:7]
+	for i := range got {
+		got[i].Properties.EndTs += 1
+	}
+	fc := CompareExact(want, got).FailedChecks(3)
+	if len(fc) != 4 || fc[0] != "trips: want 8, got 7" || !strings.HasPrefix(fc[1], "trip 0: end_ts: want ") || fc[3] != "… and 5 more" {
+		t.Errorf("failed checks %q", fc)
+	}
+}

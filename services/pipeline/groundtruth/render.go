@@ -53,3 +53,39 @@ func writeFailed(w io.Writer, indent string, cs []Check) {
 		}
 	}
 }
+
+// FailedChecks lists up to n failed checks, one line each, in the order
+// Write shows them ("trip 2: end_ts: want …, got …"), and a last line saying
+// how many more there are.
+func (r Report) FailedChecks(n int) []string {
+	var out []string
+	more := 0
+	add := func(s string) {
+		if len(out) < n {
+			out = append(out, s)
+		} else {
+			more++
+		}
+	}
+	if r.WantTrips != r.GotTrips {
+		add(fmt.Sprintf("trips: want %d, got %d", r.WantTrips, r.GotTrips))
+	}
+	for _, t := range r.Trips {
+		for _, c := range t.Checks {
+			if !c.OK {
+				add(fmt.Sprintf("trip %d: %s: want %s, got %s", t.Index, c.Field, c.Want, c.Got))
+			}
+		}
+		for _, f := range t.Features {
+			for _, c := range f.Checks {
+				if !c.OK {
+					add(fmt.Sprintf("trip %d %s %d: %s: want %s, got %s", t.Index, f.Kind, f.Index, c.Field, c.Want, c.Got))
+				}
+			}
+		}
+	}
+	if more > 0 {
+		out = append(out, fmt.Sprintf("… and %d more", more))
+	}
+	return out
+}
