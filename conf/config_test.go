@@ -27,6 +27,7 @@ var wantErr = map[string][]string{
 	"invalid-endpoint-duplicate.json": {"pause_endpoint and delete_service_endpoint share"},
 	"invalid-duration.json":           {`field "router.launch_timeout"`, `"soon"`},
 	"invalid-duration-negative.json":  {"router.launch_timeout: -5s must be positive"},
+	"invalid-idle-interval.json":      {"router.idle_interval: -1s is negative"},
 	"invalid-listen.json":             {`router.listen: "4430" is not host:port`},
 	"invalid-publish-ip.json":         {`agent.publish_ip: "localhost" is not an IP`},
 	"invalid-network.json":            {`network: "bad network"`},
