@@ -164,3 +164,31 @@ func TestSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestPausedInstanceSaysResume: the router's answer for a paused instance
+// tells its owner how to have it answer again; a running one has no hint.
+func TestPausedInstanceSaysResume(t *testing.T) {
+	ctx := context.Background()
+	e := newAccessEnv(t, false)
+	in, err := e.alice.Launch(ctx, "count", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Hint != "" {
+		t.Errorf("running instance has a hint: %q", in.Hint)
+	}
+	if _, err := e.alice.Pause(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.alice.Get(ctx, in.ID)
+	want := "paused: resume it with POST /v1/instances/" + in.ID + "/resume"
+	if err != nil || got.State != "paused" || got.Hint != want {
+		t.Fatalf("paused instance: %+v, %v; want hint %q", got, err, want)
+	}
+	if _, err := e.alice.Resume(ctx, in.ID); err != nil {
+		t.Fatalf("the owner resumes it: %v", err)
+	}
+	if got, err := e.alice.Get(ctx, in.ID); err != nil || got.State != "running" || got.Hint != "" {
+		t.Fatalf("resumed instance: %+v, %v", got, err)
+	}
+}
