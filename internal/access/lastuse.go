@@ -15,6 +15,9 @@ import (
 type LastUse struct {
 	now  func() time.Time
 	last atomic.Int64 // unix nanoseconds of the last use (the start, before any)
+	// busy counts requests in flight: an instance serving one (a pipeline
+	// run of minutes) is not idle.
+	busy atomic.Int64
 }
 
 // NewLastUse starts the count at now(); nil now is time.Now.
@@ -30,8 +33,12 @@ func NewLastUse(now func() time.Time) *LastUse {
 // Touch records a use now.
 func (u *LastUse) Touch() { u.last.Store(u.now().UnixNano()) }
 
-// Idle is how long since the last use (or the start), never negative.
+// Idle is how long since the last use ended (or the start), never
+// negative; 0 while a request is served.
 func (u *LastUse) Idle() time.Duration {
+	if u.busy.Load() > 0 {
+		return 0
+	}
 	return max(0, u.now().Sub(time.Unix(0, u.last.Load())))
 }
 
@@ -48,12 +55,20 @@ func (u *LastUse) Health() Health {
 }
 
 // Track wraps h, an instance's authenticated handler (behind Guard or the
-// PM's own check): every request that reaches it is a use, but GET /healthz.
+// PM's own check): every request that reaches it, but GET /healthz, is a
+// use from its start to its end.
 func (u *LastUse) Track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" {
-			u.Touch()
+		if r.URL.Path == "/healthz" {
+			h.ServeHTTP(w, r)
+			return
 		}
+		u.busy.Add(1)
+		u.Touch()
+		defer func() {
+			u.Touch()
+			u.busy.Add(-1)
+		}()
 		h.ServeHTTP(w, r)
 	})
 }

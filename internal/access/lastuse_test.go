@@ -21,7 +21,19 @@ func TestLastUse(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", use.Healthz)
 	mux.HandleFunc("GET /work", func(w http.ResponseWriter, _ *http.Request) {})
-	h := access.Guard(access.Instance{SHA256: access.Hash(secret)}, slog.New(slog.DiscardHandler), use.Track(mux))
+	// /long is a request of an hour (a long pipeline run): the instance is
+	// not idle while serving it, and its idle time counts from its end.
+	var h http.Handler
+	mux.HandleFunc("GET /long", func(w http.ResponseWriter, r *http.Request) {
+		now = now.Add(time.Hour)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+		var hl access.Health
+		if err := json.NewDecoder(rec.Body).Decode(&hl); err != nil || hl.IdleSeconds == nil || *hl.IdleSeconds != 0 {
+			t.Errorf("idle while serving a request: %+v, %v; want 0", hl, err)
+		}
+	})
+	h = access.Guard(access.Instance{SHA256: access.Hash(secret)}, slog.New(slog.DiscardHandler), use.Track(mux))
 
 	call := func(path, tok string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
@@ -60,5 +72,12 @@ func TestLastUse(t *testing.T) {
 	now = now.Add(5 * time.Second)
 	if got := idle(); got != 10 {
 		t.Fatalf("health probes counted as use: idle %d s, want 10", got)
+	}
+	if rec := call("/long", secret); rec.Code != http.StatusOK {
+		t.Fatalf("long call: %d", rec.Code)
+	}
+	now = now.Add(3 * time.Second)
+	if got := idle(); got != 3 {
+		t.Fatalf("after an hour's request: idle %d s, want 3 (from its end)", got)
 	}
 }
