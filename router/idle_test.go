@@ -192,3 +192,63 @@ func TestPausedInstanceSaysResume(t *testing.T) {
 		t.Fatalf("resumed instance: %+v, %v", got, err)
 	}
 }
+
+// TestSweepIdleLoop: the loop sweeps every interval until its context ends,
+// and returns at once when no service has an idle policy.
+func TestSweepIdleLoop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFake(t)
+	off, err := router.New(router.Options{Backend: f, Catalog: testCatalog, PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { off.SweepIdle(ctx, time.Millisecond); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("SweepIdle with no idle policy did not return")
+	}
+
+	r, err := router.New(router.Options{Backend: f, Catalog: idleCatalog, PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.Launch(ctx, "count", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.idle[in.ID] = 2 * time.Hour
+	f.mu.Unlock()
+	// A router that adopted it (no launch here to count as use) deletes it.
+	r2, err := router.New(router.Options{Backend: f, Catalog: idleCatalog, PlainHTTP: true, IdleInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() { r2.SweepIdle(ctx, 0); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		_, alive := f.specs[in.ID]
+		f.mu.Unlock()
+		if !alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the loop did not delete an instance idle past delete_after")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("SweepIdle did not return when its context ended")
+	}
+}
