@@ -261,6 +261,11 @@ func (r *Router) Rebuild(ctx context.Context) error {
 		idleSince[id] = cmp.Or(r.idleSince[id], now)
 	}
 	r.idleSince = idleSince
+	for id := range r.used {
+		if _, ok := view[id]; !ok {
+			delete(r.used, id)
+		}
+	}
 	r.mu.Unlock()
 	r.logger.Info("rebuilt view from labels", "instances", len(view), "listed", len(all))
 	if partial != nil {
