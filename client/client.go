@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/e-mission/upc/router/api"
@@ -114,7 +115,8 @@ func (c *Client) deleteQuietly(ctx context.Context, id string) {
 	_ = c.Router.Delete(dctx, id)
 }
 
-// FindPM returns the user's running PM, as the router lists it.
+// FindPM returns the user's PM, as the router lists it, resumed if it was
+// paused (see Wake).
 func (c *Client) FindPM(ctx context.Context) (api.Instance, error) {
 	ins, err := c.Router.List(ctx, c.User)
 	if err != nil {
@@ -122,11 +124,53 @@ func (c *Client) FindPM(ctx context.Context) (api.Instance, error) {
 	}
 	for _, in := range ins {
 		if in.Service == "pm" || in.Service == PMService {
+			if in.State == StatePaused {
+				if err := c.Router.Resume(ctx, in.ID); err != nil {
+					return api.Instance{}, fmt.Errorf("resume %s's paused pm %s: %w", c.User, in.ID, err)
+				}
+				in.State, in.Hint = StateRunning, ""
+			}
 			return in, nil
 		}
 	}
 	return api.Instance{}, fmt.Errorf("%s has no pm running: launch one first", c.User)
 }
+
+// Wake finds the user's instance at address, as the router lists it, and
+// resumes it if it is paused (by its owner, or by its service's idle
+// policy): a paused instance answers nothing, and on Docker a call to it
+// stalls until the client's timeout rather than failing, so a device asks
+// the router first (one request) instead of waiting for a failure. The
+// answer is the instance as it now runs.
+func (c *Client) Wake(ctx context.Context, address string) (api.Instance, error) {
+	ins, err := c.Router.List(ctx, c.User)
+	if err != nil {
+		return api.Instance{}, fmt.Errorf("find the instance at %s: %w", address, err)
+	}
+	want := strings.TrimRight(address, "/")
+	for _, in := range ins {
+		if strings.TrimRight(in.Address, "/") != want {
+			continue
+		}
+		if in.State == StatePaused {
+			if err := c.Router.Resume(ctx, in.ID); err != nil {
+				return api.Instance{}, fmt.Errorf("resume the paused instance %s at %s: %w", in.ID, address, err)
+			}
+			in.State, in.Hint = StateRunning, ""
+		}
+		return in, nil
+	}
+	return api.Instance{}, fmt.Errorf("%w: %s has no instance at %s (launch prints it)", ErrNoInstance, c.User, address)
+}
+
+// Instance states as the router reports them.
+const (
+	StateRunning = "running"
+	StatePaused  = "paused"
+)
+
+// ErrNoInstance: the router lists no instance of the user at that address.
+var ErrNoInstance = errors.New("no such instance")
 
 // UsercacheIndices are the indices the original UsercacheCollection sent with
 // every request.

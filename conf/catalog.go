@@ -36,7 +36,21 @@ type Service struct {
 	Resources Resources `json:"resources,omitempty"`
 	// Volumes are mounted into the instance; per-user volumes outlive it.
 	Volumes []Volume `json:"volumes,omitempty"`
+	// Idle is when the router pauses and deletes an instance nobody uses.
+	Idle Idle `json:"idle,omitzero"`
 }
+
+// Idle is a service's idle policy: the router pauses an instance that has
+// served no authenticated request for PauseAfter, and deletes one idle for
+// DeleteAfter (its per-user volumes stay). Zero is never. A paused
+// instance's idle time runs on from when it was paused.
+type Idle struct {
+	PauseAfter  Duration `json:"pause_after,omitempty"`
+	DeleteAfter Duration `json:"delete_after,omitempty"`
+}
+
+// Enabled reports whether the policy pauses or deletes anything.
+func (i Idle) Enabled() bool { return i.PauseAfter > 0 || i.DeleteAfter > 0 }
 
 // Resources bound one instance. Zero means unbounded.
 type Resources struct {
@@ -130,6 +144,15 @@ func (c *Catalog) Validate() error {
 		}
 		if s.Resources.CPUMillis < 0 || s.Resources.MemoryMB < 0 {
 			errs = append(errs, fmt.Errorf("%s.resources: negative limits", at))
+		}
+		if s.Idle.PauseAfter < 0 {
+			errs = append(errs, fmt.Errorf("%s.idle.pause_after: %s is negative", at, s.Idle.PauseAfter.D()))
+		}
+		if s.Idle.DeleteAfter < 0 {
+			errs = append(errs, fmt.Errorf("%s.idle.delete_after: %s is negative", at, s.Idle.DeleteAfter.D()))
+		}
+		if s.Idle.PauseAfter > 0 && s.Idle.DeleteAfter > 0 && s.Idle.DeleteAfter <= s.Idle.PauseAfter {
+			errs = append(errs, fmt.Errorf("%s.idle.delete_after: %s must be longer than pause_after (%s), or 0 (never)", at, s.Idle.DeleteAfter.D(), s.Idle.PauseAfter.D()))
 		}
 		for j, v := range s.Volumes {
 			vat := fmt.Sprintf("%s.volumes[%d]", at, j)

@@ -155,6 +155,9 @@ type Router struct {
 	LaunchTimeout Duration `json:"launch_timeout,omitempty"`
 	// AgentTimeout bounds one call to a machine agent.
 	AgentTimeout Duration `json:"agent_timeout,omitempty"`
+	// IdleInterval is how often the router applies the catalog's idle
+	// policies (default: a quarter of the shortest, between 1s and 1m).
+	IdleInterval Duration `json:"idle_interval,omitempty"`
 }
 
 // AdminToken is the admin token file's path: admin_token_file, else its

@@ -27,6 +27,7 @@ var wantErr = map[string][]string{
 	"invalid-endpoint-duplicate.json": {"pause_endpoint and delete_service_endpoint share"},
 	"invalid-duration.json":           {`field "router.launch_timeout"`, `"soon"`},
 	"invalid-duration-negative.json":  {"router.launch_timeout: -5s must be positive"},
+	"invalid-idle-interval.json":      {"router.idle_interval: -1s is negative"},
 	"invalid-listen.json":             {`router.listen: "4430" is not host:port`},
 	"invalid-publish-ip.json":         {`agent.publish_ip: "localhost" is not an IP`},
 	"invalid-network.json":            {`network: "bad network"`},
@@ -310,5 +311,54 @@ func TestRouterAccessFields(t *testing.T) {
 	same, err := Parse([]byte(`{"router": {"token_file": "a.token", "admin_token_file": "a.token"}}`))
 	if err != nil || same.Router.AdminToken() != "a.token" {
 		t.Fatalf("token_file equal to admin_token_file: %+v %v", same, err)
+	}
+}
+
+// A service's idle policy: durations not negative, delete_after longer than
+// pause_after when both are set, each problem naming its field.
+func TestCatalogIdle(t *testing.T) {
+	c, err := LoadCatalog("testdata/catalog-idle.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		service       string
+		pause, delete time.Duration
+	}{
+		{"pm", 30 * time.Minute, 24 * time.Hour},
+		{"count", 0, time.Hour},
+		{"metrics", 10 * time.Minute, 0},
+	} {
+		s, _ := c.Lookup(tc.service)
+		if s.Idle.PauseAfter.D() != tc.pause || s.Idle.DeleteAfter.D() != tc.delete || !s.Idle.Enabled() {
+			t.Errorf("%s idle = %+v, want pause %s delete %s", tc.service, s.Idle, tc.pause, tc.delete)
+		}
+	}
+	def, err := DefaultCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range def.Services {
+		if s.Idle.Enabled() {
+			t.Errorf("built-in catalog: %s has an idle policy %+v; the default is off", s.Name, s.Idle)
+		}
+	}
+
+	_, err = LoadCatalog("testdata/catalog-idle-invalid.yaml")
+	if err == nil {
+		t.Fatal("invalid idle policies accepted")
+	}
+	for _, want := range []string{
+		"services[0].idle.delete_after: 10m0s must be longer than pause_after (30m0s)",
+		"services[1].idle.pause_after: -1s is negative",
+		"services[1].idle.delete_after: -5m0s is negative",
+		"services[2].idle.delete_after: 1h0m0s must be longer than pause_after (1h0m0s)",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if _, err := ParseCatalog([]byte(`{"services":[{"name":"pm","image":"upc/pm","port":1,"idle":{"pause_after":30}}]}`)); err == nil || !strings.Contains(err.Error(), "pause_after") {
+		t.Errorf("a number for a duration: %v", err)
 	}
 }

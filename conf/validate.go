@@ -82,6 +82,9 @@ func (c *Config) Validate() error {
 	if c.Router.InstanceCertTTL < 0 || (c.Router.InstanceCertTTL > 0 && time.Duration(c.Router.InstanceCertTTL) < time.Minute) {
 		bad("router.instance_cert_ttl", "%s must be at least 1m", time.Duration(c.Router.InstanceCertTTL))
 	}
+	if c.Router.IdleInterval < 0 {
+		bad("router.idle_interval", "%s is negative", time.Duration(c.Router.IdleInterval))
+	}
 	if c.MachinesUseTLS && (c.Agent.TLSCertPath == "" || c.Agent.TLSKeyPath == "") {
 		bad("agent.tls_cert_path", "agent.tls_cert_path and agent.tls_key_path are required when machines_use_tls is set")
 	}

@@ -43,11 +43,14 @@ type fakeBackend struct {
 	// claimed, when it holds an instance, is what its /healthz says of
 	// its claim (else it answers no body, as services do).
 	claimed map[router.ID]bool
+	// idle, when it holds an instance, is the idle time its /healthz
+	// reports (idle_seconds).
+	idle map[router.ID]time.Duration
 }
 
 func newFake(t testing.TB) *fakeBackend {
 	f := &fakeBackend{specs: map[router.ID]router.Spec{}, state: map[router.ID]router.State{},
-		grants: map[string]string{}, pmOf: map[string]router.ID{}, claimed: map[router.ID]bool{}}
+		grants: map[string]string{}, pmOf: map[string]router.ID{}, claimed: map[router.ID]bool{}, idle: map[router.ID]time.Duration{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -62,9 +65,18 @@ func (f *fakeBackend) serve(w http.ResponseWriter, r *http.Request) {
 	case "/healthz":
 		f.mu.Lock()
 		c, ok := f.claimed[router.ID(id)]
+		idle, iok := f.idle[router.ID(id)]
 		f.mu.Unlock()
-		if ok {
-			httpx.WriteJSON(w, http.StatusOK, access.Health{Status: "ok", Claimed: &c})
+		if ok || iok {
+			h := access.Health{Status: "ok"}
+			if ok {
+				h.Claimed = &c
+			}
+			if iok {
+				s := int64(idle / time.Second)
+				h.IdleSeconds = &s
+			}
+			httpx.WriteJSON(w, http.StatusOK, h)
 			return
 		}
 		w.WriteHeader(http.StatusOK)

@@ -66,6 +66,11 @@ type Options struct {
 	// its user launches again (0: DefaultClaimGrace). PMs this router did
 	// not launch (adopted after a restart) are replaced at once.
 	ClaimGrace time.Duration
+	// Now is the clock of the idle policy (Sweep); nil is time.Now.
+	Now func() time.Time
+	// IdleInterval is how often SweepIdle sweeps (0: derived from the
+	// catalog's shortest idle duration, see SweepIdle).
+	IdleInterval time.Duration
 }
 
 // DefaultClaimGrace: a client unseals its PM within seconds of the launch
@@ -98,6 +103,15 @@ type Router struct {
 	// launched holds when this router launched each instance it did; the
 	// others were adopted from the backend.
 	launched map[ID]time.Time
+
+	// The idle policy (idle.go): now is its clock; idleSince holds, for
+	// each paused instance, when its idle time began (its pause, less the
+	// idle time it had then; after a restart, the restart); used holds the
+	// last launch or resume here, which the instance's own count may miss.
+	now          func() time.Time
+	idleInterval time.Duration
+	idleSince    map[ID]time.Time
+	used         map[ID]time.Time
 }
 
 // New checks opts and builds a Router with an empty view; call Rebuild to
@@ -125,6 +139,9 @@ func New(opts Options) (*Router, error) {
 	if opts.ClaimGrace < 0 {
 		errs = append(errs, fmt.Errorf("router: claim grace %s is negative", opts.ClaimGrace))
 	}
+	if opts.IdleInterval < 0 {
+		errs = append(errs, fmt.Errorf("router: idle sweep interval %s is negative", opts.IdleInterval))
+	}
 	if opts.HealthTimeout < 0 {
 		errs = append(errs, fmt.Errorf("router: health timeout %s is negative", opts.HealthTimeout))
 	}
@@ -145,6 +162,13 @@ func New(opts Options) (*Router, error) {
 		ca:             opts.CA,
 		certTTL:        cmp.Or(opts.InstanceCertTTL, certs.DefaultInstanceTTL),
 		lim:            newLimits(opts.MaxInstancesPerUser, opts.LaunchRate, opts.LaunchBurst),
+		now:            opts.Now,
+		idleInterval:   opts.IdleInterval,
+		idleSince:      map[ID]time.Time{},
+		used:           map[ID]time.Time{},
+	}
+	if r.now == nil {
+		r.now = time.Now
 	}
 	if r.users == nil {
 		r.users, _ = OpenUsers("", "")
@@ -225,8 +249,23 @@ func (r *Router) Rebuild(ctx context.Context) error {
 		}
 		view[in.ID] = in
 	}
+	now := r.now()
 	r.mu.Lock()
 	r.instances = view
+	idleSince := map[ID]time.Time{}
+	for id, in := range view {
+		if in.State != StatePaused {
+			continue
+		}
+		// A pause this router did not see counts from now.
+		idleSince[id] = cmp.Or(r.idleSince[id], now)
+	}
+	r.idleSince = idleSince
+	for id := range r.used {
+		if _, ok := view[id]; !ok {
+			delete(r.used, id)
+		}
+	}
 	r.mu.Unlock()
 	r.logger.Info("rebuilt view from labels", "instances", len(view), "listed", len(all))
 	if partial != nil {
@@ -250,6 +289,9 @@ func (r *Router) Adopt(ctx context.Context) error {
 			continue
 		}
 		r.instances[in.ID] = in
+		if in.State == StatePaused {
+			r.idleSince[in.ID] = r.now()
+		}
 		n++
 	}
 	r.mu.Unlock()
@@ -384,6 +426,7 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 	r.mu.Lock()
 	r.instances[in.ID] = in
 	r.launched[in.ID] = time.Now()
+	r.used[in.ID] = r.now()
 	r.mu.Unlock()
 	r.logger.Info("launched", "instance", in.ID, "service", in.Service, "user", user, "owner", o.owner, "pm", o.pm,
 		"legacy", o.legacy, "machine", in.Machine, "address", in.Address, "started", started, "ready", time.Since(start))
@@ -550,7 +593,20 @@ func (r *Router) ByAddress(address string) (Instance, error) {
 
 // Pause freezes an instance; it keeps its address and data.
 func (r *Router) Pause(ctx context.Context, id ID) error {
-	return r.transition(ctx, id, "pause", r.backend.Pause, StatePaused)
+	return r.pause(ctx, id, r.now())
+}
+
+// pause pauses id, whose idle time (for the idle policy) began at since.
+func (r *Router) pause(ctx context.Context, id ID, since time.Time) error {
+	if err := r.transition(ctx, id, "pause", r.backend.Pause, StatePaused); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if _, ok := r.instances[id]; ok {
+		r.idleSince[id] = since
+	}
+	r.mu.Unlock()
+	return nil
 }
 
 // Resume unfreezes a paused instance.
@@ -558,6 +614,12 @@ func (r *Router) Resume(ctx context.Context, id ID) error {
 	if err := r.transition(ctx, id, "resume", r.backend.Resume, StateRunning); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	delete(r.idleSince, id)
+	if _, ok := r.instances[id]; ok {
+		r.used[id] = r.now()
+	}
+	r.mu.Unlock()
 	in, err := r.Get(id)
 	if err != nil || r.renewer == nil || !strings.HasPrefix(in.Address, "https://") {
 		return nil
@@ -694,6 +756,8 @@ func (r *Router) forget(id ID) {
 	r.mu.Lock()
 	delete(r.instances, id)
 	delete(r.launched, id)
+	delete(r.idleSince, id)
+	delete(r.used, id)
 	r.mu.Unlock()
 }
 
@@ -742,6 +806,8 @@ func (r *Router) Clear(ctx context.Context) (int, error) {
 	}
 	r.mu.Lock()
 	r.instances = map[ID]Instance{}
+	r.idleSince = map[ID]time.Time{}
+	r.used = map[ID]time.Time{}
 	r.mu.Unlock()
 	r.logger.Info("cleared", "removed", n)
 	return n, nil

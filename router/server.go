@@ -108,11 +108,21 @@ func status(err error, legacy bool) error {
 }
 
 func wire(in Instance) api.Instance {
-	return api.Instance{
+	out := api.Instance{
 		ID: string(in.ID), Service: in.Service, User: in.User, Address: in.Address,
 		Image: in.Image, Digest: in.Digest, Machine: in.Machine, State: string(in.State), Created: in.Created,
 		Owner: in.Owner, PM: string(in.PM), Secret: in.Secret,
 	}
+	if in.State == StatePaused {
+		out.Hint = PausedHint(in.ID)
+	}
+	return out
+}
+
+// PausedHint is what the router tells a caller of a paused instance: it
+// answers nothing until resumed.
+func PausedHint(id ID) string {
+	return fmt.Sprintf("paused: resume it with POST /v1/instances/%s/resume", id)
 }
 
 func (r *Router) handleLaunch(w http.ResponseWriter, req *http.Request) error {

@@ -106,6 +106,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Users:         users, InsecureLegacy: cfg.Router.InsecureLegacy,
 		CA: ca, InstanceCertTTL: cfg.Router.InstanceCertTTL.D(), PlainHTTP: ca == nil,
 		MaxInstancesPerUser: cfg.Router.MaxInstancesPerUser, LaunchRate: cfg.Router.LaunchRate, LaunchBurst: cfg.Router.LaunchBurst,
+		IdleInterval: cfg.Router.IdleInterval.D(),
 	})
 	if err != nil {
 		return err
@@ -114,6 +115,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	go core.RenewCertificates(ctx)
+	// The catalog's idle policies, on either backend (nothing to do when
+	// no service has one).
+	go core.SweepIdle(ctx, 0)
 
 	h := router.Handler(core, logger)
 	addr := firstSet(*listen, cfg.Router.Listen)

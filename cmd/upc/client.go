@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"math"
 	"net/http"
@@ -276,6 +277,7 @@ func newClientCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			wakePM(cmd.Context(), c, pmAddr, g.logger())
 			for i, file := range files {
 				entries := days[i]
 				start := time.Now()
@@ -307,6 +309,7 @@ func newClientCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			wakePM(cmd.Context(), c, pmAddr, g.logger())
 			docs, err := c.Download(cmd.Context(), pmAddr, client.DownloadOptions{Type: typ})
 			if err != nil {
 				return err
@@ -498,20 +501,24 @@ func pmSecret(file string) (string, error) {
 	return "", errors.New("no pm secret: set --pm-secret-file (as launch --secret-out wrote it), UPC_PM_SECRET_FILE or UPC_PM_SECRET")
 }
 
-// findPM is the user's PM instance at address, as the router lists it: a
-// service is bound to the PM's instance, not to an address.
+// findPM is the user's PM instance at address, as the router lists it (a
+// service is bound to the PM's instance, not to an address), resumed if it
+// was paused (its idle policy, say).
 func findPM(ctx context.Context, c *client.Client, address string) (api.Instance, error) {
-	ins, err := c.Router.List(ctx, c.User)
+	in, err := c.Wake(ctx, address)
 	if err != nil {
-		return api.Instance{}, fmt.Errorf("find the pm at %s: %w", address, err)
+		return api.Instance{}, fmt.Errorf("--pm %s: %w", address, err)
 	}
-	want := strings.TrimRight(address, "/")
-	for _, in := range ins {
-		if strings.TrimRight(in.Address, "/") == want {
-			return in, nil
-		}
+	return in, nil
+}
+
+// wakePM resumes the PM at address if the router lists it paused, before
+// a command calls it. Best effort: a router that cannot answer is logged,
+// and the command calls the PM as before.
+func wakePM(ctx context.Context, c *client.Client, address string, logger *slog.Logger) {
+	if _, err := c.Wake(ctx, address); err != nil {
+		logger.Warn("could not ask the router whether the pm is paused; calling it as is", "err", err)
 	}
-	return api.Instance{}, fmt.Errorf("--pm %s: %s has no instance at that address (launch prints it)", address, c.User)
 }
 
 // writeSecret writes a credential to a new file only its owner can read.

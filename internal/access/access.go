@@ -85,10 +85,14 @@ func Bearer(r *http.Request) (string, bool) {
 // Health is what an instance's GET /healthz answers. Claimed, where an
 // instance reports it, says whether its owner has ever used its secret: the
 // router replaces an unclaimed PM when its user launches again (the secret
-// of a launch it did not finish reached no one).
+// of a launch it did not finish reached no one). IdleSeconds, where
+// reported, is how long since the instance last served an authenticated
+// request (or started): the router's idle policy pauses and deletes
+// instances by it.
 type Health struct {
-	Status  string `json:"status"`
-	Claimed *bool  `json:"claimed,omitempty"`
+	Status      string `json:"status"`
+	Claimed     *bool  `json:"claimed,omitempty"`
+	IdleSeconds *int64 `json:"idle_seconds,omitempty"`
 }
 
 // Instance is an instance's access settings, read from its environment.

@@ -27,6 +27,11 @@ type Instance struct {
 	Machine string    `json:"machine"`
 	State   string    `json:"state,omitempty"`
 	Created time.Time `json:"created,omitzero"`
+	// Hint says what a caller does about the state: a paused instance
+	// (paused by its owner, or by its service's idle policy) answers no
+	// call until it is resumed with POST /v1/instances/{id}/resume, which
+	// its owner may do.
+	Hint string `json:"hint,omitempty"`
 	// Owner is the router identity that launched it; only they (and
 	// admins) see and act on it.
 	Owner string `json:"owner,omitempty"`

@@ -55,6 +55,8 @@ type Server struct {
 	spendMu      sync.Mutex // a grant's cap is checked and charged as one step
 	queryTimeout time.Duration
 	claim        *claim
+	// use is when the owner or a grant last called (reported in /healthz).
+	use *access.LastUse
 }
 
 // New returns a server over st.
@@ -70,7 +72,7 @@ func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
 	}
 	return &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
 		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout,
-		claim: loadClaim(opts.ClaimFile, opts.Access.SHA256, logger)}
+		claim: loadClaim(opts.ClaimFile, opts.Access.SHA256, logger), use: access.NewLastUse(opts.Now)}
 }
 
 // Handler routes the PM's endpoints.
@@ -96,14 +98,15 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathDelete, s.sealedGuard(s.delete))
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
 	h("GET "+api.PathBudgetLedger, s.ownerOnly("read the privacy ledger", s.sealedGuard(s.ledger)))
-	return s.authenticate(mux)
+	return s.authenticate(s.use.Track(mux))
 }
 
 // healthz answers that the PM serves and whether its owner has claimed it
-// (a legacy PM has no secret to lose: it counts as claimed).
+// (a legacy PM has no secret to lose: it counts as claimed), and how long
+// since the owner or a grant last called it.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	claimed := s.access.Legacy || s.claim.done.Load()
-	httpx.WriteJSON(w, http.StatusOK, access.Health{Status: "ok", Claimed: &claimed})
+	httpx.WriteJSON(w, http.StatusOK, access.Health{Status: "ok", Claimed: &claimed, IdleSeconds: s.use.IdleSeconds()})
 }
 
 // logRefusal logs the 401s and 403s of authorization (the store's own 403s,
