@@ -84,6 +84,8 @@ func TestIntegrationAttacks(t *testing.T) {
 				{"GET", "/v1/users", ""},
 				{"POST", "/v1/users", `{"name":"mallory","role":"admin"}`},
 				{"GET", "/v1/whoami", ""},
+				{"GET", "/v1/storage/" + alice, ""},
+				{"DELETE", "/v1/storage/" + alice, ""},
 				{"POST", "/service_request", `{"service":"PM"}`},
 				{"POST", "/kill", `{"address":"` + aPM.Address + `"}`},
 				{"POST", "/pause", `{"address":"` + aPM.Address + `"}`},
@@ -107,9 +109,11 @@ func TestIntegrationAttacks(t *testing.T) {
 				_, err := bobRC.SetupNetworks(ctx)
 				return err
 			},
-			"add user":          func() error { _, err := bobRC.AddUser(ctx, "mallory", api.RoleAdmin); return err },
-			"list users":        func() error { _, err := bobRC.Users(ctx); return err },
-			"launch a pm for A": func() error { _, err := bobRC.Launch(ctx, "pm", alice); return err },
+			"list A's stored data":  func() error { _, err := bobRC.Storage(ctx, alice); return err },
+			"erase A's stored data": func() error { _, err := bobRC.Erase(ctx, alice); return err },
+			"add user":              func() error { _, err := bobRC.AddUser(ctx, "mallory", api.RoleAdmin); return err },
+			"list users":            func() error { _, err := bobRC.Users(ctx); return err },
+			"launch a pm for A":     func() error { _, err := bobRC.Launch(ctx, "pm", alice); return err },
 			"bind count to A's pm without a grant": func() error {
 				_, err := bobRC.LaunchWith(ctx, api.LaunchRequest{Service: "count", User: bob, PM: aPM.ID})
 				return err

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -46,11 +47,19 @@ type fakeBackend struct {
 	// idle, when it holds an instance, is the idle time its /healthz
 	// reports (idle_seconds).
 	idle map[router.ID]time.Duration
+	// vols are the users' per-user volumes, made by launches and kept until
+	// erased; erasing, when set, is waited on by each erase (to hold one
+	// open), and wiped records each erase's wipe spec.
+	vols     map[string][]router.StoredVolume
+	erasing  chan struct{}
+	erasures chan string // when set, gets each erase's user as it begins
+	wiped    []router.Spec
 }
 
 func newFake(t testing.TB) *fakeBackend {
 	f := &fakeBackend{specs: map[router.ID]router.Spec{}, state: map[router.ID]router.State{},
-		grants: map[string]string{}, pmOf: map[string]router.ID{}, claimed: map[router.ID]bool{}, idle: map[router.ID]time.Duration{}}
+		grants: map[string]string{}, pmOf: map[string]router.ID{}, claimed: map[router.ID]bool{}, idle: map[router.ID]time.Duration{},
+		vols: map[string][]router.StoredVolume{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -124,7 +133,44 @@ func (f *fakeBackend) Launch(_ context.Context, s router.Spec) (router.Instance,
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.specs[s.ID], f.state[s.ID] = s, router.StateRunning
+	for _, v := range s.Volumes {
+		name := "vol-" + s.User + "-" + v.Name
+		if v.PerUser && !slices.ContainsFunc(f.vols[s.User], func(x router.StoredVolume) bool { return x.Name == name }) {
+			f.vols[s.User] = append(f.vols[s.User], router.StoredVolume{Name: name, Volume: v.Name, Machine: "fake"})
+		}
+	}
 	return f.inst(s), nil
+}
+
+func (f *fakeBackend) UserStorage(_ context.Context, user string) ([]router.StoredVolume, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.vols[user]), nil
+}
+
+// EraseUserStorage refuses, as the real backends do, while an instance
+// mounts one of the user's volumes.
+func (f *fakeBackend) EraseUserStorage(_ context.Context, user string, wipe router.Spec) ([]router.StoredVolume, error) {
+	f.mu.Lock()
+	wait, began := f.erasing, f.erasures
+	f.mu.Unlock()
+	if began != nil {
+		began <- user
+	}
+	if wait != nil {
+		<-wait
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, s := range f.specs {
+		if s.User == user && slices.ContainsFunc(s.Volumes, func(v conf.Volume) bool { return v.PerUser }) {
+			return nil, fmt.Errorf("%w: instance %s mounts %s's volume", router.ErrConflict, id, user)
+		}
+	}
+	f.wiped = append(f.wiped, wipe)
+	gone := f.vols[user]
+	delete(f.vols, user)
+	return gone, nil
 }
 
 func (f *fakeBackend) set(id router.ID, st router.State) error {
@@ -277,6 +323,8 @@ func endpoints(id string) [][3]string {
 		{"DELETE", "/v1/instances/" + id, ""},
 		{"POST", "/v1/clear", ""},
 		{"POST", "/v1/networks", ""},
+		{"GET", "/v1/storage/alice", ""},
+		{"DELETE", "/v1/storage/alice", ""},
 		{"GET", "/v1/whoami", ""},
 		{"POST", "/v1/users", `{"name":"mallory","role":"admin"}`},
 		{"GET", "/v1/users", ""},

@@ -22,7 +22,8 @@ import (
 //     (Owner = their name); admins reach all. To anyone else another's
 //     instance and a missing one look the same: 403 "no instance X of yours";
 //   - clear, networks and users are admins' (the legacy caller of
-//     insecure_legacy clears only what it launched).
+//     insecure_legacy clears only what it launched);
+//   - a user's stored data (storage.go) is that user's and admins'.
 
 // PMService is the catalog's permission manager: the service holding a
 // user's data, which grants bind other services to.

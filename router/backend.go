@@ -110,6 +110,31 @@ type UserData interface {
 	MachineWithData(ctx context.Context, user string) (machine string, ok bool, err error)
 }
 
+// StoredVolume is one of a user's per-user volumes as its backend keeps it:
+// a Docker volume on a machine, a Kubernetes claim.
+type StoredVolume struct {
+	Name    string // the Docker volume's or the claim's name
+	Volume  string // the catalog volume it holds ("data")
+	Machine string // the machine holding it (Docker); empty on Kubernetes
+}
+
+// Storage is a backend that finds a user's per-user volumes again and
+// erases them. The volumes outlive instances (Destroy and Clear keep them);
+// erasing is the only way they go.
+type Storage interface {
+	// UserStorage lists user's per-user volumes. A machine that may hold
+	// some and does not answer is ErrMachineDown.
+	UserStorage(ctx context.Context, user string) ([]StoredVolume, error)
+	// EraseUserStorage destroys user's per-user volumes and everything
+	// they hold, and reports them. It refuses (ErrConflict) while an
+	// instance still mounts one, and (ErrMachineDown) to begin while a
+	// machine that may hold one does not answer. wipe is the catalog
+	// service whose image may be run to empty a volume the backend cannot
+	// remove whole (a hostPath claim's directory on its node): its Image,
+	// Digest and Volumes; its ID names anything made for the wiping.
+	EraseUserStorage(ctx context.Context, user string, wipe Spec) ([]StoredVolume, error)
+}
+
 var (
 	// ErrNotFound: no such instance. Backends wrap it; callers use errors.Is.
 	ErrNotFound = errors.New("instance not found")

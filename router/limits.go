@@ -49,6 +49,7 @@ type limits struct {
 	buckets  map[string]*rate.Limiter
 	inFlight map[string]int // user → launches under way
 	holding  map[string]bool
+	erasing  map[string]bool // users whose stored data is being erased
 }
 
 func newLimits(maxPerUser int, perSecond float64, burst int) *limits {
@@ -62,7 +63,7 @@ func newLimits(maxPerUser int, perSecond float64, burst int) *limits {
 		burst = DefaultLaunchBurst
 	}
 	return &limits{maxPerUser: maxPerUser, rate: rate.Limit(perSecond), burst: burst,
-		buckets: map[string]*rate.Limiter{}, inFlight: map[string]int{}, holding: map[string]bool{}}
+		buckets: map[string]*rate.Limiter{}, inFlight: map[string]int{}, holding: map[string]bool{}, erasing: map[string]bool{}}
 }
 
 // allow takes one launch from identity's bucket, or says when to retry.
@@ -110,6 +111,8 @@ func (r *Router) admit(user string, svc conf.Service) (release func(), err error
 		return nil, &RunningError{Instance: running, Msg: fmt.Sprintf("%s's %s already runs (instance %s): use it, or delete it first", user, svc.Name, running)}
 	case holds && l.holding[key]:
 		return nil, fmt.Errorf("%w: %s's %s is being launched", ErrConflict, user, svc.Name)
+	case holds && l.erasing[user]:
+		return nil, fmt.Errorf("%w: %s's stored data is being erased: launch the %s once that is done", ErrConflict, user, svc.Name)
 	case live+l.inFlight[user] >= l.maxPerUser:
 		return nil, &LimitError{Msg: fmt.Sprintf("user %s has %d live instances, the most one user may have (router.max_instances_per_user): delete some first",
 			user, live+l.inFlight[user])}

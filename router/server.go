@@ -38,6 +38,8 @@ func Handler(r *Router, logger *slog.Logger) http.Handler {
 	h("POST /v1/instances/{id}/resume", r.handleOp(r.Resume))
 	h("DELETE /v1/instances/{id}", r.handleDelete)
 	h("POST /v1/clear", r.handleClear)
+	h("GET /v1/storage/{user}", r.handleStorage)
+	h("DELETE /v1/storage/{user}", r.handleErase)
 	h("POST /v1/networks", r.adminOnly(r.handleNetworks))
 
 	// The original endpoints (service_router/router.py).
@@ -96,6 +98,8 @@ func status(err error, legacy bool) error {
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrPMUnreachable):
 		code = http.StatusBadGateway
+	case errors.Is(err, errors.ErrUnsupported):
+		code = http.StatusNotImplemented
 	case errors.Is(err, ErrUnhealthy):
 		code = http.StatusBadGateway
 		if legacy {
@@ -206,6 +210,35 @@ func (r *Router) handleClear(w http.ResponseWriter, req *http.Request) error {
 		return status(err, false)
 	}
 	return httpx.WriteJSON(w, http.StatusOK, api.ClearResult{Removed: n})
+}
+
+func storageAnswer(user string, vs []StoredVolume) api.Storage {
+	out := api.Storage{User: user, Volumes: make([]api.StoredVolume, len(vs))}
+	for i, v := range vs {
+		out.Volumes[i] = api.StoredVolume{Name: v.Name, Volume: v.Volume, Machine: v.Machine}
+	}
+	return out
+}
+
+func (r *Router) handleStorage(w http.ResponseWriter, req *http.Request) error {
+	user := req.PathValue("user")
+	vs, err := r.StorageFor(req.Context(), caller(req), user)
+	if err != nil {
+		return status(err, false)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, storageAnswer(user, vs))
+}
+
+func (r *Router) handleErase(w http.ResponseWriter, req *http.Request) error {
+	if err := noBody(w, req); err != nil {
+		return err
+	}
+	user := req.PathValue("user")
+	vs, err := r.EraseFor(req.Context(), caller(req), user)
+	if err != nil {
+		return status(err, false)
+	}
+	return httpx.WriteJSON(w, http.StatusOK, storageAnswer(user, vs))
 }
 
 func (r *Router) handleNetworks(w http.ResponseWriter, req *http.Request) error {

@@ -18,7 +18,9 @@
 //
 // "upc-pm own-data UID:GID DIR..." gives DIR and what it holds to UID:GID and
 // exits: a backend runs it as root with only CAP_CHOWN, before the PM, where
-// a volume may hold files of root's (see internal/owndata).
+// a volume may hold files of root's (see internal/owndata). "upc-pm wipe-data
+// DIR..." removes everything under each DIR and exits: the Kubernetes backend
+// runs it, as the PM's user, to erase a user's claim on a node's disk.
 package main
 
 import (
@@ -33,8 +35,12 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == owndata.Command {
-		if err := owndata.Main(os.Args[2:], func(s string) { fmt.Fprintln(os.Stderr, s) }); err != nil {
+	if len(os.Args) > 1 && (os.Args[1] == owndata.Command || os.Args[1] == owndata.WipeCommand) {
+		sub := owndata.Main
+		if os.Args[1] == owndata.WipeCommand {
+			sub = owndata.WipeMain
+		}
+		if err := sub(os.Args[2:], func(s string) { fmt.Fprintln(os.Stderr, s) }); err != nil {
 			fmt.Fprintln(os.Stderr, "upc-pm:", err)
 			os.Exit(1)
 		}

@@ -199,12 +199,8 @@ func userKey(keyFile string) (string, error) {
 	return "", errors.New("no key: set --key-file, UPC_KEY_FILE or UPC_KEY")
 }
 
-func newClientCmd(g *globals) *cobra.Command {
-	f := &clientFlags{}
-	cmd := &cobra.Command{
-		Use:   "client",
-		Short: "The user's device: launch and unseal a PM, upload, download, run the pipeline, count, metrics, pause, resume, delete",
-	}
+// register adds the flags `upc client` and `upc user` share to cmd.
+func (f *clientFlags) register(cmd *cobra.Command) {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.config, "config", "", "UPC configuration file (JSON or YAML; default: built-in defaults)")
 	pf.StringVar(&f.routerURL, "router", "", "router base URL (default: from the configuration)")
@@ -212,10 +208,19 @@ func newClientCmd(g *globals) *cobra.Command {
 	pf.StringVar(&f.user, "user", "", "the user's id")
 	pf.StringVar(&f.caFile, "ca", "", "the operator's CA certificate (ca.crt) to verify the router and your instances with (default: certificate_bundle_path)")
 	pf.BoolVar(&f.plainHTTP, "plain-http", false, "INSECURE: allow plain HTTP to instances (a legacy deployment without TLS)")
-	pf.Float64Var(&f.spendCap, "spend-cap", client.DefaultSpendCap, "the most ε a service launched by this command may charge the user's budget (its grant's cap)")
 	pf.StringVar(&f.images, "images", "", "image manifest (build/images.json): launched instances must run its images (their digests), else they are deleted and the command fails")
 	pf.StringArrayVar(&f.requireDigests, "require-digest", nil, "service=sha256:...: a launched instance of service must run that image (repeatable; overrides --images)")
 	pf.StringVar(&f.pmSecretFile, "pm-secret-file", "", "file holding the PM's owner credential, as launch --secret-out wrote it (default: $UPC_PM_SECRET_FILE, then $UPC_PM_SECRET)")
+}
+
+func newClientCmd(g *globals) *cobra.Command {
+	f := &clientFlags{}
+	cmd := &cobra.Command{
+		Use:   "client",
+		Short: "The user's device: launch and unseal a PM, upload, download, run the pipeline, count, metrics, pause, resume, delete",
+	}
+	f.register(cmd)
+	cmd.PersistentFlags().Float64Var(&f.spendCap, "spend-cap", client.DefaultSpendCap, "the most ε a service launched by this command may charge the user's budget (its grant's cap)")
 
 	printJSON := func(v any) error {
 		enc := json.NewEncoder(g.stdout)
@@ -542,8 +547,8 @@ func writeSecret(path, secret string) error {
 	return nil
 }
 
-// writeFileAtomic writes through a temporary file and a rename, so a failed
-// write never leaves half a file.
+// writeFileAtomic writes through a temporary file (mode 0600, beside path)
+// and a rename, so a failed write never leaves half a file.
 func writeFileAtomic(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".upc-*")
 	if err != nil {
@@ -551,6 +556,12 @@ func writeFileAtomic(path string, b []byte) error {
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// On the disk before the rename makes it the file: a crash leaves the
+	// old file or the new one, whole.
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}

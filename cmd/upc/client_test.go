@@ -227,6 +227,43 @@ func TestIntegrationClientServices(t *testing.T) {
 	if !pres.Success || pres.Written["analysis/cleaned_trip"] == 0 {
 		t.Errorf("pipeline printed %+v: want trips written", pres)
 	}
+	// The export holds every entry after the pipeline too: the phone's,
+	// moved to the timeseries, and the pipeline's results; its progress
+	// records are no entries, counted apart.
+	exportFile := filepath.Join(dir, "export.json")
+	var xout, xerr bytes.Buffer
+	if err := run(context.Background(), []string{"user", "--router", tr.URL, "--ca", tr.CAFile, "--token-file", tokenFile,
+		"--pm-secret-file", secretFile, "--user", user, "export", "--out", exportFile}, &xout, &xerr); err != nil {
+		t.Fatalf("export after the pipeline: %v\n%s", err, xerr.String())
+	}
+	var xres struct {
+		Entries     int            `json:"entries"`
+		Collections map[string]int `json:"collections"`
+		Skipped     map[string]int `json:"skipped"`
+	}
+	if err := json.Unmarshal(xout.Bytes(), &xres); err != nil {
+		t.Fatal(err)
+	}
+	if xres.Collections["Stage_database.Stage_timeseries"] == 0 || xres.Collections["Stage_database.Stage_analysis_timeseries"] == 0 ||
+		xres.Skipped["Stage_database.Stage_pipeline_state"] == 0 {
+		t.Errorf("export after the pipeline printed %s: want the timeseries, the analysis results and the pipeline's state skipped", xout.String())
+	}
+	if exported, err := client.LoadDay(exportFile); err != nil || len(exported) != xres.Entries {
+		t.Errorf("export file: %d entries, %v; want %d", len(exported), err, xres.Entries)
+	} else {
+		keys := map[string]bool{}
+		for i, e := range exported {
+			md, _ := e["metadata"].(map[string]any)
+			key, _ := md["key"].(string)
+			keys[key] = true
+			if _, err := client.Prepare(e, user); err != nil {
+				t.Fatalf("exported entry %d (%s) does not upload: %v", i, key, err)
+			}
+		}
+		if !keys["analysis/cleaned_trip"] || !keys["background/location"] {
+			t.Errorf("the export's streams %v lack the trips or the locations", keys)
+		}
+	}
 
 	var cres count.ResponseV1
 	if err := json.Unmarshal([]byte(upc("count", "--pm", pmInst.Address, "--query", countFile, "--query-id", "cli-q1")), &cres); err != nil {

@@ -46,6 +46,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newImagesCmd(g),
 		newPipelineCmd(g),
 		newSynthCmd(g),
+		newUserCmd(g),
 		newUsersCmd(g),
 	)
 	root.AddCommand(newInfraCmd(g))

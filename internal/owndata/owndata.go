@@ -4,6 +4,9 @@
 // fsGroup does not reach), holds files the non-root service cannot open.
 // The images that keep per-user data carry an own-data subcommand that runs
 // Chown once, as root with only CAP_CHOWN, before the service starts.
+//
+// They also carry wipe-data (Wipe), which empties a data directory: how a
+// user's volume is erased where the router cannot reach the disk itself.
 package owndata
 
 import (

@@ -67,3 +67,45 @@ func TestMainArgs(t *testing.T) {
 		t.Error("Main on a missing directory succeeded")
 	}
 }
+
+// TestWipe empties a data directory, keeping the directory itself (a mount
+// point) and what a link inside it names.
+func TestWipe(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	outside := filepath.Join(t.TempDir(), "outside")
+	os.WriteFile(outside, []byte("x"), 0o600)
+	os.MkdirAll(filepath.Join(dir, "sub", "deeper"), 0o700)
+	os.WriteFile(filepath.Join(dir, "pm.db"), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(dir, "sub", "deeper", "f"), []byte("x"), 0o400)
+	os.Symlink(outside, filepath.Join(dir, "link"))
+	n, err := Wipe(dir)
+	if err != nil || n != 5 {
+		t.Fatalf("Wipe = %d, %v; want 5 removed", n, err)
+	}
+	if left, err := os.ReadDir(dir); err != nil || len(left) != 0 {
+		t.Fatalf("after Wipe the directory holds %v (%v)", left, err)
+	}
+	if _, err := os.Stat(outside); err != nil {
+		t.Errorf("the link's target was removed: %v", err)
+	}
+	if n, err := Wipe(dir); err != nil || n != 0 {
+		t.Errorf("second Wipe = %d, %v; want nothing to do", n, err)
+	}
+	if _, err := Wipe(filepath.Join(dir, "missing")); err == nil {
+		t.Error("Wipe of a missing directory succeeded")
+	}
+}
+
+func TestWipeMainArgs(t *testing.T) {
+	for _, args := range [][]string{nil, {"data"}, {"/"}, {"//"}, {t.TempDir(), "relative"}} {
+		if err := WipeMain(args, func(string) {}); err == nil || !strings.Contains(err.Error(), WipeCommand) {
+			t.Errorf("WipeMain(%q) = %v, want a usage error", args, err)
+		}
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o600)
+	var said string
+	if err := WipeMain([]string{dir}, func(s string) { said = s }); err != nil || !strings.Contains(said, "1 removed") {
+		t.Errorf("WipeMain = %v, said %q", err, said)
+	}
+}

@@ -59,6 +59,21 @@ type NetworksResult struct {
 	Machines []string `json:"machines"`
 }
 
+// StoredVolume is one of a user's per-user volumes: a Docker volume on a
+// machine, or a Kubernetes claim.
+type StoredVolume struct {
+	Name    string `json:"name"`              // the volume's or claim's name
+	Volume  string `json:"volume"`            // the catalog volume it holds ("data")
+	Machine string `json:"machine,omitempty"` // the machine holding it (Docker)
+}
+
+// Storage answers GET /v1/storage/{user} (the user's volumes, which outlive
+// their instances) and DELETE /v1/storage/{user} (the volumes it erased).
+type Storage struct {
+	User    string         `json:"user"`
+	Volumes []StoredVolume `json:"volumes"`
+}
+
 // ServiceRequest is the original router's POST /service_request body. The
 // original had no user; an optional one is accepted (older originals sent it).
 type ServiceRequest struct {

@@ -21,8 +21,10 @@ import (
 // agent serving its router (token, catalog) holds user alice's instance
 // and volume; an anonymous launch of an arbitrary local image with alice's
 // volume mounted is refused (401), as is one with a wrong token (403), one
-// bearing the token but running an image outside the catalog (403). Nothing
-// is created, and alice's instance and data are as they were. Then a user
+// bearing the token but running an image outside the catalog (403); so is
+// an erase of her volume without the token (401, 403) and, with it, while
+// her instance mounts the volume (409). Nothing is created or removed, and
+// alice's instance and data are as they were. Then a user
 // whose user and volume names join up to alice's volume's gets a volume of
 // its own, empty.
 func TestAgentRefusesAttacksDocker(t *testing.T) {
@@ -88,6 +90,9 @@ func TestAgentRefusesAttacksDocker(t *testing.T) {
 		{"anonymous delete of alice's instance", "DELETE", "/v1/containers/" + alice.Instance, "", nil, 401, "Authorization: Bearer"},
 		{"anonymous clear", "POST", "/v1/clear", "", nil, 401, "Authorization: Bearer"},
 		{"anonymous list", "GET", "/v1/containers", "", nil, 401, "Authorization: Bearer"},
+		{"anonymous erase of alice's volume", "DELETE", "/v1/volumes?user=alice", "", nil, 401, "Authorization: Bearer"},
+		{"erase of alice's volume with a wrong token", "DELETE", "/v1/volumes?user=alice", "Bearer upca_not-the-token", nil, 403, "wrong agent token"},
+		{"token-bearing erase of alice's volume while her instance mounts it", "DELETE", "/v1/volumes?user=alice", bearer, nil, 409, "mounted by upc-test-" + alice.Instance},
 	} {
 		t.Run(a.name, func(t *testing.T) {
 			var body io.Reader

@@ -13,7 +13,7 @@ import (
 func TestConformanceDockerLocal(t *testing.T) {
 	routertest.Run(t, func(t *testing.T) routertest.Env {
 		d := newDeployment(t)
-		return routertest.Env{Image: imageRef, Digest: imageID, Open: func() router.Backend {
+		return routertest.Env{Image: imageRef, Digest: imageID, Leftovers: d.leftovers, Open: func() router.Backend {
 			return backend(t, docker.Machine{Name: "local", Weight: 1, Driver: d.engine(t, "local")})
 		}}
 	})
@@ -24,7 +24,7 @@ func TestConformanceDockerAgents(t *testing.T) {
 	routertest.Run(t, func(t *testing.T) routertest.Env {
 		d := newDeployment(t)
 		a, b := d.agentServer(t, "a"), d.agentServer(t, "b")
-		return routertest.Env{Image: imageRef, Digest: imageID, Open: func() router.Backend {
+		return routertest.Env{Image: imageRef, Digest: imageID, Leftovers: d.leftovers, Open: func() router.Backend {
 			return backend(t,
 				docker.Machine{Name: a.URL, Weight: 1, Driver: agentClient(t, a.URL)},
 				docker.Machine{Name: b.URL, Weight: 1, Driver: agentClient(t, b.URL)})

@@ -28,7 +28,8 @@ type Driver interface {
 	Remove(ctx context.Context, instance string) error
 	List(ctx context.Context) ([]agent.Container, error)
 	Clear(ctx context.Context) (int, error)
-	UserVolumes(ctx context.Context, user string) ([]string, error)
+	UserVolumes(ctx context.Context, user string) ([]agent.UserVolume, error)
+	RemoveUserVolumes(ctx context.Context, user string) ([]agent.UserVolume, error)
 }
 
 var (
@@ -40,6 +41,7 @@ var (
 	_ router.NetworkSetup = (*Backend)(nil)
 	_ router.Machines     = (*Backend)(nil)
 	_ router.UserData     = (*Backend)(nil)
+	_ router.Storage      = (*Backend)(nil)
 )
 
 // Machine is one machine's name (its address in the configuration), its
@@ -179,6 +181,8 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", router.ErrNotFound, err)
 	case errors.Is(err, agent.ErrInvalid):
 		return fmt.Errorf("%w: %w", router.ErrInvalid, err)
+	case errors.Is(err, agent.ErrConflict):
+		return fmt.Errorf("%w: %w", router.ErrConflict, err)
 	case errors.Is(err, agent.ErrForbidden):
 		// An image that is not the catalog's (a swapped tag), another
 		// user's volume: the router answers 403 with the machine's reason.
@@ -323,6 +327,83 @@ func (b *Backend) MachineWithData(ctx context.Context, user string) (string, boo
 			router.ErrMachineDown, strings.Join(down, ", "), user)
 	}
 	return "", false, nil
+}
+
+// userVolumes asks every machine, concurrently, for user's volumes. A
+// machine that does not answer is named in the error (router.ErrMachineDown):
+// it may hold some.
+func (b *Backend) userVolumes(ctx context.Context, user string) ([][]agent.UserVolume, error) {
+	out := make([][]agent.UserVolume, len(b.machines))
+	errs := make([]error, len(b.machines))
+	var wg sync.WaitGroup
+	for i, m := range b.machines {
+		wg.Go(func() {
+			out[i], errs[i] = m.Driver.UserVolumes(ctx, user)
+		})
+	}
+	wg.Wait()
+	var down []string
+	for i, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, agent.ErrInvalid):
+			return nil, mapErr(err)
+		default:
+			b.logger.Warn("machine does not answer for a user's volumes", "machine", b.machines[i].Name, "user", user, "err", err)
+			down = append(down, b.machines[i].Name)
+		}
+	}
+	if len(down) > 0 {
+		return out, fmt.Errorf("%w: machine %s may hold %s's data", router.ErrMachineDown, strings.Join(down, ", "), user)
+	}
+	return out, nil
+}
+
+func stored(machine string, vs []agent.UserVolume) []router.StoredVolume {
+	out := make([]router.StoredVolume, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, router.StoredVolume{Name: v.Name, Volume: v.Volume, Machine: machine})
+	}
+	return out
+}
+
+// UserStorage lists user's per-user volumes on every machine.
+func (b *Backend) UserStorage(ctx context.Context, user string) ([]router.StoredVolume, error) {
+	per, err := b.userVolumes(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	out := []router.StoredVolume{}
+	for i, vs := range per {
+		out = append(out, stored(b.machines[i].Name, vs)...)
+	}
+	return out, nil
+}
+
+// EraseUserStorage removes user's per-user volumes from every machine that
+// holds some; Docker deletes each volume's directory with it, so nothing
+// needs running (wipe is not used). It begins only once every machine has
+// answered: one that does not may hold the user's data, and an erase that
+// left it there would be no erase (router.ErrMachineDown, nothing removed).
+// A volume a container still mounts is router.ErrConflict.
+func (b *Backend) EraseUserStorage(ctx context.Context, user string, _ router.Spec) ([]router.StoredVolume, error) {
+	per, err := b.userVolumes(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("nothing erased: %w", err)
+	}
+	out := []router.StoredVolume{}
+	for i, vs := range per {
+		if len(vs) == 0 {
+			continue
+		}
+		m := b.machines[i]
+		removed, err := m.Driver.RemoveUserVolumes(ctx, user)
+		out = append(out, stored(m.Name, removed)...)
+		if err != nil {
+			return out, fmt.Errorf("machine %s: %w", m.Name, mapErr(err))
+		}
+	}
+	return out, nil
 }
 
 // SetupNetworks makes sure every machine has the UPC network.

@@ -175,7 +175,7 @@ func TestLegacyVolumeOwnedDocker(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	if vols, err := e.UserVolumes(ctx, "olga"); err != nil || !slices.Equal(vols, []string{legacy}) {
+	if vols, err := e.UserVolumes(ctx, "olga"); err != nil || !slices.Equal(vols, []agent.UserVolume{{Name: legacy, Volume: "data"}}) {
 		t.Errorf("olga's volumes = %v %v, want only the old one, %s", vols, err, legacy)
 	}
 	ins, err := cli.ContainerInspect(ctx, c.ContainerID, client.ContainerInspectOptions{})

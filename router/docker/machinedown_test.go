@@ -22,7 +22,8 @@ import (
 // address). A router started then comes up with the other machine's
 // instances; the users whose data may be on the silent machine get 503
 // (router.ErrMachineDown) and no PM elsewhere (no container, no new empty
-// volume); once the machine answers again, Adopt takes its instances in.
+// volume), and no user's data is erased (it may be there too); once the
+// machine answers again, Adopt takes its instances in.
 func TestMachineDownDocker(t *testing.T) {
 	ctx := context.Background()
 	d := newDeployment(t)
@@ -77,6 +78,22 @@ func TestMachineDownDocker(t *testing.T) {
 	}
 	if vs, err := cli.VolumeList(ctx, client.VolumeListOptions{Filters: f}); err != nil || len(vs.Items) > 0 {
 		t.Errorf("machine b holds %d volumes of %s (%v)", len(vs.Items), lost.User, err)
+	}
+
+	// No erase while a machine that may hold a user's data is silent: the
+	// user on b keeps the volume b holds, and is told why.
+	if err := r2.Delete(ctx, kept.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.StoredVolumes(ctx, kept.User); !errors.Is(err, router.ErrMachineDown) {
+		t.Errorf("%s's stored data with machine a silent: %v, want ErrMachineDown", kept.User, err)
+	}
+	if _, err := r2.Erase(ctx, kept.User); !errors.Is(err, router.ErrMachineDown) || !strings.Contains(err.Error(), "nothing erased") {
+		t.Errorf("erase of %s's data with machine a silent: %v, want ErrMachineDown, nothing erased", kept.User, err)
+	}
+	fb := make(client.Filters).Add("label", agent.LabelAgent+"="+d.prefix+"-b").Add("label", agent.LabelUser+"="+kept.User)
+	if vs, err := cli.VolumeList(ctx, client.VolumeListOptions{Filters: fb}); err != nil || len(vs.Items) != 1 {
+		t.Errorf("after the refused erase machine b holds %d volumes of %s (%v), want 1", len(vs.Items), kept.User, err)
 	}
 
 	// Machine a answers again, at the same address.

@@ -61,10 +61,13 @@ func randName(prefix string) string {
 type deployment struct {
 	prefix, network string
 	agents          *[]string
+	// mounts are where the engine kept each user's volumes, as leftovers
+	// saw them: user → volume → mountpoint.
+	mounts map[string]map[string]string
 }
 
 func newDeployment(t testing.TB) deployment {
-	d := deployment{prefix: randName("t"), network: randName("upc-test-"), agents: new([]string)}
+	d := deployment{prefix: randName("t"), network: randName("upc-test-"), agents: new([]string), mounts: map[string]map[string]string{}}
 	t.Cleanup(func() { d.cleanup(t) })
 	return d
 }
@@ -96,6 +99,42 @@ func (d deployment) cleanup(t testing.TB) {
 			}
 		}
 	}
+}
+
+// leftovers is what the engine holds of user's stored data among d's
+// agents, asked of the engine itself: every volume labelled for the user,
+// and the files of any such volume seen before, where the engine kept them
+// (its mountpoint, checked while this test runs on the engine's host).
+func (d deployment) leftovers(t *testing.T, user string) []string {
+	t.Helper()
+	vs, err := cli.VolumeList(context.Background(), client.VolumeListOptions{Filters: make(client.Filters).Add("label", agent.LabelUser+"="+user)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.mounts[user] == nil {
+		d.mounts[user] = map[string]string{}
+	}
+	var out []string
+	for _, v := range vs.Items {
+		if !slices.Contains(*d.agents, v.Labels[agent.LabelAgent]) {
+			continue
+		}
+		out = append(out, "volume "+v.Name)
+		if _, seen := d.mounts[user][v.Name]; !seen {
+			if _, err := os.Stat(v.Mountpoint); err != nil {
+				t.Logf("the files of volume %s are not checked: its mountpoint %s is not reachable here (%v)", v.Name, v.Mountpoint, err)
+				v.Mountpoint = ""
+			}
+			d.mounts[user][v.Name] = v.Mountpoint
+		}
+	}
+	for name, mp := range d.mounts[user] {
+		if _, err := os.Lstat(mp); mp != "" && err == nil {
+			out = append(out, "files of volume "+name+" at "+mp)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // engine is an in-process agent named d.prefix+"-"+name.

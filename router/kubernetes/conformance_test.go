@@ -45,16 +45,18 @@ func TestClusterConformanceKwok(t *testing.T) {
 
 // TestClusterConformanceRealNode runs the whole suite on a real node
 // (kubelet + containerd + kube-proxy): pods answer HTTP at node address +
-// node port, data survives pause and relaunch on the user's claim.
+// node port, data survives pause and relaunch on the user's claim, and an
+// erase leaves no claim, volume or file of the user's.
 func TestClusterConformanceRealNode(t *testing.T) {
 	c := needCluster(t)
 	sel := needNodes(t, c, "real")
 	ref, id := testImage(t, c)
 	routertest.Run(t, func(t *testing.T) routertest.Env {
 		ns := namespace(t, c)
+		lo := leftovers(c, ns)
 		return routertest.Env{Image: ref, Digest: id, Open: func() router.Backend {
 			return newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: c.local != ""})
-		}}
+		}, Leftovers: func(t *testing.T, user string) []string { return lo(t, user) }}
 	})
 }
 

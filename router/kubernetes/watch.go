@@ -24,6 +24,9 @@ func podKey(obj any) string {
 	if s := p.Labels[LabelPool]; s != "" {
 		return "p/" + s
 	}
+	if w := p.Labels[LabelWipe]; w != "" {
+		return "w/" + w
+	}
 	return ""
 }
 

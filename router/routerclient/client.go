@@ -119,6 +119,22 @@ func (c *Client) Delete(ctx context.Context, id string) error {
 	return c.c.Do(ctx, http.MethodDelete, "/v1/instances/"+url.PathEscape(id), nil, nil)
 }
 
+// Storage lists user's stored data: the per-user volumes (Docker) or claims
+// (Kubernetes) that outlive their instances.
+func (c *Client) Storage(ctx context.Context, user string) (api.Storage, error) {
+	var out api.Storage
+	err := c.c.Do(ctx, http.MethodGet, "/v1/storage/"+url.PathEscape(user), nil, &out)
+	return out, err
+}
+
+// Erase destroys user's stored data for good and answers what it removed;
+// refused (409) while an instance holding it runs.
+func (c *Client) Erase(ctx context.Context, user string) (api.Storage, error) {
+	var out api.Storage
+	err := c.c.Do(ctx, http.MethodDelete, "/v1/storage/"+url.PathEscape(user), nil, &out)
+	return out, err
+}
+
 // Clear removes every UPC instance.
 func (c *Client) Clear(ctx context.Context) (int, error) {
 	var out api.ClearResult

@@ -40,6 +40,11 @@ type Env struct {
 	// Kubernetes nodes): HTTP's transport answers from pod status, and the
 	// checks that need a process to write, read or call out are skipped.
 	NoProcess bool
+	// Leftovers, when set, reads what the engine or cluster itself still
+	// holds of user's stored data (volumes or claims labelled for the user,
+	// files they kept), bypassing the backend under test: after an erase it
+	// must be nothing.
+	Leftovers func(t *testing.T, user string) []string
 }
 
 func (e Env) client() *http.Client {
@@ -305,6 +310,97 @@ func Run(t *testing.T, newEnv NewEnv) {
 		}
 		if code, body, _ := env.get(other.Address, "/read"); code == 200 {
 			t.Fatalf("another user reads erin's data: %q", body)
+		}
+	})
+
+	t.Run("StorageOutlivesInstancesUntilErased", func(t *testing.T) {
+		env := newEnv(t)
+		env.needProcess(t)
+		b := env.Open()
+		if _, ok := b.(router.Storage); !ok {
+			testskip.Skip(t, "backend has no Storage: stored data cannot be found or erased through it")
+		}
+		r := env.Router(t, b)
+		first, err := r.Launch(ctx, "test", "gwen")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := env.client().Post(first.Address+"/write", "text/plain", strings.NewReader("gwen's note"))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("write: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		vs, err := r.StoredVolumes(ctx, "gwen")
+		if err != nil || len(vs) != 1 || vs[0].Volume != "data" || vs[0].Name == "" {
+			t.Fatalf("gwen's stored volumes: %+v %v, want her one data volume", vs, err)
+		}
+		if env.Leftovers != nil {
+			left := env.Leftovers(t, "gwen")
+			if len(left) == 0 {
+				t.Fatal("the engine shows nothing of gwen's data before the erase: the check would prove nothing")
+			}
+			t.Logf("before the erase: %q", left)
+		}
+		// Refused while her instance runs, and while it is paused.
+		if _, err := r.Erase(ctx, "gwen"); !errors.Is(err, router.ErrConflict) || !strings.Contains(err.Error(), string(first.ID)) {
+			t.Fatalf("erase while her instance runs: %v, want ErrConflict naming %s", err, first.ID)
+		}
+		if err := r.Pause(ctx, first.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Erase(ctx, "gwen"); !errors.Is(err, router.ErrConflict) {
+			t.Fatalf("erase while her instance is paused: %v, want ErrConflict", err)
+		}
+		if err := r.Delete(ctx, first.ID); err != nil {
+			t.Fatal(err)
+		}
+		// The backend refuses too, for an instance the router does not
+		// know of (another router's, a launch cut short by a crash).
+		spec := env.spec("57a7c0000001", "gwen")
+		if _, ok := b.(router.Machines); ok {
+			spec.Machine = first.Machine // where her volume is
+		}
+		stray, err := b.Launch(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Erase(ctx, "gwen"); !errors.Is(err, router.ErrConflict) {
+			t.Fatalf("erase while an instance unknown to the router mounts her volume: %v, want ErrConflict", err)
+		}
+		if err := b.Destroy(ctx, stray.ID); err != nil {
+			t.Fatal(err)
+		}
+		if vs, err := r.StoredVolumes(ctx, "gwen"); err != nil || len(vs) != 1 {
+			t.Fatalf("after the refused erases gwen's volumes are %+v %v", vs, err)
+		}
+
+		// A router restarted over a new backend finds her data and erases it.
+		r2 := env.Router(t, env.Open())
+		if err := r2.Rebuild(ctx); err != nil {
+			t.Fatal(err)
+		}
+		removed, err := r2.Erase(ctx, "gwen")
+		if err != nil || len(removed) != 1 || removed[0].Name != vs[0].Name {
+			t.Fatalf("erase: removed %+v, %v; want %s", removed, err, vs[0].Name)
+		}
+		if vs, err := r2.StoredVolumes(ctx, "gwen"); err != nil || len(vs) != 0 {
+			t.Fatalf("after the erase gwen's volumes are %+v %v", vs, err)
+		}
+		if env.Leftovers != nil {
+			if left := env.Leftovers(t, "gwen"); len(left) > 0 {
+				t.Fatalf("after the erase the engine still holds %q", left)
+			}
+		}
+		if removed, err := r2.Erase(ctx, "gwen"); err != nil || len(removed) != 0 {
+			t.Fatalf("a second erase: %+v %v, want nothing to do", removed, err)
+		}
+		// Her next instance starts on a new, empty volume.
+		again, err := r2.Launch(ctx, "test", "gwen")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, body, err := env.get(again.Address, "/read"); err != nil || code != http.StatusNotFound {
+			t.Fatalf("read after the erase: %d %q %v, want 404 (nothing)", code, body, err)
 		}
 	})
 

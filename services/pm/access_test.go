@@ -3,6 +3,7 @@ package pm_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"sort"
@@ -138,6 +139,7 @@ func TestAccessNoOrWrongCredential(t *testing.T) {
 		{"POST", api.PathDelete, `{"collection": "Stage_timeseries", "query": {}, "is_many": true}`},
 		{"POST", api.PathBudget, `{"privacy_cost": 1}`},
 		{"GET", api.PathBudgetLedger, ""},
+		{"GET", api.PathCollections, ""},
 		{"POST", api.PathGrants, `{"service": "count", "read": ["*"], "spend": 1}`},
 		{"GET", api.PathGrants, ""},
 		{"DELETE", "/v1/grants/g1", ""},
@@ -528,6 +530,8 @@ func TestAccessGrantIsNotOwner(t *testing.T) {
 	wantCode(t, "grant revokes a grant", gc.RevokeGrant(ctx, g.ID), 403)
 	_, err = gc.Ledger(ctx)
 	wantCode(t, "grant reads the ledger", err, 403)
+	_, err = gc.Collections(ctx)
+	wantCode(t, "grant lists the collections", err, 403)
 	wantCode(t, "grant unseals", gc.Unseal(ctx, secret), 403)
 	if st, err := gc.Status(ctx); err != nil || st.Sealed {
 		t.Errorf("grant's status: %+v %v", st, err)
@@ -537,6 +541,29 @@ func TestAccessGrantIsNotOwner(t *testing.T) {
 	if gs, _ := p.c.Grants(ctx); len(gs) != 1 || gs[0].Revoked {
 		t.Errorf("grants after the attempts: %+v", gs)
 	}
+}
+
+// The owner lists the collections holding documents, with their counts
+// (what an export reads); a sealed PM answers 403 saying so.
+func TestCollectionsOwnerOnly(t *testing.T) {
+	p, _ := ownedPM(t)
+	ctx := context.Background()
+	if _, err := p.c.InsertOne(ctx, "Other_database", api.Usercache, doc("u1", streamA, 4)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.c.Collections(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []api.Collection{{Database: "Other_database", Collection: api.Usercache, Count: 1},
+		{Database: api.DefaultDatabase, Collection: api.Timeseries, Count: 3}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("collections %v, want %v", got, want)
+	}
+	sealed := startPMAccess(t, t.TempDir(), store.Options{KDF: testKDF, InitialBudget: 1},
+		pm.Options{Access: access.Instance{SHA256: access.Hash(p.owner)}}, p.owner)
+	_, err = sealed.c.Collections(ctx)
+	wantCode(t, "collections of a sealed PM", err, 403)
 }
 
 // The owner's grant requests are checked.

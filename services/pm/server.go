@@ -98,6 +98,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathDelete, s.sealedGuard(s.delete))
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
 	h("GET "+api.PathBudgetLedger, s.ownerOnly("read the privacy ledger", s.sealedGuard(s.ledger)))
+	h("GET "+api.PathCollections, s.ownerOnly("list the collections", s.sealedGuard(s.collections)))
 	return s.authenticate(s.use.Track(mux))
 }
 
@@ -171,6 +172,16 @@ func (s *Server) sealedGuard(next httpx.HandlerFunc) httpx.HandlerFunc {
 
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	return httpx.Decode(w, r, v, httpx.DecodeOptions{MaxBody: s.maxBody, UseNumber: true})
+}
+
+// collections lists the collections holding documents (the owner's
+// export reads each).
+func (s *Server) collections(w http.ResponseWriter, r *http.Request) error {
+	cs, err := s.st.Collections()
+	if err != nil {
+		return err
+	}
+	return httpx.WriteJSON(w, http.StatusOK, api.Collections{Collections: cs})
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {

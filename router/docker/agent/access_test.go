@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -192,6 +193,7 @@ func TestHandlerRequiresToken(t *testing.T) {
 		{"POST", "/v1/containers/0000000000aa/unpause", nil},
 		{"DELETE", "/v1/containers/0000000000aa", nil},
 		{"GET", "/v1/volumes?user=alice", nil},
+		{"DELETE", "/v1/volumes?user=alice", nil},
 		{"POST", "/v1/clear", nil},
 		{"GET", "/nope", nil},
 	}
@@ -465,4 +467,20 @@ func fakeHost(t *testing.T, fd *fakeDocker) string {
 	srv := httptest.NewServer(fd)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestVolumeListReadsOlderAgents: agents before UserVolume answered bare
+// names; a router reading one still finds the user's volumes.
+func TestVolumeListReadsOlderAgents(t *testing.T) {
+	var l VolumeList
+	if err := json.Unmarshal([]byte(`{"volumes": ["upc-a-alice-data", {"name": "upc-a-bob-data-00", "volume": "data"}]}`), &l); err != nil {
+		t.Fatal(err)
+	}
+	want := []UserVolume{{Name: "upc-a-alice-data"}, {Name: "upc-a-bob-data-00", Volume: "data"}}
+	if !slices.Equal(l.Volumes, want) {
+		t.Errorf("read %+v, want %+v", l.Volumes, want)
+	}
+	if err := json.Unmarshal([]byte(`{"volumes": [3]}`), &l); err == nil {
+		t.Error("a number read as a volume")
+	}
 }

@@ -10,7 +10,8 @@ import (
 
 // Client calls a machine agent's HTTP API. Its methods mirror Engine's; an
 // answer of 404 matches ErrNotFound and one of 400 ErrInvalid (errors.Is),
-// as the engine's own errors do; one of 401 or 403 matches ErrForbidden.
+// as the engine's own errors do; one of 401 or 403 matches ErrForbidden, one
+// of 409 ErrConflict.
 type Client struct {
 	hc *http.Client
 	c  *httpx.Client
@@ -37,6 +38,8 @@ func kind(code int, _ string) error {
 		return ErrInvalid
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return ErrForbidden
+	case http.StatusConflict:
+		return ErrConflict
 	}
 	return nil
 }
@@ -94,9 +97,19 @@ func (c *Client) Remove(ctx context.Context, instance string) error {
 }
 
 // UserVolumes lists user's per-user volumes on the agent's machine.
-func (c *Client) UserVolumes(ctx context.Context, user string) ([]string, error) {
+func (c *Client) UserVolumes(ctx context.Context, user string) ([]UserVolume, error) {
 	var out VolumeList
 	if err := c.c.Do(ctx, http.MethodGet, "/v1/volumes?user="+url.QueryEscape(user), nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Volumes, nil
+}
+
+// RemoveUserVolumes removes user's per-user volumes on the agent's machine
+// and reports them (409, ErrConflict, while a container mounts one).
+func (c *Client) RemoveUserVolumes(ctx context.Context, user string) ([]UserVolume, error) {
+	var out VolumeList
+	if err := c.c.Do(ctx, http.MethodDelete, "/v1/volumes?user="+url.QueryEscape(user), nil, &out); err != nil {
 		return nil, err
 	}
 	return out.Volumes, nil

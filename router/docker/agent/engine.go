@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -461,8 +462,8 @@ func (e *Engine) remove(ctx context.Context, c Container) error {
 	return nil
 }
 
-// UserVolumes lists the names of user's per-user volumes made by this agent.
-func (e *Engine) UserVolumes(ctx context.Context, user string) ([]string, error) {
+// UserVolumes lists user's per-user volumes made by this agent, by name.
+func (e *Engine) UserVolumes(ctx context.Context, user string) ([]UserVolume, error) {
 	if !nameRE.MatchString(user) {
 		return nil, fmt.Errorf("%w: user %q is malformed", ErrInvalid, user)
 	}
@@ -470,12 +471,54 @@ func (e *Engine) UserVolumes(ctx context.Context, user string) ([]string, error)
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
-	names := make([]string, 0, len(res.Items))
+	out := make([]UserVolume, 0, len(res.Items))
 	for _, v := range res.Items {
-		names = append(names, v.Name)
+		out = append(out, UserVolume{Name: v.Name, Volume: v.Labels[LabelVolume]})
 	}
-	slices.Sort(names)
-	return names, nil
+	slices.SortFunc(out, func(a, b UserVolume) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// RemoveUserVolumes removes user's per-user volumes made by this agent, and
+// everything in them (Docker deletes a volume's directory with it), and
+// reports them. While any container mounts one of them, even a stopped
+// one, nothing is removed: ErrConflict naming the containers.
+func (e *Engine) RemoveUserVolumes(ctx context.Context, user string) ([]UserVolume, error) {
+	vs, err := e.UserVolumes(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("remove volumes of %s: %w", user, err)
+	}
+	var users []string
+	for _, v := range vs {
+		res, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("volume", v.Name)})
+		if err != nil {
+			return nil, fmt.Errorf("remove volumes of %s: list containers: %w", user, err)
+		}
+		for _, c := range res.Items {
+			name := c.ID[:min(12, len(c.ID))]
+			if len(c.Names) > 0 {
+				name = strings.TrimPrefix(c.Names[0], "/")
+			}
+			users = append(users, fmt.Sprintf("%s (%s, volume %s)", name, c.State, v.Name))
+		}
+	}
+	if len(users) > 0 {
+		return nil, fmt.Errorf("%w: %s's volumes are mounted by %s: remove those first", ErrConflict, user, strings.Join(users, ", "))
+	}
+	var removed []UserVolume
+	for _, v := range vs {
+		if _, err := e.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			if cerrdefs.IsConflict(err) {
+				err = fmt.Errorf("%w: %w", ErrConflict, err)
+			}
+			return removed, fmt.Errorf("remove volume %s of %s: %w", v.Name, user, err)
+		}
+		removed = append(removed, v)
+	}
+	if len(removed) > 0 {
+		e.logger.Info("removed a user's volumes", "user", user, "volumes", len(removed))
+	}
+	return removed, nil
 }
 
 // Clear removes every container of this agent carrying an instance label,

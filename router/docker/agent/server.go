@@ -89,6 +89,16 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 		}
 		return httpx.WriteJSON(w, http.StatusOK, VolumeList{Volumes: vs})
 	})
+	h("DELETE /v1/volumes", func(w http.ResponseWriter, r *http.Request) error {
+		if err := emptyBody(w, r); err != nil {
+			return err
+		}
+		vs, err := e.RemoveUserVolumes(r.Context(), r.URL.Query().Get("user"))
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, VolumeList{Volumes: vs})
+	})
 	h("POST /v1/clear", func(w http.ResponseWriter, r *http.Request) error {
 		if err := emptyBody(w, r); err != nil {
 			return err
@@ -116,6 +126,8 @@ func status(err error) error {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrForbidden):
 		code = http.StatusForbidden
+	case errors.Is(err, ErrConflict):
+		code = http.StatusConflict
 	}
 	// The agent's only caller is the router, which reports the message on.
 	return &httpx.Error{Code: code, Msg: err.Error(), Err: err}

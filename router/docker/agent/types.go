@@ -10,6 +10,7 @@ package agent
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -94,9 +95,26 @@ type NetworkInfo struct {
 	Gateway string `json:"gateway"`
 }
 
-// VolumeList answers GET /v1/volumes?user=.
+// UserVolume is one of a user's per-user volumes on a machine.
+type UserVolume struct {
+	Name   string `json:"name"`   // the Docker volume
+	Volume string `json:"volume"` // the catalog volume it holds (its upc.volume label)
+}
+
+// UnmarshalJSON also reads a bare name, as agents before UserVolume
+// answered GET /v1/volumes.
+func (v *UserVolume) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &v.Name)
+	}
+	type plain UserVolume
+	return json.Unmarshal(b, (*plain)(v))
+}
+
+// VolumeList answers GET /v1/volumes?user= (the user's volumes) and
+// DELETE /v1/volumes?user= (the volumes removed).
 type VolumeList struct {
-	Volumes []string `json:"volumes"`
+	Volumes []UserVolume `json:"volumes"`
 }
 
 // ClearResult answers POST /v1/clear.
@@ -109,6 +127,8 @@ var (
 	ErrNotFound = errors.New("no such instance")
 	// ErrInvalid: the request is malformed.
 	ErrInvalid = errors.New("invalid request")
+	// ErrConflict: a volume to remove is still mounted by a container.
+	ErrConflict = errors.New("conflict")
 )
 
 var (

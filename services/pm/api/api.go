@@ -37,6 +37,9 @@ const (
 	PathBudgetLedger     = "/privacy_budget" // GET: balance and ledger
 	PathHealthz          = "/healthz"
 	PathStatus           = "/status" // GET: sealed or not, no secrets
+	// PathCollections lists the collections that hold documents, with how
+	// many (owner only): what an export reads.
+	PathCollections = "/v1/collections"
 )
 
 // DefaultDatabase is the database a "stage_name"-only request addresses, as
@@ -366,6 +369,19 @@ type Status struct {
 	// (the PM then answers no spend).
 	LedgerHead  *LedgerHead `json:"ledger_head,omitempty"`
 	LedgerError string      `json:"ledger_error,omitempty"`
+}
+
+// Collection is one collection holding documents, and how many.
+type Collection struct {
+	Database   string `json:"database"`
+	Collection string `json:"collection"`
+	Count      int64  `json:"count"`
+}
+
+// Collections answers GET /v1/collections: every collection that holds
+// documents, ordered by database and name.
+type Collections struct {
+	Collections []Collection `json:"collections"`
 }
 
 // QuestionDigest is the hex SHA-256 of a question: the service's name and its

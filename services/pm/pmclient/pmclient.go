@@ -258,6 +258,14 @@ func (c *Client) Ledger(ctx context.Context) (api.Ledger, error) {
 	return out, err
 }
 
+// Collections lists the collections holding documents, with how many
+// (owner only).
+func (c *Client) Collections(ctx context.Context) ([]api.Collection, error) {
+	var out api.Collections
+	err := c.c.Get(ctx, api.PathCollections, &out)
+	return out.Collections, err
+}
+
 // IssueGrant asks the PM for a grant (owner only). The answer carries the
 // grant's token, the only time it is sent.
 func (c *Client) IssueGrant(ctx context.Context, req api.GrantRequest) (api.Grant, error) {

@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/query"
 )
 
@@ -495,18 +496,22 @@ func (s *Store) Count(ctx context.Context, db, coll string, f *query.Filter, ski
 	return n, err
 }
 
-// Collections lists the non-empty collections (for the owner's tools).
-func (s *Store) Collections() (map[string][]string, error) {
+// Collections lists the collections that hold documents, with how many,
+// ordered by database and name (the owner's export reads them all).
+func (s *Store) Collections() ([]api.Collection, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.aead == nil {
 		return nil, ErrSealed
 	}
-	out := map[string][]string{}
+	out := []api.Collection{}
 	for n, c := range s.colls {
-		if c.len() > 0 {
-			out[n.db] = append(out[n.db], n.coll)
+		if k := c.len(); k > 0 {
+			out = append(out, api.Collection{Database: n.db, Collection: n.coll, Count: int64(k)})
 		}
 	}
+	slices.SortFunc(out, func(a, b api.Collection) int {
+		return cmp.Or(cmp.Compare(a.Database, b.Database), cmp.Compare(a.Collection, b.Collection))
+	})
 	return out, nil
 }

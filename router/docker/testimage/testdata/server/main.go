@@ -4,7 +4,8 @@
 // check one instance can call another's address), and /write, /read on a
 // file under /data (to check per-user volumes outlive containers), and
 // /probe with its uid, gid and which of /data, /tmp and / it can write;
-// "server own-data UID:GID DIR" is upc-pm's (internal/owndata). Given a
+// "server own-data UID:GID DIR" and "server wipe-data DIR" are upc-pm's
+// (internal/owndata). Given a
 // certificate by its router (UPC_TLS_CERT, ...), it serves TLS and fetches
 // over TLS only, as UPC's services do; without one it serves plain HTTP.
 package main
@@ -27,8 +28,12 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == owndata.Command { // as upc-pm
-		if err := owndata.Main(os.Args[2:], func(s string) { fmt.Fprintln(os.Stderr, s) }); err != nil {
+	if len(os.Args) > 1 && (os.Args[1] == owndata.Command || os.Args[1] == owndata.WipeCommand) { // as upc-pm
+		sub := owndata.Main
+		if os.Args[1] == owndata.WipeCommand {
+			sub = owndata.WipeMain
+		}
+		if err := sub(os.Args[2:], func(s string) { fmt.Fprintln(os.Stderr, s) }); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
