@@ -17,6 +17,7 @@ import (
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/query"
 	"github.com/e-mission/upc/services/pm/store"
@@ -51,6 +52,7 @@ type Server struct {
 	grants       grantBook
 	spendMu      sync.Mutex // a grant's cap is checked and charged as one step
 	queryTimeout time.Duration
+	metrics      *metrics
 }
 
 // New returns a server over st.
@@ -65,14 +67,22 @@ func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
 		opts.QueryTimeout = DefaultQueryTimeout
 	}
 	return &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
-		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout}
+		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout,
+		metrics: newMetrics()}
 }
 
-// Handler routes the PM's endpoints.
+// Handler routes the PM's endpoints; every request is counted in the PM's
+// metrics, refusals included.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	h := func(pattern string, fn httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(s.log, s.logRefusal(fn))) }
 	mux.HandleFunc("GET "+api.PathHealthz, httpx.Healthz)
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(s.ready))
+	metrics := s.metrics.Handler()
+	h("GET "+obs.MetricsPath, s.ownerOrMonitor(func(w http.ResponseWriter, r *http.Request) error {
+		metrics.ServeHTTP(w, r)
+		return nil
+	}))
 	h("GET "+api.PathStatus, s.status)
 	h("POST "+api.PathKey, s.ownerOnly("claim or unseal it", s.unseal))
 	h("POST "+api.PathGrants, s.ownerOnly("issue grants", s.issueGrant))
@@ -91,7 +101,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathDelete, s.sealedGuard(s.delete))
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
 	h("GET "+api.PathBudgetLedger, s.ownerOnly("read the privacy ledger", s.sealedGuard(s.ledger)))
-	return s.authenticate(mux)
+	return s.metrics.Instrument(mux, s.authenticate(mux))
 }
 
 // logRefusal logs the 401s and 403s of authorization (the store's own 403s,
