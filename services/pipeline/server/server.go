@@ -13,6 +13,7 @@ import (
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/services/internal/pmbind"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/api"
@@ -57,7 +58,10 @@ type Request = api.Request
 // Result is the versioned answer.
 type Result = api.Result
 
-// Handler serves /run_pipeline, /v1/run and /healthz.
+// Handler serves /run_pipeline, /v1/run, /healthz and /readyz (open: ready
+// once serving), and /metrics (its requests by route and code) to the
+// bearer of the instance secret or a monitor's client certificate, as
+// access.Guard decides.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+api.PathRunOriginal, httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
@@ -76,7 +80,10 @@ func (s *Server) Handler() http.Handler {
 		return httpx.WriteJSON(w, http.StatusOK, res)
 	}))
 	mux.HandleFunc("GET /healthz", httpx.Healthz)
-	return access.Guard(s.Access, s.Logger, mux)
+	m := obs.New()
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(obs.Always))
+	mux.Handle("GET "+obs.MetricsPath, m.Handler())
+	return m.Instrument(mux, access.Guard(s.Access, s.Logger, mux))
 }
 
 func (s *Server) lock(key string) func() {
