@@ -12,7 +12,7 @@ import (
 	"github.com/e-mission/upc/router/api"
 )
 
-// What the router exports at GET /metrics (docs/router.md#metrics), beside
+// What the router exports at GET /metrics (docs/metrics.md), beside
 // obs's HTTP and runtime metrics. Labels name catalog services, states,
 // outcomes and reasons: never a user, an identity or an instance.
 //

@@ -9,7 +9,7 @@ import (
 	"github.com/e-mission/upc/internal/obs"
 )
 
-// What a PM exports at GET /metrics (docs/pm.md#metrics), to its owner and
+// What a PM exports at GET /metrics (docs/metrics.md), to its owner and
 // monitors, beside obs's HTTP and runtime metrics. Labels are outcomes and
 // payer kinds: never a grant, a service's name, a stream or a query.
 //

@@ -9,7 +9,7 @@ import (
 	"github.com/e-mission/upc/internal/obs"
 )
 
-// What an agent exports at GET /metrics (docs/router.md#metrics), to the
+// What an agent exports at GET /metrics (docs/metrics.md), to the
 // router's token and monitors, beside obs's HTTP and runtime metrics.
 // Labels are operations and outcomes: never a user, an instance or an image.
 //
