@@ -17,7 +17,7 @@ import (
 // outcomes and reasons: never a user, an identity or an instance.
 //
 //	upc_router_launch_duration_seconds{service, outcome}  histogram: from the backend's start to the instance's first healthy answer; outcome ok, unhealthy or failed
-//	upc_router_launches_refused_total{reason}             launches answered with a refusal (4xx or 503), by reason
+//	upc_router_launches_refused_total{reason}             launch requests refused once read (4xx or 503), by reason; a backend's refusal is also a failed launch
 //	upc_router_instances{service, state}                  the router's view: instances by catalog service and state
 //	upc_router_warm_pool_ready{service}                   ready pods in the backend's warm pool (backends with one)
 //	upc_router_warm_pool_target{service}                  the pool size the backend keeps

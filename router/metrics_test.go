@@ -2,12 +2,18 @@ package router_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/e-mission/upc/internal/obs/obstest"
+	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/api"
+	"github.com/e-mission/upc/router/routerclient"
 )
 
 // TestMetricsScrape: the router's /metrics answers admins and monitors only
@@ -170,5 +176,62 @@ func TestReadyz(t *testing.T) {
 	}
 	if c, _ := e.do(t, "POST", "/readyz", "", ""); c != http.StatusUnauthorized {
 		t.Fatalf("POST /readyz: %d, want 401 (only GET is open)", c)
+	}
+}
+
+// failingBackend is fakeBackend whose launches fail with err.
+type failingBackend struct {
+	*fakeBackend
+	err error
+}
+
+func (f *failingBackend) Launch(context.Context, router.Spec) (router.Instance, error) {
+	return router.Instance{}, f.err
+}
+
+// TestMetricsFailedLaunches: a launch the backend cannot start is a failed
+// launch in the histogram; one the backend refuses (a swapped image: 403)
+// is also a refusal, by reason.
+func TestMetricsFailedLaunches(t *testing.T) {
+	fb := &failingBackend{fakeBackend: newFake(t)}
+	admin := strings.Repeat("a", 40)
+	users, err := router.OpenUsers("", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, err := router.New(router.Options{Backend: fb, Catalog: testCatalog, Users: users, PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(router.Handler(core, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	rc, err := routerclient.New(srv.URL, routerclient.WithToken(admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	fb.err = fmt.Errorf("%w: image upc/count now resolves to another image", router.ErrForbidden)
+	if _, err := rc.Launch(ctx, "count", "alice"); code(err) != http.StatusForbidden {
+		t.Fatalf("a launch the backend refuses: %v, want 403", err)
+	}
+	fb.err = errors.New("the engine fell over")
+	if _, err := rc.Launch(ctx, "count", "alice"); code(err) != http.StatusInternalServerError {
+		t.Fatalf("a launch the backend fails: %v, want 500", err)
+	}
+	f := obstest.Scrape(t, srv.Client(), srv.URL+"/metrics", admin)
+	for _, w := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"upc_router_launch_duration_seconds", []string{"service", "count", "outcome", "failed"}, 2},
+		{"upc_router_launch_duration_seconds", []string{"outcome", "ok"}, 0},
+		{"upc_router_launches_refused_total", []string{"reason", "forbidden"}, 1},
+		{"upc_router_launches_refused_total", nil, 1},
+		{"upc_router_instances", []string{"service", "count"}, 0},
+	} {
+		if got := f.Value(w.name, w.labels...); got != w.want {
+			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.want)
+		}
 	}
 }
