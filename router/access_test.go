@@ -220,14 +220,14 @@ var testCatalog = &conf.Catalog{Services: []conf.Service{
 // accessEnv is a router with users alice, bob (role user) and rex
 // (researcher), and the admin.
 type accessEnv struct {
-	ca                         *certs.CA // nil: instances launched plain
-	fake                       *fakeBackend
-	core                       *router.Router
-	users                      *router.Users
-	srv                        *httptest.Server
-	admin, alice, bob, rex     *routerclient.Client
-	adminTok, aliceTok, bobTok string
-	logs                       *strings.Builder
+	ca                                 *certs.CA // nil: instances launched plain
+	fake                               *fakeBackend
+	core                               *router.Router
+	users                              *router.Users
+	srv                                *httptest.Server
+	admin, alice, bob, rex             *routerclient.Client
+	adminTok, aliceTok, bobTok, rexTok string
+	logs                               *strings.Builder
 }
 
 func newAccessEnv(t testing.TB, legacy bool, ca ...*certs.CA) *accessEnv {
@@ -255,7 +255,7 @@ func newAccessEnv(t testing.TB, legacy bool, ca ...*certs.CA) *accessEnv {
 	e.admin = e.client(t, e.adminTok)
 	e.alice, e.aliceTok = add("alice", api.RoleUser)
 	e.bob, e.bobTok = add("bob", api.RoleUser)
-	e.rex, _ = add("rex", api.RoleResearcher)
+	e.rex, e.rexTok = add("rex", api.RoleResearcher)
 	return e
 }
 
@@ -312,7 +312,8 @@ func code(err error) int {
 	return 0
 }
 
-// endpoints is every route but /healthz, with a body each accepts.
+// endpoints is every route but /healthz and /readyz, with a body each
+// accepts.
 func endpoints(id string) [][3]string {
 	return [][3]string{
 		{"POST", "/v1/instances", `{"service":"count","user":"alice"}`},
@@ -335,6 +336,7 @@ func endpoints(id string) [][3]string {
 		{"POST", "/kill", `{"address":"x"}`},
 		{"POST", "/clear_containers", ""},
 		{"POST", "/setup_networks", ""},
+		{"GET", "/metrics", ""},
 	}
 }
 

@@ -8,8 +8,12 @@ import (
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/router/api"
 )
+
+// whoamiPath is GET /v1/whoami, which every identity may call.
+const whoamiPath = "/v1/whoami"
 
 type identityKey struct{}
 
@@ -36,17 +40,17 @@ func original(path string) bool {
 }
 
 // authenticate puts the caller's identity in each request's context. Every
-// request but GET /healthz bears "Authorization: Bearer <token>" of a user
-// of the store or of the admin; no token or an unknown one answers 401. With
-// insecure_legacy, a token-less request to an original endpoint is the
-// legacy identity.
+// request but GET /healthz and GET /readyz bears "Authorization: Bearer
+// <token>" of a user of the store or of the admin; no token or an unknown
+// one answers 401. With insecure_legacy, a token-less request to an original
+// endpoint is the legacy identity.
 func (r *Router) authenticate(logger *slog.Logger, next http.Handler) http.Handler {
 	refuse := func(w http.ResponseWriter, req *http.Request, msg string) {
 		logger.Warn("refused", "method", req.Method, "path", req.URL.Path, "remote", req.RemoteAddr, "status", http.StatusUnauthorized, "reason", msg)
 		httpx.WriteJSON(w, http.StatusUnauthorized, api.Error{Error: msg})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/healthz" && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+		if access.Open(req) {
 			next.ServeHTTP(w, req)
 			return
 		}
@@ -63,6 +67,15 @@ func (r *Router) authenticate(logger *slog.Logger, next http.Handler) http.Handl
 				refuse(w, req, "unknown credential")
 				return
 			}
+		}
+		if id.Role == api.RoleMonitor && req.URL.Path != obs.MetricsPath && req.URL.Path != whoamiPath {
+			// A monitor is a scraper's credential: nothing but the metrics
+			// (and who it is), whatever the route would let a user do.
+			const msg = "a monitor reads " + obs.MetricsPath + " only"
+			logger.Warn("refused", "method", req.Method, "path", req.URL.Path, "identity", id.Name, "role", id.Role,
+				"remote", req.RemoteAddr, "status", http.StatusForbidden, "reason", msg)
+			httpx.WriteJSON(w, http.StatusForbidden, api.Error{Error: msg})
+			return
 		}
 		next.ServeHTTP(w, req.WithContext(WithIdentity(req.Context(), id)))
 	})

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/e-mission/upc/conf"
@@ -95,6 +96,9 @@ type Router struct {
 	// renewer calls instances with the router's client certificate.
 	renewer *http.Client
 	lim     *limits
+	metrics *metrics
+	// rebuilt: Rebuild has replaced the view at least once (Ready).
+	rebuilt atomic.Bool
 
 	claimGrace time.Duration
 
@@ -173,6 +177,7 @@ func New(opts Options) (*Router, error) {
 	if r.users == nil {
 		r.users, _ = OpenUsers("", "")
 	}
+	r.metrics = newMetrics(r)
 	if r.ca != nil {
 		roots, err := certs.Pool(r.ca.CertPEM)
 		if err != nil {
@@ -267,6 +272,7 @@ func (r *Router) Rebuild(ctx context.Context) error {
 		}
 	}
 	r.mu.Unlock()
+	r.rebuilt.Store(true)
 	r.logger.Info("rebuilt view from labels", "instances", len(view), "listed", len(all))
 	if partial != nil {
 		return fmt.Errorf("rebuild: %w", partial)
@@ -410,16 +416,19 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 	start := time.Now()
 	in, err := r.backend.Launch(ctx, spec)
 	if err != nil {
+		r.metrics.observeLaunch(svc.Name, outcomeFailed, time.Since(start))
 		return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, user, err)
 	}
 	started := time.Since(start)
 	if err := r.waitHealthy(ctx, in.ID, in.Address+svc.Health); err != nil {
+		r.metrics.observeLaunch(svc.Name, outcomeUnhealthy, time.Since(start))
 		// The caller's context may be what ended the wait: still clean up.
 		if derr := r.backend.Destroy(context.WithoutCancel(ctx), in.ID); derr != nil && !errors.Is(derr, ErrNotFound) {
 			err = errors.Join(err, fmt.Errorf("remove unhealthy instance: %w", derr))
 		}
 		return Instance{}, fmt.Errorf("launch %s for %s on %s: %w", svc.Name, user, in.Machine, err)
 	}
+	r.metrics.observeLaunch(svc.Name, outcomeOK, time.Since(start))
 	// What the backend reports is what a rebuild will see; the owner and
 	// the binding are the router's, whatever a backend forgot.
 	in.Owner, in.PM, in.Secret = o.owner, o.pm, ""

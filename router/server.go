@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/router/api"
 )
 
@@ -19,7 +20,9 @@ const MaxBody = 64 << 10
 
 // Handler serves the versioned API (/v1/...) and, beside it, the original
 // service router's endpoints with their original shapes, so the original
-// client scripts keep working.
+// client scripts keep working; GET /healthz and GET /readyz to anyone, GET
+// /metrics to admins and monitors. Every request is counted in the router's
+// metrics, refusals included.
 func Handler(r *Router, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	h := func(pattern string, f httpx.HandlerFunc) {
@@ -27,7 +30,13 @@ func Handler(r *Router, logger *slog.Logger) http.Handler {
 	}
 
 	mux.HandleFunc("GET /healthz", r.handleHealthz)
-	h("GET /v1/whoami", r.handleWhoami)
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(func(context.Context) error { return r.Ready() }))
+	metrics := r.metrics.Handler()
+	h("GET "+obs.MetricsPath, r.monitorOnly(func(w http.ResponseWriter, req *http.Request) error {
+		metrics.ServeHTTP(w, req)
+		return nil
+	}))
+	h("GET "+whoamiPath, r.handleWhoami)
 	h("POST /v1/users", r.adminOnly(r.handleAddUser))
 	h("GET /v1/users", r.adminOnly(r.handleUsers))
 	h("DELETE /v1/users/{name}", r.adminOnly(r.handleRemoveUser))
@@ -66,7 +75,7 @@ func Handler(r *Router, logger *slog.Logger) http.Handler {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
-	return r.authenticate(logger, mux)
+	return r.metrics.Instrument(mux, r.authenticate(logger, mux))
 }
 
 // status maps core errors to HTTP answers. The original router answered 403
@@ -139,7 +148,7 @@ func (r *Router) handleLaunch(w http.ResponseWriter, req *http.Request) error {
 	}
 	in, err := r.LaunchAs(req.Context(), caller(req), body)
 	if err != nil {
-		return status(err, false)
+		return status(r.metrics.refusal(err), false)
 	}
 	return httpx.WriteJSON(w, http.StatusCreated, wire(in))
 }
@@ -278,7 +287,7 @@ func (r *Router) handleServiceRequest(w http.ResponseWriter, req *http.Request) 
 		// send no token, so never see it).
 		in, err := r.LaunchAs(req.Context(), who, api.LaunchRequest{Service: body.Service, User: body.User})
 		if err != nil {
-			return status(err, true)
+			return status(r.metrics.refusal(err), true)
 		}
 		return httpx.WriteJSON(w, http.StatusOK, api.AddressResponse{Address: in.Address, Secret: in.Secret})
 	}
@@ -294,11 +303,11 @@ func (r *Router) handleServiceRequest(w http.ResponseWriter, req *http.Request) 
 	}
 	host, _, _ := net.SplitHostPort(req.RemoteAddr)
 	if err := r.lim.allow(LegacyName + "@" + host); err != nil {
-		return status(err, true)
+		return status(r.metrics.refusal(err), true)
 	}
 	in, err := r.launch(req.Context(), launchOrder{service: body.Service, user: user, owner: who.Name, legacy: true})
 	if err != nil {
-		return status(err, true)
+		return status(r.metrics.refusal(err), true)
 	}
 	return httpx.WriteJSON(w, http.StatusOK, api.AddressResponse{Address: in.Address})
 }

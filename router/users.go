@@ -22,7 +22,7 @@ import (
 // endpoints, only without a token) the legacy caller.
 type Identity struct {
 	Name string
-	Role string // api.RoleUser, api.RoleResearcher, api.RoleAdmin, or RoleLegacy
+	Role string // api.RoleUser, api.RoleResearcher, api.RoleAdmin, api.RoleMonitor, or RoleLegacy
 }
 
 // Reserved identity names: AdminName is the identity of admin_token_file,
@@ -41,10 +41,10 @@ func (id Identity) IsAdmin() bool { return id.Role == api.RoleAdmin }
 // ValidRole reports whether role may be given to a user of the store.
 func ValidRole(role string) error {
 	switch role {
-	case api.RoleUser, api.RoleResearcher, api.RoleAdmin:
+	case api.RoleUser, api.RoleResearcher, api.RoleAdmin, api.RoleMonitor:
 		return nil
 	}
-	return fmt.Errorf("%w: role %q must be one of %s, %s, %s", ErrInvalid, role, api.RoleUser, api.RoleResearcher, api.RoleAdmin)
+	return fmt.Errorf("%w: role %q must be one of %s, %s, %s, %s", ErrInvalid, role, api.RoleUser, api.RoleResearcher, api.RoleAdmin, api.RoleMonitor)
 }
 
 // Reserved reports whether name may not be given to a user of the store:

@@ -151,9 +151,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("certificate_bundle_path: %w", err)
 	}
-	// Mutual TLS: only a client certificate naming the router, from the
-	// bundle's CAs, gets as far as the token check.
-	err = httpx.ListenAndServeTLS(ctx, logger, addr, h, certs.MutualServerConfig(kp, routers, certs.RouterName))
+	// Mutual TLS: only a client certificate naming the router (or a
+	// monitor, which reads /metrics alone), from the bundle's CAs, gets as
+	// far as the token check.
+	err = httpx.ListenAndServeTLS(ctx, logger, addr, h, certs.MutualServerConfig(kp, routers, certs.RouterName, certs.MonitorName))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

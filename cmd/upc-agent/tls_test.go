@@ -23,9 +23,9 @@ import (
 
 // TestAgentServesMutualTLS runs the agent (on the real engine) with
 // machines_use_tls: plain HTTP gets 400; only a client presenting the
-// router's certificate from the bundle's CA gets past the handshake, and
-// then the token still counts; a client trusting another CA refuses the
-// agent. Needs Docker.
+// router's certificate (or a monitor's) from the bundle's CA gets past the
+// handshake, and then the token still counts (a monitor reads /metrics
+// alone); a client trusting another CA refuses the agent. Needs Docker.
 func TestAgentServesMutualTLS(t *testing.T) {
 	ca, other := certstest.New(t), certstest.New(t)
 	dir := t.TempDir()
@@ -114,6 +114,21 @@ func TestAgentServesMutualTLS(t *testing.T) {
 	}
 	if code, err := get(with(ca, &router), base+"/v1/containers", ""); err != nil || code != 401 {
 		t.Errorf("the router's certificate without the token: %d %v, want 401", code, err)
+	}
+	// A monitor's certificate reads /metrics and /readyz, and gets nothing
+	// else without the token.
+	monitor := ca.ClientCert(t, certs.MonitorName)
+	for path, want := range map[string]int{"/metrics": 200, "/readyz": 200, "/v1/containers": 401} {
+		if code, err := get(with(ca, &monitor), base+path, ""); err != nil || code != want {
+			t.Errorf("a monitor's certificate: %s answered %d %v, want %d", path, code, err, want)
+		}
+	}
+	if code, err := get(with(ca, &router), base+"/metrics", ""); err != nil || code != 200 {
+		t.Errorf("the router's certificate: /metrics answered %d %v, want 200", code, err)
+	}
+	foreignMonitor := other.ClientCert(t, certs.MonitorName)
+	if code, err := get(with(ca, &foreignMonitor), base+"/metrics", ""); err == nil {
+		t.Errorf("a monitor's name from another CA: /metrics answered %d, want a refused handshake", code)
 	}
 	foreignRouter, _ := other.CA.RouterClient(time.Hour)
 	oc, ok, _ := ca.CA.Issue(certs.Request{Name: "someone", Client: true})

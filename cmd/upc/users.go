@@ -77,9 +77,9 @@ func newUsersCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch role {
-			case api.RoleUser, api.RoleResearcher, api.RoleAdmin:
+			case api.RoleUser, api.RoleResearcher, api.RoleAdmin, api.RoleMonitor:
 			default:
-				return fmt.Errorf("--role %q: want %s, %s or %s", role, api.RoleUser, api.RoleResearcher, api.RoleAdmin)
+				return fmt.Errorf("--role %q: want %s, %s, %s or %s", role, api.RoleUser, api.RoleResearcher, api.RoleAdmin, api.RoleMonitor)
 			}
 			rc, err := f.client()
 			if err != nil {
@@ -94,7 +94,7 @@ func newUsersCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	add.Flags().StringVar(&role, "role", api.RoleUser, "user, researcher or admin")
+	add.Flags().StringVar(&role, "role", api.RoleUser, "user, researcher, admin or monitor (reads the router's /metrics only)")
 
 	list := &cobra.Command{
 		Use:   "list",

@@ -66,6 +66,18 @@ func TestUsersCommands(t *testing.T) {
 	if _, _, err := upc("users", "add", "rex", "--role", "researcher"); err != nil {
 		t.Fatal(err)
 	}
+	// A monitor's token reads the router's metrics and nothing else.
+	out, _, err = upc("users", "add", "prom", "--role", "monitor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mon, _ := routerclient.New(srv.URL, routerclient.WithToken(strings.TrimSpace(out)))
+	if me, err := mon.Whoami(context.Background()); err != nil || me.Role != "monitor" {
+		t.Fatalf("the monitor's token: whoami %+v %v", me, err)
+	}
+	if _, err := mon.List(context.Background(), ""); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("a monitor lists instances: %v, want 403", err)
+	}
 	out, _, err = upc("users", "list")
 	if err != nil || !strings.Contains(out, "alice") || !strings.Contains(out, "researcher") || strings.Contains(out, "upcu_") {
 		t.Fatalf("users list: %v\n%s", err, out)

@@ -396,10 +396,11 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{
 			Name: pulumi.String("https"), ContainerPort: pulumi.Int(a.RouterPort),
 		}},
-		// The router serves HTTPS only (the kubelet does not verify it).
+		// The router serves HTTPS only (the kubelet does not verify it);
+		// /readyz answers once its view is rebuilt from the cluster.
 		ReadinessProbe: &corev1.ProbeArgs{
 			HttpGet: &corev1.HTTPGetActionArgs{
-				Path: pulumi.String("/healthz"), Port: pulumi.Int(a.RouterPort), Scheme: pulumi.String("HTTPS"),
+				Path: pulumi.String("/readyz"), Port: pulumi.Int(a.RouterPort), Scheme: pulumi.String("HTTPS"),
 			},
 			PeriodSeconds: pulumi.Int(2),
 		},

@@ -364,8 +364,8 @@ func checkTLS(t *testing.T, m *mocks, pod any, c map[string]any, urlHost string)
 	}
 
 	probe := get(c, "readinessProbe", "httpGet")
-	if get(probe, "scheme") != "HTTPS" || get(probe, "path") != "/healthz" {
-		t.Errorf("readiness probe %v, want HTTPS /healthz", probe)
+	if get(probe, "scheme") != "HTTPS" || get(probe, "path") != "/readyz" {
+		t.Errorf("readiness probe %v, want HTTPS /readyz", probe)
 	}
 
 	cm := m.one(t, "kubernetes:core/v1:ConfigMap")

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/httpx"
 )
 
@@ -133,15 +134,41 @@ func FromEnv(getenv func(string) string) (Instance, error) {
 	return in, nil
 }
 
-// Guard wraps h so that every request but GET /healthz bears the secret
-// whose hash is in.SHA256: no credential answers 401, a wrong one 403, and
-// both are logged with the caller's address. Legacy lets everything through.
+// Paths outside the credential check, and the one a monitor may read.
+const (
+	HealthzPath = "/healthz" // open: {"status":"ok"}
+	ReadyzPath  = "/readyz"  // open: ready or not, and nothing else
+	MetricsPath = "/metrics" // the instance's own credential, or a monitor's certificate
+)
+
+// Open reports whether r asks for what anyone may: GET (or HEAD) /healthz
+// or /readyz, which answer a state and reveal nothing of anyone.
+func Open(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && (r.URL.Path == HealthzPath || r.URL.Path == ReadyzPath)
+}
+
+// Monitor reports whether r is a scrape of MetricsPath (GET or HEAD) over
+// TLS with a verified client certificate of the server's CAs naming
+// certs.MonitorName (an operator's scraper) or certs.RouterName: those may
+// read an instance's or an agent's metrics, and nothing else.
+func Monitor(r *http.Request) bool {
+	if r.URL.Path != MetricsPath || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		return false
+	}
+	return certs.ClientNamed(r, certs.MonitorName) || certs.ClientNamed(r, certs.RouterName)
+}
+
+// Guard wraps h so that every request but GET /healthz and GET /readyz
+// bears the secret whose hash is in.SHA256 (or, for GET /metrics alone, a
+// monitor's client certificate: see Monitor): no credential answers 401, a
+// wrong one 403, and both are logged with the caller's address. Legacy lets
+// everything through.
 func Guard(in Instance, logger *slog.Logger, h http.Handler) http.Handler {
 	if in.Legacy {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
+		if r.URL.Path == HealthzPath || Open(r) || Monitor(r) {
 			h.ServeHTTP(w, r)
 			return
 		}

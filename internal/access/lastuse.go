@@ -59,7 +59,10 @@ func (u *LastUse) Health() Health {
 // use from its start to its end.
 func (u *LastUse) Track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
+		// Probes and scrapes are not use: a monitor scraping every few
+		// seconds must not keep an instance from going idle.
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/metrics":
 			h.ServeHTTP(w, r)
 			return
 		}

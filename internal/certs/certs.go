@@ -6,9 +6,10 @@
 //
 // Names: an instance's certificate carries the DNS name <id>.instances.upc
 // (InstanceName), a certificate a router presents to its agents carries
-// router.upc (RouterName). Clients of instances check that the peer's
+// router.upc (RouterName), an operator's scraper's client certificate
+// monitor.upc (MonitorName). Clients of instances check that the peer's
 // certificate chains to the CA and names an instance; agents accept only a
-// client certificate naming the router.
+// client certificate naming the router (or, for /metrics alone, a monitor).
 package certs
 
 import (
@@ -38,6 +39,11 @@ const (
 	// RouterName is the name on the client certificate a router presents to
 	// its machine agents.
 	RouterName = "router.upc"
+	// MonitorName is the name on the client certificate an operator's
+	// scraper (Prometheus) presents to instances and agents: it reads their
+	// /metrics and nothing else (`upc certs issue monitor.upc --client
+	// --server=false`).
+	MonitorName = "monitor.upc"
 
 	// DefaultCATTL is how long `upc certs init` makes a CA for.
 	DefaultCATTL = 10 * 365 * 24 * time.Hour

@@ -104,6 +104,7 @@ const (
 	RoleUser       = "user"       // owns the instances launched for them
 	RoleResearcher = "researcher" // launches services bound by owners' grants
 	RoleAdmin      = "admin"      // every instance, clear, networks, users
+	RoleMonitor    = "monitor"    // reads the router's /metrics (a scraper), nothing else
 )
 
 // NewUser asks POST /v1/users for an identity (admin only).

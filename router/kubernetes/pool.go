@@ -29,6 +29,25 @@ import (
 // The PM starts sealed and is keyed by its user after the claim, so a pool
 // pod holds nothing of anyone before it is claimed.
 
+var _ router.WarmPool = (*Backend)(nil)
+
+// WarmPool reports, per pooled service, the Ready pool pods waiting to be
+// claimed and the pool's configured size, from the pod watch's cache (no
+// call to the API server): the router exports them as metrics.
+func (b *Backend) WarmPool() []router.PoolSize {
+	out := make([]router.PoolSize, 0, len(b.opts.WarmPool))
+	for _, svc := range slices.Sorted(maps.Keys(b.opts.WarmPool)) {
+		ready := 0
+		for _, p := range b.cached("p/" + svc) {
+			if p.DeletionTimestamp == nil && isReady(p) {
+				ready++
+			}
+		}
+		out = append(out, router.PoolSize{Service: svc, Ready: ready, Target: b.opts.WarmPool[svc]})
+	}
+	return out
+}
+
 func (b *Backend) poolSize() int {
 	n := 0
 	for _, k := range b.opts.WarmPool {

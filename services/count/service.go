@@ -13,6 +13,7 @@ import (
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/services/internal/pmbind"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -98,7 +99,10 @@ type ResponseV1 struct {
 	Noised      bool    `json:"noised,omitempty"`
 }
 
-// Handler serves the original and versioned endpoints and /healthz.
+// Handler serves the original and versioned endpoints, /healthz and
+// /readyz (open: ready once serving), and /metrics (its requests by route
+// and code) to the bearer of the instance secret or a monitor's client
+// certificate, as access.Guard decides.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /count_query", httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
@@ -118,7 +122,10 @@ func (s *Server) Handler() http.Handler {
 	// Authenticated requests are use; the health probe that reports it is not.
 	use := access.NewLastUse(nil)
 	mux.HandleFunc("GET /healthz", use.Healthz)
-	return access.Guard(s.Access, s.Logger, use.Track(mux))
+	m := obs.New()
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(obs.Always))
+	mux.Handle("GET "+obs.MetricsPath, m.Handler())
+	return m.Instrument(mux, access.Guard(s.Access, s.Logger, use.Track(mux)))
 }
 
 func (s *Server) count(ctx context.Context, w http.ResponseWriter, r *http.Request, v1 bool) (ResponseV1, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/services/internal/pmbind"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/pmclient"
@@ -123,7 +124,10 @@ func (r *LocalDateRequest) validate() (Freq, float64, error) {
 	return freq, cost, errors.Join(errs...)
 }
 
-// Handler serves the original and the versioned endpoints and /healthz.
+// Handler serves the original and the versioned endpoints, /healthz and
+// /readyz (open: ready once serving), and /metrics (its requests by route
+// and code) to the bearer of the instance secret or a monitor's client
+// certificate, as access.Guard decides.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /metrics/local_date", httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
@@ -143,7 +147,10 @@ func (s *Server) Handler() http.Handler {
 	// Authenticated requests are use; the health probe that reports it is not.
 	use := access.NewLastUse(nil)
 	mux.HandleFunc("GET /healthz", use.Healthz)
-	return access.Guard(s.Access, s.Logger, use.Track(mux))
+	m := obs.New()
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(obs.Always))
+	mux.Handle("GET "+obs.MetricsPath, m.Handler())
+	return m.Instrument(mux, access.Guard(s.Access, s.Logger, use.Track(mux)))
 }
 
 func newQueryID(prefix string) string {

@@ -58,10 +58,12 @@ type grantBook struct {
 	byID   map[string]*grant
 }
 
-// caller is who bears a request: the owner, or a grant's holder.
+// caller is who bears a request: the owner, a grant's holder, or a monitor
+// (a client certificate that reads /metrics only: access.Monitor).
 type caller struct {
-	owner bool
-	g     *grant
+	owner   bool
+	g       *grant
+	monitor bool
 }
 
 type callerKey struct{}
@@ -73,15 +75,21 @@ func callerOf(r *http.Request) caller {
 
 // authenticate finds who bears r: no credential is 401, a wrong, unknown,
 // expired or revoked one 403; every refusal is logged with the method, path
-// and remote address. GET /healthz needs nothing; a legacy PM checks nothing.
+// and remote address. GET /healthz and GET /readyz need nothing, GET
+// /metrics takes a monitor's client certificate too; a legacy PM checks
+// nothing.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.access.Legacy {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{owner: true})))
 			return
 		}
-		if r.Method == http.MethodGet && r.URL.Path == api.PathHealthz {
+		if access.Open(r) {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if access.Monitor(r) {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{monitor: true})))
 			return
 		}
 		tok, ok := access.Bearer(r)
@@ -144,6 +152,17 @@ func (s *Server) ownerOnly(what string, next httpx.HandlerFunc) httpx.HandlerFun
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if !callerOf(r).owner {
 			return deny(http.StatusForbidden, "only this PM's owner may %s", what)
+		}
+		return next(w, r)
+	}
+}
+
+// ownerOrMonitor lets the owner and monitors through: the PM's metrics,
+// which hold counts and ε, never data, streams or grants.
+func (s *Server) ownerOrMonitor(next httpx.HandlerFunc) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if c := callerOf(r); !c.owner && !c.monitor {
+			return deny(http.StatusForbidden, "only this PM's owner or a monitor may read its metrics")
 		}
 		return next(w, r)
 	}

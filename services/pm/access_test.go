@@ -119,7 +119,7 @@ func (p *testPM) balance(t *testing.T) float64 {
 	return l.Remaining
 }
 
-// Every endpoint but /healthz: none → 401, wrong → 403, and the refusal is
+// Every endpoint but /healthz and /readyz: none → 401, wrong → 403, and the refusal is
 // logged with the method, path and remote address. Nothing changes.
 func TestAccessNoOrWrongCredential(t *testing.T) {
 	p, _ := ownedPM(t)
@@ -144,6 +144,7 @@ func TestAccessNoOrWrongCredential(t *testing.T) {
 		{"GET", api.PathGrants, ""},
 		{"DELETE", "/v1/grants/g1", ""},
 		{"POST", api.PathGrantCheck, `{}`},
+		{"GET", "/metrics", ""},
 		{"GET", "/no/such/path", ""},
 	}
 	for _, cr := range []struct {

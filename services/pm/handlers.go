@@ -374,6 +374,7 @@ func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		s.metrics.spend(payerOwner, spendOutcome(res), c.Cost)
 		s.log.Info("privacy budget", "success", res.Success, "replayed", res.Replayed, "caller", req.Service)
 		return httpx.WriteJSON(w, http.StatusOK, res)
 	}
@@ -394,6 +395,7 @@ func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if !replay {
+			s.metrics.spend(payerGrant, spendRefusedGrantCap, 0)
 			return deny(http.StatusForbidden, "grant %s may spend %g ε in all; %g spent, %g asked", g.ID, g.Spend, spent, c.Cost)
 		}
 	}
@@ -401,8 +403,20 @@ func (s *Server) spend(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.spend(payerGrant, spendOutcome(res), c.Cost)
 	s.log.Info("privacy budget", "success", res.Success, "replayed", res.Replayed, "caller", g.Service, "grant", g.ID)
 	return httpx.WriteJSON(w, http.StatusOK, res)
+}
+
+// spendOutcome is the metrics' outcome of the store's answer to a spend.
+func spendOutcome(res api.SpendResponse) string {
+	switch {
+	case res.Replayed:
+		return spendReplayed
+	case res.Success:
+		return spendCharged
+	}
+	return spendRefusedBudget
 }
 
 // grantSlack absorbs floating-point error in a grant's cap, as the store's

@@ -17,6 +17,7 @@ import (
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/services/pm/api"
 	"github.com/e-mission/upc/services/pm/query"
 	"github.com/e-mission/upc/services/pm/store"
@@ -56,7 +57,8 @@ type Server struct {
 	queryTimeout time.Duration
 	claim        *claim
 	// use is when the owner or a grant last called (reported in /healthz).
-	use *access.LastUse
+	use     *access.LastUse
+	metrics *metrics
 }
 
 // New returns a server over st.
@@ -72,14 +74,22 @@ func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
 	}
 	return &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
 		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout,
-		claim: loadClaim(opts.ClaimFile, opts.Access.SHA256, logger), use: access.NewLastUse(opts.Now)}
+		claim: loadClaim(opts.ClaimFile, opts.Access.SHA256, logger), use: access.NewLastUse(opts.Now),
+		metrics: newMetrics()}
 }
 
-// Handler routes the PM's endpoints.
+// Handler routes the PM's endpoints; every request is counted in the PM's
+// metrics, refusals included.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	h := func(pattern string, fn httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(s.log, s.logRefusal(fn))) }
 	mux.HandleFunc("GET "+api.PathHealthz, s.healthz)
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(s.ready))
+	metrics := s.metrics.Handler()
+	h("GET "+obs.MetricsPath, s.ownerOrMonitor(func(w http.ResponseWriter, r *http.Request) error {
+		metrics.ServeHTTP(w, r)
+		return nil
+	}))
 	h("GET "+api.PathStatus, s.status)
 	h("POST "+api.PathKey, s.ownerOnly("claim or unseal it", s.unseal))
 	h("POST "+api.PathGrants, s.ownerOnly("issue grants", s.issueGrant))
@@ -99,7 +109,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))
 	h("GET "+api.PathBudgetLedger, s.ownerOnly("read the privacy ledger", s.sealedGuard(s.ledger)))
 	h("GET "+api.PathCollections, s.ownerOnly("list the collections", s.sealedGuard(s.collections)))
-	return s.authenticate(s.use.Track(mux))
+	return s.metrics.Instrument(mux, s.authenticate(s.use.Track(mux)))
 }
 
 // healthz answers that the PM serves and whether its owner has claimed it

@@ -90,3 +90,27 @@ func (c *CA) Issue(t testing.TB, name string, hosts ...string) (certPath, keyPat
 	}
 	return certPath, keyPath
 }
+
+// ClientCert is a client certificate of the CA naming name (such as
+// certs.MonitorName or certs.RouterName).
+func (c *CA) ClientCert(t testing.TB, name string) tls.Certificate {
+	t.Helper()
+	cert, key, err := c.CA.Issue(certs.Request{Name: name, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
+// ClientAs calls instances over TLS only, verifying them against the CA
+// and presenting a client certificate naming name.
+func (c *CA) ClientAs(t testing.TB, name string, timeout time.Duration) *http.Client {
+	t.Helper()
+	tr := certs.InstanceTransport(c.Pool())
+	tr.TLSClientConfig.Certificates = []tls.Certificate{c.ClientCert(t, name)}
+	return &http.Client{Timeout: timeout, Transport: certs.TLSOnly(tr)}
+}

@@ -41,11 +41,12 @@ type HandlerOptions struct {
 	Images []Image
 }
 
-// requireToken wraps h so every request but GET /healthz bears the token
-// whose hash is sum (empty: every such request is refused).
+// requireToken wraps h so every request but GET /healthz and GET /readyz
+// bears the token whose hash is sum (empty: every such request is
+// refused), but for GET /metrics with a monitor's client certificate.
 func requireToken(sum string, logger *slog.Logger, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && r.URL.Path == "/healthz" {
+		if access.Open(r) || access.Monitor(r) {
 			h.ServeHTTP(w, r)
 			return
 		}

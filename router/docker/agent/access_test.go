@@ -177,7 +177,8 @@ var attack = LaunchRequest{Instance: "0000000000aa", Service: "pm", User: "alice
 var catalogLaunch = LaunchRequest{Instance: "0000000000bb", Service: "pm", User: "alice", Image: catalogRef, Digest: catalogID,
 	Port: 8080, Volumes: []Volume{{Name: "pm-data", Path: "/data", PerUser: true}}}
 
-// TestHandlerRequiresToken: every route but GET /healthz answers 401 to a
+// TestHandlerRequiresToken: every route but GET /healthz and GET /readyz
+// (and, for a monitor's client certificate, GET /metrics) answers 401 to a
 // caller with no token and 403 to a wrong one, logged with the caller's
 // address, and nothing reaches Docker.
 func TestHandlerRequiresToken(t *testing.T) {
@@ -195,6 +196,7 @@ func TestHandlerRequiresToken(t *testing.T) {
 		{"GET", "/v1/volumes?user=alice", nil},
 		{"DELETE", "/v1/volumes?user=alice", nil},
 		{"POST", "/v1/clear", nil},
+		{"GET", "/metrics", nil},
 		{"GET", "/nope", nil},
 	}
 	srv, fd, logs := newTestAgent(t, "upc", HandlerOptions{Token: testToken, Images: []Image{{Ref: catalogRef, Digest: catalogID}}})
@@ -233,9 +235,12 @@ func TestHandlerRequiresToken(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
-	// GET /healthz needs no token (the router's and the harness's probe).
-	if code, msg := call(t, "GET", srv.URL+"/healthz", "", nil); code != 200 {
-		t.Errorf("healthz: %d %q", code, msg)
+	// GET /healthz and /readyz need no token (the router's and the
+	// harness's probes).
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, msg := call(t, "GET", srv.URL+p, "", nil); code != 200 {
+			t.Errorf("%s: %d %q", p, code, msg)
+		}
 	}
 }
 

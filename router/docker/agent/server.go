@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 )
 
 // maxBody bounds agent requests: a launch request is a few hundred bytes.
@@ -16,14 +18,16 @@ const maxBody = 256 << 10
 
 // Handler serves e over HTTP for a router on another machine: only to
 // callers bearing opts.Token, and launching only opts.Images (see
-// HandlerOptions; the zero value refuses everything but GET /healthz). The
-// router's in-process use of an Engine needs neither.
+// HandlerOptions; the zero value refuses everything but GET /healthz and
+// GET /readyz). GET /metrics also answers a monitor's client certificate
+// (access.Monitor). The router's in-process use of an Engine needs neither.
 func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 	var sum string
 	if opts.Token != "" {
 		sum = access.Hash(opts.Token)
 	}
 	images := catalog(slices.Clone(opts.Images))
+	m := newMetrics()
 	mux := http.NewServeMux()
 	h := func(pattern string, f httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(logger, f)) }
 	h("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
@@ -32,6 +36,13 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 		}
 		return httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(func(ctx context.Context) error {
+		if e.Ping(ctx) != nil {
+			return errEngineDown
+		}
+		return nil
+	}))
+	mux.Handle("GET "+obs.MetricsPath, m.Handler())
 	h("POST /v1/network", func(w http.ResponseWriter, r *http.Request) error {
 		if err := emptyBody(w, r); err != nil {
 			return err
@@ -50,11 +61,14 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 		if err := req.Validate(); err != nil {
 			return status(err)
 		}
+		start := time.Now()
 		if err := images.check(r.Context(), req, e.imageID); err != nil {
+			m.observe(opLaunch, err, start)
 			logger.Warn("refused", append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error()}, describe(req)...)...)
 			return status(err)
 		}
 		c, err := e.Launch(r.Context(), req)
+		m.observe(opLaunch, err, start)
 		if err != nil {
 			return status(err)
 		}
@@ -67,21 +81,24 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 		}
 		return httpx.WriteJSON(w, http.StatusOK, ContainerList{Containers: cs})
 	})
-	op := func(f func(*Engine, context.Context, string) error) httpx.HandlerFunc {
+	op := func(name string, f func(*Engine, context.Context, string) error) httpx.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) error {
 			if err := emptyBody(w, r); err != nil {
 				return err
 			}
-			if err := f(e, r.Context(), r.PathValue("instance")); err != nil {
+			start := time.Now()
+			err := f(e, r.Context(), r.PathValue("instance"))
+			m.observe(name, err, start)
+			if err != nil {
 				return status(err)
 			}
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
 	}
-	h("POST /v1/containers/{instance}/pause", op((*Engine).Pause))
-	h("POST /v1/containers/{instance}/unpause", op((*Engine).Unpause))
-	h("DELETE /v1/containers/{instance}", op((*Engine).Remove))
+	h("POST /v1/containers/{instance}/pause", op(opPause, (*Engine).Pause))
+	h("POST /v1/containers/{instance}/unpause", op(opUnpause, (*Engine).Unpause))
+	h("DELETE /v1/containers/{instance}", op(opRemove, (*Engine).Remove))
 	h("GET /v1/volumes", func(w http.ResponseWriter, r *http.Request) error {
 		vs, err := e.UserVolumes(r.Context(), r.URL.Query().Get("user"))
 		if err != nil {
@@ -109,7 +126,7 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 		}
 		return httpx.WriteJSON(w, http.StatusOK, ClearResult{Removed: n})
 	})
-	return requireToken(sum, logger, mux)
+	return m.Instrument(mux, requireToken(sum, logger, mux))
 }
 
 func emptyBody(w http.ResponseWriter, r *http.Request) error {

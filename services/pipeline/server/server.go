@@ -13,6 +13,7 @@ import (
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/httpx"
+	"github.com/e-mission/upc/internal/obs"
 	"github.com/e-mission/upc/services/internal/pmbind"
 	"github.com/e-mission/upc/services/pipeline"
 	"github.com/e-mission/upc/services/pipeline/api"
@@ -57,7 +58,10 @@ type Request = api.Request
 // Result is the versioned answer.
 type Result = api.Result
 
-// Handler serves /run_pipeline, /v1/run and /healthz.
+// Handler serves /run_pipeline, /v1/run, /healthz and /readyz (open: ready
+// once serving), and /metrics (its requests by route and code) to the
+// bearer of the instance secret or a monitor's client certificate, as
+// access.Guard decides.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+api.PathRunOriginal, httpx.Handle(s.Logger, func(w http.ResponseWriter, r *http.Request) error {
@@ -78,7 +82,10 @@ func (s *Server) Handler() http.Handler {
 	// Authenticated requests are use; the health probe that reports it is not.
 	use := access.NewLastUse(nil)
 	mux.HandleFunc("GET /healthz", use.Healthz)
-	return access.Guard(s.Access, s.Logger, use.Track(mux))
+	m := obs.New()
+	mux.Handle("GET "+obs.ReadyPath, obs.Ready(obs.Always))
+	mux.Handle("GET "+obs.MetricsPath, m.Handler())
+	return m.Instrument(mux, access.Guard(s.Access, s.Logger, use.Track(mux)))
 }
 
 func (s *Server) lock(key string) func() {

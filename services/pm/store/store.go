@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -85,8 +86,9 @@ const formatV1 = "upc-pm/1"
 
 // Store is one user's encrypted store. It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	opts Options
+	db     *bolt.DB
+	opts   Options
+	closed atomic.Bool
 
 	mu      sync.RWMutex // guards everything below and the data buckets
 	aead    cipher.AEAD  // nil while sealed
@@ -167,12 +169,16 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // Close closes the file and forgets the key.
 func (s *Store) Close() error {
+	s.closed.Store(true)
 	s.mu.Lock()
 	s.aead = nil
 	s.colls = nil
 	s.mu.Unlock()
 	return s.db.Close()
 }
+
+// Closed reports whether Close has been called: the file is no longer open.
+func (s *Store) Closed() bool { return s.closed.Load() }
 
 // Sealed reports whether no key has been given yet.
 func (s *Store) Sealed() bool {
