@@ -174,6 +174,7 @@ func testManifest() *images.Manifest {
 // marked secret.
 type outputs struct {
 	kubeconfig, url, namespace, adminToken, caCert string
+	upcClient, adminTokenRef, stack                string
 	secret                                         map[string]bool
 }
 
@@ -184,6 +185,7 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 	t.Helper()
 	m := &mocks{}
 	kc, url, ns, tok, ca := make(chan string, 1), make(chan string, 1), make(chan string, 1), make(chan string, 1), make(chan string, 1)
+	client, ref := make(chan string, 1), make(chan string, 1)
 	secrets := make(chan map[string]bool, 1)
 	send := func(c chan string) func(string) string {
 		return func(s string) string { c <- s; return s }
@@ -198,6 +200,8 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 		out.Namespace.ApplyT(send(ns))
 		out.AdminToken.ApplyT(send(tok))
 		out.CACert.ApplyT(send(ca))
+		out.Exports["upcClient"].(pulumi.StringOutput).ApplyT(send(client))
+		out.Exports["adminTokenRef"].(pulumi.StringOutput).ApplyT(send(ref))
 		// IsSecret waits for the output: not on the program's goroutine.
 		go func() {
 			sec := map[string]bool{}
@@ -220,7 +224,8 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 			return ""
 		}
 	}
-	o := outputs{kubeconfig: recv("kubeconfig", kc), url: recv("routerUrl", url), namespace: recv("namespace", ns), adminToken: recv("adminToken", tok), caCert: recv("caCert", ca)}
+	o := outputs{stack: stack, kubeconfig: recv("kubeconfig", kc), url: recv("routerUrl", url), namespace: recv("namespace", ns), adminToken: recv("adminToken", tok), caCert: recv("caCert", ca),
+		upcClient: recv("upcClient", client), adminTokenRef: recv("adminTokenRef", ref)}
 	select {
 	case o.secret = <-secrets:
 	case <-time.After(30 * time.Second):
@@ -514,7 +519,24 @@ func checkExports(t *testing.T, out outputs) {
 	if out.caCert != string(testCA.CertPEM) {
 		t.Errorf("caCert output %q, want the stack's CA certificate", out.caCert)
 	}
-	for _, k := range []string{"routerUrl", "namespace", "images", "caCert"} {
+	// From `pulumi up` to `upc client` in one copy-paste: the CA and the
+	// token written from the stack's outputs, the router's URL.
+	for _, want := range []string{
+		"pulumi stack output --stack " + out.stack + " caCert > upc-ca.crt",
+		"(umask 077 && pulumi stack output --stack " + out.stack + " --show-secrets adminToken > upc-admin.token)",
+		"upc client --router " + out.url + " --ca upc-ca.crt --token-file upc-admin.token",
+	} {
+		if !strings.Contains(out.upcClient, want) {
+			t.Errorf("upcClient output %q lacks %q", out.upcClient, want)
+		}
+	}
+	if !strings.HasSuffix(out.upcClient, "--token-file upc-admin.token") || strings.Contains(out.upcClient, testToken) {
+		t.Errorf("upcClient output %q: must end with the client's flags and hold no token", out.upcClient)
+	}
+	if want := "Secret " + out.namespace + "/upc-router-admin-token, key admin-token; pulumi stack output --stack " + out.stack + " --show-secrets adminToken"; out.adminTokenRef != want {
+		t.Errorf("adminTokenRef output %q, want %q", out.adminTokenRef, want)
+	}
+	for _, k := range []string{"routerUrl", "namespace", "images", "caCert", "upcClient", "adminTokenRef"} {
 		if s, ok := out.secret[k]; !ok || s {
 			t.Errorf("export %s: exported %v, secret %v; want a plain export", k, ok, s)
 		}
