@@ -26,6 +26,9 @@ type Outputs struct {
 	CACert pulumi.StringOutput
 	// Images maps each service to the image the cluster runs it from.
 	Images map[string]string
+	// ImageRefs, when set, replaces Images in the exports: references known
+	// once the images are pushed (GKE's registry digests).
+	ImageRefs pulumi.StringMapOutput
 	// Exports are the stack outputs as exported (secrets marked), by name.
 	Exports map[string]pulumi.Output
 }
@@ -130,6 +133,9 @@ func deploy(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		"adminTokenRef": pulumi.Sprintf("Secret %s/%s, key %s; %s", out.Namespace, SecretName, AdminTokenKey, stackOutputCmd(ctx.Stack(), "adminToken", true)),
 		// From `pulumi up` to `upc client` in one copy-paste: see ClientCommand.
 		"upcClient": out.RouterURL.ApplyT(func(u string) string { return ClientCommand(ctx.Stack(), u) }).(pulumi.StringOutput),
+	}
+	if out.ImageRefs != (pulumi.StringMapOutput{}) {
+		out.Exports["images"] = out.ImageRefs
 	}
 	for _, k := range slices.Sorted(maps.Keys(out.Exports)) {
 		ctx.Export(k, out.Exports[k])
