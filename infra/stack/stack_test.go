@@ -59,8 +59,9 @@ type res struct {
 // mocks records every resource and answers like the real providers would
 // for the few outputs the program reads.
 type mocks struct {
-	mu  sync.Mutex
-	all []res
+	mu    sync.Mutex
+	all   []res
+	calls []string // invoke tokens
 }
 
 func plain(pm resource.PropertyMap) map[string]any {
@@ -114,6 +115,9 @@ func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.Propert
 }
 
 func (m *mocks) Call(a pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	m.mu.Lock()
+	m.calls = append(m.calls, a.Token)
+	m.mu.Unlock()
 	if a.Token == "gcp:organizations/getClientConfig:getClientConfig" {
 		return resource.NewPropertyMapFromMap(map[string]any{"accessToken": "ya29.token", "project": "p"}), nil
 	}
@@ -830,6 +834,39 @@ func TestGKE(t *testing.T) {
 	for _, want := range []string{"server: https://34.1.2.3", "certificate-authority-data: Q0EtREFUQQ==", "gke-gcloud-auth-plugin", "gke_my-proj_europe-west1-b_upc"} {
 		if !strings.Contains(out.kubeconfig, want) {
 			t.Errorf("kubeconfig lacks %q:\n%s", want, out.kubeconfig)
+		}
+	}
+}
+
+// A preview of the gke stack asks the gcp provider for no access token (it
+// needs no credentials for the pushes, which it does not make): the token
+// stays unknown. (Pulumi's mocks cannot carry an unknown secret into a
+// registration, so the pushes themselves are checked by TestGKE, an up.)
+func TestGKEPreviewAsksNoToken(t *testing.T) {
+	for _, dryRun := range []bool{true, false} {
+		m := &mocks{}
+		resolved := make(chan string, 1)
+		err := pulumi.RunErr(func(ctx *pulumi.Context) error {
+			tok, err := pushToken(ctx)
+			if err != nil {
+				return err
+			}
+			tok.ApplyT(func(s string) string { resolved <- s; return s })
+			return nil
+		}, pulumi.WithMocks("upc", "gke", m), func(ri *pulumi.RunInfo) { ri.DryRun = dryRun })
+		if err != nil {
+			t.Fatalf("dry run %v: %v", dryRun, err)
+		}
+		var got string
+		select {
+		case got = <-resolved:
+		case <-time.After(time.Second):
+		}
+		switch {
+		case dryRun && (len(m.calls) != 0 || got != ""):
+			t.Errorf("preview: invoked %v, token %q; want nothing asked, the token unknown", m.calls, got)
+		case !dryRun && (len(m.calls) != 1 || got != "ya29.token"):
+			t.Errorf("up: invoked %v, token %q; want getClientConfig's token", m.calls, got)
 		}
 	}
 }
