@@ -256,3 +256,95 @@ func TestIntegrationInfraPulumiCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationInfraPreviewGKE runs `pulumi preview --stack gke` with the
+// CLI from the repository's root and no cloud credentials: the language host
+// builds and runs the program, the stack's settings (the stack file's
+// relative upc:images among them) are read and validated, and the preview
+// goes as far as Pulumi allows without Google: it stops at the first GCP
+// resource when the gcp provider plugin is not installed (this machine's
+// module proxy does not serve it), and else where the provider needs
+// credentials. Any other failure (the program's, the settings') fails the
+// test.
+func TestIntegrationInfraPreviewGKE(t *testing.T) {
+	if os.Getenv("UPC_TEST_INFRA") != "1" {
+		testskip.Skip(t, "infra integration test: run by `make test-infra` (UPC_TEST_INFRA=1)")
+	}
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	engineRoot, err := auto.FindPulumi()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "build", "images.json")); err != nil {
+		t.Fatalf("images (make images): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	work := t.TempDir()
+	stackFile := filepath.Join(work, "Pulumi.gke.yaml")
+	b, err := os.ReadFile(filepath.Join(root, "Pulumi.gke.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stackFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(),
+		"PATH="+filepath.Join(engineRoot, "bin")+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"PULUMI_BACKEND_URL=file://"+filepath.Join(work, "state"),
+		"PULUMI_CONFIG_PASSPHRASE=upc-preview-test",
+		"PULUMI_SKIP_UPDATE_CHECK=true",
+		"PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true",
+		// No Google credentials, whatever this machine has.
+		"GOOGLE_APPLICATION_CREDENTIALS="+filepath.Join(work, "none.json"),
+		"CLOUDSDK_CONFIG="+filepath.Join(work, "gcloud"),
+	)
+	if err := os.MkdirAll(filepath.Join(work, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pulumi := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, filepath.Join(engineRoot, "bin", "pulumi"), args...)
+		cmd.Dir, cmd.Env = root, env
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	caCert, caKey, err := auto.NewCA("gke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := "--config-file=" + stackFile
+	steps := [][]string{
+		{"stack", "init", "gke", "--non-interactive"},
+		{"config", "set", "--stack", "gke", cf, "upc:gcpProject", "my-project"},
+		{"config", "set", "--stack", "gke", cf, "upc:sourceRanges", "203.0.113.7/32"},
+		{"config", "set", "--stack", "gke", cf, "upc:caCert", "--", caCert},
+		{"config", "set", "--stack", "gke", cf, "--secret", "upc:caKey", "--", caKey},
+		{"config", "set", "--stack", "gke", cf, "--secret", "upc:adminToken", "--", access.NewToken(access.PrefixUser)},
+	}
+	for _, s := range steps {
+		if out, err := pulumi(s...); err != nil {
+			t.Fatalf("pulumi %s %s: %v\n%s", s[0], s[1], err, out)
+		}
+	}
+	start := time.Now()
+	out, err := pulumi("preview", "--stack", "gke", cf, "--non-interactive")
+	t.Logf("pulumi preview --stack gke (%s):\n%s", time.Since(start).Round(time.Millisecond), tail(out, 4000))
+	switch {
+	case err == nil:
+		t.Log("the preview ran through: a gcp provider plugin is installed and needed no credentials for it")
+	case strings.Contains(out, "no resource plugin 'pulumi-resource-gcp' found"):
+		t.Log("the program ran and its settings were valid; the preview stopped at the gcp provider plugin, which is not installed here")
+	case strings.Contains(out, "credentials") || strings.Contains(out, "could not find default credentials"):
+		t.Log("the program ran; the preview stopped where the gcp provider needs credentials")
+	default:
+		t.Fatalf("preview: %v", err)
+	}
+	for _, bad := range []string{"upc:images", "configuration of stack", "error in compiling Go", "go build in"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("the preview failed in the program or its settings (%q)", bad)
+		}
+	}
+}
