@@ -99,9 +99,7 @@ func TestIntegrationInfraPulumiCLI(t *testing.T) {
 		return out.String(), nil
 	}
 	cf := "--config-file=" + stackFile
-	if _, err := pulumi("stack", "init", stackName, "--non-interactive"); err != nil {
-		t.Fatal(err)
-	}
+	initStack(t, root, stackName, stackFile, func() error { _, err := pulumi("stack", "init", stackName, "--non-interactive"); return err })
 	t.Cleanup(func() {
 		runKubectl(context.Background(), dir, "delete", "pv", "-l", "upc.namespace="+ns, "--wait=false")
 	})
@@ -316,8 +314,14 @@ func TestIntegrationInfraPreviewGKE(t *testing.T) {
 		t.Fatal(err)
 	}
 	cf := "--config-file=" + stackFile
+	initStack(t, root, "gke", stackFile, func() error {
+		out, err := pulumi("stack", "init", "gke", "--non-interactive")
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	})
 	steps := [][]string{
-		{"stack", "init", "gke", "--non-interactive"},
 		{"config", "set", "--stack", "gke", cf, "upc:gcpProject", "my-project"},
 		{"config", "set", "--stack", "gke", cf, "upc:sourceRanges", "203.0.113.7/32"},
 		{"config", "set", "--stack", "gke", cf, "upc:caCert", "--", caCert},
@@ -345,6 +349,52 @@ func TestIntegrationInfraPreviewGKE(t *testing.T) {
 	for _, bad := range []string{"upc:images", "configuration of stack", "error in compiling Go", "go build in"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("the preview failed in the program or its settings (%q)", bad)
+		}
+	}
+}
+
+// initStack runs init (`pulumi stack init NAME`), which writes the stack's
+// secrets salt into the project's Pulumi.NAME.yaml (it has no
+// --config-file): the repository's file is put back as it was and the
+// lines init added go to stackFile, the copy every later command is given.
+func initStack(t *testing.T, root, name, stackFile string, init func() error) {
+	t.Helper()
+	repoFile := filepath.Join(root, "Pulumi."+name+".yaml")
+	orig, err := os.ReadFile(repoFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := func() {
+		if b, err := os.ReadFile(repoFile); err != nil || string(b) != string(orig) {
+			if err := os.WriteFile(repoFile, orig, 0o644); err != nil {
+				t.Errorf("restore %s: %v", repoFile, err)
+			}
+		}
+	}
+	t.Cleanup(restore)
+	if err := init(); err != nil {
+		restore()
+		t.Fatalf("stack init %s: %v", name, err)
+	}
+	after, err := os.ReadFile(repoFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore()
+	var added []string
+	for _, l := range strings.Split(string(after), "\n") {
+		if l != "" && !strings.Contains(string(orig), l) {
+			added = append(added, l)
+		}
+	}
+	f, err := os.OpenFile(stackFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if len(added) > 0 {
+		if _, err := f.WriteString("\n" + strings.Join(added, "\n") + "\n"); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
