@@ -234,7 +234,7 @@ func TestIntegrationInfraPulumiCLI(t *testing.T) {
 	}
 	destroyed = true
 	t.Logf("pulumi destroy: %s", time.Since(start).Round(time.Millisecond))
-	if _, err := pulumi("stack", "rm", stackName, "--yes", "--non-interactive"); err != nil {
+	if _, err := pulumi("stack", "rm", stackName, "--yes", "--non-interactive", "--preserve-config"); err != nil {
 		t.Errorf("stack rm: %v", err)
 	}
 	deadline = time.Now().Add(2 * time.Minute)
