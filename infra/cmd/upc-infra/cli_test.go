@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/e-mission/upc/infra/auto"
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/testskip"
 	"github.com/e-mission/upc/router/routerclient"
 )
@@ -50,11 +53,20 @@ func TestIntegrationInfraPulumiCLI(t *testing.T) {
 	if !cluster.Running(dir) || !cluster.HasRealNode(dir) {
 		testskip.Skipf(t, "not run: no local cluster with a real node in %s (make cluster-up NODES=real)", dir)
 	}
-	if _, err := os.Stat(filepath.Join(root, "build", "images.json")); err != nil {
+	m, err := images.LoadManifest(filepath.Join(root, "build", "images.json"))
+	if err != nil {
 		t.Fatalf("images (make images): %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
+	var refs []string
+	for _, n := range slices.Sorted(maps.Keys(m.Images)) {
+		refs = append(refs, m.Images[n].Ref)
+	}
+	// Idempotent: the node holds this build's images whatever cluster-up loaded.
+	if err := cluster.LoadImages(ctx, testLog{t}, dir, refs...); err != nil {
+		t.Fatalf("load images into the real node: %v", err)
+	}
 
 	const ns, stackName = "upc-infra-cli", "existing"
 	work := t.TempDir()
