@@ -85,13 +85,13 @@ infra-build: ## compile upc-infra (the infra module's command, which `upc infra`
 	@mkdir -p $(BIN)
 	cd infra && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(abspath $(BIN))/ ./cmd/upc-infra
 
-tools: ## the Pulumi engine and the kubernetes and upc provider plugins (cached; cold build ~20 min, 5.3 GB)
+tools: ## the Pulumi engine (with a stand-in Go language host where none is installed) and the kubernetes and upc provider plugins (cached; cold build ~20 min, 5.3 GB)
 	./scripts/tools.sh
 
 infra-test: ## vet infra/, then its tests with Pulumi's mocks (every stack; no engine, no cluster; the integration tests are test-infra's)
 	cd infra && $(GO) vet ./...
 	cd infra && $(GO) test -count=1 -skip '^TestIntegration' ./...
 
-test-infra: tools images infra-build cluster-deps ## bin/upc infra (bin/upc-infra) up/destroy --stack existing on the local real-node cluster (started if needed), the kind stack where it can run
+test-infra: tools images infra-build cluster-deps ## bin/upc infra (bin/upc-infra) up/destroy --stack existing, then `pulumi up`/`destroy --stack existing` with the CLI from the root, on the local real-node cluster (started if needed); the kind stack where it can run
 	$(GO) run ./cmd/upc cluster up --nodes $(INFRA_NODES) --reuse --images build/images.json
 	cd infra && UPC_TEST_INFRA=1 UPC_TEST_UPC_BIN=$(abspath $(BIN))/upc $(GO) test -count=1 -timeout 30m -run '^TestIntegrationInfra' -v ./cmd/upc-infra/

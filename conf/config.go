@@ -203,6 +203,11 @@ type Kubernetes struct {
 	// NodeAddress is the host in instance addresses; empty means the
 	// InternalIP of the node an instance's pod first ran on.
 	NodeAddress string `json:"node_address,omitempty"`
+	// NodeAddressType is the node address instance addresses use when
+	// NodeAddress is empty: "InternalIP" (the default) or "ExternalIP", for
+	// clients outside the cluster's network (GKE's nodes: their InternalIP
+	// is private to the VPC).
+	NodeAddressType string `json:"node_address_type,omitempty"`
 	// WarmPool is the number of ready pods kept per service; those of
 	// services with per-user volumes (the PM) go to new users only.
 	WarmPool map[string]int `json:"warm_pool,omitempty"`

@@ -51,6 +51,20 @@ else
 	PULUMI=$ENGINE_ROOT/bin/pulumi
 fi
 
+# The Go language host, which `pulumi up` on Pulumi.yaml (runtime: go) needs.
+# An installed engine comes with the real one; the module proxy here does not
+# serve it, so beside an engine built here goes a small stand-in
+# (infra/cmd/pulumi-language-go), rebuilt every time so it follows the tree.
+# The engine finds a language host beside its own executable first.
+if [[ $PULUMI == "$ENGINE_ROOT/bin/pulumi" ]]; then
+	(cd "$ROOT/infra" && timed "go language host (stand-in) build" go build -trimpath \
+		-o "$ENGINE_ROOT/bin/pulumi-language-go.tmp" ./cmd/pulumi-language-go)
+	mv "$ENGINE_ROOT/bin/pulumi-language-go.tmp" "$ENGINE_ROOT/bin/pulumi-language-go"
+	say "go language host: the stand-in at $ENGINE_ROOT/bin/pulumi-language-go"
+else
+	say "go language host: the installed engine's own"
+fi
+
 installed() { # installed NAME VERSION
 	"$PULUMI" plugin ls 2>/dev/null | awk -v n="$1" -v v="$2" '$1 == n && $3 == v { found = 1 } END { exit !found }'
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -41,7 +42,7 @@ func newKubernetesBackend(ctx context.Context, cfg *conf.Config, catalog *conf.C
 	}
 	hostPath := k.HostPathDir
 	return upck8s.New(ctx, cs, upck8s.Options{
-		Namespace: k.Namespace, NodeSelector: k.NodeSelector, NodeAddress: k.NodeAddress,
+		Namespace: k.Namespace, NodeSelector: k.NodeSelector, NodeAddress: k.NodeAddress, NodeAddressType: corev1.NodeAddressType(k.NodeAddressType),
 		GracePeriod: k.GracePeriod.D(), ImageByID: k.ImageByID, StorageClass: k.StorageClass, HostPathDir: hostPath,
 		WarmPool: k.WarmPool, Catalog: catalog, PMRouterPods: k.PMRouterPods, PMClients: k.PMClients,
 	}, logger.With("backend", "kubernetes"))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -25,18 +26,52 @@ type Outputs struct {
 	CACert pulumi.StringOutput
 	// Images maps each service to the image the cluster runs it from.
 	Images map[string]string
+	// ImageRefs, when set, replaces Images in the exports: references known
+	// once the images are pushed (GKE's registry digests).
+	ImageRefs pulumi.StringMapOutput
 	// Exports are the stack outputs as exported (secrets marked), by name.
 	Exports map[string]pulumi.Output
 }
 
-// Run is the program under `pulumi up`: configuration paths are relative to
-// the working directory, the project folder.
+// Run is the program under `pulumi up`: relative paths in the stack's
+// configuration resolve against the project folder (the one holding
+// Pulumi.yaml), whatever the working directory. Pulumi.yaml's `main:
+// infra/` makes the language host run the program in infra/, one folder
+// below the project.
 func Run(ctx *pulumi.Context) error {
-	dir, err := os.Getwd()
+	wd, err := os.Getwd()
 	if err != nil {
 		return fmt.Errorf("working directory: %w", err)
 	}
+	dir, err := ProjectDir(ctx.RootDirectory(), wd)
+	if err != nil {
+		return err
+	}
 	return RunIn(dir)(ctx)
+}
+
+// ProjectDir is the project folder: root when the engine names it (the
+// language host passes it as PULUMI_ROOT_DIRECTORY, ctx.RootDirectory()),
+// else the nearest folder at or above wd holding Pulumi.yaml (or .yml), as
+// Pulumi itself finds a project.
+func ProjectDir(root, wd string) (string, error) {
+	if root != "" {
+		return filepath.Abs(root)
+	}
+	wd, err := filepath.Abs(wd)
+	if err != nil {
+		return "", fmt.Errorf("project folder: %w", err)
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		for _, name := range []string{"Pulumi.yaml", "Pulumi.yml"} {
+			if fi, err := os.Stat(filepath.Join(d, name)); err == nil && !fi.IsDir() {
+				return d, nil
+			}
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("project folder: no Pulumi.yaml in %s or any folder above it", wd)
+		}
+	}
 }
 
 // RunIn is the program with configuration paths relative to dir (the
@@ -93,11 +128,49 @@ func deploy(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		// up --ca-out FILE` writes it, for `upc client --ca FILE`.
 		"caCert": out.CACert,
 		"images": pulumi.ToStringMap(out.Images).ToStringMapOutput(),
+		// Where the admin token is, never the token itself: the Kubernetes
+		// Secret the router reads, and the command that prints the output.
+		"adminTokenRef": pulumi.Sprintf("Secret %s/%s, key %s; %s", out.Namespace, SecretName, AdminTokenKey, stackOutputCmd(ctx.Stack(), "adminToken", true)),
+		// From `pulumi up` to `upc client` in one copy-paste: see ClientCommand.
+		"upcClient": out.RouterURL.ApplyT(func(u string) string { return ClientCommand(ctx.Stack(), u) }).(pulumi.StringOutput),
+	}
+	if out.ImageRefs != (pulumi.StringMapOutput{}) {
+		out.Exports["images"] = out.ImageRefs
 	}
 	for _, k := range slices.Sorted(maps.Keys(out.Exports)) {
 		ctx.Export(k, out.Exports[k])
 	}
 	return out, nil
+}
+
+// Files ClientCommand writes in the working directory.
+const (
+	ClientCAFile    = "upc-ca.crt"
+	ClientTokenFile = "upc-admin.token"
+)
+
+// stackOutputCmd is the Pulumi CLI command printing one stack output.
+func stackOutputCmd(stackName, output string, secret bool) string {
+	c := "pulumi stack output --stack " + stackName
+	if secret {
+		c += " --show-secrets"
+	}
+	return c + " " + output
+}
+
+// ClientCommand is the upcClient output: a shell line that writes the
+// stack's CA certificate and admin token to files (the token's readable by
+// its owner alone) and starts `upc client` on the router with them, ready
+// for the user's flags and subcommand:
+//
+//	eval "$(pulumi stack output upcClient)" --user alice launch --key-file alice.key --secret-out alice.pm
+//
+// (eval joins its arguments, so they end the line's last command).
+func ClientCommand(stackName, routerURL string) string {
+	return fmt.Sprintf("%s > %s && (umask 077 && %s > %s) && upc client --router %s --ca %s --token-file %s",
+		stackOutputCmd(stackName, "caCert", false), ClientCAFile,
+		stackOutputCmd(stackName, "adminToken", true), ClientTokenFile,
+		routerURL, ClientCAFile, ClientTokenFile)
 }
 
 // catalogFor copies the catalog (built-in when cfg has none), pins it to the

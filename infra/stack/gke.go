@@ -114,24 +114,30 @@ func deployGKE(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		return nil, fmt.Errorf("artifact registry: %w", err)
 	}
 	// Pushing uses the provider's own access token: whoever can run the
-	// program can push, with no docker login or credential helper.
-	client, err := organizations.GetClientConfig(ctx)
+	// program can push, with no docker login or credential helper. A
+	// preview pushes nothing and asks Google for no token (so it needs no
+	// credentials for it): there the token is unknown, like the digests.
+	token, err := pushToken(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gcp client config: %w", err)
+		return nil, err
 	}
 	var pushed []pulumi.Resource
+	// The cluster runs each image by the digest the push left in the
+	// registry (repo@sha256:…), never by a tag that may move.
+	digests := pulumi.StringMap{}
 	for _, name := range manifestNames(cfg.Manifest) {
 		im := cfg.Manifest.Images[name]
 		ri, err := NewRegistryImage(ctx, "image-"+name, RegistryImageArgs{
 			Source:   im.Ref,
 			Target:   g.ImagePath(name, tagOf(im.Ref)),
 			Username: pulumi.String("oauth2accesstoken"),
-			Password: pulumi.String(client.AccessToken),
+			Password: token,
 		}, pulumi.DependsOn([]pulumi.Resource{repo}))
 		if err != nil {
 			return nil, err
 		}
 		pushed = append(pushed, ri)
+		digests[name] = ri.RepoDigest
 	}
 	cat, used, err := catalogFor(cfg, func(name, ref string) string { return g.ImagePath(name, tagOf(ref)) })
 	if err != nil {
@@ -169,16 +175,35 @@ func deployGKE(ctx *pulumi.Context, cfg Config) (*Outputs, error) {
 		Catalog:      cat,
 		NodeSelector: cfg.NodeSelector,
 		NodeAddress:  cfg.NodeAddress,
-		StorageClass: orDefault(cfg.StorageClass, "standard-rwo"), // GKE's default class
-		PullPolicy:   "IfNotPresent",
-		URLHost:      routerIP.Address,
+		// Instances are reached at their node ports from outside the VPC:
+		// the router hands out the nodes' external addresses, and only the
+		// source ranges may reach the router's balancer or the PMs.
+		NodeAddressType:          "ExternalIP",
+		PMClients:                g.SourceRanges,
+		LoadBalancerSourceRanges: g.SourceRanges,
+		Images:                   digests,
+		StorageClass:             orDefault(cfg.StorageClass, "standard-rwo"), // GKE's default class
+		PullPolicy:               "IfNotPresent",
+		URLHost:                  routerIP.Address,
 	}, pulumi.DependsOn(append(pushed, pool)))
 	if err != nil {
 		return nil, err
 	}
 	ctx.Export("clusterName", cluster.Name)
 	ctx.Export("registry", pulumi.String(g.RegistryHost()+"/"+g.Project+"/"+g.Repository))
-	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, CACert: r.CACert, Images: used}, nil
+	return &Outputs{Kubeconfig: kubeconfig, RouterURL: r.URL, Namespace: r.Namespace, AdminToken: r.AdminToken, CACert: r.CACert, Images: used, ImageRefs: digests.ToStringMapOutput()}, nil
+}
+
+// pushToken is the gcp provider's access token, unknown in a preview.
+func pushToken(ctx *pulumi.Context) (pulumi.StringOutput, error) {
+	if ctx.DryRun() {
+		return pulumi.UnsafeUnknownOutput(nil).ApplyT(func(any) string { return "" }).(pulumi.StringOutput), nil
+	}
+	client, err := organizations.GetClientConfig(ctx)
+	if err != nil {
+		return pulumi.StringOutput{}, fmt.Errorf("gcp client config: %w", err)
+	}
+	return pulumi.String(client.AccessToken).ToStringOutput(), nil
 }
 
 // gkeKubeconfig reaches the cluster's endpoint with the user's gcloud

@@ -41,6 +41,20 @@ type RouterArgs struct {
 	Catalog      *conf.Catalog
 	NodeSelector map[string]string
 	NodeAddress  string
+	// NodeAddressType is the node address instances are reached at when
+	// NodeAddress is empty: "" (the router's default, InternalIP) or
+	// "ExternalIP" (GKE: clients outside the VPC).
+	NodeAddressType string
+	// PMClients are the networks each PM's NetworkPolicy admits besides the
+	// router (the clients at the node ports: GKE's source ranges).
+	PMClients []string
+	// LoadBalancerSourceRanges limit who reaches the router's LoadBalancer
+	// (without them the cloud opens it to everyone).
+	LoadBalancerSourceRanges []string
+	// Images, when set, are the references the router and the catalog's
+	// services run, by service name, known once pushed (GKE: the registry's
+	// repo@sha256 digests); they replace Image and the catalog's images.
+	Images       pulumi.StringMapInput
 	HostPathDir  string
 	StorageClass string
 	// ImageByID makes the router run pinned images by ID (nodes that hold
@@ -190,6 +204,11 @@ func RouterBackend(a RouterArgs) map[string]any {
 	}
 	if a.NodeAddress != "" {
 		k["node_address"] = a.NodeAddress
+	} else if a.NodeAddressType != "" {
+		k["node_address_type"] = a.NodeAddressType
+	}
+	if len(a.PMClients) > 0 {
+		k["pm_clients"] = a.PMClients
 	}
 	if a.StorageClass != "" {
 		k["storage_class"] = a.StorageClass
@@ -336,22 +355,31 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 	if _, err := RouterConfig(a, ""); err != nil {
 		return nil, err
 	}
-	catalog, err := json.MarshalIndent(a.Catalog, "", "  ")
+	catalog, err := catalogJSON(a.Catalog, nil)
 	if err != nil {
-		return nil, fmt.Errorf("encode catalog: %w", err)
+		return nil, err
+	}
+	catalogOut := pulumi.String(catalog).ToStringOutput()
+	image := pulumi.String(a.Image).ToStringOutput()
+	if a.Images != nil {
+		refs := a.Images.ToStringMapOutput()
+		catalogOut = refs.ApplyT(func(m map[string]string) (string, error) {
+			return catalogJSON(a.Catalog, m)
+		}).(pulumi.StringOutput)
+		image = refs.MapIndex(pulumi.String("router"))
 	}
 	routerConf := a.URLHost.ToStringOutput().ApplyT(func(host string) (string, error) {
 		b, err := RouterConfig(a, host)
 		return string(b), err
 	}).(pulumi.StringOutput)
-	configHash := routerConf.ApplyT(func(c string) string {
-		return sha256Hex(c + "\x00" + string(catalog))
+	configHash := pulumi.All(routerConf, catalogOut).ApplyT(func(v []any) string {
+		return sha256Hex(v[0].(string) + "\x00" + v[1].(string))
 	}).(pulumi.StringOutput)
 	cm, err := corev1.NewConfigMap(ctx, name+"-config", &corev1.ConfigMapArgs{
 		Metadata: meta(configMapName),
 		Data: pulumi.StringMap{
 			"upc.json":     routerConf,
-			"catalog.json": pulumi.String(catalog),
+			"catalog.json": catalogOut,
 		},
 	}, in...)
 	if err != nil {
@@ -387,7 +415,7 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 	podLabels := toStringMap(routerLabels)
 	container := corev1.ContainerArgs{
 		Name:            pulumi.String("router"),
-		Image:           pulumi.String(a.Image),
+		Image:           image,
 		ImagePullPolicy: pulumi.String(a.PullPolicy),
 		Args: pulumi.StringArray{
 			pulumi.String("--config"), pulumi.String(configDir + "/upc.json"),
@@ -488,6 +516,9 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		// router starts: its certificate names it.
 		spec.Type = pulumi.String("LoadBalancer")
 		spec.LoadBalancerIP = a.URLHost.ToStringOutput().ToStringPtrOutput()
+		if len(a.LoadBalancerSourceRanges) > 0 {
+			spec.LoadBalancerSourceRanges = pulumi.ToStringArray(a.LoadBalancerSourceRanges)
+		}
 	}
 	spec.Ports = corev1.ServicePortArray{port}
 	svc, err := corev1.NewService(ctx, name+"-service", &corev1.ServiceArgs{
@@ -512,6 +543,23 @@ func NewRouter(ctx *pulumi.Context, name string, a RouterArgs, opts ...pulumi.Re
 		return nil, fmt.Errorf("router outputs: %w", err)
 	}
 	return r, nil
+}
+
+// catalogJSON is the catalog as the ConfigMap holds it, each service whose
+// name refs has running that reference.
+func catalogJSON(cat *conf.Catalog, refs map[string]string) (string, error) {
+	cp := *cat
+	cp.Services = slices.Clone(cat.Services)
+	for i, s := range cp.Services {
+		if r, ok := refs[s.Name]; ok {
+			cp.Services[i].Image = r
+		}
+	}
+	b, err := json.MarshalIndent(&cp, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode catalog: %w", err)
+	}
+	return string(b), nil
 }
 
 // hostOrIP is the reserved host once ip (the balancer's status) is known:

@@ -59,8 +59,9 @@ type res struct {
 // mocks records every resource and answers like the real providers would
 // for the few outputs the program reads.
 type mocks struct {
-	mu  sync.Mutex
-	all []res
+	mu    sync.Mutex
+	all   []res
+	calls []string // invoke tokens
 }
 
 func plain(pm resource.PropertyMap) map[string]any {
@@ -92,7 +93,10 @@ func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.Propert
 	case TypeKindImages:
 		out["loaded"] = a.Inputs["images"]
 	case TypeRegistryImage:
-		out["repoDigest"] = resource.NewStringProperty(a.Inputs["target"].StringValue() + "@sha256:" + strings.Repeat("d", 64))
+		// As the provider reports it: the target's repository (no tag) @ the
+		// pushed manifest's digest.
+		target := a.Inputs["target"].StringValue()
+		out["repoDigest"] = resource.NewStringProperty(target[:strings.LastIndex(target, ":")] + "@" + testRepoDigest)
 	case "gcp:container/cluster:Cluster":
 		out["endpoint"] = resource.NewStringProperty("34.1.2.3")
 		out["masterAuth"] = resource.NewObjectProperty(resource.PropertyMap{
@@ -111,6 +115,9 @@ func (m *mocks) NewResource(a pulumi.MockResourceArgs) (string, resource.Propert
 }
 
 func (m *mocks) Call(a pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	m.mu.Lock()
+	m.calls = append(m.calls, a.Token)
+	m.mu.Unlock()
 	if a.Token == "gcp:organizations/getClientConfig:getClientConfig" {
 		return resource.NewPropertyMapFromMap(map[string]any{"accessToken": "ya29.token", "project": "p"}), nil
 	}
@@ -162,6 +169,9 @@ func get(v any, path ...any) any {
 	return v
 }
 
+// testRepoDigest is the digest every mock push reports.
+var testRepoDigest = "sha256:" + strings.Repeat("d", 64)
+
 func testManifest() *images.Manifest {
 	m := &images.Manifest{Version: "v1.2.3", Images: map[string]images.Image{}}
 	for i, n := range []string{"pm", "pipeline", "metrics", "count", "router"} {
@@ -174,6 +184,7 @@ func testManifest() *images.Manifest {
 // marked secret.
 type outputs struct {
 	kubeconfig, url, namespace, adminToken, caCert string
+	upcClient, adminTokenRef, stack                string
 	secret                                         map[string]bool
 }
 
@@ -184,6 +195,7 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 	t.Helper()
 	m := &mocks{}
 	kc, url, ns, tok, ca := make(chan string, 1), make(chan string, 1), make(chan string, 1), make(chan string, 1), make(chan string, 1)
+	client, ref := make(chan string, 1), make(chan string, 1)
 	secrets := make(chan map[string]bool, 1)
 	send := func(c chan string) func(string) string {
 		return func(s string) string { c <- s; return s }
@@ -198,6 +210,8 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 		out.Namespace.ApplyT(send(ns))
 		out.AdminToken.ApplyT(send(tok))
 		out.CACert.ApplyT(send(ca))
+		out.Exports["upcClient"].(pulumi.StringOutput).ApplyT(send(client))
+		out.Exports["adminTokenRef"].(pulumi.StringOutput).ApplyT(send(ref))
 		// IsSecret waits for the output: not on the program's goroutine.
 		go func() {
 			sec := map[string]bool{}
@@ -220,7 +234,8 @@ func run(t *testing.T, stack string, cfg Config) (*mocks, outputs) {
 			return ""
 		}
 	}
-	o := outputs{kubeconfig: recv("kubeconfig", kc), url: recv("routerUrl", url), namespace: recv("namespace", ns), adminToken: recv("adminToken", tok), caCert: recv("caCert", ca)}
+	o := outputs{stack: stack, kubeconfig: recv("kubeconfig", kc), url: recv("routerUrl", url), namespace: recv("namespace", ns), adminToken: recv("adminToken", tok), caCert: recv("caCert", ca),
+		upcClient: recv("upcClient", client), adminTokenRef: recv("adminTokenRef", ref)}
 	select {
 	case o.secret = <-secrets:
 	case <-time.After(30 * time.Second):
@@ -514,7 +529,24 @@ func checkExports(t *testing.T, out outputs) {
 	if out.caCert != string(testCA.CertPEM) {
 		t.Errorf("caCert output %q, want the stack's CA certificate", out.caCert)
 	}
-	for _, k := range []string{"routerUrl", "namespace", "images", "caCert"} {
+	// From `pulumi up` to `upc client` in one copy-paste: the CA and the
+	// token written from the stack's outputs, the router's URL.
+	for _, want := range []string{
+		"pulumi stack output --stack " + out.stack + " caCert > upc-ca.crt",
+		"(umask 077 && pulumi stack output --stack " + out.stack + " --show-secrets adminToken > upc-admin.token)",
+		"upc client --router " + out.url + " --ca upc-ca.crt --token-file upc-admin.token",
+	} {
+		if !strings.Contains(out.upcClient, want) {
+			t.Errorf("upcClient output %q lacks %q", out.upcClient, want)
+		}
+	}
+	if !strings.HasSuffix(out.upcClient, "--token-file upc-admin.token") || strings.Contains(out.upcClient, testToken) {
+		t.Errorf("upcClient output %q: must end with the client's flags and hold no token", out.upcClient)
+	}
+	if want := "Secret " + out.namespace + "/upc-router-admin-token, key admin-token; pulumi stack output --stack " + out.stack + " --show-secrets adminToken"; out.adminTokenRef != want {
+		t.Errorf("adminTokenRef output %q, want %q", out.adminTokenRef, want)
+	}
+	for _, k := range []string{"routerUrl", "namespace", "images", "caCert", "upcClient", "adminTokenRef"} {
 		if s, ok := out.secret[k]; !ok || s {
 			t.Errorf("export %s: exported %v, secret %v; want a plain export", k, ok, s)
 		}
@@ -696,8 +728,18 @@ func TestGKE(t *testing.T) {
 			ports[p.(string)] = true
 		}
 	}
-	if len(fws) != 2 || !ports["30000-32767"] || !ports["4431"] {
-		t.Errorf("%d firewall rules opening %v, want the node-port range and 4431", len(fws), ports)
+	// Exactly the node-port range and the router's port, each its own rule
+	// of one TCP port (range), to the source ranges only.
+	for _, fw := range fws {
+		if n := len(get(fw.In, "allows").([]any)); n != 1 || len(get(fw.In, "allows", 0, "ports").([]any)) != 1 {
+			t.Errorf("firewall %s allows %v, want one TCP port or range", fw.Name, fw.In["allows"])
+		}
+		if fw.In["denies"] != nil || fw.In["sourceTags"] != nil || fw.In["network"] != "upc" {
+			t.Errorf("firewall %s: denies %v, source tags %v, network %v", fw.Name, fw.In["denies"], fw.In["sourceTags"], fw.In["network"])
+		}
+	}
+	if len(fws) != 2 || len(ports) != 2 || !ports["30000-32767"] || !ports["4431"] {
+		t.Errorf("%d firewall rules opening %v, want exactly the node-port range and 4431", len(fws), ports)
 	}
 	pool := m.one(t, "gcp:container/nodePool:NodePool")
 	if pool.In["nodeCount"] != 3.0 || get(pool.In, "nodeConfig", "machineType") != "e2-standard-4" ||
@@ -727,17 +769,50 @@ func TestGKE(t *testing.T) {
 	}
 	c := checkRouter(t, m, out.kubeconfig, "35.9.9.9", false)
 	checkExports(t, out)
-	if c["image"] != reg+"router:v1.2.3" || c["imagePullPolicy"] != "IfNotPresent" {
-		t.Errorf("router image %v pull %v", c["image"], c["imagePullPolicy"])
+	// Everything runs from the stack's registry by the digest the push left.
+	if c["image"] != reg+"router@"+testRepoDigest || c["imagePullPolicy"] != "IfNotPresent" {
+		t.Errorf("router image %v pull %v, want %s by digest", c["image"], c["imagePullPolicy"], reg+"router")
 	}
-	if _, rc := catalogOf(t, m); rc.Kubernetes.StorageClass != "standard-rwo" || rc.Kubernetes.ImageByID {
-		t.Errorf("router kubernetes settings %+v", rc.Kubernetes)
+	_, rc := catalogOf(t, m)
+	if k := rc.Kubernetes; k.StorageClass != "standard-rwo" || k.ImageByID || k.NodeAddress != "" || k.NodeAddressType != "ExternalIP" ||
+		fmt.Sprint(k.PMClients) != "[203.0.113.7/32 198.51.100.0/24]" {
+		t.Errorf("router kubernetes settings %+v: want the nodes' external addresses handed out, PMs open to the source ranges", k)
 	}
 	cat, _ := catalogOf(t, m)
 	for _, s := range cat.Services {
-		if s.Image != reg+s.Name+":v1.2.3" {
-			t.Errorf("catalog %s runs %s, want the registry path", s.Name, s.Image)
+		if s.Image != reg+s.Name+"@"+testRepoDigest {
+			t.Errorf("catalog %s runs %s, want the registry's digest", s.Name, s.Image)
 		}
+	}
+	// Every resource the stack makes: the GCP ones in the project, the
+	// Kubernetes ones through the cluster's provider (checkRouter).
+	want := map[string]int{
+		"gcp:compute/network:Network": 1, "gcp:compute/subnetwork:Subnetwork": 1, "gcp:compute/firewall:Firewall": 2,
+		"gcp:container/cluster:Cluster": 1, "gcp:container/nodePool:NodePool": 1,
+		"gcp:artifactregistry/repository:Repository": 1, "gcp:compute/address:Address": 1, TypeRegistryImage: 5,
+		"upc:index:Router": 1, "pulumi:providers:kubernetes": 1,
+		"kubernetes:core/v1:Namespace": 1, "kubernetes:core/v1:ServiceAccount": 1, "kubernetes:rbac.authorization.k8s.io/v1:Role": 1,
+		"kubernetes:rbac.authorization.k8s.io/v1:RoleBinding": 1, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole": 1,
+		"kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding": 1, "kubernetes:core/v1:ConfigMap": 1,
+		"kubernetes:core/v1:Secret": 2, "kubernetes:apps/v1:Deployment": 1, "kubernetes:core/v1:Service": 1,
+	}
+	got := map[string]int{}
+	for _, r := range m.all {
+		got[r.Type]++
+		if strings.HasPrefix(r.Type, "gcp:") && r.In["project"] != "my-proj" {
+			t.Errorf("%s %s in project %v, want my-proj", r.Type, r.Name, r.In["project"])
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("resources %v, want %v", got, want)
+	}
+	net := m.one(t, "gcp:compute/network:Network")
+	if net.In["autoCreateSubnetworks"] != false || net.In["name"] != "upc" {
+		t.Errorf("network %v", net.In)
+	}
+	sub := m.one(t, "gcp:compute/subnetwork:Subnetwork")
+	if sub.In["ipCidrRange"] != DefaultSubnetCIDR || sub.In["region"] != "europe-west1" {
+		t.Errorf("subnetwork %v", sub.In)
 	}
 	svc := m.one(t, "kubernetes:core/v1:Service")
 	if get(svc.In, "spec", "type") != "LoadBalancer" || get(svc.In, "spec", "ports", 0, "port") != 4431.0 {
@@ -750,12 +825,48 @@ func TestGKE(t *testing.T) {
 	if ip := get(svc.In, "spec", "loadBalancerIP"); ip != "35.9.9.9" {
 		t.Errorf("router service loadBalancerIP %v, want the reserved address (its certificate names it)", ip)
 	}
+	if r := fmt.Sprint(get(svc.In, "spec", "loadBalancerSourceRanges")); r != "[203.0.113.7/32 198.51.100.0/24]" {
+		t.Errorf("router balancer open to %s, want the source ranges only", r)
+	}
 	if out.url != "https://35.9.9.9:4431" {
 		t.Errorf("router URL %q, want the load balancer's", out.url)
 	}
 	for _, want := range []string{"server: https://34.1.2.3", "certificate-authority-data: Q0EtREFUQQ==", "gke-gcloud-auth-plugin", "gke_my-proj_europe-west1-b_upc"} {
 		if !strings.Contains(out.kubeconfig, want) {
 			t.Errorf("kubeconfig lacks %q:\n%s", want, out.kubeconfig)
+		}
+	}
+}
+
+// A preview of the gke stack asks the gcp provider for no access token (it
+// needs no credentials for the pushes, which it does not make): the token
+// stays unknown. (Pulumi's mocks cannot carry an unknown secret into a
+// registration, so the pushes themselves are checked by TestGKE, an up.)
+func TestGKEPreviewAsksNoToken(t *testing.T) {
+	for _, dryRun := range []bool{true, false} {
+		m := &mocks{}
+		resolved := make(chan string, 1)
+		err := pulumi.RunErr(func(ctx *pulumi.Context) error {
+			tok, err := pushToken(ctx)
+			if err != nil {
+				return err
+			}
+			tok.ApplyT(func(s string) string { resolved <- s; return s })
+			return nil
+		}, pulumi.WithMocks("upc", "gke", m), func(ri *pulumi.RunInfo) { ri.DryRun = dryRun })
+		if err != nil {
+			t.Fatalf("dry run %v: %v", dryRun, err)
+		}
+		var got string
+		select {
+		case got = <-resolved:
+		case <-time.After(time.Second):
+		}
+		switch {
+		case dryRun && (len(m.calls) != 0 || got != ""):
+			t.Errorf("preview: invoked %v, token %q; want nothing asked, the token unknown", m.calls, got)
+		case !dryRun && (len(m.calls) != 1 || got != "ya29.token"):
+			t.Errorf("up: invoked %v, token %q; want getClientConfig's token", m.calls, got)
 		}
 	}
 }

@@ -66,6 +66,10 @@ type Options struct {
 	// InternalIP of the node the first pod ran on (node ports are open on
 	// every node, so the address stays valid when a pod moves).
 	NodeAddress string
+	// NodeAddressType is the node address used when NodeAddress is empty:
+	// corev1.NodeInternalIP (the default) or corev1.NodeExternalIP, for
+	// clients outside the cluster's network.
+	NodeAddressType corev1.NodeAddressType
 	// Labels are added to every object (tests add upc.test=1).
 	Labels map[string]string
 	// GracePeriod is the pods' terminationGracePeriodSeconds: our services
@@ -117,7 +121,7 @@ type Backend struct {
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{} // instance or pool → wakeups
 	users   [64]sync.Mutex                        // by user hash: one claim lookup-or-make at a time per user
-	nodes   map[string]string                     // node name → InternalIP
+	nodes   map[string]string                     // node name → its address (NodeAddressType)
 	closed  bool
 }
 
@@ -128,6 +132,10 @@ func New(ctx context.Context, cs kubernetes.Interface, opts Options, logger *slo
 	opts.GracePeriod = cmp.Or(opts.GracePeriod, time.Second)
 	opts.ReadyTimeout = cmp.Or(opts.ReadyTimeout, 2*time.Minute)
 	opts.PullPolicy = cmp.Or(opts.PullPolicy, corev1.PullIfNotPresent)
+	opts.NodeAddressType = cmp.Or(opts.NodeAddressType, corev1.NodeInternalIP)
+	if t := opts.NodeAddressType; t != corev1.NodeInternalIP && t != corev1.NodeExternalIP {
+		return nil, fmt.Errorf("kubernetes: node address type %q: want %s or %s", t, corev1.NodeInternalIP, corev1.NodeExternalIP)
+	}
 	var errs []error
 	for svc, n := range opts.WarmPool {
 		if n < 0 {

@@ -322,7 +322,8 @@ func readiness(spec router.Spec) *corev1.Probe {
 	}
 }
 
-// nodeAddress is Options.NodeAddress or the InternalIP of the pod's node.
+// nodeAddress is Options.NodeAddress or the pod's node's address of
+// Options.NodeAddressType (its InternalIP unless told otherwise).
 func (b *Backend) nodeAddress(ctx context.Context, pod *corev1.Pod) (string, error) {
 	if b.opts.NodeAddress != "" {
 		return b.opts.NodeAddress, nil
@@ -337,17 +338,20 @@ func (b *Backend) nodeAddress(ctx context.Context, pod *corev1.Pod) (string, err
 	if err != nil {
 		return "", fmt.Errorf("node of pod %s: %w", pod.Name, err)
 	}
+	want := b.opts.NodeAddressType
 	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
+		if a.Type == want {
 			ip = a.Address
 			break
 		}
 	}
-	if ip == "" {
+	if ip == "" && want == corev1.NodeInternalIP {
 		ip = pod.Status.HostIP
 	}
 	if ip == "" {
-		return "", fmt.Errorf("node %s reports no InternalIP", n.Name)
+		// An ExternalIP is never guessed: the host IP is the node's
+		// internal one, which the clients this was set for cannot reach.
+		return "", fmt.Errorf("node %s reports no %s", n.Name, want)
 	}
 	b.mu.Lock()
 	b.nodes[n.Name] = ip
