@@ -61,7 +61,7 @@ func TestServeAndShutDown(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var h map[string]string
+	var h map[string]any
 	if resp.StatusCode != 200 || json.Unmarshal(b, &h) != nil || h["status"] != "ok" {
 		t.Fatalf("healthz: %d %s", resp.StatusCode, b)
 	}

@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -95,7 +96,14 @@ func TestUnitEraseWithFakeAPI(t *testing.T) {
 	spec := func(id router.ID, user string) router.Spec {
 		return router.Spec{ID: id, Service: "pm", User: user, Owner: user, Image: "upc/pm:v1", Digest: pinnedID, Port: 8080, Volumes: vols}
 	}
-	wipe := router.Spec{ID: "e00000000001", Service: "pm", Image: "upc/pm:v1", Digest: pinnedID, Volumes: vols}
+	// Each erase gets a wipe pod of its own name, as the router gives it a
+	// new ID: a reused name could meet the last erase's pod, deleted but
+	// still in the watch's cache.
+	var nWipe int
+	wipeSpec := func() router.Spec {
+		nWipe++
+		return router.Spec{ID: router.ID(fmt.Sprintf("e%011d", nWipe)), Service: "pm", Image: "upc/pm:v1", Digest: pinnedID, Volumes: vols}
+	}
 	claim := upck8s.ClaimName("alice", "data")
 	pv := "upc-" + ns + "-" + claim
 	exists := func(what string) bool {
@@ -115,7 +123,7 @@ func TestUnitEraseWithFakeAPI(t *testing.T) {
 	if vs, err := be.UserStorage(ctx, "alice"); err != nil || len(vs) != 1 || vs[0].Name != claim || vs[0].Volume != "data" {
 		t.Fatalf("alice's storage: %+v %v", vs, err)
 	}
-	if _, err := be.EraseUserStorage(ctx, "alice", wipe); !errors.Is(err, router.ErrConflict) || !strings.Contains(err.Error(), "pod upc-"+string(in.ID)) {
+	if _, err := be.EraseUserStorage(ctx, "alice", wipeSpec()); !errors.Is(err, router.ErrConflict) || !strings.Contains(err.Error(), "pod upc-"+string(in.ID)) {
 		t.Fatalf("erase while alice's pod runs: %v, want ErrConflict naming it", err)
 	}
 	if len(wipes) != 0 || !exists("claim") || !exists("volume") {
@@ -129,14 +137,14 @@ func TestUnitEraseWithFakeAPI(t *testing.T) {
 	}
 
 	fail.Store(true)
-	if _, err := be.EraseUserStorage(ctx, "alice", wipe); err == nil || !strings.Contains(err.Error(), "nothing deleted") || !strings.Contains(err.Error(), "wipe exited 1 (Error): wipe-data: boom") {
+	if _, err := be.EraseUserStorage(ctx, "alice", wipeSpec()); err == nil || !strings.Contains(err.Error(), "nothing deleted") || !strings.Contains(err.Error(), "wipe exited 1 (Error): wipe-data: boom") {
 		t.Fatalf("erase whose wipe fails: %v, want the wipe's failure", err)
 	}
 	if !exists("claim") || !exists("volume") {
 		t.Fatal("a failed wipe was followed by deletions")
 	}
 	fail.Store(false)
-	erased, err := be.EraseUserStorage(ctx, "alice", wipe)
+	erased, err := be.EraseUserStorage(ctx, "alice", wipeSpec())
 	if err != nil || len(erased) != 1 || erased[0].Name != claim {
 		t.Fatalf("erase: %+v %v", erased, err)
 	}
@@ -185,14 +193,14 @@ func TestUnitEraseWithFakeAPI(t *testing.T) {
 	if vs, _ := be.UserStorage(ctx, "bob"); len(vs) != 0 {
 		t.Fatalf("bob's storage lists %+v without a claim", vs)
 	}
-	erased, err = be.EraseUserStorage(ctx, "bob", wipe)
+	erased, err = be.EraseUserStorage(ctx, "bob", wipeSpec())
 	if err != nil || len(erased) != 1 || erased[0].Name != bobClaim {
 		t.Fatalf("erase of bob's kept volume: %+v %v", erased, err)
 	}
 	if _, err := cs.CoreV1().PersistentVolumes().Get(ctx, "upc-"+ns+"-"+bobClaim, metav1.GetOptions{}); err == nil {
 		t.Error("bob's kept volume is still there")
 	}
-	if erased, err := be.EraseUserStorage(ctx, "carol", wipe); err != nil || len(erased) != 0 {
+	if erased, err := be.EraseUserStorage(ctx, "carol", wipeSpec()); err != nil || len(erased) != 0 {
 		t.Errorf("erase of a user with nothing: %+v %v", erased, err)
 	}
 }
