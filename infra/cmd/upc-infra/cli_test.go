@@ -100,11 +100,12 @@ func TestIntegrationInfraPulumiCLI(t *testing.T) {
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = time.Minute
 		err := cmd.Run()
-		shown := strings.Join(args, " ")
+		shown, stdout := strings.Join(args, " "), tail(out.String(), 2500)
 		if strings.Contains(shown, "--secret") || strings.Contains(shown, "--show-secrets") {
-			shown = args[0] + " " + args[1] + " …"
+			// Neither the secret given nor the secrets shown go to the log.
+			shown, stdout = args[0]+" "+args[1]+" …", fmt.Sprintf("(%d bytes, secrets: not logged)", out.Len())
 		}
-		t.Logf("pulumi %s (%s): %s%s", shown, time.Since(start).Round(time.Millisecond), tail(out.String(), 2500), tail(errOut.String(), 2500))
+		t.Logf("pulumi %s (%s): %s%s", shown, time.Since(start).Round(time.Millisecond), stdout, tail(errOut.String(), 2500))
 		if err != nil {
 			return out.String(), fmt.Errorf("pulumi %s: %w: %s", args[0], err, tail(errOut.String(), 2000))
 		}
@@ -169,8 +170,13 @@ func TestIntegrationInfraPulumiCLI(t *testing.T) {
 	if want := fmt.Sprintf("https://%s:30432", cluster.NodeIP); url != want {
 		t.Errorf("routerUrl %q, want %q", url, want)
 	}
-	if outs["caCert"] != caCert || outs["adminToken"] != token {
-		t.Error("the caCert and adminToken outputs are not the stack's settings")
+	// The program reads both settings with surrounding white space trimmed
+	// (a PEM's last newline).
+	if got, _ := outs["caCert"].(string); got != strings.TrimSpace(caCert) {
+		t.Errorf("the caCert output (%d bytes) is not the stack's setting (%d bytes)", len(got), len(caCert))
+	}
+	if got, _ := outs["adminToken"].(string); got != token {
+		t.Errorf("the adminToken output (%d characters) is not the stack's setting", len(got))
 	}
 	// The one line a user copies, in the project folder where they ran
 	// pulumi up: run it with `upc` standing for a function that records its
