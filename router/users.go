@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/e-mission/upc/internal/atomicfile"
+
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/router/api"
 )
@@ -242,33 +244,8 @@ func (u *Users) save(users []storedUser) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("users file: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(u.path)+".*")
-	if err != nil {
+	if err := atomicfile.Write(u.path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("users file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("users file: %w", err)
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("users file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("users file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("users file: %w", err)
-	}
-	if err := os.Rename(tmp, u.path); err != nil {
-		return fmt.Errorf("users file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -12,9 +12,10 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/e-mission/upc/internal/atomicfile"
 
 	"github.com/spf13/cobra"
 
@@ -547,29 +548,5 @@ func writeSecret(path, secret string) error {
 	return nil
 }
 
-// writeFileAtomic writes through a temporary file (mode 0600, beside path)
-// and a rename, so a failed write never leaves half a file.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".upc-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	// On the disk before the rename makes it the file: a crash leaves the
-	// old file or the new one, whole.
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
+// writeFileAtomic writes b to path (mode 0600) whole or not at all.
+func writeFileAtomic(path string, b []byte) error { return atomicfile.Write(path, b, 0o600) }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/e-mission/upc/internal/atomicfile"
+
 	"github.com/e-mission/upc/conf"
 )
 
@@ -85,19 +87,7 @@ func (m *Manifest) Save(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("save image manifest: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".images-*.json")
-	if err != nil {
-		return fmt.Errorf("save image manifest: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save image manifest: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save image manifest: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save image manifest: %w", err)
 	}
 	return nil

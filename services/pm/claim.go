@@ -2,12 +2,12 @@ package pm
 
 import (
 	"bytes"
-	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
+
+	"github.com/e-mission/upc/internal/atomicfile"
 )
 
 // ClaimFile is where, in the data directory, a PM keeps the mark that its
@@ -52,32 +52,9 @@ func (c *claim) mark() {
 		return
 	}
 	if c.path != "" {
-		if err := writeFileSync(c.path, []byte(c.hash+"\n")); err != nil {
+		if err := atomicfile.Write(c.path, []byte(c.hash+"\n"), 0o600); err != nil {
 			c.log.Warn("claim mark not kept (a restart of this instance will report it unclaimed)", "err", err.Error())
 		}
 	}
 	c.done.Store(true)
-}
-
-// writeFileSync writes data to path whole or not at all.
-func writeFileSync(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
