@@ -158,7 +158,12 @@ func (d *dockerFaults) disconnectAgent(ctx context.Context, agent string) (flow.
 		_, err := d.admin.Pause(pctx, in.ID)
 		cancel()
 		if err != nil {
-			hit[in.User] = fmt.Sprintf("agent %s cut off the network: the router could not pause PM %s there: %v", agent, in.ID, err)
+			why := err.Error()
+			if flow.IsTimeout(err) {
+				// The router waits on the silent agent: the caller's deadline ends it.
+				why = fmt.Sprintf("no answer within %s", cutOffProbe)
+			}
+			hit[in.User] = fmt.Sprintf("agent %s cut off the network: the router could not pause PM %s there: %s", agent, in.ID, why)
 			continue
 		}
 		notCut = append(notCut, in.ID)
