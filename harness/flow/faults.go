@@ -100,7 +100,7 @@ func (s *session) afterDeploymentFault(ctx context.Context, st scenario.Step, d 
 	return runner.Outcome{Note: "not hit: PM answers, router knows it", Fault: &report.FaultEffect{}}, nil
 }
 
-// stillServed checks the user can go on: the router lists their PM as
+// stillServed checks the user can go on: the router answers them, lists their PM as
 // running (a restarted router has adopted it) and, for a PM whose agent was
 // cut off, can reach it again (pause and resume), and the PM answers.
 func (s *session) stillServed(ctx context.Context) error {
@@ -109,6 +109,11 @@ func (s *session) stillServed(ctx context.Context) error {
 	ins, err := s.c.Router.List(pctx, s.u.ID)
 	if err != nil {
 		return fmt.Errorf("the router does not list the user's instances: %w", err)
+	}
+	if s.pm == nil {
+		// No PM yet (a router restart before the launch): the router
+		// answering the user is what there is to check.
+		return nil
 	}
 	found := false
 	for _, in := range ins {
