@@ -127,12 +127,12 @@ func (d *dockerFaults) killAgent(ctx context.Context, agent string) (flow.Deploy
 			return flow.DeploymentFault{}, fmt.Errorf("kill %s on agent %s: %w", c.ID[:12], agent, err)
 		}
 	}
-	how := fmt.Sprintf("machine %s was killed (its agent and its %d containers SIGKILLed)", agent, len(cs.Items))
+	how := fmt.Sprintf("machine %s was killed (its agent and the %s it ran SIGKILLed)", agent, count(len(cs.Items), "container"))
 	hit := map[string]string{}
 	for _, in := range pms {
 		hit[in.User] = how
 	}
-	return flow.DeploymentFault{Did: fmt.Sprintf("SIGKILLed agent %s and the %d containers it ran (%d PMs)", agent, len(cs.Items), len(pms)), Hit: hit}, nil
+	return flow.DeploymentFault{Did: fmt.Sprintf("SIGKILLed agent %s and the %s it ran (%s)", agent, count(len(cs.Items), "container"), count(len(pms), "PM")), Hit: hit}, nil
 }
 
 // cutOffProbe bounds how long the router is given to reach a cut-off agent.
@@ -179,8 +179,8 @@ func (d *dockerFaults) disconnectAgent(ctx context.Context, agent string) (flow.
 	if err := d.untilAgentsAnswer(ctx, time.Minute); err != nil {
 		return flow.DeploymentFault{}, fmt.Errorf("after connecting agent %s again: %w", agent, err)
 	}
-	did := fmt.Sprintf("disconnected agent %s from %s (%d PMs there), connected it again; the router reached every agent %.1f s later",
-		agent, d.dep.Network, len(pms), time.Since(t0).Seconds())
+	did := fmt.Sprintf("disconnected agent %s from %s (%s there), connected it again; the router reached every agent %.1f s later",
+		agent, d.dep.Network, count(len(pms), "PM"), time.Since(t0).Seconds())
 	if len(notCut) > 0 {
 		did += "; yet the router still paused " + strings.Join(notCut, ", ")
 	}
@@ -351,3 +351,11 @@ func (a *routerAddr) follow(hc *http.Client) *http.Client {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// count says "1 PM", "2 PMs".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

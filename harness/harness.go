@@ -122,6 +122,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	} else if users, err = sc.Users(dataDir, run); err != nil {
 		return nil, fmt.Errorf("population: %w", err)
 	}
+	// Every user meets at a deployment-wide fault, so all run at once
+	// (as the runner does): say so in the report.
+	if slices.ContainsFunc(sc.Steps, scenario.Step.Global) {
+		sc.Parallel = len(users)
+	}
 	manifest, err := images.LoadManifest(o.ImagesPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `make images` first)", err)
