@@ -10,6 +10,7 @@ MODE ?= docker
 # Local Kubernetes tiers for cluster-up: fake (kwok), real (kubelet + containerd) or both.
 NODES ?= both
 RESULTS ?= results
+SCENARIO ?= scenarios/default.yaml
 
 export CGO_ENABLED := 0
 
@@ -30,9 +31,9 @@ test: images ## vet, then run every test (unit and real Docker engine; the TestC
 	$(GO) test -count=1 -timeout 40m -skip '^TestCluster' ./...
 	@$(MAKE) --no-print-directory infra-test
 
-e2e: images $(if $(filter kubernetes,$(MODE)),cluster-deps) ## stand UPC up (MODE=docker: the local engine; MODE=kubernetes: the local cluster), run the default scenario, report to results/
+e2e: images $(if $(filter kubernetes,$(MODE)),cluster-deps) ## stand UPC up (MODE=docker: the local engine; MODE=kubernetes: the local cluster), run SCENARIO (default scenarios/default.yaml), report to results/
 	$(if $(filter kubernetes,$(MODE)),$(GO) run ./cmd/upc cluster up --nodes $(NODES) --reuse --images build/images.json)
-	$(GO) run ./cmd/upc e2e --mode $(MODE) --images build/images.json --results $(RESULTS)
+	$(GO) run ./cmd/upc e2e --mode $(MODE) --scenario $(SCENARIO) --images build/images.json --results $(RESULTS)
 
 # The real node's CNI plugins come from Debian (containerd comes with Docker).
 cluster-deps: ## install the local cluster's Debian packages when missing (containerd, containernetworking-plugins)

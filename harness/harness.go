@@ -97,6 +97,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if sc.Backend != "docker" && sc.Backend != "kubernetes" {
 		return nil, fmt.Errorf("backend %q: this harness stands up docker or kubernetes", sc.Backend)
 	}
+	if sc.Has(scenario.Fault) && sc.Backend != "docker" {
+		return nil, fmt.Errorf("scenario %s: fault steps run on the docker backend only, not %s", o.ScenarioPath, sc.Backend)
+	}
 	wd, _ := os.Getwd()
 	dataDir, err := scenario.Locate(sc.Population.SourceDir(), filepath.Dir(o.ScenarioPath), wd)
 	if err != nil {
@@ -118,6 +121,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	} else if users, err = sc.Users(dataDir, run); err != nil {
 		return nil, fmt.Errorf("population: %w", err)
+	}
+	// Every user meets at a deployment-wide fault, so all run at once
+	// (as the runner does): say so in the report.
+	if slices.ContainsFunc(sc.Steps, scenario.Step.Global) {
+		sc.Parallel = len(users)
 	}
 	manifest, err := images.LoadManifest(o.ImagesPath)
 	if err != nil {
@@ -173,6 +181,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	// Stand up. The tear-down below runs whatever happens from here on.
 	var deployCfg []byte // the configuration the router and agents read, kept with the report
+	var faults *dockerFaults
 	fmt.Fprintf(progress, "run %s: %d users, parallel %d; standing up %d agents and the router\n", run, len(users), sc.Parallel, len(sc.Deployment.Agents))
 	t0 := time.Now()
 	upCtx, cancelUp := context.WithTimeout(ctx, time.Duration(sc.Timeouts.Standup))
@@ -208,16 +217,26 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		for _, a := range dep.Agents {
 			rep.Deployment.Agents = append(rep.Deployment.Agents, report.AgentInfo{Name: a.Name, Weight: a.Weight, Address: a.Address})
 		}
-		rc, err := routerclient.New(dep.RouterURL, routerclient.WithToken(token),
-			routerclient.WithHTTPClient(pki.routerHTTP(time.Duration(sc.Timeouts.Step))))
+		// Every router client follows the router when a fault step
+		// restarts it on another port.
+		ra, err := newRouterAddr(dep.RouterURL)
+		var rc *routerclient.Client
+		if err == nil {
+			rc, err = routerclient.New(dep.RouterURL, routerclient.WithToken(token),
+				routerclient.WithHTTPClient(ra.follow(pki.routerHTTP(time.Duration(sc.Timeouts.Step)))))
+		}
 		if err != nil {
 			rep.Error = "router client: " + err.Error()
 		} else {
 			// Each simulated user signs in as a router identity of their
 			// own, made by the admin: the run exercises access control as
 			// a city's users would meet it.
-			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step)), manifest.Digests()),
+			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, ra.follow(pki.routerHTTP(time.Duration(sc.Timeouts.Step))), manifest.Digests()),
 				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
+			if sc.Has(scenario.Fault) {
+				faults = newDockerFaults(cli, scope, dep, rc, ra, pki.routerHTTP(10*time.Second))
+				f.Faults = faults
+			}
 			rep.Deployment.Access = accessOn
 			rep.Deployment.TLS = tlsOn
 			rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
@@ -261,6 +280,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		rep.Error = "interrupted: " + context.Cause(ctx).Error()
 	}
 
+	var did map[int]string
+	if faults != nil {
+		did = faults.Did()
+	}
+	rep.Faults = EvaluateFaults(sc.Steps, rep.Users, rep.Leftovers, did)
 	return conclude(sc, rep, started, o.ResultsDir, dir, deployCfg)
 }
 
@@ -290,6 +314,12 @@ func signIn(admin *routerclient.Client, base string, hc *http.Client, digests ma
 // when there is one) and points the results folder's latest at it.
 func conclude(sc *scenario.Scenario, rep *report.Report, started time.Time, resultsDir, dir string, deployCfg []byte) (*Result, error) {
 	rep.Expectations = Evaluate(sc.Expectations, rep.Users, rep.Leftovers)
+	for _, f := range rep.Faults {
+		for _, c := range f.Checks {
+			c.Name = fmt.Sprintf("%s %s %s: %s", f.Step, f.Kind, f.Target, c.Name)
+			rep.Expectations = append(rep.Expectations, c)
+		}
+	}
 	rep.Passed = rep.Error == "" && len(rep.Users) > 0
 	for _, c := range rep.Expectations {
 		rep.Passed = rep.Passed && c.Held
@@ -351,6 +381,9 @@ func deploymentConfig(d *standup.Deployment, pki *runPKI) ([]byte, error) {
 	c.Images = standup.ImagesPath
 	c.Router.Listen = fmt.Sprintf(":%d", standup.RouterPort)
 	c.Router.AdminTokenFile = standup.TokenPath
+	// Users kept in the router's own writable folder, so a restarted
+	// router still knows them.
+	c.Router.UsersFile = "/data/users.json"
 	// Generous bounds: an e2e run may share a busy engine, and a slow answer
 	// should show in the timings, not fail the launch.
 	c.Router.AgentTimeout = conf.Duration(2 * time.Minute)

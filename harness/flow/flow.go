@@ -29,11 +29,13 @@ type Flow struct {
 	SignIn func(ctx context.Context, user string) (client.Router, error)
 	// HTTP reaches the instances; nil means http.DefaultClient.
 	HTTP *http.Client
+	// Faults injects the faults of fault steps (nil: a fault step fails).
+	Faults Faults
 }
 
 // New is a runner.NewSession.
 func (f *Flow) New(u scenario.User) runner.Session {
-	return &session{u: u, signIn: f.SignIn, c: &client.Client{Router: f.Router, User: u.ID, HTTP: f.HTTP}}
+	return &session{u: u, signIn: f.SignIn, f: f.Faults, c: &client.Client{Router: f.Router, User: u.ID, HTTP: f.HTTP}}
 }
 
 type session struct {
@@ -45,6 +47,9 @@ type session struct {
 	// uploaded says the day was uploaded; downloaded is what came back.
 	uploaded   bool
 	downloaded []client.Entry
+	// f injects faults; faults counts the fault steps taken so far.
+	f      Faults
+	faults int
 }
 
 var errNoPM = errors.New("no PM launched")
@@ -126,6 +131,8 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 		return s.metrics(ctx, st)
 	case scenario.Count:
 		return s.count(ctx)
+	case scenario.Fault:
+		return s.fault(ctx, st)
 	case scenario.Delete:
 		if s.pm == nil {
 			return runner.Outcome{}, errNoPM

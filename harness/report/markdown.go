@@ -104,6 +104,35 @@ func Markdown(r *Report) []byte {
 		w("## Trips that differ from the ground truth\n\nCompared trip by trip as `upc pipeline check` does; the first failed checks:\n\n%s\n\n", strings.Join(trips, "\n"))
 	}
 
+	if len(r.Faults) > 0 {
+		w("## Faults\n\n")
+		for _, f := range r.Faults {
+			w("### %s: %s %s\n\n%s\n\n", f.Step, f.Kind, f.Target, dash(f.Did))
+			if len(f.Affected) == 0 {
+				w("No user affected.\n\n")
+			} else {
+				w("| affected user | out of the run | why |\n|---|---|---|\n")
+				for _, a := range f.Affected {
+					out := "no"
+					if a.Out {
+						out = "yes"
+					}
+					w("| %s | %s | %s |\n", a.User, out, mdCell(a.Reason))
+				}
+				w("\n")
+			}
+			w("| expectation | held | detail |\n|---|---|---|\n")
+			for _, c := range f.Checks {
+				mark := "yes"
+				if !c.Held {
+					mark = "**no**"
+				}
+				w("| %s | %s | %s |\n", c.Name, mark, mdCell(c.Detail))
+			}
+			w("\n")
+		}
+	}
+
 	w("## Expectations\n\n")
 	if len(r.Expectations) == 0 {
 		w("The scenario sets none.\n\n")

@@ -36,12 +36,16 @@ type Report struct {
 	TeardownMS float64 `json:"teardown_ms"`
 	Passed     bool    `json:"passed"`
 	// Error is set when the run could not proceed (stand-up failed, ...).
-	Error        string      `json:"error,omitempty"`
-	Users        []User      `json:"users"`
-	Expectations []Check     `json:"expectations"`
-	Deployment   Deployment  `json:"deployment"`
-	Leftovers    Leftovers   `json:"leftovers"`
-	Environment  Environment `json:"environment"`
+	Error        string  `json:"error,omitempty"`
+	Users        []User  `json:"users"`
+	Expectations []Check `json:"expectations"`
+	// Faults are the scenario's fault steps: what each broke, whom it
+	// affected and why, and whether its expectations held (each of which is
+	// also in Expectations).
+	Faults      []Fault     `json:"faults,omitempty"`
+	Deployment  Deployment  `json:"deployment"`
+	Leftovers   Leftovers   `json:"leftovers"`
+	Environment Environment `json:"environment"`
 	// Scenario file as run (defaults filled), for reproduction.
 	ScenarioConfig json.RawMessage `json:"scenario_config,omitempty"`
 }
@@ -120,6 +124,37 @@ type Step struct {
 	Note string `json:"note,omitempty"`
 	// Values are what the step measured or found ("entries", "trips").
 	Values map[string]float64 `json:"values,omitempty"`
+	// Fault is what a fault step did to this user.
+	Fault *FaultEffect `json:"fault,omitempty"`
+}
+
+// FaultEffect is what a fault step did to one user.
+type FaultEffect struct {
+	// Affected: the fault hit this user (their PM, or the machine it runs on).
+	Affected bool `json:"affected"`
+	// Out: the user could not go on (the step failed).
+	Out bool `json:"out,omitempty"`
+	// Reason says how the fault showed to this user.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Fault is one fault step of a run.
+type Fault struct {
+	// Step is the step's name ("fault#2").
+	Step   string `json:"step"`
+	Kind   string `json:"kind"`
+	Target string `json:"target"`
+	// Did says what was broken (deployment-wide faults), or how many PMs.
+	Did      string     `json:"did"`
+	Affected []Affected `json:"affected"`
+	Checks   []Check    `json:"checks"`
+}
+
+// Affected is one user a fault hit.
+type Affected struct {
+	User   string `json:"user"`
+	Out    bool   `json:"out"`
+	Reason string `json:"reason"`
 }
 
 // Check is one expectation and whether it held.

@@ -33,6 +33,8 @@ type Outcome struct {
 	// Trips, set by a pipeline step, is how the trips it found compared
 	// with the day's ground truth.
 	Trips *report.TripCheck
+	// Fault, set by a fault step, is what the fault did to the user.
+	Fault *report.FaultEffect
 }
 
 // NewSession makes the session for one user.
@@ -57,6 +59,11 @@ const TripsValue = "trips"
 // A step after a failed one is skipped, except delete, which still runs once
 // the user has launched, so a failed user does not leave instances behind.
 // When ctx ends, the steps not yet started are skipped.
+//
+// A deployment-wide fault step (Step.Global) is a meeting point: no user
+// takes it before every user has reached it (or skipped it), so the fault
+// hits all of them at the same point of their run. Such a scenario runs
+// every user at once, whatever Parallel says.
 func Run(ctx context.Context, users []scenario.User, steps []scenario.Step, newSession NewSession, opts Options) []report.User {
 	start := opts.Start
 	if start.IsZero() {
@@ -64,6 +71,13 @@ func Run(ctx context.Context, users []scenario.User, steps []scenario.Step, newS
 	}
 	p := &progress{w: opts.Progress, start: start}
 	out := make([]report.User, len(users))
+	meet := make([]*meeting, len(steps))
+	for i, st := range steps {
+		if st.Global() {
+			meet[i] = &meeting{left: len(users), all: make(chan struct{})}
+			opts.Parallel = len(users)
+		}
+	}
 	sem := make(chan struct{}, max(opts.Parallel, 1))
 	var wg sync.WaitGroup
 	for i, u := range users {
@@ -75,7 +89,7 @@ func Run(ctx context.Context, users []scenario.User, steps []scenario.Step, newS
 				defer func() { <-sem }()
 			case <-ctx.Done():
 			}
-			out[i] = runUser(ctx, u, steps, newSession, opts.StepTimeout, p)
+			out[i] = runUser(ctx, u, steps, meet, newSession, opts.StepTimeout, p)
 		}()
 	}
 	wg.Wait()
@@ -96,13 +110,37 @@ func Names(steps []scenario.Step) []string {
 	return names
 }
 
-func runUser(ctx context.Context, u scenario.User, steps []scenario.Step, newSession NewSession, timeout time.Duration, p *progress) report.User {
+// meeting is where every user waits for the others before a
+// deployment-wide fault.
+type meeting struct {
+	mu   sync.Mutex
+	left int
+	all  chan struct{}
+}
+
+// arrive counts the user in and waits for the rest (or for ctx to end).
+func (m *meeting) arrive(ctx context.Context) {
+	m.mu.Lock()
+	if m.left--; m.left == 0 {
+		close(m.all)
+	}
+	m.mu.Unlock()
+	select {
+	case <-m.all:
+	case <-ctx.Done():
+	}
+}
+
+func runUser(ctx context.Context, u scenario.User, steps []scenario.Step, meet []*meeting, newSession NewSession, timeout time.Duration, p *progress) report.User {
 	r := report.User{Name: u.Name, ID: u.ID, Day: u.Day, Status: report.OK, ExpectedTrips: u.ExpectedTrips}
 	names := Names(steps)
 	begin := time.Now()
 	var sess Session
 	failed, launched := false, false
 	for i, st := range steps {
+		if meet[i] != nil {
+			meet[i].arrive(ctx)
+		}
 		res := report.Step{Name: names[i], StartMS: msSince(begin)}
 		switch {
 		case ctx.Err() != nil:
@@ -121,7 +159,7 @@ func runUser(ctx context.Context, u scenario.User, steps []scenario.Step, newSes
 			t0 := time.Now()
 			o, err := doStep(ctx, sess, st, timeout)
 			res.DurationMS = msSince(t0)
-			res.Note, res.Values = o.Note, o.Values
+			res.Note, res.Values, res.Fault = o.Note, o.Values, o.Fault
 			if o.Placement != "" {
 				r.Placement = o.Placement
 			}

@@ -171,3 +171,46 @@ func TestNames(t *testing.T) {
 		t.Errorf("names %s", got)
 	}
 }
+
+// TestGlobalFaultMeeting: no user takes a deployment-wide fault step before
+// every user has reached it, failed users included (they skip it), even
+// with Parallel 1, which such a scenario overrides.
+func TestGlobalFaultMeeting(t *testing.T) {
+	kill := scenario.Step{Do: scenario.Fault, FaultSpec: scenario.FaultSpec{Kind: scenario.KillAgent, Target: "agent-a"}}
+	st := []scenario.Step{{Do: scenario.Launch}, kill, {Do: scenario.Delete}}
+	var launched atomic.Int32
+	var mu sync.Mutex
+	var seen []int32
+	newS := func(u scenario.User) Session {
+		return fakeSession{do: func(ctx context.Context, st scenario.Step) (Outcome, error) {
+			switch st.Do {
+			case scenario.Launch:
+				launched.Add(1)
+				if u.Name == "ub" {
+					return Outcome{}, errors.New("no machine")
+				}
+			case scenario.Fault:
+				mu.Lock()
+				seen = append(seen, launched.Load())
+				mu.Unlock()
+				return Outcome{Fault: &report.FaultEffect{Affected: u.Name == "uc", Out: u.Name == "uc", Reason: "killed"}}, nil
+			}
+			return Outcome{}, nil
+		}}
+	}
+	got := Run(context.Background(), users(4), st, newS, Options{Parallel: 1})
+	if len(seen) != 3 {
+		t.Fatalf("%d users took the fault, want 3 (one failed its launch)", len(seen))
+	}
+	for _, n := range seen {
+		if n != 4 {
+			t.Errorf("a user took the fault after %d of 4 launches", n)
+		}
+	}
+	if s := got[1].Steps[1]; s.Status != report.Skipped {
+		t.Errorf("failed user's fault step: %+v", s)
+	}
+	if f := got[2].Steps[1].Fault; f == nil || !f.Out || f.Reason != "killed" {
+		t.Errorf("fault effect not recorded: %+v", got[2].Steps[1])
+	}
+}

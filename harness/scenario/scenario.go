@@ -146,10 +146,11 @@ const (
 	Pause    = "pause"    // pause the user's PM
 	Resume   = "resume"   // resume it
 	Delete   = "delete"   // delete the user's instances
+	Fault    = "fault"    // break something on purpose (faults.go)
 )
 
 // Kinds lists every step kind.
-var Kinds = []string{Launch, Unseal, Upload, Download, Compare, Pipeline, Metrics, Count, Pause, Resume, Delete}
+var Kinds = []string{Launch, Unseal, Upload, Download, Compare, Pipeline, Metrics, Count, Pause, Resume, Delete, Fault}
 
 // needs says which step must come earlier for a step to make sense.
 var needs = map[string]string{
@@ -172,6 +173,8 @@ type Step struct {
 	// Metric and Freq parameterise a metrics step.
 	Metric string `json:"metric,omitempty"`
 	Freq   string `json:"freq,omitempty"`
+	// FaultSpec parameterises a fault step (faults.go).
+	FaultSpec
 }
 
 // UnmarshalJSON accepts a bare kind or a strict object.
@@ -192,7 +195,7 @@ func (s *Step) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON writes a step without parameters as its bare kind.
 func (s Step) MarshalJSON() ([]byte, error) {
-	if s.Metric == "" && s.Freq == "" {
+	if s.Metric == "" && s.Freq == "" && s.FaultSpec.IsZero() {
 		return json.Marshal(s.Do)
 	}
 	type plain Step
@@ -200,6 +203,9 @@ func (s Step) MarshalJSON() ([]byte, error) {
 }
 
 func (s Step) String() string {
+	if s.Do == Fault {
+		return fmt.Sprintf("fault(%s,%s)", s.Kind, s.Target)
+	}
 	if s.Metric == "" && s.Freq == "" {
 		return s.Do
 	}
@@ -353,6 +359,7 @@ func (s *Scenario) Validate() error {
 		} else if st.Metric != "" || st.Freq != "" {
 			bad("%s: metric and freq belong to metrics steps only", at)
 		}
+		s.validateFault(at, st, done, bad)
 		if done[Delete] && st.Do != Launch {
 			bad("%s: %s comes after delete; launch again first", at, st.Do)
 		}

@@ -1,0 +1,77 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+
+	"github.com/e-mission/upc/client"
+)
+
+// TestAcknowledgedKept compares the acknowledged part of a real day with a
+// download: all of it there, one document missing, one changed.
+func TestAcknowledgedKept(t *testing.T) {
+	day := "../../testdata/real_examples/shankari_2015-08-23.gz"
+	entries, err := client.LoadDay(day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := len(entries) / 2
+	all := make([]client.Entry, 0, len(entries))
+	for _, e := range entries {
+		p, err := client.Prepare(e, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p)
+	}
+	// What a PM holds after the whole day: more than what was acknowledged.
+	docs := client.Expected(all)
+	kept, lost, err := AcknowledgedKept(day, "alice", acked, docs)
+	if err != nil || kept == 0 || lost != 0 {
+		t.Fatalf("whole day downloaded: kept %d lost %d err %v", kept, lost, err)
+	}
+	// One acknowledged document gone, another changed.
+	ackd := client.Expected(all[:acked])
+	gone, changed := docKey(ackd[0]), docKey(ackd[1])
+	var fewer []client.Entry
+	for _, d := range docs {
+		switch docKey(d) {
+		case gone:
+		case changed:
+			fewer = append(fewer, client.Entry{"metadata": d["metadata"], "data": map[string]any{"changed": true}})
+		default:
+			fewer = append(fewer, d)
+		}
+	}
+	k2, l2, err := AcknowledgedKept(day, "alice", acked, fewer)
+	if err != nil || l2 != 2 || k2 != kept-2 {
+		t.Errorf("one missing, one changed: kept %d lost %d (of %d) err %v", k2, l2, kept, err)
+	}
+	if _, _, err := AcknowledgedKept(day, "alice", len(entries)+1, docs); err == nil {
+		t.Error("more acknowledged than entries: accepted")
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+var _ net.Error = timeoutErr{}
+
+func TestIsTimeout(t *testing.T) {
+	for err, want := range map[error]bool{
+		fmt.Errorf("download: %w", context.DeadlineExceeded): true,
+		fmt.Errorf("post: %w", timeoutErr{}):                 true,
+		errors.New("connection refused"):                     false,
+		context.Canceled:                                     false,
+	} {
+		if IsTimeout(err) != want {
+			t.Errorf("IsTimeout(%v) = %v", err, !want)
+		}
+	}
+}
