@@ -116,8 +116,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("population: %w", err)
 		}
-	} else if users, err = sc.Users(dataDir, run); err != nil {
-		return nil, fmt.Errorf("population: %w", err)
+	}
+	if sc.Population.RealDays != nil {
+		real, err := sc.Users(dataDir, run)
+		if err != nil {
+			return nil, fmt.Errorf("population: %w", err)
+		}
+		users = append(users, real...)
 	}
 	manifest, err := images.LoadManifest(o.ImagesPath)
 	if err != nil {
