@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -35,9 +36,12 @@ func Markdown(r *Report) []byte {
 		w("The run stopped early: %s\n\n", mdCell(r.Error))
 	}
 
+	if len(r.Aggregates) > 0 {
+		aggregatesMarkdown(w, r.Aggregates)
+	}
 	w("## Users\n\n")
 	if len(r.Users) == 0 {
-		w("No user ran.\n\n")
+		w("No user ran steps of their own.\n\n")
 	} else {
 		phases := r.Phases()
 		trips := r.hasTrips()
@@ -121,6 +125,9 @@ func Markdown(r *Report) []byte {
 
 	w("## Figures\n\nEach figure is beside this report as SVG (shown here) and as PDF (fonts embedded, for a paper).\n\n")
 	for _, f := range figures {
+		if !f.applies(r) {
+			continue
+		}
 		w("![%s](%s) ([PDF](%s))\n\n", f.caption, f.name+".svg", f.name+".pdf")
 	}
 
@@ -164,7 +171,26 @@ func Markdown(r *Report) []byte {
 	if e.DockerVersion != "" {
 		w("| docker engine | %s (API %s) |\n", e.DockerVersion, e.DockerAPI)
 	}
-	w("| seed | %d |\n| parallel | %d |\n| data | `%s` |\n\n", e.Seed, e.Parallel, e.DataDir)
+	if e.Commit != "" {
+		dirty := ""
+		if e.Dirty {
+			dirty = " (with uncommitted changes)"
+		}
+		w("| commit | `%s`%s |\n", e.Commit, dirty)
+	}
+	if m := e.Machine; m.OS != "" {
+		w("| machine | %s, kernel %s, %d CPUs, %d MiB memory |\n", m.OS, dash(m.Kernel), m.CPUs, m.MemoryMB)
+	}
+	if e.ScenarioFile != "" {
+		w("| scenario file | [%s](%s) (sha256 `%s`) |\n", e.ScenarioFile, e.ScenarioFile, e.ScenarioSHA256)
+	}
+	for _, s := range e.Seeds {
+		w("| seed %s | %d: %s |\n", s.Name, s.Value, s.Seeds)
+	}
+	if len(e.Seeds) == 0 {
+		w("| seed | %d |\n", e.Seed)
+	}
+	w("| parallel | %d |\n| data | `%s` |\n\n", e.Parallel, e.DataDir)
 	if len(e.Images) > 0 {
 		w("| image | ref | id |\n|---|---|---|\n")
 		for _, im := range e.Images {
@@ -305,3 +331,58 @@ func indentJSON(b []byte) string {
 	}
 	return out.String()
 }
+
+// aggregatesMarkdown is the aggregate steps: the published answer beside
+// the true one, what each user paid, and every user's outcome.
+func aggregatesMarkdown(w func(string, ...any), aggs []Aggregate) {
+	w("## Aggregate queries\n\nRun by the researcher's aggregator (a container of its own) over the whole population, in experiment mode: the noise is seeded and the true answer revealed, to measure the error.\n\n")
+	w("| step | query | answered | noisy | true | abs. error | ε per user | seed | wall |\n|---|---|---:|---|---|---|---:|---:|---:|\n")
+	for _, a := range aggs {
+		if a.Error != "" {
+			w("| %s | %s | – | **failed**: %s | | | | %d | %s |\n", a.Step, a.Query, mdCell(a.Error), a.Seed, secs(a.WallMS))
+			continue
+		}
+		w("| %s | %s | %d/%d | %s | %s | %s | %s | %d | %s |\n", a.Step, a.Query, a.Participants, a.Users,
+			parts(a.Noisy), parts(a.True), parts(a.AbsError), num(a.Epsilon), a.Seed, secs(a.WallMS))
+	}
+	w("\n")
+	for _, a := range aggs {
+		if len(a.PerUser) == 0 {
+			continue
+		}
+		w("### %s (%s): every user\n\n", a.Step, a.Query)
+		if len(a.Phases) > 0 {
+			w("| phase | users | median | p95 | max |\n|---|---:|---:|---:|---:|\n")
+			for _, p := range a.Phases {
+				w("| %s | %d | %s | %s | %s |\n", p.Phase, p.N, ms(p.MedianMS), ms(p.P95MS), ms(p.MaxMS))
+			}
+			w("\n(ms)\n\n")
+		}
+		w("| user | status | ε spent | trips | finished | why |\n|---|---|---:|---:|---:|---|\n")
+		for _, u := range a.PerUser {
+			why := ""
+			if u.Error != "" {
+				why = u.Phase + ": " + mdCell(u.Error)
+			}
+			w("| %s | %s | %s | %d | %s | %s |\n", cmp.Or(u.User, u.File), u.Status, num(u.Epsilon), u.Trips, secs(u.EndMS), why)
+		}
+		w("\n")
+	}
+}
+
+// parts writes values by part: a count alone, modes as "MODE: v".
+func parts(m map[string]float64) string {
+	if m == nil {
+		return "–"
+	}
+	if v, ok := m["count"]; ok && len(m) == 1 {
+		return num(v)
+	}
+	var out []string
+	for _, k := range sortedParts(m) {
+		out = append(out, k+": "+num(m[k]))
+	}
+	return strings.Join(out, ", ")
+}
+
+func num(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }

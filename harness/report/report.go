@@ -329,6 +329,9 @@ func Write(dir string, r *Report) error {
 	files := []file{{JSONFile, append(js, '\n')}, {MarkdownFile, Markdown(r)}}
 	var errs []error
 	for _, f := range figures {
+		if !f.applies(r) {
+			continue
+		}
 		fig, err := f.draw(r)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))
