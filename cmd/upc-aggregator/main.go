@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		seed      = fs.Uint64("experiment-seed", 0, "experiment mode: seed the noise and the users' keys")
 		reveal    = fs.Bool("reveal-true-total", false, "also write the exact total (experiments only)")
 		shared    = fs.Bool("shared-services", false, "one pipeline and one query instance for the whole run")
+		pipelines = fs.Int("shared-pipelines", 0, "with -shared-services: pipeline instances serving the users round robin")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,7 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		r = client.RequireDigests(r, m.Digests())
 	}
 	o := aggregator.Options{Router: r, HTTP: certs.InstanceClient(pool, 10*time.Minute), Query: q, Parallel: *parallel,
-		Timeout: *timeout, RevealTrueTotal: *reveal, SharedServices: *shared, Progress: stderr,
+		Timeout: *timeout, RevealTrueTotal: *reveal, SharedServices: *shared, SharedPipelines: *pipelines, Progress: stderr,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	seen := false
 	fs.Visit(func(f *flag.Flag) { seen = seen || f.Name == "experiment-seed" })
