@@ -27,14 +27,15 @@ import (
 // query asks who was in north Mountain View (where five of the six real days
 // travel) at any time from 2014 to 2018, a window that holds every synthetic
 // user too (they are moved by whole weeks); ε = ln(20)/10 ≈ 0.30 per user.
-// The metrics query asks the trips per mode and year over the same years:
-// its sensitivity is 55 trips a day for every day of the range, so its
-// noise is large next to a few hundred trips; ε = ln(20)·1826·55/1e6 ≈ 0.30
-// for each of three modes, 0.90 in all (a new PM holds 1.0).
+// The metrics query asks the trips per mode and year over the same years
+// (e-mission filters each date component on its own: months 1-12, days
+// 1-31): its sensitivity is 55 trips a day for every day of the range, so
+// its noise is large next to a few hundred trips; ε = ln(20)·1825·55/1e6 ≈
+// 0.30 for each of three modes, 0.90 in all (a new PM holds 1.0).
 var defaultQueries = map[string]string{
 	scenario.QueryCount: `{"offset": 10, "alpha": 0.05, "start_ts": 1388534400, "end_ts": 1546300800,
  "sel_region": {"geometry": {"type": "Polygon", "coordinates": [[[-122.12, 37.37], [-122.06, 37.37], [-122.06, 37.43], [-122.12, 37.43], [-122.12, 37.37]]]}}}`,
-	scenario.QueryMetrics: `{"start_time": {"year": 2014, "month": 1, "day": 1, "timezone": "America/Los_Angeles"}, "end_time": {"year": 2019, "month": 1, "day": 1, "timezone": "America/Los_Angeles"},
+	scenario.QueryMetrics: `{"start_time": {"year": 2014, "month": 1, "day": 1, "timezone": "America/Los_Angeles"}, "end_time": {"year": 2018, "month": 12, "day": 31, "timezone": "America/Los_Angeles"},
  "freq": "YEARLY", "metric": "count",
  "offset": {"IN_VEHICLE": 1000000, "ON_FOOT": 1000000, "BICYCLING": 1000000},
  "alpha": {"IN_VEHICLE": 0.05, "ON_FOOT": 0.05, "BICYCLING": 0.05}}`,

@@ -30,8 +30,12 @@ func Markdown(r *Report) []byte {
 			ok++
 		}
 	}
-	w("**%s**: %d/%d users ok; wall time %s (stand-up %s, tear-down %s); run `%s`, started %s.\n\n",
-		verdict, ok, len(r.Users), secs(r.WallMS), secs(r.StandupMS), secs(r.TeardownMS), r.Run, r.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
+	who := fmt.Sprintf("%d/%d users ok", ok, len(r.Users))
+	if len(r.Users) == 0 && len(r.Aggregates) > 0 {
+		who = fmt.Sprintf("%d aggregate queries", len(r.Aggregates))
+	}
+	w("**%s**: %s; wall time %s (stand-up %s, tear-down %s); run `%s`, started %s.\n\n",
+		verdict, who, secs(r.WallMS), secs(r.StandupMS), secs(r.TeardownMS), r.Run, r.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
 	if r.Error != "" {
 		w("The run stopped early: %s\n\n", mdCell(r.Error))
 	}
@@ -208,6 +212,9 @@ func Markdown(r *Report) []byte {
 // Table prints the per-user summary for the terminal.
 func Table(out io.Writer, r *Report) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if len(r.Users) == 0 {
+		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
+	}
 	phases := r.Phases()
 	trips := r.hasTrips()
 	head := []string{"user", "status", "placed"}
@@ -229,6 +236,14 @@ func Table(out io.Writer, r *Report) {
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	tw.Flush()
+	for _, a := range r.Aggregates {
+		if a.Error != "" {
+			fmt.Fprintf(out, "%s %s: failed: %s\n", a.Step, a.Query, a.Error)
+			continue
+		}
+		fmt.Fprintf(out, "%s %s: noisy %s; true %s; error %s; ε %s per user; %d/%d answered; seed %d; %s\n", a.Step, a.Query,
+			parts(a.Noisy), parts(a.True), parts(a.AbsError), num(a.Epsilon), a.Participants, a.Users, a.Seed, secs(a.WallMS))
+	}
 	for _, c := range r.Expectations {
 		mark := "ok  "
 		if !c.Held {
