@@ -21,6 +21,8 @@ import (
 	"github.com/e-mission/upc/harness/report"
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/harness/standup"
+	"github.com/e-mission/upc/harness/synth"
+	"github.com/e-mission/upc/internal/realdata"
 )
 
 // Default queries of aggregate steps that name no query file. The count
@@ -236,7 +238,33 @@ func (a *aggregateRun) runOne(ctx context.Context, st scenario.Step, name, stage
 		return fmt.Errorf("decode the aggregator's result: %w", err)
 	}
 	fill(r, &res, a.users)
+	if q.Kind == aggregator.Count {
+		// The count's answer once more, from the users' ground truths
+		// rather than from their PMs: what the data says, read apart from
+		// the upload, pipeline and count code.
+		if n, err := groundTruthCount(a.users, q); err != nil {
+			r.GroundTruthNote = err.Error()
+		} else {
+			r.GroundTruth = map[string]float64{"count": float64(n)}
+		}
+	}
 	return nil
+}
+
+// groundTruthCount is how many users' ground-truth trips pass through the
+// count query's region in its window (synth.CountAnswers, per user: they
+// may lie in several folders).
+func groundTruthCount(users []scenario.User, q aggregator.Query) (int64, error) {
+	var n int64
+	for _, u := range users {
+		name := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(u.GroundTruthPath), ".gz"), realdata.GroundTruthSuffix)
+		got, err := synth.CountAnswers(filepath.Dir(u.GroundTruthPath), &synth.Manifest{Users: []synth.User{{Name: name}}}, q.Count)
+		if err != nil {
+			return 0, fmt.Errorf("ground truth of %s: %w", u.Name, err)
+		}
+		n += got[name]
+	}
+	return n, nil
 }
 
 // fill copies the aggregator's result into the report, with the error of

@@ -62,3 +62,25 @@ func TestAggregateQueryRefused(t *testing.T) {
 		}
 	}
 }
+
+// The default count query's answer from the six real days' ground truths:
+// every day but sunil's (east of the box) passes through north Mountain View.
+func TestGroundTruthCount(t *testing.T) {
+	days := []string{"shankari_2015-aug-27", "shankari_2016-06-20", "shankari_2016-08-10", "shankari_2015-08-23", "iphone_3_2016-02-22", "sunil_2016-07-20"}
+	users, err := scenario.DayUsers(1, "../testdata/real_examples", "run", days, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, q, err := Query(scenario.Step{Do: scenario.Aggregate, Query: scenario.QueryCount}, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := groundTruthCount(users, q)
+	if err != nil || n != 5 {
+		t.Errorf("ground-truth count = %d, %v; want 5", n, err)
+	}
+	n, err = groundTruthCount(users[5:], q)
+	if err != nil || n != 0 {
+		t.Errorf("sunil's ground-truth count = %d, %v; want 0", n, err)
+	}
+}

@@ -362,6 +362,14 @@ func aggregatesMarkdown(w func(string, ...any), aggs []Aggregate) {
 	}
 	w("\n")
 	for _, a := range aggs {
+		switch {
+		case a.GroundTruth != nil:
+			w("%s: the same count from the users' ground-truth trips (read apart from the upload, pipeline and count code): %s.\n\n", a.Step, parts(a.GroundTruth))
+		case a.GroundTruthNote != "":
+			w("%s: no count from the ground truths: %s.\n\n", a.Step, mdCell(a.GroundTruthNote))
+		}
+	}
+	for _, a := range aggs {
 		if len(a.PerUser) == 0 {
 			continue
 		}

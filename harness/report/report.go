@@ -147,6 +147,11 @@ type Aggregate struct {
 	Noisy    map[string]float64 `json:"noisy,omitempty"`
 	True     map[string]float64 `json:"true,omitempty"`
 	AbsError map[string]float64 `json:"abs_error,omitempty"`
+	// GroundTruth is the count's answer read from the users' ground-truth
+	// trips instead of their PMs (count queries; GroundTruthNote says why
+	// it is missing).
+	GroundTruth     map[string]float64 `json:"ground_truth,omitempty"`
+	GroundTruthNote string             `json:"ground_truth_note,omitempty"`
 	// Epsilon is what the query cost each participant; EpsilonByPart its
 	// parts, Sensitivity each part's Δ (the noise's scale is Δ/ε).
 	Epsilon       float64            `json:"epsilon"`

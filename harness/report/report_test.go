@@ -75,7 +75,7 @@ func sample() *Report {
 		ScenarioConfig: json.RawMessage(`{"name":"default","seed":20151127}`),
 		Aggregates: []Aggregate{
 			{Step: "aggregate#1", Query: "count", Seed: 20151127, Run: "seed-20151127", StartMS: 9000, WallMS: 3000,
-				Noisy: map[string]float64{"count": 3}, True: map[string]float64{"count": 2}, AbsError: map[string]float64{"count": 1},
+				Noisy: map[string]float64{"count": 3}, True: map[string]float64{"count": 2}, GroundTruth: map[string]float64{"count": 2}, AbsError: map[string]float64{"count": 1},
 				Epsilon: 0.3, EpsilonByPart: map[string]float64{"count": 0.3}, Sensitivity: map[string]float64{"count": 1}, InitialBudget: 1,
 				Participants: 2, Users: 3, Failed: 1,
 				Phases: []AggregatePhase{{Phase: "pm", N: 3, MedianMS: 900, P95MS: 1200, MaxMS: 1200}},
