@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,4 +84,32 @@ func TestGroundTruthCount(t *testing.T) {
 	if err != nil || n != 0 {
 		t.Errorf("sunil's ground-truth count = %d, %v; want 0", n, err)
 	}
+}
+
+// A run the harness cannot carry out is refused before anything starts.
+func TestAggregateRunRefused(t *testing.T) {
+	dir := t.TempDir()
+	sc := filepath.Join(dir, "s.yaml")
+	os.WriteFile(sc, []byte("name: x\nbackend: docker\ndeployment: {agents: [{name: a, weight: 1}]}\npopulation: {real_days: {days: [shankari_2015-08-23], dir: "+
+		filepath.Join(mustAbs(t, "../testdata/real_examples"))+"}}\nsteps: [{do: aggregate, query: count, query_file: none.json}]\n"), 0o644)
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{ScenarioPath: "../scenarios/aggregate.yaml", Mode: "kubernetes"}, "aggregate steps run on the docker backend only"},
+		{Options{ScenarioPath: sc}, "aggregate(count) query_file: open"},
+	} {
+		_, err := Run(context.Background(), c.o)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want it to name %q", c.o, err, c.want)
+		}
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
