@@ -51,6 +51,9 @@ type Options struct {
 	ResultsDir string
 	// Parallel overrides the scenario's bound on concurrent users when > 0.
 	Parallel int
+	// Seed, when set, overrides the scenario's seed (and so its aggregate
+	// steps' seeds): repeated runs over other seeds measure the noise.
+	Seed *int64
 	// Command is the exact command line, recorded in the report.
 	Command string
 	// Progress receives a line per user and step; Logger the harness's events.
@@ -91,6 +94,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.Parallel > 0 {
 		sc.Parallel = o.Parallel
+	}
+	if o.Seed != nil {
+		sc.Seed = *o.Seed
 	}
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", o.ScenarioPath, err)

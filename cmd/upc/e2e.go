@@ -44,11 +44,19 @@ func runFlags(cmd *cobra.Command, o *harness.Options) {
 	f.StringVar(&o.ImagesPath, "images", "build/images.json", "image manifest written by `make images`")
 	f.StringVar(&o.ResultsDir, "results", "results", "folder receiving <run>/ and latest")
 	f.IntVar(&o.Parallel, "parallel", 0, "users run at once (default: the scenario's)")
+	f.Int64("seed", 0, "seed, overriding the scenario's (users' ids and keys, aggregate noise): repeated runs over other seeds measure the noise")
 }
 
 // runScenario runs o's scenario, prints the summary and where the report is,
 // and fails when an expectation failed.
 func runScenario(cmd *cobra.Command, g *globals, o harness.Options) error {
+	if f := cmd.Flags().Lookup("seed"); f != nil && f.Changed {
+		seed, err := cmd.Flags().GetInt64("seed")
+		if err != nil {
+			return err
+		}
+		o.Seed = &seed
+	}
 	o.Command = shellQuote(append([]string{"upc"}, os.Args[1:]...))
 	o.Progress = g.stdout
 	o.Logger = g.logger()

@@ -21,6 +21,7 @@ func TestScenarioRefuses(t *testing.T) {
 		{[]string{"scenario", "run"}, "accepts 1 arg"},
 		{[]string{"scenario", "run", filepath.Join(dir, "none.yaml")}, "read scenario"},
 		{[]string{"scenario", "run", bad}, `steps[0].query: "sum" is not count or metrics`},
+		{[]string{"scenario", "run", "--seed", "x", bad}, `invalid argument "x" for "--seed"`},
 		{[]string{"scenario", "compare", dir}, "accepts 2 arg"},
 		{[]string{"scenario", "compare", dir, dir}, "read report"},
 	} {

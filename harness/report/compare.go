@@ -42,6 +42,9 @@ func Compare(out io.Writer, a, b *Report) {
 	if a.Environment.ScenarioSHA256 != b.Environment.ScenarioSHA256 {
 		fmt.Fprintln(out, "note: the two runs ran different scenario files")
 	}
+	if !slices.Equal(a.Environment.Seeds, b.Environment.Seeds) {
+		fmt.Fprintf(out, "note: the two runs had different seeds (%s, then %s): their noise differs\n", seeds(a), seeds(b))
+	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tbefore ms\tafter ms\tafter/before\t")
 	for _, p := range comparePhases(a, b) {
@@ -246,4 +249,12 @@ func cmpOr(a, b string) string {
 		return a
 	}
 	return b
+}
+
+func seeds(r *Report) string {
+	var out []string
+	for _, s := range r.Environment.Seeds {
+		out = append(out, fmt.Sprintf("%s %d", s.Name, s.Value))
+	}
+	return cmpOr(strings.Join(out, ", "), "none recorded")
 }

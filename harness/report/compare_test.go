@@ -24,10 +24,11 @@ func TestCompare(t *testing.T) {
 		t.Errorf("a run compared with itself differs:\n%s", sb.String())
 	}
 	b.Aggregates[0].Noisy = map[string]float64{"count": 4}
+	b.Environment.Seeds = []Seed{{Name: "scenario", Value: 20151128}}
 	sb.Reset()
 	Compare(&sb, a, b)
 	out := sb.String()
-	for _, want := range []string{"before: run-a", "after:  run-b", "upload", "2.00", "aggregate#1 count", "NO", "aggregate#1 pm", "the aggregator exited with 1"} {
+	for _, want := range []string{"before: run-a", "after:  run-b", "upload", "2.00", "aggregate#1 count", "NO", "aggregate#1 pm", "the aggregator exited with 1", "different seeds (scenario 20151127, then scenario 20151128)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("comparison lacks %q:\n%s", want, out)
 		}
