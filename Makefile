@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/e-mission/upc/internal/version.Version=$(VERSION)
 BIN := bin
 # Images built FROM scratch from these static binaries (cmd/upc-<name>).
-IMAGES ?= pm pipeline metrics count router agent
+IMAGES ?= pm pipeline metrics count router agent aggregator
 MODE ?= docker
 # Local Kubernetes tiers for cluster-up: fake (kwok), real (kubelet + containerd) or both.
 NODES ?= both

@@ -32,6 +32,7 @@ import (
 	"github.com/e-mission/upc/harness/runner"
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/harness/standup"
+	"github.com/e-mission/upc/internal/atomicfile"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/version"
 	routerapi "github.com/e-mission/upc/router/api"
@@ -50,6 +51,9 @@ type Options struct {
 	ResultsDir string
 	// Parallel overrides the scenario's bound on concurrent users when > 0.
 	Parallel int
+	// Seed, when set, overrides the scenario's seed (and so its aggregate
+	// steps' seeds): repeated runs over other seeds measure the noise.
+	Seed *int64
 	// Command is the exact command line, recorded in the report.
 	Command string
 	// Progress receives a line per user and step; Logger the harness's events.
@@ -91,6 +95,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Parallel > 0 {
 		sc.Parallel = o.Parallel
 	}
+	if o.Seed != nil {
+		sc.Seed = *o.Seed
+	}
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", o.ScenarioPath, err)
 	}
@@ -99,6 +106,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if sc.Has(scenario.Fault) && sc.Backend != "docker" {
 		return nil, fmt.Errorf("scenario %s: fault steps run on the docker backend only, not %s", o.ScenarioPath, sc.Backend)
+	}
+	if sc.Backend == "kubernetes" && len(sc.AggregateSteps()) > 0 {
+		return nil, fmt.Errorf("scenario %s: aggregate steps run on the docker backend only so far", o.ScenarioPath)
+	}
+	// A bad query file fails the run before anything starts.
+	for _, st := range sc.AggregateSteps() {
+		if _, _, err := Query(st, filepath.Dir(o.ScenarioPath)); err != nil {
+			return nil, fmt.Errorf("scenario %s: %w", o.ScenarioPath, err)
+		}
+	}
+	scenarioFile, err := os.ReadFile(o.ScenarioPath)
+	if err != nil {
+		return nil, fmt.Errorf("read scenario: %w", err)
 	}
 	wd, _ := os.Getwd()
 	dataDir, err := scenario.Locate(sc.Population.SourceDir(), filepath.Dir(o.ScenarioPath), wd)
@@ -119,8 +139,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("population: %w", err)
 		}
-	} else if users, err = sc.Users(dataDir, run); err != nil {
-		return nil, fmt.Errorf("population: %w", err)
+	}
+	if sc.Population.RealDays != nil {
+		real, err := sc.Users(dataDir, run)
+		if err != nil {
+			return nil, fmt.Errorf("population: %w", err)
+		}
+		users = append(users, real...)
 	}
 	// Every user meets at a deployment-wide fault, so all run at once
 	// (as the runner does): say so in the report.
@@ -163,6 +188,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Environment:    environment(ctx, cli, o, sc, dataDir, manifest),
 	}
 	dir := filepath.Join(o.ResultsDir, run)
+	provenance(ctx, &rep.Environment, sc, o.ScenarioPath, scenarioFile)
+	// The scenario file as given, beside the report, written first: a run
+	// that fails part-way still says what it ran.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("results folder: %w", err)
+	}
+	if err := atomicfile.Write(filepath.Join(dir, ScenarioCopy), scenarioFile, 0o644); err != nil {
+		return nil, fmt.Errorf("copy scenario: %w", err)
+	}
 
 	if sc.Backend == "kubernetes" {
 		return runKubernetes(ctx, kubeRun{o: o, sc: sc, cli: cli, scope: scope, manifest: manifest, imagesJSON: imagesJSON,
@@ -239,9 +273,22 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			rep.Deployment.Access = accessOn
 			rep.Deployment.TLS = tlsOn
-			rep.Users = runner.Run(ctx, users, sc.Steps, f.New, runner.Options{
-				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress, Start: started,
-			})
+			if steps := sc.UserSteps(); len(steps) > 0 {
+				rep.Users = runner.Run(ctx, users, steps, f.New, runner.Options{
+					Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: progress, Start: started,
+				})
+			}
+			if len(sc.AggregateSteps()) > 0 {
+				ar := &aggregateRun{sc: sc, scenarioDir: filepath.Dir(o.ScenarioPath), users: users, scope: scope,
+					network: dep.Network, routerURL: dep.RouterInternal, image: manifest.Images["aggregator"].ID,
+					ca: pki.files[caCertPath], token: []byte(token + "\n"), imagesJSON: imagesJSON,
+					progress: progress, start: started, logs: func(name string, b []byte) {
+						if os.MkdirAll(filepath.Join(dir, "logs"), 0o755) == nil {
+							os.WriteFile(filepath.Join(dir, "logs", name+".log"), b, 0o644)
+						}
+					}}
+				rep.Aggregates = ar.runAggregates(ctx)
+			}
 		}
 		for i := range rep.Deployment.Agents {
 			for _, u := range rep.Users {
@@ -320,7 +367,8 @@ func conclude(sc *scenario.Scenario, rep *report.Report, started time.Time, resu
 			rep.Expectations = append(rep.Expectations, c)
 		}
 	}
-	rep.Passed = rep.Error == "" && len(rep.Users) > 0
+	rep.Expectations = append(rep.Expectations, aggregateChecks(rep.Aggregates)...)
+	rep.Passed = rep.Error == "" && (len(rep.Users) > 0 || len(rep.Aggregates) > 0)
 	for _, c := range rep.Expectations {
 		rep.Passed = rep.Passed && c.Held
 	}
@@ -353,7 +401,11 @@ func NeededImages(sc *scenario.Scenario) []string {
 			need = append(need, k)
 		}
 	}
-	return need
+	for _, st := range sc.AggregateSteps() {
+		need = append(need, "aggregator", scenario.Pipeline, st.Query)
+	}
+	slices.Sort(need)
+	return slices.Compact(need)
 }
 
 // RunID names a run: its UTC start and a random suffix, so two runs started

@@ -98,7 +98,7 @@ func TestIntegrationE2EDockerOneDay(t *testing.T) {
 	}
 	// The report folder and results/latest hold every file, and the JSON
 	// report reads back.
-	for _, f := range append([]string{report.JSONFile, report.MarkdownFile, "deployment.json"}, report.FigureFiles()...) {
+	for _, f := range append([]string{report.JSONFile, report.MarkdownFile, "deployment.json"}, report.FigureFiles(r)...) {
 		if _, err := os.Stat(filepath.Join(results, "latest", f)); err != nil {
 			t.Errorf("latest/%s: %v", f, err)
 		}

@@ -45,6 +45,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newE2ECmd(g),
 		newImagesCmd(g),
 		newPipelineCmd(g),
+		newScenarioCmd(g),
 		newSynthCmd(g),
 		newUserCmd(g),
 		newUsersCmd(g),

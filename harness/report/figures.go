@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/e-mission/upc/internal/plot"
 )
@@ -16,24 +17,115 @@ const (
 	LaunchFigure = "launch"
 	PhasesFigure = "phases"
 	UsersFigure  = "users"
+	// ErrorFigure and BudgetFigure are drawn for runs with aggregate steps.
+	ErrorFigure  = "error"
+	BudgetFigure = "budget"
 )
 
-// figures are the report's figures in the order report.md shows them.
+// figures are the report's figures in the order report.md shows them; each
+// is drawn for the reports it applies to.
 var figures = []struct {
 	name, caption string
 	draw          func(r *Report) (*plot.Figure, error)
+	applies       func(r *Report) bool
 }{
-	{LaunchFigure, "Launch latency CDF", func(r *Report) (*plot.Figure, error) { return LaunchPlot(r) }},
-	{PhasesFigure, "Time per phase", func(r *Report) (*plot.Figure, error) { return PhasesPlot(r) }},
-	{UsersFigure, "Per-user phase timings", UsersPlot},
+	{LaunchFigure, "Launch latency CDF", func(r *Report) (*plot.Figure, error) { return LaunchPlot(r) }, hasUsers},
+	{PhasesFigure, "Time per phase", func(r *Report) (*plot.Figure, error) { return PhasesPlot(r) }, hasUsers},
+	{UsersFigure, "Per-user phase timings", UsersPlot, hasUsers},
+	{ErrorFigure, "Error of the noisy answers against epsilon", func(r *Report) (*plot.Figure, error) { return ErrorPlot(r) }, hasAnswers},
+	{BudgetFigure, "Privacy budget over time", BudgetPlot, hasAnswers},
 }
 
-// FigureFiles are the files Write creates for the figures.
-func FigureFiles() []string {
+func hasUsers(r *Report) bool { return len(r.Users) > 0 }
+
+func hasAnswers(r *Report) bool {
+	return slices.ContainsFunc(r.Aggregates, func(a Aggregate) bool { return a.True != nil })
+}
+
+// FigureFiles are the files Write creates for r's figures.
+func FigureFiles(r *Report) []string {
 	var out []string
 	for _, f := range figures {
-		out = append(out, f.name+".svg", f.name+".pdf")
+		if f.applies(r) {
+			out = append(out, f.name+".svg", f.name+".pdf")
+		}
 	}
+	return out
+}
+
+// ErrorPlot is the absolute error of every aggregate answer (each part of
+// it: the count, or each mode of a metrics total) against the ε it cost,
+// over every report given: the runs of one scenario with its seeds, or with
+// others, pool into one figure. The dashed line is the mechanism's mean
+// absolute error, Δ/ε.
+func ErrorPlot(rs ...*Report) (*plot.Figure, error) {
+	var names []string
+	by := map[string]*plot.EpsilonSeries{}
+	for _, r := range rs {
+		for _, a := range r.Aggregates {
+			if a.True == nil {
+				continue
+			}
+			for _, part := range sortedParts(a.True) {
+				name := a.Query
+				if a.Query != "count" {
+					name = a.Query + ": " + part
+				}
+				s, ok := by[name]
+				if !ok {
+					delta := a.Sensitivity[part]
+					s = &plot.EpsilonSeries{Name: name}
+					if delta > 0 {
+						s.Expected = func(eps float64) float64 { return delta / eps }
+					}
+					by[name] = s
+					names = append(names, name)
+				}
+				s.Runs = append(s.Runs, plot.EpsilonRun{Epsilon: a.EpsilonByPart[part], Seed: a.Seed, Exact: a.True[part], Noisy: a.Noisy[part]})
+			}
+		}
+	}
+	var series []plot.EpsilonSeries
+	for _, n := range names {
+		series = append(series, *by[n])
+	}
+	return plot.ErrorVsEpsilon("Aggregate answers: error against epsilon", series)
+}
+
+// BudgetPlot is each aggregate step's population budget over the run: the
+// mean privacy budget its users hold, from a new user's initial budget,
+// less each charge when its user finished (users are charged once each).
+func BudgetPlot(r *Report) (*plot.Figure, error) {
+	var series []plot.BudgetSeries
+	for _, a := range r.Aggregates {
+		if a.Users == 0 {
+			continue
+		}
+		s := plot.BudgetSeries{Name: fmt.Sprintf("%s %s (mean of %d users)", a.Step, a.Query, a.Users), Initial: a.InitialBudget}
+		us := slices.Clone(a.PerUser)
+		slices.SortFunc(us, func(x, y AggregateUser) int { return cmp.Compare(x.EndMS, y.EndMS) })
+		left := a.InitialBudget * float64(a.Users)
+		s.Points = append(s.Points, plot.BudgetPoint{At: msDuration(a.StartMS), Remaining: a.InitialBudget})
+		for _, u := range us {
+			if u.Epsilon == 0 {
+				continue
+			}
+			left -= u.Epsilon
+			s.Points = append(s.Points, plot.BudgetPoint{At: msDuration(a.StartMS + u.EndMS), Remaining: left / float64(a.Users)})
+		}
+		series = append(series, s)
+	}
+	return plot.BudgetOverTime("Privacy budget left, mean per user", series)
+}
+
+func msDuration(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+
+func sortedParts(m map[string]float64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
 	return out
 }
 

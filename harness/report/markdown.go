@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -29,15 +30,22 @@ func Markdown(r *Report) []byte {
 			ok++
 		}
 	}
-	w("**%s**: %d/%d users ok; wall time %s (stand-up %s, tear-down %s); run `%s`, started %s.\n\n",
-		verdict, ok, len(r.Users), secs(r.WallMS), secs(r.StandupMS), secs(r.TeardownMS), r.Run, r.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
+	who := fmt.Sprintf("%d/%d users ok", ok, len(r.Users))
+	if len(r.Users) == 0 && len(r.Aggregates) > 0 {
+		who = fmt.Sprintf("%d aggregate queries", len(r.Aggregates))
+	}
+	w("**%s**: %s; wall time %s (stand-up %s, tear-down %s); run `%s`, started %s.\n\n",
+		verdict, who, secs(r.WallMS), secs(r.StandupMS), secs(r.TeardownMS), r.Run, r.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
 	if r.Error != "" {
 		w("The run stopped early: %s\n\n", mdCell(r.Error))
 	}
 
+	if len(r.Aggregates) > 0 {
+		aggregatesMarkdown(w, r.Aggregates)
+	}
 	w("## Users\n\n")
 	if len(r.Users) == 0 {
-		w("No user ran.\n\n")
+		w("No user ran steps of their own.\n\n")
 	} else {
 		phases := r.Phases()
 		trips := r.hasTrips()
@@ -150,6 +158,9 @@ func Markdown(r *Report) []byte {
 
 	w("## Figures\n\nEach figure is beside this report as SVG (shown here) and as PDF (fonts embedded, for a paper).\n\n")
 	for _, f := range figures {
+		if !f.applies(r) {
+			continue
+		}
 		w("![%s](%s) ([PDF](%s))\n\n", f.caption, f.name+".svg", f.name+".pdf")
 	}
 
@@ -193,7 +204,26 @@ func Markdown(r *Report) []byte {
 	if e.DockerVersion != "" {
 		w("| docker engine | %s (API %s) |\n", e.DockerVersion, e.DockerAPI)
 	}
-	w("| seed | %d |\n| parallel | %d |\n| data | `%s` |\n\n", e.Seed, e.Parallel, e.DataDir)
+	if e.Commit != "" {
+		dirty := ""
+		if e.Dirty {
+			dirty = " (with uncommitted changes)"
+		}
+		w("| commit | `%s`%s |\n", e.Commit, dirty)
+	}
+	if m := e.Machine; m.OS != "" {
+		w("| machine | %s, kernel %s, %d CPUs, %d MiB memory |\n", m.OS, dash(m.Kernel), m.CPUs, m.MemoryMB)
+	}
+	if e.ScenarioFile != "" {
+		w("| scenario file | [%s](%s) (sha256 `%s`) |\n", e.ScenarioFile, e.ScenarioFile, e.ScenarioSHA256)
+	}
+	for _, s := range e.Seeds {
+		w("| seed %s | %d: %s |\n", s.Name, s.Value, s.Seeds)
+	}
+	if len(e.Seeds) == 0 {
+		w("| seed | %d |\n", e.Seed)
+	}
+	w("| parallel | %d |\n| data | `%s` |\n\n", e.Parallel, e.DataDir)
 	if len(e.Images) > 0 {
 		w("| image | ref | id |\n|---|---|---|\n")
 		for _, im := range e.Images {
@@ -211,6 +241,9 @@ func Markdown(r *Report) []byte {
 // Table prints the per-user summary for the terminal.
 func Table(out io.Writer, r *Report) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if len(r.Users) == 0 {
+		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
+	}
 	phases := r.Phases()
 	trips := r.hasTrips()
 	head := []string{"user", "status", "placed"}
@@ -232,6 +265,14 @@ func Table(out io.Writer, r *Report) {
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 	}
 	tw.Flush()
+	for _, a := range r.Aggregates {
+		if a.Error != "" {
+			fmt.Fprintf(out, "%s %s: failed: %s\n", a.Step, a.Query, a.Error)
+			continue
+		}
+		fmt.Fprintf(out, "%s %s: noisy %s; true %s; error %s; ε %s per user; %d/%d answered; seed %d; %s\n", a.Step, a.Query,
+			parts(a.Noisy), parts(a.True), parts(a.AbsError), num(a.Epsilon), a.Participants, a.Users, a.Seed, secs(a.WallMS))
+	}
 	for _, c := range r.Expectations {
 		mark := "ok  "
 		if !c.Held {
@@ -334,3 +375,66 @@ func indentJSON(b []byte) string {
 	}
 	return out.String()
 }
+
+// aggregatesMarkdown is the aggregate steps: the published answer beside
+// the true one, what each user paid, and every user's outcome.
+func aggregatesMarkdown(w func(string, ...any), aggs []Aggregate) {
+	w("## Aggregate queries\n\nRun by the researcher's aggregator (a container of its own) over the whole population, in experiment mode: the noise is seeded and the true answer revealed, to measure the error.\n\n")
+	w("| step | query | answered | noisy | true | abs. error | ε per user | seed | wall |\n|---|---|---:|---|---|---|---:|---:|---:|\n")
+	for _, a := range aggs {
+		if a.Error != "" {
+			w("| %s | %s | – | **failed**: %s | | | | %d | %s |\n", a.Step, a.Query, mdCell(a.Error), a.Seed, secs(a.WallMS))
+			continue
+		}
+		w("| %s | %s | %d/%d | %s | %s | %s | %s | %d | %s |\n", a.Step, a.Query, a.Participants, a.Users,
+			parts(a.Noisy), parts(a.True), parts(a.AbsError), num(a.Epsilon), a.Seed, secs(a.WallMS))
+	}
+	w("\n")
+	for _, a := range aggs {
+		switch {
+		case a.GroundTruth != nil:
+			w("%s: the same count from the users' ground-truth trips (read apart from the upload, pipeline and count code): %s.\n\n", a.Step, parts(a.GroundTruth))
+		case a.GroundTruthNote != "":
+			w("%s: no count from the ground truths: %s.\n\n", a.Step, mdCell(a.GroundTruthNote))
+		}
+	}
+	for _, a := range aggs {
+		if len(a.PerUser) == 0 {
+			continue
+		}
+		w("### %s (%s): every user\n\n", a.Step, a.Query)
+		if len(a.Phases) > 0 {
+			w("| phase | users | median | p95 | max |\n|---|---:|---:|---:|---:|\n")
+			for _, p := range a.Phases {
+				w("| %s | %d | %s | %s | %s |\n", p.Phase, p.N, ms(p.MedianMS), ms(p.P95MS), ms(p.MaxMS))
+			}
+			w("\n(ms)\n\n")
+		}
+		w("| user | status | ε spent | trips | finished | why |\n|---|---|---:|---:|---:|---|\n")
+		for _, u := range a.PerUser {
+			why := ""
+			if u.Error != "" {
+				why = u.Phase + ": " + mdCell(u.Error)
+			}
+			w("| %s | %s | %s | %d | %s | %s |\n", cmp.Or(u.User, u.File), u.Status, num(u.Epsilon), u.Trips, secs(u.EndMS), why)
+		}
+		w("\n")
+	}
+}
+
+// parts writes values by part: a count alone, modes as "MODE: v".
+func parts(m map[string]float64) string {
+	if m == nil {
+		return "–"
+	}
+	if v, ok := m["count"]; ok && len(m) == 1 {
+		return num(v)
+	}
+	var out []string
+	for _, k := range sortedParts(m) {
+		out = append(out, k+": "+num(m[k]))
+	}
+	return strings.Join(out, ", ")
+}
+
+func num(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }

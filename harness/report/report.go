@@ -36,9 +36,12 @@ type Report struct {
 	TeardownMS float64 `json:"teardown_ms"`
 	Passed     bool    `json:"passed"`
 	// Error is set when the run could not proceed (stand-up failed, ...).
-	Error        string  `json:"error,omitempty"`
-	Users        []User  `json:"users"`
-	Expectations []Check `json:"expectations"`
+	Error string `json:"error,omitempty"`
+	Users []User `json:"users"`
+	// Aggregates are the aggregate steps: the researcher's queries over
+	// the whole population, after every user's steps.
+	Aggregates   []Aggregate `json:"aggregates,omitempty"`
+	Expectations []Check     `json:"expectations"`
 	// Faults are the scenario's fault steps: what each broke, whom it
 	// affected and why, and whether its expectations held (each of which is
 	// also in Expectations).
@@ -157,6 +160,72 @@ type Affected struct {
 	Reason string `json:"reason"`
 }
 
+// Aggregate is one aggregate step: the aggregator's answer, the true one
+// (experiment mode: the aggregator revealed it), their difference, what it
+// cost each user and every user's outcome.
+type Aggregate struct {
+	// Step is "aggregate#N"; Query is count or metrics.
+	Step      string `json:"step"`
+	Query     string `json:"query"`
+	QueryFile string `json:"query_file,omitempty"`
+	// Seed is the aggregator's experiment seed (noise and users' keys).
+	Seed uint64 `json:"seed"`
+	// Run is the aggregator's own run id (its users' ids derive from it).
+	Run     string  `json:"run,omitempty"`
+	Command string  `json:"command,omitempty"`
+	StartMS float64 `json:"start_ms"`
+	WallMS  float64 `json:"wall_ms"`
+	// Error is why the step gave no answer.
+	Error string `json:"error,omitempty"`
+	// Noisy, True and AbsError are by part: "count" for a count query,
+	// modes for metrics.
+	Noisy    map[string]float64 `json:"noisy,omitempty"`
+	True     map[string]float64 `json:"true,omitempty"`
+	AbsError map[string]float64 `json:"abs_error,omitempty"`
+	// GroundTruth is the count's answer read from the users' ground-truth
+	// trips instead of their PMs (count queries; GroundTruthNote says why
+	// it is missing).
+	GroundTruth     map[string]float64 `json:"ground_truth,omitempty"`
+	GroundTruthNote string             `json:"ground_truth_note,omitempty"`
+	// Epsilon is what the query cost each participant; EpsilonByPart its
+	// parts, Sensitivity each part's Δ (the noise's scale is Δ/ε).
+	Epsilon       float64            `json:"epsilon"`
+	EpsilonByPart map[string]float64 `json:"epsilon_by_part,omitempty"`
+	Sensitivity   map[string]float64 `json:"sensitivity,omitempty"`
+	// InitialBudget is a new user's privacy budget.
+	InitialBudget float64          `json:"initial_budget,omitempty"`
+	Participants  int              `json:"participants"`
+	Users         int              `json:"users"`
+	NoBudget      int              `json:"no_budget"`
+	Failed        int              `json:"failed"`
+	Phases        []AggregatePhase `json:"phases,omitempty"`
+	PerUser       []AggregateUser  `json:"per_user,omitempty"`
+}
+
+// AggregatePhase is one phase of the aggregator's users.
+type AggregatePhase struct {
+	Phase    string  `json:"phase"`
+	N        int     `json:"n"`
+	MedianMS float64 `json:"median_ms"`
+	P95MS    float64 `json:"p95_ms"`
+	MaxMS    float64 `json:"max_ms"`
+}
+
+// AggregateUser is one user's outcome in an aggregate step: answered,
+// no_budget or failed (with the phase and why), and the ε charged.
+type AggregateUser struct {
+	User    string  `json:"user"`
+	File    string  `json:"file"`
+	ID      string  `json:"id"`
+	Status  string  `json:"status"`
+	Phase   string  `json:"phase,omitempty"`
+	Error   string  `json:"error,omitempty"`
+	Epsilon float64 `json:"epsilon"`
+	Trips   int     `json:"trips,omitempty"`
+	// EndMS is when the user finished, from the step's start.
+	EndMS float64 `json:"end_ms"`
+}
+
 // Check is one expectation and whether it held.
 type Check struct {
 	Name   string `json:"name"`
@@ -215,6 +284,33 @@ type Environment struct {
 	Parallel      int     `json:"parallel"`
 	DataDir       string  `json:"data_dir"`
 	Images        []Image `json:"images"`
+	// Commit is the repository's HEAD where the scenario file lies, with
+	// Dirty set when its working tree had changes.
+	Commit string `json:"commit,omitempty"`
+	Dirty  bool   `json:"dirty,omitempty"`
+	// Machine is where the run ran.
+	Machine Machine `json:"machine"`
+	// Seeds are every seed the run used, by what it seeds.
+	Seeds []Seed `json:"seeds,omitempty"`
+	// ScenarioFile is the scenario file as given, copied beside the report
+	// (scenario.yaml), and its SHA-256.
+	ScenarioFile   string `json:"scenario_file,omitempty"`
+	ScenarioSHA256 string `json:"scenario_sha256,omitempty"`
+}
+
+// Machine is the host a run ran on.
+type Machine struct {
+	OS       string `json:"os,omitempty"`
+	Kernel   string `json:"kernel,omitempty"`
+	CPUs     int    `json:"cpus"`
+	MemoryMB int    `json:"memory_mb,omitempty"`
+}
+
+// Seed is one seed and what it makes reproducible.
+type Seed struct {
+	Name  string `json:"name"`
+	Value uint64 `json:"value"`
+	Seeds string `json:"seeds"`
 }
 
 // Image is one image the run used.
@@ -273,6 +369,9 @@ func Write(dir string, r *Report) error {
 	files := []file{{JSONFile, append(js, '\n')}, {MarkdownFile, Markdown(r)}}
 	var errs []error
 	for _, f := range figures {
+		if !f.applies(r) {
+			continue
+		}
 		fig, err := f.draw(r)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("figure %s: %w", f.name, err))

@@ -67,8 +67,25 @@ func sample() *Report {
 		Environment: Environment{Command: "upc e2e --mode docker --images build/images.json --results results",
 			UPCVersion: "v0.1.0", GoVersion: "go1.26.8", Platform: "linux/amd64", CPUs: 2, DockerVersion: "20.10.24", DockerAPI: "1.41",
 			Seed: 20151127, Parallel: 3, DataDir: "/data/real_examples",
-			Images: []Image{{Name: "router", Ref: "upc/router:v0.1.0", ID: "sha256:0123"}}},
+			Images: []Image{{Name: "router", Ref: "upc/router:v0.1.0", ID: "sha256:0123"}},
+			Commit: "0123456789abcdef0123456789abcdef01234567", Dirty: true,
+			Machine:      Machine{OS: "Debian GNU/Linux 12 (bookworm)", Kernel: "6.1.0", CPUs: 2, MemoryMB: 7936},
+			Seeds:        []Seed{{Name: "scenario", Value: 20151127, Seeds: "the users' ids (with the run id) and PM keys"}},
+			ScenarioFile: "scenario.yaml", ScenarioSHA256: "ab12"},
 		ScenarioConfig: json.RawMessage(`{"name":"default","seed":20151127}`),
+		Aggregates: []Aggregate{
+			{Step: "aggregate#1", Query: "count", Seed: 20151127, Run: "seed-20151127", StartMS: 9000, WallMS: 3000,
+				Noisy: map[string]float64{"count": 3}, True: map[string]float64{"count": 2}, GroundTruth: map[string]float64{"count": 2}, AbsError: map[string]float64{"count": 1},
+				Epsilon: 0.3, EpsilonByPart: map[string]float64{"count": 0.3}, Sensitivity: map[string]float64{"count": 1}, InitialBudget: 1,
+				Participants: 2, Users: 3, Failed: 1,
+				Phases: []AggregatePhase{{Phase: "pm", N: 3, MedianMS: 900, P95MS: 1200, MaxMS: 1200}},
+				PerUser: []AggregateUser{
+					{User: "shankari_2015-aug-27#1", File: "0001-shankari_2015-aug-27-1.gz", ID: "u1", Status: "answered", Epsilon: 0.3, Trips: 8, EndMS: 1500},
+					{User: "sunil_2016-07-20#1", File: "0002-sunil_2016-07-20-1.gz", ID: "u2", Status: "answered", Epsilon: 0.3, Trips: 2, EndMS: 2500},
+					{User: "shankari_2015-08-23#1", File: "0003-shankari_2015-08-23-1.gz", ID: "u3", Status: "failed", Phase: "pipeline", Error: "502 bad gateway", EndMS: 2800},
+				}},
+			{Step: "aggregate#2", Query: "metrics", Seed: 20151128, Error: "the aggregator exited with 1 (its log is in logs/)", StartMS: 12000, WallMS: 10},
+		},
 	}
 }
 
@@ -150,7 +167,7 @@ func TestWriteAndLatest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range append([]string{JSONFile, MarkdownFile}, FigureFiles()...) {
+	for _, f := range append([]string{JSONFile, MarkdownFile}, FigureFiles(sample())...) {
 		if _, err := os.Stat(filepath.Join(results, "latest", f)); err != nil {
 			t.Errorf("latest/%s: %v", f, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -54,8 +55,8 @@ type Agent struct {
 	Weight int    `json:"weight"`
 }
 
-// Population is the users of a run: real days, or synthetic users made from
-// them. Exactly one is set.
+// Population is the users of a run: real days, synthetic users made from
+// them, or both (the synthetic users first).
 type Population struct {
 	// RealDays gives each listed e-mission day file its own users.
 	RealDays *RealDays `json:"real_days,omitempty"`
@@ -147,10 +148,19 @@ const (
 	Resume   = "resume"   // resume it
 	Delete   = "delete"   // delete the user's instances
 	Fault    = "fault"    // break something on purpose (faults.go)
+	// Aggregate runs the researcher's aggregator (upc aggregate) once over
+	// the whole population, after every user's own steps.
+	Aggregate = "aggregate"
+)
+
+// Aggregate queries (Step.Query).
+const (
+	QueryCount   = "count"
+	QueryMetrics = "metrics"
 )
 
 // Kinds lists every step kind.
-var Kinds = []string{Launch, Unseal, Upload, Download, Compare, Pipeline, Metrics, Count, Pause, Resume, Delete, Fault}
+var Kinds = []string{Launch, Unseal, Upload, Download, Compare, Pipeline, Metrics, Count, Pause, Resume, Delete, Fault, Aggregate}
 
 // needs says which step must come earlier for a step to make sense.
 var needs = map[string]string{
@@ -175,6 +185,11 @@ type Step struct {
 	Freq   string `json:"freq,omitempty"`
 	// FaultSpec parameterises a fault step (faults.go).
 	FaultSpec
+	// Query (count or metrics) and QueryFile (the original's query file
+	// format, relative to the scenario file; empty: the harness's default
+	// query of that kind) parameterise an aggregate step.
+	Query     string `json:"query,omitempty"`
+	QueryFile string `json:"query_file,omitempty"`
 }
 
 // UnmarshalJSON accepts a bare kind or a strict object.
@@ -195,7 +210,7 @@ func (s *Step) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON writes a step without parameters as its bare kind.
 func (s Step) MarshalJSON() ([]byte, error) {
-	if s.Metric == "" && s.Freq == "" && s.FaultSpec.IsZero() {
+	if s.Metric == "" && s.Freq == "" && s.Query == "" && s.QueryFile == "" && s.FaultSpec.IsZero() {
 		return json.Marshal(s.Do)
 	}
 	type plain Step
@@ -205,6 +220,9 @@ func (s Step) MarshalJSON() ([]byte, error) {
 func (s Step) String() string {
 	if s.Do == Fault {
 		return fmt.Sprintf("fault(%s,%s)", s.Kind, s.Target)
+	}
+	if s.Do == Aggregate {
+		return fmt.Sprintf("%s(%s)", s.Do, s.Query)
 	}
 	if s.Metric == "" && s.Freq == "" {
 		return s.Do
@@ -299,9 +317,6 @@ func (s *Scenario) Validate() error {
 		}
 	}
 	if syn := s.Population.Synthetic; syn != nil {
-		if s.Population.RealDays != nil {
-			bad("population: set real_days or synthetic, not both")
-		}
 		if syn.Users < 1 || syn.Users > 100000 {
 			bad("population.synthetic.users: %d is not within 1-100000", syn.Users)
 		}
@@ -313,6 +328,9 @@ func (s *Scenario) Validate() error {
 				bad("population.synthetic.days[%d]: %q is not a day file name", i, d)
 			}
 		}
+	}
+	if r, syn := s.Population.RealDays, s.Population.Synthetic; r != nil && syn != nil && r.Dir != syn.Dir {
+		bad("population: real_days.dir %q and synthetic.dir %q differ; the synthetic users are made from the real days", r.Dir, syn.Dir)
 	}
 	if r := s.Population.RealDays; r == nil {
 		if s.Population.Synthetic == nil {
@@ -360,7 +378,28 @@ func (s *Scenario) Validate() error {
 			bad("%s: metric and freq belong to metrics steps only", at)
 		}
 		s.validateFault(at, st, done, bad)
-		if done[Delete] && st.Do != Launch {
+		if st.Do == Aggregate {
+			switch st.Query {
+			case QueryCount, QueryMetrics:
+			case "":
+				bad("%s.query: required (count or metrics)", at)
+			default:
+				bad("%s.query: %q is not count or metrics", at, st.Query)
+			}
+			if st.QueryFile != "" && (filepath.IsAbs(st.QueryFile) || strings.Contains(st.QueryFile, "..")) {
+				bad("%s.query_file: %q must be a path inside the scenario's folder", at, st.QueryFile)
+			}
+		} else {
+			if st.Query != "" || st.QueryFile != "" {
+				bad("%s: query and query_file belong to aggregate steps only", at)
+			}
+			// The aggregator runs once every user is done with their own
+			// steps: a user step listed after it would read as if it ran later.
+			if done[Aggregate] {
+				bad("%s: %s comes after an aggregate step; aggregate steps run over the whole population after every user's steps, so list them last", at, st.Do)
+			}
+		}
+		if done[Delete] && st.Do != Launch && st.Do != Aggregate {
 			bad("%s: %s comes after delete; launch again first", at, st.Do)
 		}
 		if st.Do == Launch {
@@ -391,6 +430,16 @@ func (s *Scenario) Validate() error {
 		bad("expectations.trips_comparison: set without trips_match_ground_truth")
 	}
 	return errors.Join(errs...)
+}
+
+// UserSteps are the steps each user takes (all but aggregate steps).
+func (s *Scenario) UserSteps() []Step {
+	return slices.DeleteFunc(slices.Clone(s.Steps), func(st Step) bool { return st.Do == Aggregate })
+}
+
+// AggregateSteps are the population-wide steps, in order.
+func (s *Scenario) AggregateSteps() []Step {
+	return slices.DeleteFunc(slices.Clone(s.Steps), func(st Step) bool { return st.Do != Aggregate })
 }
 
 // Has reports whether the scenario's steps include kind.

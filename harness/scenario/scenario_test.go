@@ -18,8 +18,16 @@ func TestLoad(t *testing.T) {
 		"invalid-duration.yaml":      {`duration "5 minutes"`},
 		"invalid-after-delete.yaml":  {"steps[2]: upload comes after delete"},
 		"invalid-type.yaml":          {`field "seed"`},
-		"invalid-synthetic.yaml": {"population: set real_days or synthetic, not both", "synthetic.users: 0", "synthetic.max_offset: 2",
+		"invalid-synthetic.yaml": {`population: real_days.dir "other" and synthetic.dir "" differ`, "synthetic.users: 0", "synthetic.max_offset: 2",
 			`synthetic.days[0]: "x.ground_truth"`},
+		"invalid-aggregate.yaml": {
+			`steps[0].query: "sum" is not count or metrics`,
+			"steps[1].query: required (count or metrics)",
+			`steps[2].query_file: "../q.json" must be a path inside`,
+			"steps[3]: query and query_file belong to aggregate steps only",
+			"steps[4]: launch comes after an aggregate step",
+			"steps[5]: metric and freq belong to metrics steps only",
+		},
 		"invalid-empty.yaml": {
 			"backend: required", "deployment.agents: at least one", "population: real_days or synthetic is required", "steps: at least one step",
 		},
