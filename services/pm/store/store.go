@@ -7,7 +7,7 @@
 // Each record has a random 128-bit id and two sealed values: the document
 // (padded to 256-byte granules) and a small index tuple (collection, _id,
 // metadata.key, data.ts, metadata.write_ts, insertion order). Unsealing
-// decrypts only the tuples and builds in-memory B-tree indexes, so queries on
+// decrypts only the tuples and builds compact in-memory indexes, so queries on
 // metadata.key, data.ts, metadata.write_ts and _id decrypt only the documents
 // they may return. docs/pm.md ("Storage design", "What someone with the disk
 // learns") gives the threat model.
@@ -275,13 +275,8 @@ func (s *Store) UnsealKind(secret []byte, kind KeyKind) error {
 func (s *Store) loadLocked() error {
 	s.colls = map[collName]*collection{}
 	s.nextSeq = 1
-	// Entries are allocated in one slab: half a million small objects cost
-	// the garbage collector far less as one.
-	var slab []entry
-	byColl := map[collName][]*entry{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketIndex)
-		slab = make([]entry, 0, b.Stats().KeyN)
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			plain, err := s.open(v, adFor("idx", k))
@@ -296,12 +291,9 @@ func (s *Store) loadLocked() error {
 			if err := t.unmarshal(plain); err != nil {
 				return fmt.Errorf("record %x: %w", k, err)
 			}
-			t.intern()
-			slab = append(slab, entry{tuple: t})
-			e := &slab[len(slab)-1]
-			copy(e.rec[:], k)
-			n := collName{t.db, t.coll}
-			byColl[n] = append(byColl[n], e)
+			var id recID
+			copy(id[:], k)
+			s.coll(t.db, t.coll, true).load(id, &t)
 			if t.seq >= s.nextSeq {
 				s.nextSeq = t.seq + 1
 			}
@@ -324,9 +316,8 @@ func (s *Store) loadLocked() error {
 		}
 		s.budget.migrated = false
 	}
-	for n, es := range byColl {
-		c := s.coll(n.db, n.coll, true)
-		c.bulkAdd(es)
+	for _, c := range s.colls {
+		c.build()
 	}
 	return nil
 }
