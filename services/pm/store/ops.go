@@ -395,114 +395,150 @@ func (s *Store) Update(ctx context.Context, db, coll string, f *query.Filter, u 
 // the update would write, changed or upserted, before anything is written:
 // an error from check aborts the whole update and is returned as it is.
 func (s *Store) UpdateChecked(ctx context.Context, db, coll string, f *query.Filter, u *query.Update, many, upsert bool, check func(doc map[string]any) error) (UpdateResult, error) {
+	res, err := s.UpdateBatch(ctx, db, coll, []UpdateOp{{Filter: f, Update: u, Many: many, Upsert: upsert, Check: check}})
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	return res[0], nil
+}
+
+// UpdateOp is one update of a batch (see UpdateChecked).
+type UpdateOp struct {
+	Filter       *query.Filter
+	Update       *query.Update
+	Many, Upsert bool
+	Check        func(doc map[string]any) error
+}
+
+// UpdateBatch applies ops in order, each seeing the ones before it, as one
+// transaction with one fsync: all or nothing. A batch that fails midway
+// leaves the file as it was, and the indexes are rebuilt from it.
+func (s *Store) UpdateBatch(ctx context.Context, db, coll string, ops []UpdateOp) ([]UpdateResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var res UpdateResult
 	if s.aead == nil {
-		return res, ErrSealed
+		return nil, ErrSealed
 	}
-	type change struct {
-		old   int32 // -1 for an upsert's insert
-		id    recID
-		tuple tuple
-	}
-	var changes []change
+	out := make([]UpdateResult, len(ops))
+	touched := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		max := int64(1)
-		if many {
-			max = 0
-		}
-		ms, _, err := s.matchLocked(ctx, tx, db, coll, f, max, true)
-		if err != nil {
-			return err
-		}
-		res.Matched = int64(len(ms))
-		if len(ms) == 0 && upsert {
-			doc := map[string]any{}
-			eq := f.Equalities()
-			if !u.IsReplacement() {
-				for p, v := range eq {
-					if err := query.SetPath(doc, p, v); err != nil {
-						return fmt.Errorf("%w: upsert: %v", ErrInvalid, err)
-					}
-				}
-			} else if id, ok := eq["_id"]; ok { // a replacing upsert keeps the filter's _id
-				doc["_id"] = id
-			}
-			nd, err := u.Apply(doc, true)
+		for i, op := range ops {
+			res, err := s.updateLocked(ctx, tx, db, coll, op, &touched)
 			if err != nil {
-				return fmt.Errorf("%w: %v", ErrInvalid, err)
-			}
-			if id, ok := doc["_id"]; ok {
-				nd["_id"] = id
-			}
-			if _, ok := nd["_id"]; !ok {
-				nd["_id"] = NewObjectID(s.opts.Now())
-			}
-			if check != nil {
-				if err := check(nd); err != nil {
-					return err
-				}
-			}
-			if dup, err := s.hasID(tx, s.coll(db, coll, false), query.Key(nd["_id"])); err != nil || dup {
-				if err == nil {
-					err = fmt.Errorf("%w: upsert: _id %v already exists", ErrDuplicateID, nd["_id"])
+				if len(ops) > 1 {
+					return fmt.Errorf("update %d: %w", i, err)
 				}
 				return err
 			}
-			raw, err := encodeDoc(nd)
-			if err != nil {
-				return fmt.Errorf("encode document: %w", err)
-			}
-			ch := change{old: -1, id: newRecID(), tuple: tupleFor(db, coll, nd)}
-			ch.tuple.seq = s.nextSeq
-			if err := s.putRecord(tx, ch.id, ch.tuple, raw); err != nil {
-				return err
-			}
-			changes = append(changes, ch)
-			res.UpsertedID = nd["_id"]
-			return nil
-		}
-		for _, m := range ms {
-			nd, err := u.Apply(m.doc, false)
-			if err != nil {
-				return fmt.Errorf("%w: %v", ErrInvalid, err)
-			}
-			before, _ := encodeDoc(m.doc)
-			after, err := encodeDoc(nd)
-			if err != nil {
-				return err
-			}
-			if string(before) == string(after) {
-				continue
-			}
-			if check != nil {
-				if err := check(nd); err != nil {
-					return err
-				}
-			}
-			old := s.coll(db, coll, false).at(m.p)
-			ch := change{old: m.p, id: old.id, tuple: tupleFor(db, coll, nd)}
-			ch.tuple.seq = old.seq
-			if err := s.putRecord(tx, ch.id, ch.tuple, after); err != nil {
-				return err
-			}
-			changes = append(changes, ch)
-			res.Modified++
+			out[i] = res
 		}
 		return nil
 	})
 	if err != nil {
-		return UpdateResult{}, err
-	}
-	c := s.coll(db, coll, true)
-	for i := range changes {
-		if changes[i].old >= 0 {
-			c.remove(changes[i].old)
-		} else {
-			s.nextSeq++
+		if touched {
+			// The indexes follow each write of the transaction, which did not
+			// commit: they are rebuilt from the file.
+			if lerr := s.loadIndexesLocked(); lerr != nil {
+				s.aead, s.colls = nil, nil
+				return nil, fmt.Errorf("%w (and rebuilding the indexes failed, the PM is sealed again: %v)", err, lerr)
+			}
 		}
-		c.add(changes[i].id, &changes[i].tuple)
+		return nil, err
+	}
+	return out, nil
+}
+
+// updateLocked applies one update inside tx and updates the indexes as it
+// writes (setting *touched), so the next update of a batch sees it.
+func (s *Store) updateLocked(ctx context.Context, tx *bolt.Tx, db, coll string, op UpdateOp, touched *bool) (UpdateResult, error) {
+	var res UpdateResult
+	f, u, check := op.Filter, op.Update, op.Check
+	max := int64(1)
+	if op.Many {
+		max = 0
+	}
+	ms, _, err := s.matchLocked(ctx, tx, db, coll, f, max, true)
+	if err != nil {
+		return res, err
+	}
+	res.Matched = int64(len(ms))
+	if len(ms) == 0 && op.Upsert {
+		doc := map[string]any{}
+		eq := f.Equalities()
+		if !u.IsReplacement() {
+			for p, v := range eq {
+				if err := query.SetPath(doc, p, v); err != nil {
+					return res, fmt.Errorf("%w: upsert: %v", ErrInvalid, err)
+				}
+			}
+		} else if id, ok := eq["_id"]; ok { // a replacing upsert keeps the filter's _id
+			doc["_id"] = id
+		}
+		nd, err := u.Apply(doc, true)
+		if err != nil {
+			return res, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if id, ok := doc["_id"]; ok {
+			nd["_id"] = id
+		}
+		if _, ok := nd["_id"]; !ok {
+			nd["_id"] = NewObjectID(s.opts.Now())
+		}
+		if check != nil {
+			if err := check(nd); err != nil {
+				return res, err
+			}
+		}
+		if dup, err := s.hasID(tx, s.coll(db, coll, false), query.Key(nd["_id"])); err != nil || dup {
+			if err == nil {
+				err = fmt.Errorf("%w: upsert: _id %v already exists", ErrDuplicateID, nd["_id"])
+			}
+			return res, err
+		}
+		raw, err := encodeDoc(nd)
+		if err != nil {
+			return res, fmt.Errorf("encode document: %w", err)
+		}
+		id, t := newRecID(), tupleFor(db, coll, nd)
+		t.seq = s.nextSeq
+		if err := s.putRecord(tx, id, t, raw); err != nil {
+			return res, err
+		}
+		*touched = true
+		s.nextSeq++
+		s.coll(db, coll, true).add(id, &t)
+		res.UpsertedID = nd["_id"]
+		return res, nil
+	}
+	c := s.coll(db, coll, false)
+	for _, m := range ms {
+		nd, err := u.Apply(m.doc, false)
+		if err != nil {
+			return res, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		before, _ := encodeDoc(m.doc)
+		after, err := encodeDoc(nd)
+		if err != nil {
+			return res, err
+		}
+		if string(before) == string(after) {
+			continue
+		}
+		if check != nil {
+			if err := check(nd); err != nil {
+				return res, err
+			}
+		}
+		old := c.at(m.p)
+		id, t := old.id, tupleFor(db, coll, nd)
+		t.seq = old.seq
+		if err := s.putRecord(tx, id, t, after); err != nil {
+			return res, err
+		}
+		*touched = true
+		c.remove(m.p)
+		c.add(id, &t)
+		res.Modified++
 	}
 	return res, nil
 }

@@ -273,6 +273,34 @@ func (s *Store) UnsealKind(secret []byte, kind KeyKind) error {
 
 // loadLocked decrypts every index tuple and the budget.
 func (s *Store) loadLocked() error {
+	if err := s.loadIndexesLocked(); err != nil {
+		return err
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		budget, err := s.loadBudget(tx)
+		if err != nil {
+			return err
+		}
+		s.bmu.Lock()
+		s.budget = budget
+		s.bmu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if s.budget.migrated {
+		if err := s.saveMigrated(s.budget); err != nil {
+			return fmt.Errorf("migrate the budget: %w", err)
+		}
+		s.budget.migrated = false
+	}
+	return nil
+}
+
+// loadIndexesLocked builds the in-memory indexes from the sealed tuples on
+// disk (at unseal, and after a batch of writes failed midway).
+func (s *Store) loadIndexesLocked() error {
 	s.colls = map[collName]*collection{}
 	s.nextSeq = 1
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -298,23 +326,10 @@ func (s *Store) loadLocked() error {
 				s.nextSeq = t.seq + 1
 			}
 		}
-		budget, err := s.loadBudget(tx)
-		if err != nil {
-			return err
-		}
-		s.bmu.Lock()
-		s.budget = budget
-		s.bmu.Unlock()
 		return nil
 	})
 	if err != nil {
 		return err
-	}
-	if s.budget.migrated {
-		if err := s.saveMigrated(s.budget); err != nil {
-			return fmt.Errorf("migrate the budget: %w", err)
-		}
-		s.budget.migrated = false
 	}
 	for _, c := range s.colls {
 		c.build()
