@@ -18,6 +18,7 @@ func TestTuneMemory(t *testing.T) {
 	}{
 		{"catalog limit", nil, "268435456\n", 25, 201326592},
 		{"no limit", nil, "max\n", 25, 0},
+		{"no limit, cgroup v1", nil, "9223372036854771712\n", 25, 0},
 		{"no cgroup file", nil, "", 25, 0},
 		{"garbage", nil, "lots", 25, 0},
 		{"environment wins", map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"}, "268435456", 0, 0},
