@@ -168,6 +168,10 @@ type tuple struct {
 	// are read with it false, and queries on it decrypt the document).
 	invalidKnown bool
 	invalid      bool // the document has a top-level invalid field
+	// tsNull and wtsNull say data.ts and metadata.write_ts are missing or
+	// null: they sort below every number (tuples written before these
+	// existed say neither, and walks read such documents).
+	tsNull, wtsNull bool
 }
 
 func (t *tuple) marshal() []byte {
@@ -185,6 +189,12 @@ func (t *tuple) marshal() []byte {
 	}
 	if t.invalid {
 		flags |= 8
+	}
+	if t.tsNull {
+		flags |= 16
+	}
+	if t.wtsNull {
+		flags |= 32
 	}
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, t.seq)
@@ -204,6 +214,7 @@ func (t *tuple) unmarshal(b []byte) error {
 	flags := b[1]
 	t.hasTs, t.hasWts = flags&1 != 0, flags&2 != 0
 	t.invalidKnown, t.invalid = flags&4 != 0, flags&8 != 0
+	t.tsNull, t.wtsNull = flags&16 != 0, flags&32 != 0
 	t.seq = binary.BigEndian.Uint64(b[2:])
 	t.ts = math.Float64frombits(binary.BigEndian.Uint64(b[10:]))
 	t.wts = math.Float64frombits(binary.BigEndian.Uint64(b[18:]))

@@ -36,6 +36,8 @@ const (
 	flagInvalid                  // the document has a top-level invalid field
 	flagLive                     // not deleted nor replaced
 	flagFree                     // a dead record's position, free for another
+	flagTsNull                   // data.ts is missing or null
+	flagWtsNull                  // metadata.write_ts is missing or null
 )
 
 func (r *rec) hasTs() bool  { return r.flags&flagTs != 0 }
@@ -166,6 +168,12 @@ func (c *collection) newRec(id recID, t *tuple) rec {
 	}
 	if t.invalid {
 		r.flags |= flagInvalid
+	}
+	if t.tsNull {
+		r.flags |= flagTsNull
+	}
+	if t.wtsNull {
+		r.flags |= flagWtsNull
 	}
 	return r
 }
@@ -370,28 +378,47 @@ func (c *collection) span(o int, lo, hi probe, fn func(p int32)) {
 // tupleFor extracts a document's index fields.
 func tupleFor(db, coll string, doc map[string]any) tuple {
 	t := tuple{db: db, coll: coll, id: query.Key(doc["_id"])}
-	if md, ok := doc["metadata"].(map[string]any); ok {
+	var w, ts any
+	md, mdOK := doc["metadata"].(map[string]any)
+	if mdOK {
 		if k, ok := md["key"].(string); ok {
 			t.key = k
 		}
-		if w, ok := query.Number(md["write_ts"]); ok && !math.IsNaN(w) {
-			t.wts, t.hasWts = w, true
+		w = md["write_ts"]
+		if n, ok := query.Number(w); ok && !math.IsNaN(n) {
+			t.wts, t.hasWts = n, true
 		}
 	}
-	if d, ok := doc["data"].(map[string]any); ok {
-		if ts, ok := query.Number(d["ts"]); ok && !math.IsNaN(ts) {
-			t.ts, t.hasTs = ts, true
+	d, dOK := doc["data"].(map[string]any)
+	if dOK {
+		ts = d["ts"]
+		if n, ok := query.Number(ts); ok && !math.IsNaN(n) {
+			t.ts, t.hasTs = n, true
 		}
 	}
+	t.wtsNull = w == nil && nullPath(doc["metadata"], mdOK)
+	t.tsNull = ts == nil && nullPath(doc["data"], dOK)
 	_, t.invalid = doc["invalid"]
 	t.invalidKnown = true
 	return t
 }
 
+// nullPath reports whether a field under parent sorts as null when it is
+// absent or null: parent is an object, or anything but an array (an array's
+// elements may hold the field).
+func nullPath(parent any, isObject bool) bool {
+	if isObject {
+		return true
+	}
+	_, isArray := parent.([]any)
+	return !isArray
+}
+
 // tuple is the index tuple of a scanned plain document.
 func (d docInfo) tuple(db, coll string) tuple {
 	return tuple{db: db, coll: coll, id: query.Key(d.id), key: d.key, ts: d.ts, hasTs: d.hasTs,
-		wts: d.wts, hasWts: d.hasWts, invalid: d.invalid, invalidKnown: true}
+		wts: d.wts, hasWts: d.hasWts, invalid: d.invalid, invalidKnown: true,
+		tsNull: !d.hasTs && !d.tsOther, wtsNull: !d.hasWts && !d.wtsOther}
 }
 
 // planned returns the matches of f in natural order when the index records

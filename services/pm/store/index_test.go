@@ -29,6 +29,8 @@ func TestIndexAgreesWithScan(t *testing.T) {
 			d["data"].(map[string]any)["ts"] = "later"
 		case 2:
 			d["invalid"] = true
+		case 3:
+			d["data"].(map[string]any)["ts"] = nil
 		}
 		return d
 	}
@@ -70,6 +72,9 @@ func TestIndexAgreesWithScan(t *testing.T) {
 		}{
 			{`{}`, query.Sorter{desc("data.ts")}, 0, 1},
 			{`{}`, query.Sorter{asc("data.ts")}, 0, 3},
+			{`{"metadata.key": "k1"}`, query.Sorter{desc("data.ts")}, 10, 100000},
+			{`{"metadata.key": "k2", "data.ts": {"$gte": 250}}`, query.Sorter{asc("data.ts")}, 0, 100000},
+			{`{"metadata.key": "k0", "user": {"$exists": false}}`, query.Sorter{desc("data.ts")}, 0, 2},
 			{`{"metadata.key": "k1"}`, query.Sorter{desc("data.ts")}, 2, 5},
 			{`{"metadata.key": {"$in": ["k0", "k3"]}, "invalid": {"$exists": false}}`, query.Sorter{desc("metadata.write_ts"), asc("_id")}, 0, 4},
 			{`{"metadata.key": "k2", "data.ts": {"$gte": 100, "$lt": 200}}`, nil, 0, 0},

@@ -46,6 +46,10 @@ func TestScanDocMatchesDecodedTuple(t *testing.T) {
 		[]byte(`{"data":{"ts":1e400},"metadata":[{"key":"k"}]}`),
 		[]byte(`{"_id":"x","s":"\"quoted\" \\ and \u00e9","n":[[[]]],"o":{}}`),
 		[]byte(`{}`),
+		[]byte(`{"data":{"x":1},"metadata":{"write_ts":null}}`),
+		[]byte(`{"data":null,"metadata":"m"}`),
+		[]byte(`{"data":{"ts":null},"metadata":{"write_ts":[1]}}`),
+		[]byte(`{"data":{"ts":{"a":1}},"metadata":{"write_ts":true}}`),
 	)
 	plain := 0
 	for i, d := range docs {

@@ -16,19 +16,20 @@ import (
 // the limit is met, instead of reading every match and sorting them: for a
 // year of data, half a millisecond instead of two seconds.
 
-// walkOrder returns the order a find's first sort key walks, with its
-// record flag; ok is false when the find is not one a walk answers.
-func walkOrder(o FindOptions) (ord int, flag uint8, ok bool) {
+// walkOrder returns the order a find's first sort key walks, with the
+// record flags of a number and of null there; ok is false when the find is
+// not one a walk answers.
+func walkOrder(o FindOptions) (ord int, num, null uint8, ok bool) {
 	if o.Limit <= 0 || len(o.Sort) == 0 {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	switch o.Sort[0].Path {
 	case "data.ts":
-		return ordTs, flagTs, true
+		return ordTs, flagTs, flagTsNull, true
 	case "metadata.write_ts":
-		return ordWts, flagWts, true
+		return ordWts, flagWts, flagWtsNull, true
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 // walk visits the live records of order o (ordTs or ordWts) in order, or in
@@ -73,15 +74,17 @@ func (c *collection) walk(o int, desc bool, fn func(p int32) bool) {
 }
 
 // walkMatches returns, in natural order, a set of matches of f that holds
-// the first Skip+Limit of the find's order: every match lacking the sort
-// field as a number (read and tested: Sorter places them), and the matches
-// met walking the field's order until Skip+Limit are found, plus those tied
-// with the last. Sorting them with the find's Sorter then gives the answer.
-// With raw, it reads no document and reports ok false unless the plan
-// decides the filter and every match has the field. ok is false when the
-// find is not one a walk answers.
+// the first Skip+Limit of the find's order: the matches met walking the
+// field's numbers in order until Skip+Limit are found, plus those tied with
+// the last; every match whose field is neither a number nor null (read and
+// tested: the Sorter places them); and the matches whose field is missing or
+// null when they sort first (ascending) or the numbers ran out. Sorting them
+// with the find's Sorter then gives the answer. With raw, it reads no
+// document and reports ok false unless the plan decides the filter and every
+// record of the set has the field as a number. ok is false when the find is
+// not one a walk answers.
 func (s *Store) walkMatches(ctx context.Context, tx *bolt.Tx, c *collection, f *query.Filter, o FindOptions, raw bool) (out []match, ok bool, err error) {
-	ord, flag, ok := walkOrder(o)
+	ord, num, null, ok := walkOrder(o)
 	if !ok {
 		return nil, false, nil
 	}
@@ -98,12 +101,15 @@ func (s *Store) walkMatches(ctx context.Context, tx *bolt.Tx, c *collection, f *
 	}
 	if raw {
 		for p := int32(0); p < int32(c.n); p++ {
-			if r := c.at(p); r.live() && (!decided(r) || r.flags&flag == 0 && r.fits(&plan, keys)) {
+			if r := c.at(p); r.live() && !decided(r) {
 				return nil, false, nil
 			}
 		}
 	}
+	desc := o.Sort[0].Desc
 	read := 0
+	// test reports whether the record at p matches, reading its document
+	// unless raw.
 	test := func(p int32) (match, bool, error) {
 		r := c.at(p)
 		if decided(r) && !r.fits(&plan, keys) {
@@ -121,21 +127,33 @@ func (s *Store) walkMatches(ctx context.Context, tx *bolt.Tx, c *collection, f *
 		}
 		return match{p, doc}, decided(r) || f.Match(doc), nil
 	}
-	if !raw {
+	// others adds the matches among the live records without a number in
+	// the field: those not null, and with nulls those null too. Raw, any
+	// such match makes the walk give up (ok false).
+	others := func(nulls bool) (ok bool, err error) {
 		for p := int32(0); p < int32(c.n); p++ {
-			if r := c.at(p); r.live() && r.flags&flag == 0 {
-				m, ok, err := test(p)
-				if err != nil {
-					return nil, false, err
-				}
-				if ok {
-					out = append(out, m)
-				}
+			r := c.at(p)
+			if !r.live() || r.flags&num != 0 || !nulls && r.flags&null != 0 {
+				continue
+			}
+			m, ok, err := test(p)
+			if err != nil {
+				return false, err
+			}
+			if ok && raw {
+				return false, nil
+			}
+			if ok {
+				out = append(out, m)
 			}
 		}
+		return true, nil
+	}
+	if ok, err := others(!desc); !ok || err != nil {
+		return nil, false, err
 	}
 	need, found, last := o.Skip+o.Limit, int64(0), 0.0
-	c.walk(ord, o.Sort[0].Desc, func(p int32) bool {
+	c.walk(ord, desc, func(p int32) bool {
 		v := c.at(p).in(ord).v
 		if found >= need && v != last {
 			return false
@@ -153,6 +171,13 @@ func (s *Store) walkMatches(ctx context.Context, tx *bolt.Tx, c *collection, f *
 	})
 	if err != nil {
 		return nil, false, err
+	}
+	if desc && found < need {
+		// The numbers ran out: the nulls come next.
+		out = slices.DeleteFunc(out, func(m match) bool { return c.at(m.p).flags&(num|null) == 0 })
+		if ok, err := others(true); !ok || err != nil {
+			return nil, false, err
+		}
 	}
 	slices.SortFunc(out, func(a, b match) int { return cmp.Compare(c.at(a.p).seq, c.at(b.p).seq) })
 	return out, true, nil
