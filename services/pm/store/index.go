@@ -126,6 +126,13 @@ type collection struct {
 	keys   []string
 	keyIdx map[string]uint32
 
+	// Live records a walk must read or cannot decide: without a number
+	// nor null in data.ts (odd[0]) or metadata.write_ts (odd[1]), and
+	// with tuples that predate the invalid flag. While these are zero, a
+	// walk reads nothing but what it returns.
+	odd      [2]int
+	oldTuple int
+
 	byID   map[uint64]int32
 	idMore map[uint64][]int32 // further records whose _id hashes the same (rare)
 
@@ -199,7 +206,7 @@ func (c *collection) place(r rec) int32 {
 func (c *collection) add(id recID, t *tuple) int32 {
 	p := c.place(c.newRec(id, t))
 	c.addID(c.at(p).idHash, p)
-	c.live++
+	c.count(c.at(p), 1)
 	c.pending = append(c.pending, p)
 	if len(c.pending) >= pendingMax {
 		c.merge()
@@ -216,7 +223,7 @@ func (c *collection) remove(p int32) {
 	}
 	r.flags &^= flagLive
 	c.removeID(r.idHash, p)
-	c.live--
+	c.count(r, -1)
 	c.dead++
 	if c.dead >= pendingMax {
 		c.merge()
@@ -327,7 +334,21 @@ func (c *collection) mergeInto(o int, old, add []int32) []int32 {
 func (c *collection) load(id recID, t *tuple) {
 	p := c.place(c.newRec(id, t))
 	c.addID(c.at(p).idHash, p)
-	c.live++
+	c.count(c.at(p), 1)
+}
+
+// count adds d to the counts r falls in.
+func (c *collection) count(r *rec, d int) {
+	c.live += d
+	if r.flags&(flagTs|flagTsNull) == 0 {
+		c.odd[0] += d
+	}
+	if r.flags&(flagWts|flagWtsNull) == 0 {
+		c.odd[1] += d
+	}
+	if r.flags&flagInvalidKnown == 0 {
+		c.oldTuple += d
+	}
 }
 
 // build sorts the arrays of a collection loaded at once, in parallel.

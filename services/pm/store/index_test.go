@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -149,4 +150,40 @@ func TestIndexAgreesWithScan(t *testing.T) {
 	s.Close()
 	s = openTest(t, dir, Options{NoSync: true})
 	check("reloaded")
+}
+
+// Record ids start with their write transaction's number, counting on
+// across a reopen, so a batch's records are appended together.
+func TestRecordIDsFollowTransactions(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, Options{NoSync: true})
+	prefixes := func() map[uint64]int {
+		c := s.coll("db", "c", false)
+		out := map[uint64]int{}
+		for _, p := range c.byID {
+			out[binary.BigEndian.Uint64(c.at(p).id[:8])]++
+		}
+		return out
+	}
+	insert := func(ids ...string) {
+		t.Helper()
+		var docs []map[string]any
+		for _, id := range ids {
+			docs = append(docs, map[string]any{"_id": id})
+		}
+		if _, err := s.Insert("db", "c", docs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert("a", "b", "c")
+	insert("d", "e")
+	if got := prefixes(); len(got) != 2 || got[2] != 3 || got[3] != 2 {
+		t.Fatalf("id prefixes %v, want 3 of 2 and 2 of 3", got)
+	}
+	s.Close()
+	s = openTest(t, dir, Options{NoSync: true})
+	insert("f")
+	if got := prefixes(); got[4] != 1 {
+		t.Fatalf("after a reopen: id prefixes %v, want one of 4", got)
+	}
 }

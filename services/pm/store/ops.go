@@ -88,6 +88,7 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 	}
 	adds := make([]added, len(docs))
 	seq := s.nextSeq
+	s.beginWrite()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i := range docs {
 			if dup, err := s.hasID(tx, c, query.Key(ids[i])); err != nil || dup {
@@ -103,7 +104,7 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 				return err
 			}
 			t.seq = seq + uint64(i)
-			adds[i] = added{newRecID(), t}
+			adds[i] = added{s.newRecID(), t}
 			if err := s.putRecord(tx, adds[i].id, t, raw); err != nil {
 				return err
 			}
@@ -421,6 +422,7 @@ func (s *Store) UpdateBatch(ctx context.Context, db, coll string, ops []UpdateOp
 	}
 	out := make([]UpdateResult, len(ops))
 	touched := false
+	s.beginWrite()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, op := range ops {
 			res, err := s.updateLocked(ctx, tx, db, coll, op, &touched)
@@ -499,7 +501,7 @@ func (s *Store) updateLocked(ctx context.Context, tx *bolt.Tx, db, coll string, 
 		if err != nil {
 			return res, fmt.Errorf("encode document: %w", err)
 		}
-		id, t := newRecID(), tupleFor(db, coll, nd)
+		id, t := s.newRecID(), tupleFor(db, coll, nd)
 		t.seq = s.nextSeq
 		if err := s.putRecord(tx, id, t, raw); err != nil {
 			return res, err

@@ -240,9 +240,14 @@ func TestOldTuplesFallBackForInvalid(t *testing.T) {
 	for _, p := range c.byID {
 		c.at(p).flags &^= flagInvalidKnown | flagInvalid
 	}
+	c.oldTuple = c.live
 	f, _ := query.Compile(map[string]any{"invalid": map[string]any{"$exists": false}})
 	if _, ok, _ := s.FindRaw("db", "c", f, FindOptions{}); ok {
 		t.Fatal("FindRaw decided invalid from tuples that do not record it")
+	}
+	latest := FindOptions{Sort: query.Sorter{{Path: "data.ts", Desc: true}}, Limit: 1}
+	if _, ok, _ := s.FindRaw("db", "c", f, latest); ok {
+		t.Fatal("FindRaw decided invalid from tuples that do not record it, sorted")
 	}
 	n, err := s.Count(context.Background(), "db", "c", f, 0, 0)
 	if err != nil || n != 1 {

@@ -15,6 +15,7 @@ package store
 
 import (
 	"crypto/cipher"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,6 +96,7 @@ type Store struct {
 	hdr     *header
 	colls   map[collName]*collection
 	nextSeq uint64
+	txNum   uint64 // the last write transaction's number (0: counter exhausted)
 
 	bmu    sync.Mutex // the budget
 	budget *ledgerMem
@@ -306,6 +308,12 @@ func (s *Store) loadIndexesLocked() error {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketIndex)
 		c := b.Cursor()
+		s.txNum = 1
+		if k, _ := c.Last(); len(k) >= 8 {
+			// The largest id's number: the next write counts on from it (on
+			// a volume of random ids, a random number far below 2^64).
+			s.txNum = max(binary.BigEndian.Uint64(k), 1)
+		}
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			plain, err := s.open(v, adFor("idx", k))
 			if err != nil {

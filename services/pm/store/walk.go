@@ -99,12 +99,8 @@ func (s *Store) walkMatches(ctx context.Context, tx *bolt.Tx, c *collection, f *
 	decided := func(r *rec) bool {
 		return planned && (!plan.NoInvalid || r.flags&flagInvalidKnown != 0)
 	}
-	if raw {
-		for p := int32(0); p < int32(c.n); p++ {
-			if r := c.at(p); r.live() && !decided(r) {
-				return nil, false, nil
-			}
-		}
+	if raw && !planned || raw && plan.NoInvalid && c.oldTuple > 0 {
+		return nil, false, nil // some record needs its document read
 	}
 	desc := o.Sort[0].Desc
 	read := 0
@@ -130,7 +126,14 @@ func (s *Store) walkMatches(ctx context.Context, tx *bolt.Tx, c *collection, f *
 	// others adds the matches among the live records without a number in
 	// the field: those not null, and with nulls those null too. Raw, any
 	// such match makes the walk give up (ok false).
+	odd := c.odd[0]
+	if ord == ordWts {
+		odd = c.odd[1]
+	}
 	others := func(nulls bool) (ok bool, err error) {
+		if !nulls && odd == 0 {
+			return true, nil // no record to read: skip the scan
+		}
 		for p := int32(0); p < int32(c.n); p++ {
 			r := c.at(p)
 			if !r.live() || r.flags&num != 0 || !nulls && r.flags&null != 0 {
