@@ -163,7 +163,22 @@ func (c *collection) keyOf(k string) uint32 {
 
 // newRec makes a live record from a tuple.
 func (c *collection) newRec(id recID, t *tuple) rec {
-	r := rec{id: id, seq: t.seq, idHash: idHash(t.id), key: c.keyOf(t.key), flags: flagLive}
+	return c.newRecHashed(id, t, idHash(t.id), c.keyOf(t.key))
+}
+
+// loadView indexes a record read at unseal from a tuple read in place.
+func (c *collection) loadView(id recID, t *tupleView) {
+	key, ok := c.keyIdx[string(t.key)] // no string is made for a known stream
+	if !ok {
+		key = c.keyOf(string(t.key))
+	}
+	p := c.place(c.newRecHashed(id, &t.tuple, maphash.Bytes(idSeed, t.id), key))
+	c.addID(c.at(p).idHash, p)
+	c.count(c.at(p), 1)
+}
+
+func (c *collection) newRecHashed(id recID, t *tuple, h uint64, key uint32) rec {
+	r := rec{id: id, seq: t.seq, idHash: h, key: key, flags: flagLive}
 	if t.hasTs {
 		r.ts, r.flags = t.ts, r.flags|flagTs
 	}
@@ -328,13 +343,6 @@ func (c *collection) mergeInto(o int, old, add []int32) []int32 {
 		k--
 	}
 	return old
-}
-
-// load indexes a record read at unseal; build sorts once all are loaded.
-func (c *collection) load(id recID, t *tuple) {
-	p := c.place(c.newRec(id, t))
-	c.addID(c.at(p).idHash, p)
-	c.count(c.at(p), 1)
 }
 
 // count adds d to the counts r falls in.

@@ -14,6 +14,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"encoding/binary"
 	"encoding/json"
@@ -314,22 +315,39 @@ func (s *Store) loadIndexesLocked() error {
 			// a volume of random ids, a random number far below 2^64).
 			s.txNum = max(binary.BigEndian.Uint64(k), 1)
 		}
+		// A year holds hundreds of thousands of tuples: they are opened
+		// into one buffer and read in place (tupleView), with no string
+		// made unless a collection or stream is new.
+		var plainBuf, ad []byte
+		var last struct {
+			db, coll []byte
+			c        *collection
+		}
+		n := chacha20poly1305.NonceSizeX
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			plain, err := s.open(v, adFor("idx", k))
+			if len(v) < n+s.aead.Overhead() {
+				return fmt.Errorf("record %x: index tuple too short", k)
+			}
+			ad = append(append(ad[:0], "idx\x00"...), k...)
+			plain, err := s.aead.Open(plainBuf[:0], v[:n], v[n:], ad)
 			if err != nil {
 				return fmt.Errorf("record %x: index tuple fails authentication", k)
 			}
-			plain, err = unpad(plain)
-			if err != nil {
+			plainBuf = plain
+			if plain, err = unpad(plain); err != nil {
 				return fmt.Errorf("record %x: %w", k, err)
 			}
-			var t tuple
-			if err := t.unmarshal(plain); err != nil {
+			var t tupleView
+			if err := t.parse(plain); err != nil {
 				return fmt.Errorf("record %x: %w", k, err)
+			}
+			if last.c == nil || !bytes.Equal(t.db, last.db) || !bytes.Equal(t.coll, last.coll) {
+				last.db, last.coll = bytes.Clone(t.db), bytes.Clone(t.coll)
+				last.c = s.coll(string(t.db), string(t.coll), true)
 			}
 			var id recID
 			copy(id[:], k)
-			s.coll(t.db, t.coll, true).load(id, &t)
+			last.c.loadView(id, &t)
 			if t.seq >= s.nextSeq {
 				s.nextSeq = t.seq + 1
 			}
