@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/e-mission/upc/internal/httpx"
 	"github.com/e-mission/upc/router/api"
 	"github.com/e-mission/upc/router/routerclient"
 	pmapi "github.com/e-mission/upc/services/pm/api"
@@ -65,7 +66,15 @@ type Client struct {
 	// SpendCap is the most ε a single service's grant may spend (0:
 	// DefaultSpendCap).
 	SpendCap float64
+	// UploadBatch, above 1, makes Upload send this many upserts per request
+	// (the PM's bulk update: one transaction, one fsync each); 0 or 1 sends
+	// one request per entry, as the original.
+	UploadBatch int
 }
+
+// DefaultUploadBatch is `upc client upload --batch`'s default: about 1.5 MB
+// of entries per request, well below the PM's body limit.
+const DefaultUploadBatch = 1000
 
 // DefaultSpendCap bounds what one service instance may charge the user's
 // budget under the grant the device gives it.
@@ -210,14 +219,16 @@ func (c *Client) Upload(ctx context.Context, pmAddress string, entries []Entry) 
 	if len(bad) > 0 {
 		return res, fmt.Errorf("upload: nothing sent: %w", errors.Join(bad...))
 	}
+	if c.UploadBatch > 1 {
+		done, err := c.uploadBatches(ctx, pm, entries, &res)
+		if err == nil || done > 0 || !isNotFound(err) {
+			return res, err
+		}
+		// A PM older than the bulk update answers 404 to the first batch,
+		// which wrote nothing: the entries go one by one.
+	}
 	for i, e := range entries {
-		r, err := pm.Update(ctx, pmapi.UpdateRequest{
-			StageName: pmapi.Usercache,
-			Indices:   UsercacheIndices,
-			Query:     UpsertQuery(e),
-			Data:      map[string]any{"$set": e},
-			Upsert:    true,
-		})
+		r, err := pm.Update(ctx, upsertRequest(e))
 		if err != nil {
 			return res, fmt.Errorf("upload entry %d: %w", i, err)
 		}
@@ -234,6 +245,52 @@ func (c *Client) Upload(ctx context.Context, pmAddress string, entries []Entry) 
 		}
 	}
 	return res, nil
+}
+
+func upsertRequest(e Entry) pmapi.UpdateRequest {
+	return pmapi.UpdateRequest{
+		StageName: pmapi.Usercache,
+		Indices:   UsercacheIndices,
+		Query:     UpsertQuery(e),
+		Data:      map[string]any{"$set": e},
+		Upsert:    true,
+	}
+}
+
+// uploadBatches sends the entries' upserts c.UploadBatch at a time, each
+// batch one bulk update (all or nothing), and returns how many batches the
+// PM applied.
+func (c *Client) uploadBatches(ctx context.Context, pm *pmclient.Client, entries []Entry, res *UploadResult) (int, error) {
+	done := 0
+	for lo := 0; lo < len(entries); lo += c.UploadBatch {
+		hi := min(lo+c.UploadBatch, len(entries))
+		req := pmapi.BulkUpdateRequest{StageName: pmapi.Usercache, Indices: UsercacheIndices, Updates: make([]pmapi.BulkUpdate, 0, hi-lo)}
+		for _, e := range entries[lo:hi] {
+			u := upsertRequest(e)
+			req.Updates = append(req.Updates, pmapi.BulkUpdate{Query: u.Query, Data: u.Data, Upsert: true})
+		}
+		r, err := pm.BulkUpdate(ctx, req)
+		if err != nil {
+			return done, fmt.Errorf("upload entries %d-%d (none of them written): %w", lo, hi-1, err)
+		}
+		if len(r.UpsertedIDs) != hi-lo {
+			return done, fmt.Errorf("upload entries %d-%d: the pm answered for %d", lo, hi-1, len(r.UpsertedIDs))
+		}
+		for _, id := range r.UpsertedIDs {
+			if id != nil {
+				res.Inserted++
+			} else {
+				res.Updated++
+			}
+		}
+		done++
+	}
+	return done, nil
+}
+
+func isNotFound(err error) bool {
+	var se *httpx.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
 }
 
 // DownloadOptions narrow a download.

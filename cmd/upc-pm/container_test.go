@@ -42,10 +42,13 @@ type pmContainer struct {
 	c      testcontainers.Container
 	ca     *certstest.CA
 	owner  string
+	data   string                  // the host folder bound at /data
 	client func() *pmclient.Client // the owner's client at the current port
 }
 
-func startPMContainer(t *testing.T, budget string) *pmContainer {
+// startPMContainer starts a PM container; each of more changes its host
+// configuration (limits, for one).
+func startPMContainer(t testing.TB, budget string, more ...func(*container.HostConfig)) *pmContainer {
 	t.Helper()
 	m := imagestest.Require(t, "pm")
 	ctx := context.Background()
@@ -56,7 +59,7 @@ func startPMContainer(t *testing.T, budget string) *pmContainer {
 			t.Fatal(err)
 		}
 	}
-	pc := &pmContainer{owner: access.NewToken(access.PrefixInstance), ca: certstest.New(t)}
+	pc := &pmContainer{owner: access.NewToken(access.PrefixInstance), ca: certstest.New(t), data: data}
 	env := pc.ca.InstanceEnv("0123456789ab")
 	maps.Copy(env, map[string]string{"UPC_PM_KDF_MEMORY_MIB": "8", "UPC_PM_BUDGET": budget, access.EnvSHA256: access.Hash(pc.owner)})
 	req := testcontainers.GenericContainerRequest{
@@ -69,6 +72,9 @@ func startPMContainer(t *testing.T, budget string) *pmContainer {
 			HostConfigModifier: func(hc *container.HostConfig) {
 				hc.Binds = []string{data + ":/data"}
 				hc.PortBindings = network.PortMap{network.MustParsePort("8080/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "0"}}}
+				for _, f := range more {
+					f(hc)
+				}
 			},
 			WaitingFor: wait.ForHTTP("/healthz").WithPort("8080/tcp").WithTLS(true, pc.ca.InstanceTLS()).WithStartupTimeout(60 * time.Second).WithPollInterval(50 * time.Millisecond),
 		},

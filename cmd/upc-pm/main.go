@@ -13,6 +13,7 @@
 //	UPC_PM_NOSYNC  "true" skips fsync (throwaway clouds, benchmarks)
 //	UPC_ACCESS_SHA256  hex SHA-256 of the owner's instance secret (set by the router)
 //	UPC_INSECURE_LEGACY  "1": no access control at all (the original scripts)
+//	GOGC, GOMEMLIMIT  unless set: 25, and 3/4 of the container's memory limit
 //
 // Without UPC_ACCESS_SHA256 or UPC_INSECURE_LEGACY=1 it refuses to start.
 //
@@ -46,6 +47,7 @@ func main() {
 		}
 		return
 	}
+	tuneMemory(os.Getenv, readMemoryMax())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := pm.Main(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/e-mission/upc/services/count"
 	"github.com/e-mission/upc/services/metrics"
 	pipeapi "github.com/e-mission/upc/services/pipeline/api"
+	pmapi "github.com/e-mission/upc/services/pm/api"
 )
 
 // clientFlags are the flags every client command shares.
@@ -263,6 +264,7 @@ func newClientCmd(g *globals) *cobra.Command {
 	launch.Flags().StringVar(&secretOut, "secret-out", "", "file to write the PM's owner credential to (mode 0600; the other commands read it with --pm-secret-file)")
 
 	var pmAddr string
+	var batch int
 	upload := &cobra.Command{
 		Use:   "upload --pm ADDRESS DAYFILE...",
 		Short: "Upload e-mission day files into the user's PM, as the original upload_data.py",
@@ -270,6 +272,9 @@ func newClientCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, files []string) error {
 			if pmAddr == "" {
 				return errors.New("--pm is required")
+			}
+			if batch < 1 || batch > pmapi.MaxBulkUpdates {
+				return fmt.Errorf("--batch must be between 1 and %d, not %d", pmapi.MaxBulkUpdates, batch)
 			}
 			// Every file is read and checked before anything is contacted.
 			days := make([][]client.Entry, len(files))
@@ -283,6 +288,7 @@ func newClientCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			c.UploadBatch = batch
 			wakePM(cmd.Context(), c, pmAddr, g.logger())
 			for i, file := range files {
 				entries := days[i]
@@ -301,6 +307,7 @@ func newClientCmd(g *globals) *cobra.Command {
 		},
 	}
 	upload.Flags().StringVar(&pmAddr, "pm", "", "the PM's address (as launch printed it)")
+	upload.Flags().IntVar(&batch, "batch", client.DefaultUploadBatch, "upserts per request (one transaction each; 1: one request per entry, as the original; a PM without bulk updates gets one per entry)")
 
 	var out, typ string
 	download := &cobra.Command{

@@ -46,6 +46,8 @@ func TestClientBadInput(t *testing.T) {
 		{"upload without pm", []string{"client", "upload", "--user", "u", "day.json"}, "--pm is required"},
 		{"upload without file", []string{"client", "upload", "--user", "u", "--pm", "http://127.0.0.1:1"}, "requires at least 1 arg"},
 		{"upload of a missing file", []string{"client", "upload", "--user", "u", "--pm", "http://127.0.0.1:1", filepath.Join(dir, "nope")}, "read day file"},
+		{"upload with batch 0", []string{"client", "upload", "--user", "u", "--pm", "http://127.0.0.1:1", "--batch", "0", "day.json"}, "--batch must be between 1 and 10000"},
+		{"upload with a huge batch", []string{"client", "upload", "--user", "u", "--pm", "http://127.0.0.1:1", "--batch", "10001", "day.json"}, "--batch must be between 1 and 10000"},
 		{"download without pm", []string{"client", "download", "--user", "u"}, "--pm is required"},
 		{"pipeline without pm", []string{"client", "pipeline", "--user", "u"}, "--pm is required"},
 		{"pipeline without user", []string{"client", "pipeline", "--pm", "http://127.0.0.1:1"}, "--user is required"},

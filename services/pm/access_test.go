@@ -140,6 +140,7 @@ func TestAccessNoOrWrongCredential(t *testing.T) {
 		{"POST", api.PathBudget, `{"privacy_cost": 1}`},
 		{"GET", api.PathBudgetLedger, ""},
 		{"GET", api.PathCollections, ""},
+		{"POST", api.PathBulkUpdate, `{"collection": "Stage_timeseries", "updates": [{"query": {}, "data": {"$set": {"x": 1}}, "is_many": true}]}`},
 		{"POST", api.PathGrants, `{"service": "count", "read": ["*"], "spend": 1}`},
 		{"GET", api.PathGrants, ""},
 		{"DELETE", "/v1/grants/g1", ""},

@@ -16,7 +16,7 @@ import (
 // fuzzPaths are the PM's endpoints that take a body, by the fuzzer's index.
 var fuzzPaths = []string{api.PathInsert, api.PathInsertDeprecated, api.PathFind, api.PathFindOne, api.PathCount,
 	api.PathDistinct, api.PathUpdate, api.PathUpdateDeprecated, api.PathReplaceOne, api.PathDelete, api.PathBudget,
-	api.PathGrants, api.PathGrantCheck, api.PathKey}
+	api.PathGrants, api.PathGrantCheck, api.PathKey, api.PathBulkUpdate}
 
 // FuzzPMRequest: whatever body its owner sends to any endpoint, an unsealed
 // PM holding a real day answers it with a 2xx or a 4xx naming the problem:
@@ -48,6 +48,7 @@ func FuzzPMRequest(f *testing.F) {
 		{9, `{"stage_name":"s","query":{"data.ts":{"$lt":0}},"is_many":true}`},
 		{10, `{"query_id":"q1","service":"count","cost":0.1,"question":"` + strings.Repeat("a", 64) + `"}`},
 		{11, `{"service":"count","spend_cap":0.5,"ttl_seconds":60}`},
+		{14, `{"stage_name":"s","updates":[{"query":{"metadata.key":"k","metadata.write_ts":1},"data":{"$set":{"data.x":1}},"upsert":true},{"query":{"data.ts":{"$lt":0}},"data":{"$inc":{"n":1}},"is_many":true}]}`},
 	} {
 		f.Add(uint8(s.path), []byte(s.body))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -288,6 +289,66 @@ func (s *Server) doUpdate(w http.ResponseWriter, r *http.Request, replace bool) 
 }
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request) error { return s.doUpdate(w, r, false) }
+
+// bulkUpdate applies many updates to one collection as one transaction (one
+// fsync): every update is checked before anything is written, and a failure
+// of any writes none.
+func (s *Server) bulkUpdate(w http.ResponseWriter, r *http.Request) error {
+	var req api.BulkUpdateRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	db, coll, err := target(req.StageName, req.Database, req.Collection, req.Indices)
+	if err != nil {
+		return err
+	}
+	switch n := len(req.Updates); {
+	case n == 0:
+		return httpx.BadRequest("updates is empty")
+	case n > api.MaxBulkUpdates:
+		return httpx.Errorf(http.StatusRequestEntityTooLarge, "%d updates; at most %d in one bulk update", n, api.MaxBulkUpdates)
+	}
+	ops := make([]store.UpdateOp, len(req.Updates))
+	var bad []error
+	for i, b := range req.Updates {
+		if len(bad) == 5 {
+			bad = append(bad, errors.New("..."))
+			break
+		}
+		f, err := compileFilter(b.Query, "query")
+		if err != nil {
+			bad = append(bad, fmt.Errorf("update %d: %w", i, err))
+			continue
+		}
+		if b.Data == nil {
+			bad = append(bad, fmt.Errorf("update %d: data (the update document) is required", i))
+			continue
+		}
+		u, err := query.CompileUpdate(b.Data, false, false)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("update %d: data: %w", i, err))
+			continue
+		}
+		ops[i] = store.UpdateOp{Filter: f, Update: u, Many: b.IsMany, Upsert: b.Upsert}
+	}
+	if len(bad) > 0 {
+		return httpx.BadRequest("nothing written: %v", errors.Join(bad...))
+	}
+	res, err := s.st.UpdateBatch(r.Context(), db, coll, ops)
+	if err != nil {
+		return err
+	}
+	out := api.BulkUpdateResponse{Acknowledged: true, UpsertedIDs: make([]any, len(res))}
+	for i, x := range res {
+		out.MatchedCount += x.Matched
+		out.ModifiedCount += x.Modified
+		if x.UpsertedID != nil {
+			out.UpsertedCount++
+		}
+		out.UpsertedIDs[i] = x.UpsertedID
+	}
+	return httpx.WriteJSON(w, http.StatusOK, out)
+}
 func (s *Server) replaceOne(w http.ResponseWriter, r *http.Request) error {
 	return s.doUpdate(w, r, true)
 }

@@ -357,7 +357,7 @@ func TestSealedUntilKey(t *testing.T) {
 	p := startPM(t, t.TempDir(), 1.0)
 	ctx := context.Background()
 	paths := []string{api.PathInsert, api.PathInsertDeprecated, api.PathFind, api.PathFindOne, api.PathUpdate,
-		api.PathUpdateDeprecated, api.PathReplaceOne, api.PathDelete, api.PathCount, api.PathDistinct, api.PathBudget}
+		api.PathUpdateDeprecated, api.PathReplaceOne, api.PathDelete, api.PathCount, api.PathDistinct, api.PathBudget, api.PathBulkUpdate}
 	for _, path := range paths {
 		code, out := p.post(t, path, `{"stage_name":"Stage_timeseries","filter":{},"privacy_cost":0.1}`)
 		if code != http.StatusForbidden || !strings.Contains(fmt.Sprint(out["error"]), "sealed") {

@@ -104,6 +104,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+api.PathDistinct, s.sealedGuard(s.distinct))
 	h("POST "+api.PathUpdate, s.sealedGuard(s.update))
 	h("POST "+api.PathUpdateDeprecated, s.sealedGuard(s.updateDeprecated))
+	h("POST "+api.PathBulkUpdate, s.ownerOnly("send bulk updates", s.sealedGuard(s.bulkUpdate)))
 	h("POST "+api.PathReplaceOne, s.sealedGuard(s.replaceOne))
 	h("POST "+api.PathDelete, s.sealedGuard(s.delete))
 	h("POST "+api.PathBudget, s.sealedGuard(s.spend))

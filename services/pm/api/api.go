@@ -40,7 +40,13 @@ const (
 	// PathCollections lists the collections that hold documents, with how
 	// many (owner only): what an export reads.
 	PathCollections = "/v1/collections"
+	// PathBulkUpdate applies many updates to one collection as one
+	// transaction (owner only): what a client's upload sends.
+	PathBulkUpdate = "/v1/bulk_update"
 )
+
+// MaxBulkUpdates is the most updates one bulk update may carry.
+const MaxBulkUpdates = 10000
 
 // DefaultDatabase is the database a "stage_name"-only request addresses, as
 // the first-generation PM's MongoClient(...).Stage_database did.
@@ -200,6 +206,35 @@ type UpdateRequest struct {
 	IsMany     bool           `json:"is_many,omitempty"`
 	Upsert     bool           `json:"upsert,omitempty"`
 	Ignored
+}
+
+// BulkUpdateRequest is the body of /v1/bulk_update: the collection, named as
+// for /data/update, and the updates, applied in order (each sees the ones
+// before it), all or nothing.
+type BulkUpdateRequest struct {
+	StageName  string       `json:"stage_name,omitempty"`
+	Database   string       `json:"database,omitempty"`
+	Collection string       `json:"collection,omitempty"`
+	Indices    Indices      `json:"indices,omitempty"`
+	Updates    []BulkUpdate `json:"updates"`
+}
+
+// BulkUpdate is one update of a bulk update, as /data/update's fields.
+type BulkUpdate struct {
+	Query  map[string]any `json:"query"`
+	Data   map[string]any `json:"data"`
+	IsMany bool           `json:"is_many,omitempty"`
+	Upsert bool           `json:"upsert,omitempty"`
+}
+
+// BulkUpdateResponse answers /v1/bulk_update: the totals, and each
+// update's upserted _id (null when it matched) in order.
+type BulkUpdateResponse struct {
+	Acknowledged  bool  `json:"acknowledged"`
+	MatchedCount  int64 `json:"matched_count"`
+	ModifiedCount int64 `json:"modified_count"`
+	UpsertedCount int64 `json:"upserted_count"`
+	UpsertedIDs   []any `json:"upserted_ids"`
 }
 
 // UpdateResponse answers /data/update and /data/replace_one. UpsertedID is

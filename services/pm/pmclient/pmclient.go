@@ -205,6 +205,14 @@ func (c *Client) Update(ctx context.Context, req UpdateRequest) (api.UpdateRespo
 	return out, err
 }
 
+// BulkUpdate applies req.Updates in order as one transaction: all or
+// nothing. A PM older than the endpoint answers 404.
+func (c *Client) BulkUpdate(ctx context.Context, req api.BulkUpdateRequest) (api.BulkUpdateResponse, error) {
+	var out api.BulkUpdateResponse
+	err := c.c.Post(ctx, api.PathBulkUpdate, req, &out)
+	return out, err
+}
+
 // ReplaceOne replaces the first match with req.Data (keeping its _id).
 func (c *Client) ReplaceOne(ctx context.Context, req UpdateRequest) (api.UpdateResponse, error) {
 	var out api.UpdateResponse

@@ -168,6 +168,10 @@ type tuple struct {
 	// are read with it false, and queries on it decrypt the document).
 	invalidKnown bool
 	invalid      bool // the document has a top-level invalid field
+	// tsNull and wtsNull say data.ts and metadata.write_ts are missing or
+	// null: they sort below every number (tuples written before these
+	// existed say neither, and walks read such documents).
+	tsNull, wtsNull bool
 }
 
 func (t *tuple) marshal() []byte {
@@ -186,6 +190,12 @@ func (t *tuple) marshal() []byte {
 	if t.invalid {
 		flags |= 8
 	}
+	if t.tsNull {
+		flags |= 16
+	}
+	if t.wtsNull {
+		flags |= 32
+	}
 	b = append(b, flags)
 	b = binary.BigEndian.AppendUint64(b, t.seq)
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(t.ts))
@@ -197,16 +207,46 @@ func (t *tuple) marshal() []byte {
 	return b
 }
 
+// tupleView is a tuple read in place: its strings are slices of the
+// plaintext (valid until the buffer is reused).
+type tupleView struct {
+	tuple             // the numbers and flags; its strings stay empty
+	db, coll, id, key []byte
+}
+
+func (t *tupleView) parse(b []byte) error {
+	if len(b) < 26 || b[0] != 1 {
+		return errors.New("bad index tuple")
+	}
+	t.tuple.setFixed(b)
+	b = b[26:]
+	for _, dst := range []*[]byte{&t.db, &t.coll, &t.id, &t.key} {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return errors.New("bad index tuple")
+		}
+		*dst = b[k : k+int(n)]
+		b = b[k+int(n):]
+	}
+	return nil
+}
+
+// setFixed reads the flags and numbers of a marshaled tuple (26 bytes at least).
+func (t *tuple) setFixed(b []byte) {
+	flags := b[1]
+	t.hasTs, t.hasWts = flags&1 != 0, flags&2 != 0
+	t.invalidKnown, t.invalid = flags&4 != 0, flags&8 != 0
+	t.tsNull, t.wtsNull = flags&16 != 0, flags&32 != 0
+	t.seq = binary.BigEndian.Uint64(b[2:])
+	t.ts = math.Float64frombits(binary.BigEndian.Uint64(b[10:]))
+	t.wts = math.Float64frombits(binary.BigEndian.Uint64(b[18:]))
+}
+
 func (t *tuple) unmarshal(b []byte) error {
 	if len(b) < 26 || b[0] != 1 {
 		return errors.New("bad index tuple")
 	}
-	flags := b[1]
-	t.hasTs, t.hasWts = flags&1 != 0, flags&2 != 0
-	t.invalidKnown, t.invalid = flags&4 != 0, flags&8 != 0
-	t.seq = binary.BigEndian.Uint64(b[2:])
-	t.ts = math.Float64frombits(binary.BigEndian.Uint64(b[10:]))
-	t.wts = math.Float64frombits(binary.BigEndian.Uint64(b[18:]))
+	t.setFixed(b)
 	b = b[26:]
 	for _, dst := range []*string{&t.db, &t.coll, &t.id, &t.key} {
 		n, k := binary.Uvarint(b)

@@ -76,26 +76,38 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 			return nil, fmt.Errorf("%w: document %d: %w", ErrInvalid, i, err)
 		}
 		k := query.Key(id)
-		if seen[k] || (c != nil && c.byID[k] != nil) {
+		if seen[k] {
 			return nil, fmt.Errorf("%w: document %d: _id %v already exists in %s.%s", ErrDuplicateID, i, id, db, coll)
 		}
 		seen[k] = true
 		ids[i] = id
 	}
-	entries := make([]*entry, len(docs))
+	type added struct {
+		id recID
+		t  tuple
+	}
+	adds := make([]added, len(docs))
 	seq := s.nextSeq
+	s.beginWrite()
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		for i := range docs {
+			if dup, err := s.hasID(tx, c, query.Key(ids[i])); err != nil || dup {
+				if err == nil {
+					err = fmt.Errorf("%w: document %d: _id %v already exists in %s.%s", ErrDuplicateID, i, ids[i], db, coll)
+				}
+				return err
+			}
+		}
 		for i, d := range docs {
 			raw, t, err := d.record(db, coll)
 			if err != nil {
 				return err
 			}
-			e := &entry{rec: newRecID(), tuple: t}
-			e.seq = seq + uint64(i)
-			if err := s.putRecord(tx, e.rec, e.tuple, raw); err != nil {
+			t.seq = seq + uint64(i)
+			adds[i] = added{s.newRecID(), t}
+			if err := s.putRecord(tx, adds[i].id, t, raw); err != nil {
 				return err
 			}
-			entries[i] = e
 		}
 		return nil
 	})
@@ -104,10 +116,28 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 	}
 	s.nextSeq = seq + uint64(len(docs))
 	c = s.coll(db, coll, true)
-	for _, e := range entries {
-		c.add(e)
+	for i := range adds {
+		c.add(adds[i].id, &adds[i].t)
 	}
 	return ids, nil
+}
+
+// hasID reports whether c holds a document whose _id has the query.Key key:
+// the index keeps hashes, so a hit is confirmed by reading the document.
+func (s *Store) hasID(tx *bolt.Tx, c *collection, key string) (bool, error) {
+	if c == nil {
+		return false, nil
+	}
+	for _, p := range c.idSlots(key) {
+		doc, err := s.readDoc(tx, c.at(p).id)
+		if err != nil {
+			return false, err
+		}
+		if query.Key(doc["_id"]) == key {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // cancelEvery is how many documents a scan reads between checks of its
@@ -115,7 +145,7 @@ func (s *Store) InsertDocs(db, coll string, docs []Doc) ([]any, error) {
 const cancelEvery = 64
 
 type match struct {
-	e   *entry
+	p   int32 // the record's position in its collection
 	doc map[string]any
 }
 
@@ -134,8 +164,8 @@ func (s *Store) matchLocked(ctx context.Context, tx *bolt.Tx, db, coll string, f
 				es = es[:max]
 			}
 			out := make([]match, len(es))
-			for i, e := range es {
-				out[i] = match{e: e}
+			for i, p := range es {
+				out[i] = match{p: p}
 			}
 			return out, st, nil
 		}
@@ -143,19 +173,19 @@ func (s *Store) matchLocked(ctx context.Context, tx *bolt.Tx, db, coll string, f
 	cands, scanned := c.candidates(f)
 	st.Scanned = scanned
 	var out []match
-	for i, e := range cands {
+	for i, p := range cands {
 		// A caller that has gone (or run out of time) stops the scan, and
 		// with it the read lock that writers wait on.
 		if i%cancelEvery == 0 && ctx.Err() != nil {
 			return nil, st, fmt.Errorf("%w: %w", ErrCanceled, context.Cause(ctx))
 		}
-		doc, err := s.readDoc(tx, e.rec)
+		doc, err := s.readDoc(tx, c.at(p).id)
 		if err != nil {
 			return nil, st, err
 		}
 		st.Candidates++
 		if f.Match(doc) {
-			out = append(out, match{e, doc})
+			out = append(out, match{p, doc})
 			if max > 0 && int64(len(out)) >= max {
 				break
 			}
@@ -178,8 +208,15 @@ func (s *Store) Find(ctx context.Context, db, coll string, f *query.Filter, o Fi
 		if len(o.Sort) == 0 && o.Limit > 0 {
 			max = o.Skip + o.Limit
 		}
-		ms, stats, err := s.matchLocked(ctx, tx, db, coll, f, max, true)
-		st = stats
+		var ms []match
+		var walked bool
+		var err error
+		if c := s.coll(db, coll, false); c != nil {
+			ms, walked, err = s.walkMatches(ctx, tx, c, f, o, false)
+		}
+		if !walked && err == nil {
+			ms, st, err = s.matchLocked(ctx, tx, db, coll, f, max, true)
+		}
 		if err != nil {
 			return err
 		}
@@ -219,15 +256,49 @@ func (s *Store) FindRaw(db, coll string, f *query.Filter, o FindOptions) (docs [
 	if c == nil {
 		return [][]byte{}, true, nil
 	}
-	es, ok := c.planned(f)
-	if !ok || !sortByTuple(es, o.Sort) {
+	var es []int32
+	if ms, walked, _ := s.walkMatches(context.Background(), nil, c, f, o, true); walked {
+		es = make([]int32, len(ms))
+		for i, m := range ms {
+			es[i] = m.p
+		}
+	} else if es, ok = c.planned(f); !ok {
+		return nil, false, nil
+	}
+	// A sort on _id needs the _ids, which the index keeps only as hashes:
+	// they are read from the stored documents (which are read anyway).
+	var ids map[int32]string
+	if slices.ContainsFunc(o.Sort, func(k query.SortKey) bool { return k.Path == "_id" }) && len(es) > 1 {
+		ids = make(map[int32]string, len(es))
+		err = s.db.View(func(tx *bolt.Tx) error {
+			for _, p := range es {
+				raw, err := s.readRaw(tx, c.at(p).id)
+				if err != nil {
+					return err
+				}
+				info, plain := scanDoc(raw)
+				if !plain || !info.hasID {
+					return nil
+				}
+				ids[p] = info.id
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, false, fmt.Errorf("find: %w", err)
+		}
+		if len(ids) < len(es) {
+			return nil, false, nil // an _id that is not a string
+		}
+	}
+	if !c.sortByTuple(es, o.Sort, ids) {
 		return nil, false, nil
 	}
 	es = window(es, o.Skip, o.Limit)
 	docs = make([][]byte, len(es))
 	err = s.db.View(func(tx *bolt.Tx) error {
-		for i, e := range es {
-			raw, err := s.readRaw(tx, e.rec)
+		for i, p := range es {
+			raw, err := s.readRaw(tx, c.at(p).id)
 			if err != nil {
 				return err
 			}
@@ -241,52 +312,52 @@ func (s *Store) FindRaw(db, coll string, f *query.Filter, o FindOptions) (docs [
 	return docs, true, nil
 }
 
-// sortByTuple sorts es (stably, as Sorter.Sort would) when every sort key is
-// a field the tuples hold for every entry; it reports false otherwise,
-// leaving es as it was.
-func sortByTuple(es []*entry, keys query.Sorter) bool {
-	if len(keys) == 0 || len(es) < 2 {
+// sortByTuple sorts ps (stably, as Sorter.Sort would) when every sort key is
+// data.ts or metadata.write_ts, present as a number in every record, or _id
+// given as a string for each in ids; it reports false otherwise, leaving ps
+// as it was.
+func (c *collection) sortByTuple(ps []int32, keys query.Sorter, ids map[int32]string) bool {
+	if len(keys) == 0 || len(ps) < 2 {
 		return true
 	}
-	ids := map[*entry]string{}
 	for _, k := range keys {
-		for _, e := range es {
-			switch k.Path {
-			case "data.ts":
-				if !e.hasTs {
-					return false
-				}
-			case "metadata.write_ts":
-				if !e.hasWts {
-					return false
-				}
-			case "_id":
-				id, isStr := e.stringID()
-				if !isStr {
-					return false
-				}
-				ids[e] = id
-			default:
+		var flag uint8
+		switch k.Path {
+		case "data.ts":
+			flag = flagTs
+		case "metadata.write_ts":
+			flag = flagWts
+		case "_id":
+			if len(ids) < len(ps) {
+				return false
+			}
+			continue
+		default:
+			return false
+		}
+		for _, p := range ps {
+			if c.at(p).flags&flag == 0 {
 				return false
 			}
 		}
 	}
-	slices.SortStableFunc(es, func(a, b *entry) int {
+	slices.SortStableFunc(ps, func(a, b int32) int {
+		ra, rb := c.at(a), c.at(b)
 		for _, k := range keys {
-			var c int
+			var x int
 			switch k.Path {
 			case "data.ts":
-				c = cmp.Compare(a.ts, b.ts)
+				x = cmp.Compare(ra.ts, rb.ts)
 			case "metadata.write_ts":
-				c = cmp.Compare(a.wts, b.wts)
+				x = cmp.Compare(ra.wts, rb.wts)
 			default:
-				c = strings.Compare(ids[a], ids[b])
+				x = strings.Compare(ids[a], ids[b])
 			}
 			if k.Desc {
-				c = -c
+				x = -x
 			}
-			if c != 0 {
-				return c
+			if x != 0 {
+				return x
 			}
 		}
 		return 0
@@ -325,110 +396,151 @@ func (s *Store) Update(ctx context.Context, db, coll string, f *query.Filter, u 
 // the update would write, changed or upserted, before anything is written:
 // an error from check aborts the whole update and is returned as it is.
 func (s *Store) UpdateChecked(ctx context.Context, db, coll string, f *query.Filter, u *query.Update, many, upsert bool, check func(doc map[string]any) error) (UpdateResult, error) {
+	res, err := s.UpdateBatch(ctx, db, coll, []UpdateOp{{Filter: f, Update: u, Many: many, Upsert: upsert, Check: check}})
+	if err != nil {
+		return UpdateResult{}, err
+	}
+	return res[0], nil
+}
+
+// UpdateOp is one update of a batch (see UpdateChecked).
+type UpdateOp struct {
+	Filter       *query.Filter
+	Update       *query.Update
+	Many, Upsert bool
+	Check        func(doc map[string]any) error
+}
+
+// UpdateBatch applies ops in order, each seeing the ones before it, as one
+// transaction with one fsync: all or nothing. A batch that fails midway
+// leaves the file as it was, and the indexes are rebuilt from it.
+func (s *Store) UpdateBatch(ctx context.Context, db, coll string, ops []UpdateOp) ([]UpdateResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var res UpdateResult
 	if s.aead == nil {
-		return res, ErrSealed
+		return nil, ErrSealed
 	}
-	type change struct {
-		old *entry
-		new *entry
-		doc map[string]any
-	}
-	var changes []change
+	out := make([]UpdateResult, len(ops))
+	touched := false
+	s.beginWrite()
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		max := int64(1)
-		if many {
-			max = 0
-		}
-		ms, _, err := s.matchLocked(ctx, tx, db, coll, f, max, true)
-		if err != nil {
-			return err
-		}
-		res.Matched = int64(len(ms))
-		if len(ms) == 0 && upsert {
-			doc := map[string]any{}
-			eq := f.Equalities()
-			if !u.IsReplacement() {
-				for p, v := range eq {
-					if err := query.SetPath(doc, p, v); err != nil {
-						return fmt.Errorf("%w: upsert: %v", ErrInvalid, err)
-					}
-				}
-			} else if id, ok := eq["_id"]; ok { // a replacing upsert keeps the filter's _id
-				doc["_id"] = id
-			}
-			nd, err := u.Apply(doc, true)
+		for i, op := range ops {
+			res, err := s.updateLocked(ctx, tx, db, coll, op, &touched)
 			if err != nil {
-				return fmt.Errorf("%w: %v", ErrInvalid, err)
-			}
-			if id, ok := doc["_id"]; ok {
-				nd["_id"] = id
-			}
-			if _, ok := nd["_id"]; !ok {
-				nd["_id"] = NewObjectID(s.opts.Now())
-			}
-			if check != nil {
-				if err := check(nd); err != nil {
-					return err
+				if len(ops) > 1 {
+					return fmt.Errorf("update %d: %w", i, err)
 				}
-			}
-			if c := s.coll(db, coll, false); c != nil && c.byID[query.Key(nd["_id"])] != nil {
-				return fmt.Errorf("%w: upsert: _id %v already exists", ErrDuplicateID, nd["_id"])
-			}
-			raw, err := encodeDoc(nd)
-			if err != nil {
-				return fmt.Errorf("encode document: %w", err)
-			}
-			e := &entry{rec: newRecID(), tuple: tupleFor(db, coll, nd)}
-			e.seq = s.nextSeq
-			if err := s.putRecord(tx, e.rec, e.tuple, raw); err != nil {
 				return err
 			}
-			changes = append(changes, change{new: e})
-			res.UpsertedID = nd["_id"]
-			return nil
-		}
-		for _, m := range ms {
-			nd, err := u.Apply(m.doc, false)
-			if err != nil {
-				return fmt.Errorf("%w: %v", ErrInvalid, err)
-			}
-			before, _ := encodeDoc(m.doc)
-			after, err := encodeDoc(nd)
-			if err != nil {
-				return err
-			}
-			if string(before) == string(after) {
-				continue
-			}
-			if check != nil {
-				if err := check(nd); err != nil {
-					return err
-				}
-			}
-			e := &entry{rec: m.e.rec, tuple: tupleFor(db, coll, nd)}
-			e.seq = m.e.seq
-			if err := s.putRecord(tx, e.rec, e.tuple, after); err != nil {
-				return err
-			}
-			changes = append(changes, change{old: m.e, new: e})
-			res.Modified++
+			out[i] = res
 		}
 		return nil
 	})
 	if err != nil {
-		return UpdateResult{}, err
-	}
-	c := s.coll(db, coll, true)
-	for _, ch := range changes {
-		if ch.old != nil {
-			c.remove(ch.old)
-		} else {
-			s.nextSeq++
+		if touched {
+			// The indexes follow each write of the transaction, which did not
+			// commit: they are rebuilt from the file.
+			if lerr := s.loadIndexesLocked(); lerr != nil {
+				s.aead, s.colls = nil, nil
+				return nil, fmt.Errorf("%w (and rebuilding the indexes failed, the PM is sealed again: %v)", err, lerr)
+			}
 		}
-		c.add(ch.new)
+		return nil, err
+	}
+	return out, nil
+}
+
+// updateLocked applies one update inside tx and updates the indexes as it
+// writes (setting *touched), so the next update of a batch sees it.
+func (s *Store) updateLocked(ctx context.Context, tx *bolt.Tx, db, coll string, op UpdateOp, touched *bool) (UpdateResult, error) {
+	var res UpdateResult
+	f, u, check := op.Filter, op.Update, op.Check
+	max := int64(1)
+	if op.Many {
+		max = 0
+	}
+	ms, _, err := s.matchLocked(ctx, tx, db, coll, f, max, true)
+	if err != nil {
+		return res, err
+	}
+	res.Matched = int64(len(ms))
+	if len(ms) == 0 && op.Upsert {
+		doc := map[string]any{}
+		eq := f.Equalities()
+		if !u.IsReplacement() {
+			for p, v := range eq {
+				if err := query.SetPath(doc, p, v); err != nil {
+					return res, fmt.Errorf("%w: upsert: %v", ErrInvalid, err)
+				}
+			}
+		} else if id, ok := eq["_id"]; ok { // a replacing upsert keeps the filter's _id
+			doc["_id"] = id
+		}
+		nd, err := u.Apply(doc, true)
+		if err != nil {
+			return res, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if id, ok := doc["_id"]; ok {
+			nd["_id"] = id
+		}
+		if _, ok := nd["_id"]; !ok {
+			nd["_id"] = NewObjectID(s.opts.Now())
+		}
+		if check != nil {
+			if err := check(nd); err != nil {
+				return res, err
+			}
+		}
+		if dup, err := s.hasID(tx, s.coll(db, coll, false), query.Key(nd["_id"])); err != nil || dup {
+			if err == nil {
+				err = fmt.Errorf("%w: upsert: _id %v already exists", ErrDuplicateID, nd["_id"])
+			}
+			return res, err
+		}
+		raw, err := encodeDoc(nd)
+		if err != nil {
+			return res, fmt.Errorf("encode document: %w", err)
+		}
+		id, t := s.newRecID(), tupleFor(db, coll, nd)
+		t.seq = s.nextSeq
+		if err := s.putRecord(tx, id, t, raw); err != nil {
+			return res, err
+		}
+		*touched = true
+		s.nextSeq++
+		s.coll(db, coll, true).add(id, &t)
+		res.UpsertedID = nd["_id"]
+		return res, nil
+	}
+	c := s.coll(db, coll, false)
+	for _, m := range ms {
+		nd, err := u.Apply(m.doc, false)
+		if err != nil {
+			return res, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		before, _ := encodeDoc(m.doc)
+		after, err := encodeDoc(nd)
+		if err != nil {
+			return res, err
+		}
+		if string(before) == string(after) {
+			continue
+		}
+		if check != nil {
+			if err := check(nd); err != nil {
+				return res, err
+			}
+		}
+		old := c.at(m.p)
+		id, t := old.id, tupleFor(db, coll, nd)
+		t.seq = old.seq
+		if err := s.putRecord(tx, id, t, after); err != nil {
+			return res, err
+		}
+		*touched = true
+		c.remove(m.p)
+		c.add(id, &t)
+		res.Modified++
 	}
 	return res, nil
 }
@@ -440,7 +552,7 @@ func (s *Store) Delete(ctx context.Context, db, coll string, f *query.Filter, ma
 	if s.aead == nil {
 		return 0, ErrSealed
 	}
-	var gone []*entry
+	var gone []int32
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		max := int64(1)
 		if many {
@@ -450,11 +562,12 @@ func (s *Store) Delete(ctx context.Context, db, coll string, f *query.Filter, ma
 		if err != nil {
 			return err
 		}
+		c := s.coll(db, coll, false)
 		for _, m := range ms {
-			if err := s.deleteRecord(tx, m.e.rec); err != nil {
+			if err := s.deleteRecord(tx, c.at(m.p).id); err != nil {
 				return err
 			}
-			gone = append(gone, m.e)
+			gone = append(gone, m.p)
 		}
 		return nil
 	})
@@ -462,8 +575,8 @@ func (s *Store) Delete(ctx context.Context, db, coll string, f *query.Filter, ma
 		return 0, fmt.Errorf("delete: %w", err)
 	}
 	if c := s.coll(db, coll, false); c != nil {
-		for _, e := range gone {
-			c.remove(e)
+		for _, p := range gone {
+			c.remove(p)
 		}
 	}
 	return int64(len(gone)), nil

@@ -113,7 +113,10 @@ type docInfo struct {
 	ts, wts       float64
 	hasTs, hasWts bool
 	invalid       bool // a top-level invalid field
-	spaced        bool // whitespace outside strings: compact before storing
+	// tsOther and wtsOther: the field is there but neither a number nor
+	// null (or its parent is an array): it does not sort as null.
+	tsOther, wtsOther bool
+	spaced            bool // whitespace outside strings: compact before storing
 }
 
 // withID returns raw with "_id": id as its first field.
@@ -169,10 +172,14 @@ func scanDoc(b []byte) (info docInfo, ok bool) {
 		case "invalid":
 			info.invalid = true
 		case "metadata", "data":
+			md := string(name) == "metadata"
 			if !s.is('{') {
+				if s.is('[') {
+					info.tsOther = info.tsOther || !md
+					info.wtsOther = info.wtsOther || md
+				}
 				break
 			}
-			md := string(name) == "metadata"
 			return s.object(1, func(field []byte) bool {
 				switch {
 				case md && string(field) == "key":
@@ -191,12 +198,14 @@ func scanDoc(b []byte) (info docInfo, ok bool) {
 						info.wts, info.hasWts = n, true
 						return true
 					}
+					info.wtsOther = !s.isNull()
 				case !md && string(field) == "ts":
 					info.ts, info.hasTs = 0, false
 					if n, isNum := s.number(); isNum {
 						info.ts, info.hasTs = n, true
 						return true
 					}
+					info.tsOther = !s.isNull()
 				}
 				return s.value(2)
 			})
@@ -232,6 +241,9 @@ func (s *scanner) ws() {
 }
 
 func (s *scanner) is(c byte) bool { return s.i < len(s.b) && s.b[s.i] == c }
+
+// isNull reports whether the next value is null (without consuming it).
+func (s *scanner) isNull() bool { return bytes.HasPrefix(s.b[s.i:], []byte("null")) }
 
 // object reads {"name": value, ...}; field is called at each value and must
 // consume it.

@@ -46,6 +46,10 @@ func TestScanDocMatchesDecodedTuple(t *testing.T) {
 		[]byte(`{"data":{"ts":1e400},"metadata":[{"key":"k"}]}`),
 		[]byte(`{"_id":"x","s":"\"quoted\" \\ and \u00e9","n":[[[]]],"o":{}}`),
 		[]byte(`{}`),
+		[]byte(`{"data":{"x":1},"metadata":{"write_ts":null}}`),
+		[]byte(`{"data":null,"metadata":"m"}`),
+		[]byte(`{"data":{"ts":null},"metadata":{"write_ts":[1]}}`),
+		[]byte(`{"data":{"ts":{"a":1}},"metadata":{"write_ts":true}}`),
 	)
 	plain := 0
 	for i, d := range docs {
@@ -173,10 +177,15 @@ func TestFindRawEqualsFind(t *testing.T) {
 		raw    bool
 	}{
 		{`{}`, nil, 0, 0, true},
+		{`{"invalid": {"$exists": false}, "metadata.key": {"$in": ["k1", "k2"]}, "data.ts": {"$gte": 2, "$lte": 5}}`, query.Sorter{asc("data.ts")}, 0, 0, true},
+		{`{"metadata.key": "k0", "metadata.write_ts": {"$gt": 3}}`, query.Sorter{{Path: "metadata.write_ts", Desc: true}}, 1, 4, true},
+		{`{"metadata.key": "k0"}`, query.Sorter{{Path: "data.ts", Desc: true}, asc("metadata.write_ts")}, 0, 3, true},
 		{`{"invalid": {"$exists": false}, "metadata.key": {"$in": ["k1", "k2"]}, "data.ts": {"$gte": 2, "$lte": 5}}`, query.Sorter{asc("data.ts"), asc("_id")}, 0, 0, true},
 		{`{"metadata.key": "k0", "metadata.write_ts": {"$gt": 3}}`, query.Sorter{{Path: "metadata.write_ts", Desc: true}, asc("_id")}, 1, 4, true},
-		{`{"_id": {"$in": ["03", "10", "nope"]}}`, nil, 0, 0, true},
 		{`{"data.ts": 3}`, query.Sorter{asc("_id")}, 0, 0, true},
+		{`{"data.ts": {"$lt": 3}}`, query.Sorter{{Path: "data.ts", Desc: true}}, 0, 2, true},
+		// The index keeps a hash of _id, not _id: a filter on it decodes.
+		{`{"_id": {"$in": ["03", "10", "nope"]}}`, nil, 0, 0, false},
 		{`{"invalid": {"$exists": false}}`, query.Sorter{asc("metadata.write_ts")}, 0, 0, true},
 		{`{"data.start_ts": {"$gte": 10}}`, nil, 0, 0, false},                       // not an indexed field
 		{`{"metadata.key": "k1"}`, query.Sorter{asc("data.start_ts")}, 0, 0, false}, // sort on a field the index lacks
@@ -227,12 +236,18 @@ func TestOldTuplesFallBackForInvalid(t *testing.T) {
 	if _, err := s.Insert("db", "c", []map[string]any{{"_id": "a", "invalid": true}, {"_id": "b"}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range s.coll("db", "c", false).byID {
-		e.invalidKnown, e.invalid = false, false
+	c := s.coll("db", "c", false)
+	for _, p := range c.byID {
+		c.at(p).flags &^= flagInvalidKnown | flagInvalid
 	}
+	c.oldTuple = c.live
 	f, _ := query.Compile(map[string]any{"invalid": map[string]any{"$exists": false}})
 	if _, ok, _ := s.FindRaw("db", "c", f, FindOptions{}); ok {
 		t.Fatal("FindRaw decided invalid from tuples that do not record it")
+	}
+	latest := FindOptions{Sort: query.Sorter{{Path: "data.ts", Desc: true}}, Limit: 1}
+	if _, ok, _ := s.FindRaw("db", "c", f, latest); ok {
+		t.Fatal("FindRaw decided invalid from tuples that do not record it, sorted")
 	}
 	n, err := s.Count(context.Background(), "db", "c", f, 0, 0)
 	if err != nil || n != 1 {

@@ -7,14 +7,16 @@
 // Each record has a random 128-bit id and two sealed values: the document
 // (padded to 256-byte granules) and a small index tuple (collection, _id,
 // metadata.key, data.ts, metadata.write_ts, insertion order). Unsealing
-// decrypts only the tuples and builds in-memory B-tree indexes, so queries on
+// decrypts only the tuples and builds compact in-memory indexes, so queries on
 // metadata.key, data.ts, metadata.write_ts and _id decrypt only the documents
 // they may return. docs/pm.md ("Storage design", "What someone with the disk
 // learns") gives the threat model.
 package store
 
 import (
+	"bytes"
 	"crypto/cipher"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,6 +97,7 @@ type Store struct {
 	hdr     *header
 	colls   map[collName]*collection
 	nextSeq uint64
+	txNum   uint64 // the last write transaction's number (0: counter exhausted)
 
 	bmu    sync.Mutex // the budget
 	budget *ledgerMem
@@ -273,39 +276,10 @@ func (s *Store) UnsealKind(secret []byte, kind KeyKind) error {
 
 // loadLocked decrypts every index tuple and the budget.
 func (s *Store) loadLocked() error {
-	s.colls = map[collName]*collection{}
-	s.nextSeq = 1
-	// Entries are allocated in one slab: half a million small objects cost
-	// the garbage collector far less as one.
-	var slab []entry
-	byColl := map[collName][]*entry{}
+	if err := s.loadIndexesLocked(); err != nil {
+		return err
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketIndex)
-		slab = make([]entry, 0, b.Stats().KeyN)
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			plain, err := s.open(v, adFor("idx", k))
-			if err != nil {
-				return fmt.Errorf("record %x: index tuple fails authentication", k)
-			}
-			plain, err = unpad(plain)
-			if err != nil {
-				return fmt.Errorf("record %x: %w", k, err)
-			}
-			var t tuple
-			if err := t.unmarshal(plain); err != nil {
-				return fmt.Errorf("record %x: %w", k, err)
-			}
-			t.intern()
-			slab = append(slab, entry{tuple: t})
-			e := &slab[len(slab)-1]
-			copy(e.rec[:], k)
-			n := collName{t.db, t.coll}
-			byColl[n] = append(byColl[n], e)
-			if t.seq >= s.nextSeq {
-				s.nextSeq = t.seq + 1
-			}
-		}
 		budget, err := s.loadBudget(tx)
 		if err != nil {
 			return err
@@ -324,9 +298,67 @@ func (s *Store) loadLocked() error {
 		}
 		s.budget.migrated = false
 	}
-	for n, es := range byColl {
-		c := s.coll(n.db, n.coll, true)
-		c.bulkAdd(es)
+	return nil
+}
+
+// loadIndexesLocked builds the in-memory indexes from the sealed tuples on
+// disk (at unseal, and after a batch of writes failed midway).
+func (s *Store) loadIndexesLocked() error {
+	s.colls = map[collName]*collection{}
+	s.nextSeq = 1
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIndex)
+		c := b.Cursor()
+		s.txNum = 1
+		if k, _ := c.Last(); len(k) >= 8 {
+			// The largest id's number: the next write counts on from it (on
+			// a volume of random ids, a random number far below 2^64).
+			s.txNum = max(binary.BigEndian.Uint64(k), 1)
+		}
+		// A year holds hundreds of thousands of tuples: they are opened
+		// into one buffer and read in place (tupleView), with no string
+		// made unless a collection or stream is new.
+		var plainBuf, ad []byte
+		var last struct {
+			db, coll []byte
+			c        *collection
+		}
+		n := chacha20poly1305.NonceSizeX
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(v) < n+s.aead.Overhead() {
+				return fmt.Errorf("record %x: index tuple too short", k)
+			}
+			ad = append(append(ad[:0], "idx\x00"...), k...)
+			plain, err := s.aead.Open(plainBuf[:0], v[:n], v[n:], ad)
+			if err != nil {
+				return fmt.Errorf("record %x: index tuple fails authentication", k)
+			}
+			plainBuf = plain
+			if plain, err = unpad(plain); err != nil {
+				return fmt.Errorf("record %x: %w", k, err)
+			}
+			var t tupleView
+			if err := t.parse(plain); err != nil {
+				return fmt.Errorf("record %x: %w", k, err)
+			}
+			if last.c == nil || !bytes.Equal(t.db, last.db) || !bytes.Equal(t.coll, last.coll) {
+				last.db, last.coll = bytes.Clone(t.db), bytes.Clone(t.coll)
+				last.c = s.coll(string(t.db), string(t.coll), true)
+			}
+			var id recID
+			copy(id[:], k)
+			last.c.loadView(id, &t)
+			if t.seq >= s.nextSeq {
+				s.nextSeq = t.seq + 1
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range s.colls {
+		c.build()
 	}
 	return nil
 }
