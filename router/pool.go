@@ -311,4 +311,3 @@ func (r *Router) routerEnv(svc conf.Service) map[string]string {
 	}
 	return env
 }
-
