@@ -154,10 +154,20 @@ func gateway(b testing.TB, name string) netip.Addr {
 // and polled through the Docker API with no router, then paused and
 // unpaused; it returns the three times.
 func launchDirect(b testing.TB, svc conf.Service, netName string, gw netip.Addr, round int) (launch, pause, unpause time.Duration) {
+	return launchDirectWith(b, svc, netName, gw, round, nil, &http.Client{Timeout: 2 * time.Second}, "http")
+}
+
+// launchDirectWith is launchDirect with more environment (extra), polling
+// the health path with hc over scheme.
+func launchDirectWith(b testing.TB, svc conf.Service, netName string, gw netip.Addr, round int,
+	extra map[string]string, hc *http.Client, scheme string) (launch, pause, unpause time.Duration) {
 	ctx := context.Background()
 	port, _ := network.PortFrom(uint16(svc.Port), network.TCP)
 	var env []string
 	for k, v := range svc.Env {
+		env = append(env, k+"="+v)
+	}
+	for k, v := range extra {
 		env = append(env, k+"="+v)
 	}
 	var mounts []mount.Mount
@@ -191,8 +201,7 @@ func launchDirect(b testing.TB, svc conf.Service, netName string, gw netip.Addr,
 	if err != nil {
 		b.Fatal(err)
 	}
-	url := fmt.Sprintf("http://%s:%s%s", gw, ins.Container.NetworkSettings.Ports[port][0].HostPort, svc.Health)
-	hc := &http.Client{Timeout: 2 * time.Second}
+	url := fmt.Sprintf("%s://%s:%s%s", scheme, gw, ins.Container.NetworkSettings.Ports[port][0].HostPort, svc.Health)
 	for {
 		resp, err := hc.Get(url)
 		if err == nil {

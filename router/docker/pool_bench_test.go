@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
@@ -98,7 +99,11 @@ func BenchmarkLaunchWarmPoolDocker(b *testing.B) {
 			fromPool = append(fromPool, launch(poolRC, "pool"+strconv.Itoa(i)+"-"+strconv.Itoa(r)))
 			full()
 			usual = append(usual, launch(usualRC, "usual"+strconv.Itoa(i)+"-"+strconv.Itoa(r)))
-			dt, _, _ := launchDirect(b, pm, d.network, gw, r)
+			// The same PM as the router runs it: its own certificate, a
+			// secret's hash, answering over TLS.
+			env := ca.InstanceEnv("raw" + strconv.Itoa(r))
+			env[access.EnvSHA256] = access.Hash(access.NewToken(access.PrefixInstance))
+			dt, _, _ := launchDirectWith(b, pm, d.network, gw, r, env, ca.Client(2*time.Second), "https")
 			raw = append(raw, dt)
 		}
 	}
