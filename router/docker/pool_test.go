@@ -129,10 +129,10 @@ func TestWarmPoolDocker(t *testing.T) {
 	// router's certificate provisions it.
 	addr := poolAddress(t, name, pooled[0])
 	plain := ca.Client(5 * time.Second)
-	if code := call(t, plain, addr+"/v1/status", "", ""); code != http.StatusServiceUnavailable {
+	if code := call(t, plain, addr+api.PathStatus, "", ""); code != http.StatusServiceUnavailable {
 		t.Errorf("a data call to an unprovisioned pool PM: %d, want 503", code)
 	}
-	if code := call(t, plain, addr+"/v1/status", "upcs_guess", ""); code != http.StatusServiceUnavailable {
+	if code := call(t, plain, addr+api.PathStatus, "upcs_guess", ""); code != http.StatusServiceUnavailable {
 		t.Errorf("a data call with a guessed secret: %d, want 503", code)
 	}
 	body := `{"user": "mallory", "access_sha256": "` + access.Hash("upcs_mallory") + `"}`
@@ -152,7 +152,7 @@ func TestWarmPoolDocker(t *testing.T) {
 	if code := call(t, routerCert, addr+access.ProvisionPath, "", `{"user": "mallory", "access_sha256": "short"}`); code != http.StatusBadRequest {
 		t.Errorf("provision with a malformed hash: %d, want 400", code)
 	}
-	if code := call(t, plain, addr+"/v1/status", "upcs_mallory", ""); code != http.StatusServiceUnavailable {
+	if code := call(t, plain, addr+api.PathStatus, "upcs_mallory", ""); code != http.StatusServiceUnavailable {
 		t.Errorf("after the refused provisions mallory's secret: %d, want 503 (still no owner)", code)
 	}
 
@@ -182,7 +182,7 @@ func TestWarmPoolDocker(t *testing.T) {
 	if err := pmclient.New(alice.Address, ca.Client(5*time.Second), pmclient.WithToken("upcs_mallory")).Healthz(ctx); err != nil {
 		t.Fatalf("healthz is open: %v", err)
 	}
-	if code := call(t, plain, alice.Address+"/v1/status", "upcs_mallory", ""); code != http.StatusForbidden {
+	if code := call(t, plain, alice.Address+api.PathStatus, "upcs_mallory", ""); code != http.StatusForbidden {
 		t.Errorf("mallory's provision attempt gave her nothing: %d, want 403", code)
 	}
 
@@ -273,6 +273,23 @@ func TestWarmPoolDocker(t *testing.T) {
 			t.Errorf("the pool volume of unclaimed %s outlived the pool", id)
 		}
 	}
+
+	// A router started afresh adopts bob's pooled PM as his, from the
+	// labels of his claim.
+	cat, _ := conf.DefaultCatalog()
+	r2, err := router.New(router.Options{Backend: b, Catalog: cat, CA: ca.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r2.Get(bob.ID); err != nil || got.User != "bob" || got.Owner != "bob" || got.State != router.StateRunning {
+		t.Fatalf("after a restart bob's pooled PM is %+v %v, want his, running", got, err)
+	}
+	if code := call(t, plain, bob.Address+api.PathStatus, bob.Secret, ""); code != http.StatusOK {
+		t.Errorf("bob's secret after the restart: %d, want 200", code)
+	}
 }
 
 // TestWarmPoolAgentRefusesDocker: an agent's pool endpoints answer only
@@ -321,7 +338,7 @@ func TestWarmPoolAgentRefusesDocker(t *testing.T) {
 func call(t *testing.T, c *http.Client, url, token, body string) int {
 	t.Helper()
 	method := http.MethodPost
-	if strings.HasSuffix(url, "/v1/status") {
+	if strings.HasSuffix(url, api.PathStatus) {
 		method = http.MethodGet
 	}
 	req, err := http.NewRequest(method, url, bytes.NewBufferString(body))
