@@ -198,7 +198,12 @@ func (r *Router) fillOne(ctx context.Context, pb PoolBackend) error {
 		}
 		spec.Machine = m
 	}
-	in, err := pb.PoolLaunch(ctx, spec)
+	// The start itself is not cut short by the pool's end: an engine
+	// finishes a create whose caller went away, and the container would
+	// appear after the drain. The health wait is, and removes it.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.healthTimeout)
+	in, err := pb.PoolLaunch(lctx, spec)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("start pooled %s: %w", svc.Name, err)
 	}
