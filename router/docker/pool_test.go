@@ -27,7 +27,7 @@ import (
 // poolRouter is a router over one in-process agent of d keeping a warm
 // pool of size PMs of the real PM image, its pool run until the test ends
 // (or stop is called: it returns once the pool is drained).
-func poolRouter(t *testing.T, d deployment, size int) (r *router.Router, b *docker.Backend, e *agent.Engine, ca *certstest.CA, stop func()) {
+func poolRouter(t *testing.T, d deployment, size int, viaAgent bool) (r *router.Router, b *docker.Backend, ca *certstest.CA, stop func()) {
 	t.Helper()
 	m := imagestest.Require(t, "pm")
 	cat, err := conf.DefaultCatalog()
@@ -35,8 +35,12 @@ func poolRouter(t *testing.T, d deployment, size int) (r *router.Router, b *dock
 		t.Fatal(err)
 	}
 	m.Pin(cat)
-	e = d.engine(t, "pool")
-	b = backend(t, docker.Machine{Name: "local", Weight: 1, Driver: e})
+	var drv docker.Driver = d.engine(t, "pool")
+	if viaAgent {
+		pm, _ := cat.Lookup("pm")
+		drv = agentClient(t, d.agentServer(t, "pool", agent.Image{Ref: pm.Image, Digest: pm.Digest}).URL)
+	}
+	b = backend(t, docker.Machine{Name: "local", Weight: 1, Driver: drv})
 	ca = certstest.New(t)
 	r, err = router.New(router.Options{Backend: b, Catalog: cat, CA: ca.CA, WarmPool: size})
 	if err != nil {
@@ -50,7 +54,7 @@ func poolRouter(t *testing.T, d deployment, size int) (r *router.Router, b *dock
 	}()
 	stop = func() { cancel(); <-done }
 	t.Cleanup(stop)
-	return r, b, e, ca, stop
+	return r, b, ca, stop
 }
 
 // waitPool waits until the pool holds size ready PMs (the refill runs in
@@ -109,11 +113,18 @@ func pooledOnEngine(t *testing.T, e string) (unclaimed, all []string) {
 // claimed again, not even after its delete), a returning user gets a PM on
 // their own data, no one but the router's certificate provisions a pooled
 // PM, and nothing of the pool stays after the pool stops.
+// Run through the engine in process (the local machine) and through a
+// machine agent over HTTP.
 func TestWarmPoolDocker(t *testing.T) {
+	t.Run("engine", func(t *testing.T) { warmPool(t, false) })
+	t.Run("agent", func(t *testing.T) { warmPool(t, true) })
+}
+
+func warmPool(t *testing.T, viaAgent bool) {
 	ctx := context.Background()
 	d := newDeployment(t)
 	const size = 2
-	r, b, _, ca, stop := poolRouter(t, d, size)
+	r, b, ca, stop := poolRouter(t, d, size, viaAgent)
 	name := (*d.agents)[0]
 	waitPool(t, r, size)
 
