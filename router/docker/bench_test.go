@@ -18,6 +18,8 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
@@ -103,7 +105,10 @@ func benchLaunch(b *testing.B, svc conf.Service) {
 				b.Fatal(err)
 			}
 
-			dt, pt, ut := launchDirect(b, svc, d.network, gw, r)
+			// What the plain router gives an instance: the PM refuses to
+			// start without an owner and without TLS or this opt-out.
+			env := map[string]string{access.EnvSHA256: access.Hash(access.NewToken(access.PrefixInstance)), certs.EnvPlain: "1"}
+			dt, pt, ut := launchDirectWith(b, svc, d.network, gw, r, env, &http.Client{Timeout: 2 * time.Second}, "http")
 			direct = append(direct, dt)
 			dockerPause = append(dockerPause, pt)
 			dockerUnpause = append(dockerUnpause, ut)
@@ -149,16 +154,13 @@ func gateway(b testing.TB, name string) netip.Addr {
 	return netip.Addr{}
 }
 
-// launchDirect is the baseline: the same container (image, environment,
+// launchDirectWith is the baseline: the same container (image, environment,
 // limits, volumes, network, port published on the gateway) created, started
 // and polled through the Docker API with no router, then paused and
 // unpaused; it returns the three times.
-func launchDirect(b testing.TB, svc conf.Service, netName string, gw netip.Addr, round int) (launch, pause, unpause time.Duration) {
-	return launchDirectWith(b, svc, netName, gw, round, nil, &http.Client{Timeout: 2 * time.Second}, "http")
-}
-
-// launchDirectWith is launchDirect with more environment (extra), polling
-// the health path with hc over scheme.
+//
+// extra is environment beyond the catalog's (what the router would give the
+// instance); hc polls the health path over scheme.
 func launchDirectWith(b testing.TB, svc conf.Service, netName string, gw netip.Addr, round int,
 	extra map[string]string, hc *http.Client, scheme string) (launch, pause, unpause time.Duration) {
 	ctx := context.Background()
