@@ -416,6 +416,15 @@ func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error
 			}
 			cl := claims[c.Instance]
 			c.User, c.Owner = cl.user, cl.owner
+			prefix := PoolVolumeName(e.opts.Name, c.Instance, "")
+			for _, m := range s.Mounts {
+				if vol, ok := strings.CutPrefix(m.Name, prefix); ok && m.Type == mount.TypeVolume && vol != "" {
+					if c.poolVolumes == nil {
+						c.poolVolumes = map[string]string{}
+					}
+					c.poolVolumes[vol] = m.Name
+				}
+			}
 		}
 		if p, err := strconv.Atoi(s.Labels[LabelPort]); err == nil {
 			for _, ps := range s.Ports {

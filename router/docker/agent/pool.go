@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
@@ -140,20 +142,18 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (Container, error)
 	} else if len(vs) > 0 {
 		return Container{}, fmt.Errorf("%w: %s has data on this machine (%s): a pool instance starts on empty volumes only", ErrConflict, req.User, vs[0].Name)
 	}
-	res, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: e.filter().Add("label", LabelPool+"="+req.Instance)})
-	if err != nil {
-		return Container{}, fmt.Errorf("claim: list pool volumes: %w", err)
-	}
 	var made []string
 	undo := func(cause error) (Container, error) {
 		e.removeVolumes(context.WithoutCancel(ctx), made)
 		return Container{}, cause
 	}
-	for _, pv := range res.Items {
-		vol := pv.Labels[LabelVolume]
+	// The pool volumes as the container mounts them (the listing read
+	// them): one Docker call fewer on the launch's path.
+	for _, vol := range slices.Sorted(maps.Keys(c.poolVolumes)) {
+		pv := c.poolVolumes[vol]
 		name := VolumeName(e.opts.Name, req.User, vol)
 		labels := map[string]string{LabelUser: req.User, LabelVolume: vol, LabelAgent: e.opts.Name,
-			LabelBind: pv.Name, LabelClaim: req.Instance}
+			LabelBind: pv, LabelClaim: req.Instance}
 		if req.Owner != "" {
 			labels[LabelClaimOwner] = req.Owner
 		}
@@ -164,7 +164,7 @@ func (e *Engine) Claim(ctx context.Context, req ClaimRequest) (Container, error)
 		if err != nil {
 			return undo(fmt.Errorf("claim %s for %s: create volume %s: %w", req.Instance, req.User, name, err))
 		}
-		if created.Volume.Labels[LabelClaim] != req.Instance || created.Volume.Labels[LabelBind] != pv.Name {
+		if created.Volume.Labels[LabelClaim] != req.Instance || created.Volume.Labels[LabelBind] != pv {
 			// Creating an existing volume returns it: the user's own,
 			// made meanwhile by a launch, stays as it is.
 			return undo(fmt.Errorf("%w: %s's volume %s appeared meanwhile", ErrConflict, req.User, name))

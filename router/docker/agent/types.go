@@ -87,6 +87,9 @@ type Container struct {
 	ContainerID string    `json:"container_id"`
 	// Pool: started for the warm pool; with no User it is not claimed yet.
 	Pool bool `json:"pool,omitempty"`
+	// poolVolumes are a pool container's pool volumes (catalog volume →
+	// Docker volume), as its mounts name them: Claim binds them.
+	poolVolumes map[string]string
 }
 
 // ContainerList answers GET /v1/containers.
