@@ -81,6 +81,8 @@ type Config struct {
 	Agent Agent `json:"agent,omitempty"`
 	// Kubernetes holds the router's settings in kubernetes mode.
 	Kubernetes Kubernetes `json:"kubernetes,omitempty"`
+	// Docker holds the router's settings in docker mode.
+	Docker Docker `json:"docker,omitempty"`
 
 	// dir is the directory of the file the config came from, so relative
 	// paths in it resolve next to it.
@@ -190,6 +192,18 @@ type Agent struct {
 	TLSCertPath string `json:"tls_cert_path,omitempty"`
 	TLSKeyPath  string `json:"tls_key_path,omitempty"`
 }
+
+// Docker configures the router's Docker backend (upc_mode docker).
+type Docker struct {
+	// WarmPool is the number of sealed PMs the router keeps started ahead
+	// of launches, placed over the machines by weight; a new user's PM
+	// launch claims one (docs/router.md#warm-pool). 0: no pool.
+	WarmPool int `json:"warm_pool,omitempty"`
+}
+
+// MaxWarmPool bounds docker.warm_pool: each pooled PM is a running
+// container holding memory on its machine.
+const MaxWarmPool = 1000
 
 // Kubernetes configures the router's Kubernetes backend (upc_mode kubernetes).
 type Kubernetes struct {

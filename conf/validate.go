@@ -132,6 +132,14 @@ func (c *Config) Validate() error {
 			bad(f.field, "%q is not a file path", f.path)
 		}
 	}
+	switch n := c.Docker.WarmPool; {
+	case n < 0 || n > MaxWarmPool:
+		bad("docker.warm_pool", "%d is not a pool size (0-%d)", n, MaxWarmPool)
+	case n > 0 && c.UPCMode == ModeKubernetes:
+		bad("docker.warm_pool", "is the Docker backend's pool, and upc_mode is kubernetes: set kubernetes.warm_pool instead")
+	case n > 0 && c.Router.CACertPath == "":
+		bad("docker.warm_pool", "needs router.ca_cert_path and router.ca_key_path: a pooled PM is provisioned for its user over TLS, by the router's client certificate alone")
+	}
 	for svc, n := range c.Kubernetes.WarmPool {
 		if n < 0 || n > 1000 {
 			bad("kubernetes.warm_pool", "%s: %d is not a pool size (0-1000)", svc, n)

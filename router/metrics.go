@@ -159,6 +159,10 @@ func (c viewCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(poolTargetDesc, prometheus.GaugeValue, float64(p.Target), p.Service)
 		}
 	}
+	if ready, size := c.r.PoolReady(); size > 0 {
+		ch <- prometheus.MustNewConstMetric(poolReadyDesc, prometheus.GaugeValue, float64(ready), c.r.pool.svc.Name)
+		ch <- prometheus.MustNewConstMetric(poolTargetDesc, prometheus.GaugeValue, float64(size), c.r.pool.svc.Name)
+	}
 	rebuilt := 0.0
 	if c.r.rebuilt.Load() {
 		rebuilt = 1

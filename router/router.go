@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -72,6 +71,9 @@ type Options struct {
 	// IdleInterval is how often SweepIdle sweeps (0: derived from the
 	// catalog's shortest idle duration, see SweepIdle).
 	IdleInterval time.Duration
+	// WarmPool is how many sealed PMs RunPool keeps started ahead of
+	// launches (0: none). It needs a CA and a PoolBackend.
+	WarmPool int
 }
 
 // DefaultClaimGrace: a client unseals its PM within seconds of the launch
@@ -101,6 +103,8 @@ type Router struct {
 	rebuilt atomic.Bool
 
 	claimGrace time.Duration
+	// pool is the warm pool of PMs (pool.go); nil without one.
+	pool *pool
 
 	mu        sync.RWMutex
 	instances map[ID]Instance
@@ -146,6 +150,22 @@ func New(opts Options) (*Router, error) {
 	if opts.IdleInterval < 0 {
 		errs = append(errs, fmt.Errorf("router: idle sweep interval %s is negative", opts.IdleInterval))
 	}
+	if opts.WarmPool < 0 {
+		errs = append(errs, fmt.Errorf("router: warm pool size %d is negative", opts.WarmPool))
+	}
+	if opts.WarmPool > 0 {
+		if _, ok := opts.Backend.(PoolBackend); !ok && opts.Backend != nil {
+			errs = append(errs, fmt.Errorf("router: warm pool of %d: this backend keeps no warm pool of the router's", opts.WarmPool))
+		}
+		if opts.CA == nil {
+			errs = append(errs, fmt.Errorf("router: warm pool of %d: no CA (a pooled PM is provisioned over TLS, by the router's client certificate alone)", opts.WarmPool))
+		}
+		if opts.Catalog != nil {
+			if _, ok := opts.Catalog.Lookup("pm"); !ok {
+				errs = append(errs, fmt.Errorf("router: warm pool of %d: the catalog has no pm", opts.WarmPool))
+			}
+		}
+	}
 	if opts.HealthTimeout < 0 {
 		errs = append(errs, fmt.Errorf("router: health timeout %s is negative", opts.HealthTimeout))
 	}
@@ -176,6 +196,10 @@ func New(opts Options) (*Router, error) {
 	}
 	if r.users == nil {
 		r.users, _ = OpenUsers("", "")
+	}
+	if opts.WarmPool > 0 {
+		svc, _ := opts.Catalog.Lookup("pm")
+		r.pool = newPool(opts.WarmPool, svc)
 	}
 	r.metrics = newMetrics(r)
 	if r.ca != nil {
@@ -357,15 +381,11 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 		return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, o.user, err)
 	}
 	defer release()
-	env := maps.Clone(svc.Env)
-	if env == nil {
-		env = map[string]string{}
+	if in, ok := r.fromPool(ctx, o, svc); ok {
+		return in, nil
 	}
 	// The catalog cannot set what the router decides.
-	for _, k := range []string{access.EnvSHA256, access.EnvLegacy, access.EnvPMAddress, access.EnvPMGrant,
-		certs.EnvCert, certs.EnvKey, certs.EnvCA, certs.EnvPlain} {
-		delete(env, k)
-	}
+	env := r.routerEnv(svc)
 	var secret string
 	if o.legacy {
 		env[access.EnvLegacy] = "1"
@@ -818,6 +838,12 @@ func (r *Router) Clear(ctx context.Context) (int, error) {
 	r.idleSince = map[ID]time.Time{}
 	r.used = map[ID]time.Time{}
 	r.mu.Unlock()
+	if r.pool != nil { // the backend's clear removed the pooled ones too: refill
+		r.pool.mu.Lock()
+		r.pool.ready = nil
+		r.pool.mu.Unlock()
+		r.pool.wake()
+	}
 	r.logger.Info("cleared", "removed", n)
 	return n, nil
 }

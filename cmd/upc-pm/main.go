@@ -13,9 +13,12 @@
 //	UPC_PM_NOSYNC  "true" skips fsync (throwaway clouds, benchmarks)
 //	UPC_ACCESS_SHA256  hex SHA-256 of the owner's instance secret (set by the router)
 //	UPC_INSECURE_LEGACY  "1": no access control at all (the original scripts)
+//	UPC_POOLED  "1": a warm-pool PM with no owner yet; only the router's client
+//	            certificate gives it one, once (POST /v1/provision); needs TLS
 //	GOGC, GOMEMLIMIT  unless set: 25, and 3/4 of the container's memory limit
 //
-// Without UPC_ACCESS_SHA256 or UPC_INSECURE_LEGACY=1 it refuses to start.
+// Without UPC_ACCESS_SHA256, UPC_POOLED=1 or UPC_INSECURE_LEGACY=1 it
+// refuses to start.
 //
 // "upc-pm own-data UID:GID DIR..." gives DIR and what it holds to UID:GID and
 // exits: a backend runs it as root with only CAP_CHOWN, before the PM, where

@@ -107,6 +107,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		CA: ca, InstanceCertTTL: cfg.Router.InstanceCertTTL.D(), PlainHTTP: ca == nil,
 		MaxInstancesPerUser: cfg.Router.MaxInstancesPerUser, LaunchRate: cfg.Router.LaunchRate, LaunchBurst: cfg.Router.LaunchBurst,
 		IdleInterval: cfg.Router.IdleInterval.D(),
+		WarmPool:     warmPool(cfg),
 	})
 	if err != nil {
 		return err
@@ -118,6 +119,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// The catalog's idle policies, on either backend (nothing to do when
 	// no service has one).
 	go core.SweepIdle(ctx, 0)
+	// The Docker warm pool (docker.warm_pool): filled in the background,
+	// and its unclaimed PMs removed before the router exits.
+	pooled := make(chan struct{})
+	pctx, stopPool := context.WithCancel(ctx)
+	go func() {
+		defer close(pooled)
+		core.RunPool(pctx)
+	}()
+	defer func() { stopPool(); <-pooled }()
 
 	h := router.Handler(core, logger)
 	addr := firstSet(*listen, cfg.Router.Listen)
@@ -130,6 +140,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("router certificate: %w", err)
 	}
 	return httpx.ListenAndServeTLS(ctx, logger, addr, h, certs.ServerConfig(kp, nil))
+}
+
+// warmPool is the router's own warm pool size: docker.warm_pool in docker
+// mode (the Kubernetes backend keeps kubernetes.warm_pool itself).
+func warmPool(cfg *conf.Config) int {
+	if cfg.UPCMode == conf.ModeKubernetes {
+		return 0
+	}
+	return cfg.Docker.WarmPool
 }
 
 // loadCA reads the CA the router issues instance certificates from, if

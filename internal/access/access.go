@@ -102,6 +102,9 @@ type Instance struct {
 	Legacy    bool   // no access control (explicit opt-in)
 	PMAddress string // bound PM (services only)
 	PMGrant   string // grant at the bound PM
+	// Pooled: a warm-pool PM, with no owner (no SHA256) until the router
+	// provisions it (ProvisionPath).
+	Pooled bool
 }
 
 // ErrNoAccess is returned by FromEnv when an instance was given neither a
@@ -121,6 +124,20 @@ func FromEnv(getenv func(string) string) (Instance, error) {
 		in.Legacy = true
 	default:
 		return Instance{}, fmt.Errorf("%s=%q: want 1 or 0", EnvLegacy, v)
+	}
+	switch v := strings.TrimSpace(getenv(EnvPooled)); v {
+	case "", "0", "false":
+	case "1", "true":
+		in.Pooled = true
+	default:
+		return Instance{}, fmt.Errorf("%s=%q: want 1 or 0", EnvPooled, v)
+	}
+	if in.Pooled {
+		// Its owner comes later, from the router alone.
+		if in.SHA256 != "" || in.Legacy || in.PMAddress != "" || in.PMGrant != "" {
+			return Instance{}, fmt.Errorf("%s=1 starts with no owner: it goes with none of %s, %s, %s, %s", EnvPooled, EnvSHA256, EnvLegacy, EnvPMAddress, EnvPMGrant)
+		}
+		return in, nil
 	}
 	if in.SHA256 != "" && !ValidHash(in.SHA256) {
 		return Instance{}, fmt.Errorf("%s: want 64 hex digits (a SHA-256), got %d characters", EnvSHA256, len(in.SHA256))

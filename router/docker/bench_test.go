@@ -18,6 +18,8 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/e-mission/upc/conf"
+	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
@@ -103,7 +105,10 @@ func benchLaunch(b *testing.B, svc conf.Service) {
 				b.Fatal(err)
 			}
 
-			dt, pt, ut := launchDirect(b, svc, d.network, gw, r)
+			// What the plain router gives an instance: the PM refuses to
+			// start without an owner and without TLS or this opt-out.
+			env := map[string]string{access.EnvSHA256: access.Hash(access.NewToken(access.PrefixInstance)), certs.EnvPlain: "1"}
+			dt, pt, ut := launchDirectWith(b, svc, d.network, gw, r, env, &http.Client{Timeout: 2 * time.Second}, "http")
 			direct = append(direct, dt)
 			dockerPause = append(dockerPause, pt)
 			dockerUnpause = append(dockerUnpause, ut)
@@ -149,15 +154,22 @@ func gateway(b testing.TB, name string) netip.Addr {
 	return netip.Addr{}
 }
 
-// launchDirect is the baseline: the same container (image, environment,
+// launchDirectWith is the baseline: the same container (image, environment,
 // limits, volumes, network, port published on the gateway) created, started
 // and polled through the Docker API with no router, then paused and
 // unpaused; it returns the three times.
-func launchDirect(b testing.TB, svc conf.Service, netName string, gw netip.Addr, round int) (launch, pause, unpause time.Duration) {
+//
+// extra is environment beyond the catalog's (what the router would give the
+// instance); hc polls the health path over scheme.
+func launchDirectWith(b testing.TB, svc conf.Service, netName string, gw netip.Addr, round int,
+	extra map[string]string, hc *http.Client, scheme string) (launch, pause, unpause time.Duration) {
 	ctx := context.Background()
 	port, _ := network.PortFrom(uint16(svc.Port), network.TCP)
 	var env []string
 	for k, v := range svc.Env {
+		env = append(env, k+"="+v)
+	}
+	for k, v := range extra {
 		env = append(env, k+"="+v)
 	}
 	var mounts []mount.Mount
@@ -191,8 +203,7 @@ func launchDirect(b testing.TB, svc conf.Service, netName string, gw netip.Addr,
 	if err != nil {
 		b.Fatal(err)
 	}
-	url := fmt.Sprintf("http://%s:%s%s", gw, ins.Container.NetworkSettings.Ports[port][0].HostPort, svc.Health)
-	hc := &http.Client{Timeout: 2 * time.Second}
+	url := fmt.Sprintf("%s://%s:%s%s", scheme, gw, ins.Container.NetworkSettings.Ports[port][0].HostPort, svc.Health)
 	for {
 		resp, err := hc.Get(url)
 		if err == nil {

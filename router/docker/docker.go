@@ -30,6 +30,9 @@ type Driver interface {
 	Clear(ctx context.Context) (int, error)
 	UserVolumes(ctx context.Context, user string) ([]agent.UserVolume, error)
 	RemoveUserVolumes(ctx context.Context, user string) ([]agent.UserVolume, error)
+	PoolLaunch(ctx context.Context, req agent.LaunchRequest) (agent.Container, error)
+	Claim(ctx context.Context, req agent.ClaimRequest) (agent.Container, error)
+	DrainPool(ctx context.Context) (int, error)
 }
 
 var (
@@ -42,6 +45,7 @@ var (
 	_ router.Machines     = (*Backend)(nil)
 	_ router.UserData     = (*Backend)(nil)
 	_ router.Storage      = (*Backend)(nil)
+	_ router.PoolBackend  = (*Backend)(nil)
 )
 
 // Machine is one machine's name (its address in the configuration), its
@@ -126,6 +130,47 @@ func (b *Backend) Machines(ctx context.Context) []router.Machine {
 // Launch starts spec on spec.Machine (the core's placement), or on the only
 // machine when there is one.
 func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance, error) {
+	return b.launch(ctx, spec, Driver.Launch)
+}
+
+// PoolLaunch starts a warm-pool instance of spec on spec.Machine: a
+// container naming no user, on fresh pool volumes (agent.Engine.Claim).
+func (b *Backend) PoolLaunch(ctx context.Context, spec router.Spec) (router.Instance, error) {
+	if spec.User != "" || spec.Owner != "" || spec.PM != "" {
+		return router.Instance{}, fmt.Errorf("%w: a pooled instance names no user, owner or pm", router.ErrInvalid)
+	}
+	return b.launch(ctx, spec, Driver.PoolLaunch)
+}
+
+// PoolClaim binds pool instance id to user and owner on its machine.
+func (b *Backend) PoolClaim(ctx context.Context, id router.ID, user, owner string) (router.Instance, error) {
+	m, err := b.machineOf(ctx, id)
+	if err != nil {
+		return router.Instance{}, err
+	}
+	c, err := m.Driver.Claim(ctx, agent.ClaimRequest{Instance: string(id), User: user, Owner: owner})
+	if err != nil {
+		return router.Instance{}, fmt.Errorf("machine %s: %w", m.Name, mapErr(err))
+	}
+	return instance(m.Name, c), nil
+}
+
+// DrainPool removes every machine's unclaimed pool instances; a machine
+// that does not answer is named in the error.
+func (b *Backend) DrainPool(ctx context.Context) (int, error) {
+	n := 0
+	var errs []error
+	for _, m := range b.machines {
+		k, err := m.Driver.DrainPool(ctx)
+		n += k
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drain the pool of machine %s: %w", m.Name, err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+func (b *Backend) launch(ctx context.Context, spec router.Spec, start func(Driver, context.Context, agent.LaunchRequest) (agent.Container, error)) (router.Instance, error) {
 	name := spec.Machine
 	if name == "" { // no placement from the core: the first machine that is up
 		for _, m := range b.Machines(ctx) {
@@ -150,7 +195,7 @@ func (b *Backend) Launch(ctx context.Context, spec router.Spec) (router.Instance
 	for _, v := range spec.Volumes {
 		req.Volumes = append(req.Volumes, agent.Volume{Name: v.Name, Path: v.Path, PerUser: v.PerUser})
 	}
-	c, err := m.Driver.Launch(ctx, req)
+	c, err := start(m.Driver, ctx, req)
 	if err != nil {
 		return router.Instance{}, fmt.Errorf("machine %s: %w", m.Name, mapErr(err))
 	}

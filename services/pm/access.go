@@ -88,6 +88,16 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if r.URL.Path == access.ProvisionPath {
+			next.ServeHTTP(w, r) // the router's certificate, checked there
+			return
+		}
+		o := s.owner.Load()
+		if s.access.Pooled && o.sha256 == "" {
+			s.refuse(w, r, &httpx.Error{Code: http.StatusServiceUnavailable, Err: errDenied,
+				Msg: "this PM is in the warm pool and has no owner yet: launch a PM through the router"})
+			return
+		}
 		if access.Monitor(r) {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{monitor: true})))
 			return
@@ -98,9 +108,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		switch {
 		case !ok:
 			err = deny(http.StatusUnauthorized, "this PM answers only its owner and the grants they issued: send Authorization: Bearer <instance secret or grant>")
-		case access.Match(tok, s.access.SHA256):
+		case access.Match(tok, o.sha256):
 			c.owner = true
-			s.claim.mark()
+			o.claim.mark()
 		default:
 			c.g, err = s.grantFor(tok)
 		}

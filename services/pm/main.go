@@ -109,6 +109,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
+	if acc.Pooled && tlsrv == nil {
+		return fmt.Errorf("tls: %s=1 needs a certificate: only the router's client certificate may provision a warm-pool PM", access.EnvPooled)
+	}
 	if acc.Legacy {
 		logger.Warn("running with no access control (" + access.EnvLegacy + "=1): anyone who reaches this PM may claim, read and spend it")
 	}
@@ -117,7 +120,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, logOut
 		return err
 	}
 	defer st.Close()
-	logger.Info("starting", "version", version.Version, "data", cfg.DataDir, "initialized", st.Initialized())
+	logger.Info("starting", "version", version.Version, "data", cfg.DataDir, "initialized", st.Initialized(), "pooled", acc.Pooled)
 	srv := New(st, logger, Options{MaxBody: cfg.MaxBodyMiB << 20, Access: acc, QueryTimeout: cfg.QueryTimeout,
 		ClaimFile: filepath.Join(cfg.DataDir, ClaimFile)})
 	h, requests := countRequests(srv.Handler())

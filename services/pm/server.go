@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/e-mission/upc/internal/access"
@@ -55,7 +56,10 @@ type Server struct {
 	grants       grantBook
 	spendMu      sync.Mutex // a grant's cap is checked and charged as one step
 	queryTimeout time.Duration
-	claim        *claim
+	// owner is who the PM answers as its owner: fixed at start, or, for a
+	// warm-pool PM, set once by the router's provision (provision.go).
+	owner     atomic.Pointer[owner]
+	claimFile string
 	// use is when the owner or a grant last called (reported in /healthz).
 	use     *access.LastUse
 	metrics *metrics
@@ -72,10 +76,11 @@ func New(st *store.Store, logger *slog.Logger, opts Options) *Server {
 	if opts.QueryTimeout <= 0 {
 		opts.QueryTimeout = DefaultQueryTimeout
 	}
-	return &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
+	s := &Server{st: st, log: logger, maxBody: opts.MaxBody, access: opts.Access, now: opts.Now,
 		grants: grantBook{byHash: map[string]*grant{}, byID: map[string]*grant{}}, queryTimeout: opts.QueryTimeout,
-		claim: loadClaim(opts.ClaimFile, opts.Access.SHA256, logger), use: access.NewLastUse(opts.Now),
-		metrics: newMetrics()}
+		claimFile: opts.ClaimFile, use: access.NewLastUse(opts.Now), metrics: newMetrics()}
+	s.owner.Store(&owner{sha256: opts.Access.SHA256, claim: loadClaim(opts.ClaimFile, opts.Access.SHA256, logger)})
+	return s
 }
 
 // Handler routes the PM's endpoints; every request is counted in the PM's
@@ -84,6 +89,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	h := func(pattern string, fn httpx.HandlerFunc) { mux.Handle(pattern, httpx.Handle(s.log, s.logRefusal(fn))) }
 	mux.HandleFunc("GET "+api.PathHealthz, s.healthz)
+	h("POST "+access.ProvisionPath, s.provision)
 	mux.Handle("GET "+obs.ReadyPath, obs.Ready(s.ready))
 	metrics := s.metrics.Handler()
 	h("GET "+obs.MetricsPath, s.ownerOrMonitor(func(w http.ResponseWriter, r *http.Request) error {
@@ -117,7 +123,7 @@ func (s *Server) Handler() http.Handler {
 // (a legacy PM has no secret to lose: it counts as claimed), and how long
 // since the owner or a grant last called it.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	claimed := s.access.Legacy || s.claim.done.Load()
+	claimed := s.access.Legacy || s.owner.Load().claim.done.Load()
 	httpx.WriteJSON(w, http.StatusOK, access.Health{Status: "ok", Claimed: &claimed, IdleSeconds: s.use.IdleSeconds()})
 }
 

@@ -196,6 +196,9 @@ func TestHandlerRequiresToken(t *testing.T) {
 		{"GET", "/v1/volumes?user=alice", nil},
 		{"DELETE", "/v1/volumes?user=alice", nil},
 		{"POST", "/v1/clear", nil},
+		{"POST", "/v1/pool", LaunchRequest{Instance: "0000000000cc", Service: "pm", Image: catalogRef, Digest: catalogID, Port: 8080}},
+		{"POST", "/v1/pool/0000000000cc/claim", ClaimRequest{User: "mallory"}},
+		{"POST", "/v1/pool/drain", nil},
 		{"GET", "/metrics", nil},
 		{"GET", "/nope", nil},
 	}

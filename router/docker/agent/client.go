@@ -121,3 +121,26 @@ func (c *Client) Clear(ctx context.Context) (int, error) {
 	err := c.c.Do(ctx, http.MethodPost, "/v1/clear", nil, &out)
 	return out.Removed, err
 }
+
+// PoolLaunch starts one warm-pool container on the agent's machine.
+func (c *Client) PoolLaunch(ctx context.Context, req LaunchRequest) (Container, error) {
+	req.Pool = true
+	var out Container
+	err := c.c.Do(ctx, http.MethodPost, "/v1/pool", req, &out)
+	return out, err
+}
+
+// Claim binds a warm-pool container to a user (409, ErrConflict, when it is
+// claimed already or the user has data on that machine).
+func (c *Client) Claim(ctx context.Context, req ClaimRequest) (Container, error) {
+	var out Container
+	err := c.c.Do(ctx, http.MethodPost, "/v1/pool/"+url.PathEscape(req.Instance)+"/claim", req, &out)
+	return out, err
+}
+
+// DrainPool removes the agent's unclaimed warm-pool containers.
+func (c *Client) DrainPool(ctx context.Context) (int, error) {
+	var out ClearResult
+	err := c.c.Do(ctx, http.MethodPost, "/v1/pool/drain", nil, &out)
+	return out.Removed, err
+}

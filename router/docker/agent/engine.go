@@ -69,6 +69,7 @@ type Engine struct {
 	logger *slog.Logger
 
 	mu      sync.Mutex
+	claimMu sync.Mutex // one claim at a time (Claim)
 	net     NetworkInfo
 	bindIP  netip.Addr
 	adverts string
@@ -232,6 +233,13 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	labels[LabelInstance] = req.Instance
 	labels[LabelService] = req.Service
 	labels[LabelUser] = req.User
+	delete(labels, LabelPool)
+	if req.Pool {
+		// Labels are fixed at creation: a pool container names no user,
+		// and its claim's volume labels say whose it became (Claim).
+		delete(labels, LabelUser)
+		labels[LabelPool] = req.Instance
+	}
 	labels[LabelImage] = req.Image
 	if req.TLS {
 		labels[LabelScheme] = "https"
@@ -251,15 +259,25 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 
 	mounts := make([]mount.Mount, 0, len(req.Volumes))
 	var legacy []mount.Mount // per-user volumes of root's days, to own first
+	var poolVols []string    // fresh pool volumes, removed if the launch fails
 	for _, v := range req.Volumes {
 		m := mount.Mount{Type: mount.TypeVolume, Target: v.Path}
-		if v.PerUser {
-			src, err := e.userVolume(ctx, req.User, v.Name)
+		switch {
+		case v.PerUser && req.Pool:
+			src, err := e.poolVolume(ctx, req.Instance, v.Name)
+			if err != nil {
+				e.removeVolumes(context.WithoutCancel(ctx), poolVols)
+				return Container{}, err
+			}
+			m.Source = src
+			poolVols = append(poolVols, src)
+		case v.PerUser:
+			src, old, err := e.userVolume(ctx, req.User, v.Name)
 			if err != nil {
 				return Container{}, err
 			}
 			m.Source = src
-			if src != VolumeName(e.opts.Name, req.User, v.Name) {
+			if old {
 				legacy = append(legacy, m)
 			}
 		}
@@ -297,6 +315,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 		}},
 	})
 	if err != nil {
+		e.removeVolumes(context.WithoutCancel(ctx), poolVols)
 		if cerrdefs.IsNotFound(err) {
 			return Container{}, fmt.Errorf("create %s: image %s (%s) is not on this machine (run make images): %w", name, cmp.Or(req.Image, image), image, err)
 		}
@@ -307,6 +326,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 		if rerr != nil {
 			return errors.Join(cause, fmt.Errorf("remove %s: %w", name, rerr))
 		}
+		e.removeVolumes(context.WithoutCancel(ctx), poolVols)
 		return cause
 	}
 	if _, err := e.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
@@ -334,7 +354,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	return Container{
 		Instance: req.Instance, Service: req.Service, User: req.User, Owner: req.Owner, PM: req.PM,
 		Address: scheme(labels) + hostJoin(adverts, hostPort),
-		Image:   req.Image, Digest: c.Image, State: state, Created: createdAt, ContainerID: c.ID,
+		Image:   req.Image, Digest: c.Image, State: state, Created: createdAt, ContainerID: c.ID, Pool: req.Pool,
 	}, nil
 }
 
@@ -353,9 +373,15 @@ func hostJoin(host, port string) string {
 	return host + ":" + port
 }
 
-// List reports every container carrying an instance label, in any state.
+// List reports every container carrying an instance label, in any state,
+// but warm-pool containers no one has claimed: they are no one's instances
+// (DrainPool removes them).
 func (e *Engine) List(ctx context.Context) ([]Container, error) {
-	return e.list(ctx, e.filter().Add("label", LabelInstance))
+	cs, err := e.list(ctx, e.filter().Add("label", LabelInstance))
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(cs, func(c Container) bool { return c.Pool && c.User == "" }), nil
 }
 
 func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error) {
@@ -375,11 +401,30 @@ func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error
 		e.mu.Unlock()
 	}
 	out := make([]Container, 0, len(res.Items))
+	var claims map[string]claimed // read once, if a pool container is listed
 	for _, s := range res.Items {
 		c := Container{
 			Instance: s.Labels[LabelInstance], Service: s.Labels[LabelService], User: s.Labels[LabelUser],
 			Owner: s.Labels[LabelOwner], PM: s.Labels[LabelPM], Image: s.Labels[LabelImage], Digest: s.ImageID, State: string(s.State),
-			Created: time.Unix(s.Created, 0).UTC(), ContainerID: s.ID,
+			Created: time.Unix(s.Created, 0).UTC(), ContainerID: s.ID, Pool: s.Labels[LabelPool] != "",
+		}
+		if c.Pool {
+			if claims == nil {
+				if claims, err = e.claims(ctx); err != nil {
+					return nil, err
+				}
+			}
+			cl := claims[c.Instance]
+			c.User, c.Owner = cl.user, cl.owner
+			prefix := PoolVolumeName(e.opts.Name, c.Instance, "")
+			for _, m := range s.Mounts {
+				if vol, ok := strings.CutPrefix(m.Name, prefix); ok && m.Type == mount.TypeVolume && vol != "" {
+					if c.poolVolumes == nil {
+						c.poolVolumes = map[string]string{}
+					}
+					c.poolVolumes[vol] = m.Name
+				}
+			}
 		}
 		if p, err := strconv.Atoi(s.Labels[LabelPort]); err == nil {
 			for _, ps := range s.Ports {
@@ -459,6 +504,11 @@ func (e *Engine) remove(ctx context.Context, c Container) error {
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove %s: %w", c.Instance, err)
 	}
+	if c.Pool && c.User == "" {
+		// An unclaimed pool container's volumes are no one's: they go
+		// with it. A claimed one's are its user's, and stay.
+		return e.removePoolVolumes(ctx, c.Instance)
+	}
 	return nil
 }
 
@@ -473,7 +523,7 @@ func (e *Engine) UserVolumes(ctx context.Context, user string) ([]UserVolume, er
 	}
 	out := make([]UserVolume, 0, len(res.Items))
 	for _, v := range res.Items {
-		out = append(out, UserVolume{Name: v.Name, Volume: v.Labels[LabelVolume]})
+		out = append(out, UserVolume{Name: v.Name, Volume: v.Labels[LabelVolume], Bound: v.Labels[LabelBind]})
 	}
 	slices.SortFunc(out, func(a, b UserVolume) int { return cmp.Compare(a.Name, b.Name) })
 	return out, nil
@@ -490,16 +540,18 @@ func (e *Engine) RemoveUserVolumes(ctx context.Context, user string) ([]UserVolu
 	}
 	var users []string
 	for _, v := range vs {
-		res, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("volume", v.Name)})
-		if err != nil {
-			return nil, fmt.Errorf("remove volumes of %s: list containers: %w", user, err)
-		}
-		for _, c := range res.Items {
-			name := c.ID[:min(12, len(c.ID))]
-			if len(c.Names) > 0 {
-				name = strings.TrimPrefix(c.Names[0], "/")
+		for _, dv := range dataVolumes(v, v.Bound) {
+			res, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("volume", dv)})
+			if err != nil {
+				return nil, fmt.Errorf("remove volumes of %s: list containers: %w", user, err)
 			}
-			users = append(users, fmt.Sprintf("%s (%s, volume %s)", name, c.State, v.Name))
+			for _, c := range res.Items {
+				name := c.ID[:min(12, len(c.ID))]
+				if len(c.Names) > 0 {
+					name = strings.TrimPrefix(c.Names[0], "/")
+				}
+				users = append(users, fmt.Sprintf("%s (%s, volume %s)", name, c.State, dv))
+			}
 		}
 	}
 	if len(users) > 0 {
@@ -507,11 +559,15 @@ func (e *Engine) RemoveUserVolumes(ctx context.Context, user string) ([]UserVolu
 	}
 	var removed []UserVolume
 	for _, v := range vs {
-		if _, err := e.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-			if cerrdefs.IsConflict(err) {
-				err = fmt.Errorf("%w: %w", ErrConflict, err)
+		// A claim's pool volume (the data) goes before the claim, so an
+		// erase cut short leaves the claim to find and finish it.
+		for _, dv := range dataVolumes(v, v.Bound) {
+			if _, err := e.cli.VolumeRemove(ctx, dv, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+				if cerrdefs.IsConflict(err) {
+					err = fmt.Errorf("%w: %w", ErrConflict, err)
+				}
+				return removed, fmt.Errorf("remove volume %s of %s: %w", dv, user, err)
 			}
-			return removed, fmt.Errorf("remove volume %s of %s: %w", v.Name, user, err)
 		}
 		removed = append(removed, v)
 	}
@@ -524,7 +580,7 @@ func (e *Engine) RemoveUserVolumes(ctx context.Context, user string) ([]UserVolu
 // Clear removes every container of this agent carrying an instance label,
 // and nothing else. Per-user volumes and the network stay.
 func (e *Engine) Clear(ctx context.Context) (int, error) {
-	cs, err := e.List(ctx)
+	cs, err := e.list(ctx, e.filter().Add("label", LabelInstance))
 	if err != nil {
 		return 0, fmt.Errorf("clear: %w", err)
 	}
@@ -554,20 +610,27 @@ func (e *Engine) hardened() *container.HostConfig {
 	}
 }
 
-// userVolume is the Docker volume holding user's per-user volume vol: the
-// one this agent labelled for them, whatever its name (volumes made before
-// VolumeName had its hash keep their LegacyVolumeName), else VolumeName,
-// created. A volume whose labels name anyone else is refused.
-func (e *Engine) userVolume(ctx context.Context, user, vol string) (string, error) {
+// userVolume is the Docker volume holding user's per-user volume vol, and
+// whether it has a name of before VolumeName had its hash: the one this
+// agent labelled for them, whatever its name (volumes made before VolumeName
+// had its hash keep their LegacyVolumeName), else VolumeName, created. A
+// volume whose labels name anyone else is refused. A user whose first PM
+// came from the warm pool has, under VolumeName, a claim (see Claim): the
+// pool volume it names is the one mounted.
+func (e *Engine) userVolume(ctx context.Context, user, vol string) (string, bool, error) {
 	want := VolumeName(e.opts.Name, user, vol)
 	res, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: e.filter().
 		Add("label", LabelUser+"="+user).Add("label", LabelVolume+"="+vol)})
 	if err != nil {
-		return "", fmt.Errorf("list volumes of %s: %w", user, err)
+		return "", false, fmt.Errorf("list volumes of %s: %w", user, err)
 	}
 	var found []string
 	for _, v := range res.Items {
 		if e.ownVolume(v.Labels, user, vol, v.Name) == nil {
+			if v.Labels[LabelBind] != "" && v.Name == want {
+				src, err := e.boundVolume(ctx, v.Labels, vol)
+				return src, false, err
+			}
 			found = append(found, v.Name)
 		}
 	}
@@ -576,7 +639,7 @@ func (e *Engine) userVolume(ctx context.Context, user, vol string) (string, erro
 		if len(found) > 1 {
 			e.logger.Warn("several volumes of one user's volume: using the first", "user", user, "volume", vol, "volumes", found)
 		}
-		return found[0], nil
+		return found[0], true, nil // named as before VolumeName had its hash
 	}
 	// Creating an existing volume returns it: the user's data stays.
 	vl := map[string]string{LabelUser: user, LabelVolume: vol, LabelAgent: e.opts.Name}
@@ -585,12 +648,16 @@ func (e *Engine) userVolume(ctx context.Context, user, vol string) (string, erro
 	}
 	created, err := e.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: want, Labels: vl})
 	if err != nil {
-		return "", fmt.Errorf("create volume %s: %w", want, err)
+		return "", false, fmt.Errorf("create volume %s: %w", want, err)
 	}
 	if err := e.ownVolume(created.Volume.Labels, user, vol, want); err != nil {
-		return "", err
+		return "", false, err
 	}
-	return want, nil
+	if created.Volume.Labels[LabelBind] != "" { // a claim made meanwhile
+		src, err := e.boundVolume(ctx, created.Volume.Labels, vol)
+		return src, false, err
+	}
+	return want, false, nil
 }
 
 // ownData gives volumes of root's days (written by services that ran as

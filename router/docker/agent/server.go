@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -73,6 +74,53 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 			return status(err)
 		}
 		return httpx.WriteJSON(w, http.StatusCreated, c)
+	})
+	h("POST /v1/pool", func(w http.ResponseWriter, r *http.Request) error {
+		var req LaunchRequest
+		if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
+			return err
+		}
+		req.Pool = true
+		if err := req.Validate(); err != nil {
+			return status(err)
+		}
+		start := time.Now()
+		if err := images.check(r.Context(), req, e.imageID); err != nil {
+			m.observe(opLaunch, err, start)
+			logger.Warn("refused", append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error()}, describe(req)...)...)
+			return status(err)
+		}
+		c, err := e.PoolLaunch(r.Context(), req)
+		m.observe(opLaunch, err, start)
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusCreated, c)
+	})
+	h("POST /v1/pool/{instance}/claim", func(w http.ResponseWriter, r *http.Request) error {
+		var req ClaimRequest
+		if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
+			return err
+		}
+		if req.Instance != "" && req.Instance != r.PathValue("instance") {
+			return status(fmt.Errorf("%w: body names instance %q, the path %q", ErrInvalid, req.Instance, r.PathValue("instance")))
+		}
+		req.Instance = r.PathValue("instance")
+		c, err := e.Claim(r.Context(), req)
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, c)
+	})
+	h("POST /v1/pool/drain", func(w http.ResponseWriter, r *http.Request) error {
+		if err := emptyBody(w, r); err != nil {
+			return err
+		}
+		n, err := e.DrainPool(r.Context())
+		if err != nil {
+			return status(err)
+		}
+		return httpx.WriteJSON(w, http.StatusOK, ClearResult{Removed: n})
 	})
 	h("GET /v1/containers", func(w http.ResponseWriter, r *http.Request) error {
 		cs, err := e.List(r.Context())

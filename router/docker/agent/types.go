@@ -58,6 +58,10 @@ type LaunchRequest struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// TLS: the instance serves HTTPS; its address says so.
 	TLS bool `json:"tls,omitempty"`
+	// Pool: a warm-pool instance, started before anyone asks for it. It
+	// names no user or owner: each per-user volume is a fresh pool volume
+	// of its own (PoolVolumeName), and Claim later binds it to one user.
+	Pool bool `json:"pool,omitempty"`
 }
 
 // Volume is a mount; PerUser volumes are named for the user and outlive the
@@ -81,6 +85,11 @@ type Container struct {
 	State       string    `json:"state"`  // Docker's: running, paused, exited, created, dead...
 	Created     time.Time `json:"created"`
 	ContainerID string    `json:"container_id"`
+	// Pool: started for the warm pool; with no User it is not claimed yet.
+	Pool bool `json:"pool,omitempty"`
+	// poolVolumes are a pool container's pool volumes (catalog volume →
+	// Docker volume), as its mounts name them: Claim binds them.
+	poolVolumes map[string]string
 }
 
 // ContainerList answers GET /v1/containers.
@@ -99,6 +108,9 @@ type NetworkInfo struct {
 type UserVolume struct {
 	Name   string `json:"name"`   // the Docker volume
 	Volume string `json:"volume"` // the catalog volume it holds (its upc.volume label)
+	// Bound is, for the claim of a warm-pool instance's volume, the pool
+	// volume that holds the data (see Claim); erasing removes both.
+	Bound string `json:"bound,omitempty"`
 }
 
 // UnmarshalJSON also reads a bare name, as agents before UserVolume
@@ -142,6 +154,12 @@ var (
 func (r LaunchRequest) Validate() error {
 	var errs []error
 	for _, f := range []struct{ name, v string }{{"instance", r.Instance}, {"service", r.Service}, {"user", r.User}} {
+		if f.name == "user" && r.Pool {
+			if f.v != "" || r.Owner != "" || r.PM != "" {
+				errs = append(errs, errors.New("pool: a warm-pool instance names no user, owner or pm (a claim binds them)"))
+			}
+			continue
+		}
 		if !nameRE.MatchString(f.v) {
 			errs = append(errs, fmt.Errorf("%s: %q must be 1-63 letters, digits, '_', '.' or '-'", f.name, f.v))
 		}
