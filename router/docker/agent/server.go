@@ -54,49 +54,38 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 		}
 		return httpx.WriteJSON(w, http.StatusOK, n)
 	})
-	h("POST /v1/containers", func(w http.ResponseWriter, r *http.Request) error {
-		var req LaunchRequest
-		if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
-			return err
-		}
-		if err := req.Validate(); err != nil {
-			return status(err)
-		}
-		start := time.Now()
-		if err := images.check(r.Context(), req, e.imageID); err != nil {
+	// launch serves both launches: a user's instance, and a warm-pool PM
+	// (no user yet) that the router later claims for one.
+	launch := func(pool bool) func(http.ResponseWriter, *http.Request) error {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			var req LaunchRequest
+			if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
+				return err
+			}
+			req.Pool = pool
+			if err := req.Validate(); err != nil {
+				return status(err)
+			}
+			start := time.Now()
+			if err := images.check(r.Context(), req, e.imageID); err != nil {
+				m.observe(opLaunch, err, start)
+				logger.Warn("refused", append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error()}, describe(req)...)...)
+				return status(err)
+			}
+			launch := e.Launch
+			if pool {
+				launch = e.PoolLaunch
+			}
+			c, err := launch(r.Context(), req)
 			m.observe(opLaunch, err, start)
-			logger.Warn("refused", append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error()}, describe(req)...)...)
-			return status(err)
+			if err != nil {
+				return status(err)
+			}
+			return httpx.WriteJSON(w, http.StatusCreated, c)
 		}
-		c, err := e.Launch(r.Context(), req)
-		m.observe(opLaunch, err, start)
-		if err != nil {
-			return status(err)
-		}
-		return httpx.WriteJSON(w, http.StatusCreated, c)
-	})
-	h("POST /v1/pool", func(w http.ResponseWriter, r *http.Request) error {
-		var req LaunchRequest
-		if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
-			return err
-		}
-		req.Pool = true
-		if err := req.Validate(); err != nil {
-			return status(err)
-		}
-		start := time.Now()
-		if err := images.check(r.Context(), req, e.imageID); err != nil {
-			m.observe(opLaunch, err, start)
-			logger.Warn("refused", append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error()}, describe(req)...)...)
-			return status(err)
-		}
-		c, err := e.PoolLaunch(r.Context(), req)
-		m.observe(opLaunch, err, start)
-		if err != nil {
-			return status(err)
-		}
-		return httpx.WriteJSON(w, http.StatusCreated, c)
-	})
+	}
+	h("POST /v1/containers", launch(false))
+	h("POST /v1/pool", launch(true))
 	h("POST /v1/pool/{instance}/claim", func(w http.ResponseWriter, r *http.Request) error {
 		var req ClaimRequest
 		if err := httpx.Decode(w, r, &req, httpx.DecodeOptions{MaxBody: maxBody}); err != nil {
