@@ -2,12 +2,14 @@ package conf
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -79,6 +81,9 @@ type Config struct {
 	Router Router `json:"router,omitempty"`
 	// Agent holds the machine agent's own settings.
 	Agent Agent `json:"agent,omitempty"`
+	// Docker holds the Docker backend's settings (router's local engine and
+	// machine agents).
+	Docker Docker `json:"docker,omitempty"`
 	// Kubernetes holds the router's settings in kubernetes mode.
 	Kubernetes Kubernetes `json:"kubernetes,omitempty"`
 
@@ -189,6 +194,50 @@ type Agent struct {
 	// machines_use_tls is set.
 	TLSCertPath string `json:"tls_cert_path,omitempty"`
 	TLSKeyPath  string `json:"tls_key_path,omitempty"`
+}
+
+// Network modes of the Docker backend.
+const (
+	// NetworkBridge: each instance joins the UPC network and Docker
+	// publishes its port (an endpoint, iptables rules and a docker-proxy
+	// per container).
+	NetworkBridge = "bridge"
+	// NetworkHost: each instance shares the host's network stack and
+	// listens on a port the agent allocates from docker.host_ports.
+	NetworkHost = "host"
+)
+
+// Docker configures the Docker backend.
+type Docker struct {
+	// NetworkMode is "bridge" (the default) or "host".
+	NetworkMode string `json:"network_mode,omitempty"`
+	// HostPorts is the range "LOW-HIGH" the agent allocates instance ports
+	// from in host mode.
+	HostPorts string `json:"host_ports,omitempty"`
+}
+
+// PortRange parses HostPorts.
+func (d Docker) PortRange() (lo, hi int, err error) {
+	return ParsePortRange(d.HostPorts)
+}
+
+// ParsePortRange parses "LOW-HIGH", 1024 <= LOW <= HIGH <= 65535.
+func ParsePortRange(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("%q is not LOW-HIGH", s)
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	switch {
+	case err1 != nil || err2 != nil:
+		return 0, 0, fmt.Errorf("%q is not LOW-HIGH (two port numbers)", s)
+	case lo < 1024 || hi > 65535:
+		return 0, 0, fmt.Errorf("%q: ports must lie in 1024-65535", s)
+	case lo > hi:
+		return 0, 0, fmt.Errorf("%q: LOW is above HIGH", s)
+	}
+	return lo, hi, nil
 }
 
 // Kubernetes configures the router's Kubernetes backend (upc_mode kubernetes).
