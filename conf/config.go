@@ -221,6 +221,32 @@ func (d Docker) PortRange() (lo, hi int, err error) {
 	return ParsePortRange(d.HostPorts)
 }
 
+// With is the network mode and host port range with mode and ports (flags)
+// over d's where set, checked as Validate checks d's, errors naming the
+// flags.
+func (d Docker) With(mode, ports string) (string, [2]int, error) {
+	if mode != "" {
+		d.NetworkMode = mode
+	}
+	if ports != "" {
+		d.HostPorts = ports
+	}
+	if d.NetworkMode == "" {
+		d.NetworkMode = NetworkBridge
+	}
+	if d.HostPorts == "" {
+		d.HostPorts = DefaultHostPorts
+	}
+	if d.NetworkMode != NetworkBridge && d.NetworkMode != NetworkHost {
+		return "", [2]int{}, fmt.Errorf("--network-mode (docker.network_mode): %q is not one of bridge, host", d.NetworkMode)
+	}
+	lo, hi, err := d.PortRange()
+	if err != nil {
+		return "", [2]int{}, fmt.Errorf("--host-ports (docker.host_ports): %w", err)
+	}
+	return d.NetworkMode, [2]int{lo, hi}, nil
+}
+
 // ParsePortRange parses "LOW-HIGH", 1024 <= LOW <= HIGH <= 65535.
 func ParsePortRange(s string) (lo, hi int, err error) {
 	a, b, ok := strings.Cut(s, "-")
