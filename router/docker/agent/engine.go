@@ -280,6 +280,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	labels[LabelAgent] = e.opts.Name
 	delete(labels, LabelOwner)
 	delete(labels, LabelPM)
+	delete(labels, LabelHostPort) // the agent's alone to set: it is the address
 	if req.Owner != "" {
 		labels[LabelOwner] = req.Owner
 	}
