@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,7 +30,9 @@ import (
 // mode, allocating ports lo-hi.
 func (d deployment) hostEngine(t testing.TB, name string, lo, hi int) *agent.Engine {
 	full := d.prefix + "-" + name
-	*d.agents = append(*d.agents, full)
+	if !slices.Contains(*d.agents, full) {
+		*d.agents = append(*d.agents, full)
+	}
 	e, err := agent.NewEngine(cli, agent.Options{
 		Network: d.network, Name: full, NetworkLabels: map[string]string{"upc.test": "1"},
 		NetworkMode: agent.NetworkHost, HostPorts: [2]int{lo, hi},
