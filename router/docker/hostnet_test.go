@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
@@ -183,5 +184,42 @@ func TestHostNetworkPMDocker(t *testing.T) {
 	}
 	if _, err := pmclient.New(sasha.Address, hc, pmclient.WithToken(sasha.Secret)).Status(ctx); err != nil {
 		t.Errorf("sasha's PM on the reused port: %v", err)
+	}
+}
+
+// TestHostPortLabelIsTheAgentsDocker: a launch request carrying its own
+// upc.host_port label gets no say in the address, in either mode: the
+// bridge agent drops it (the published port is the address), the host
+// agent writes the port it allocated.
+func TestHostPortLabelIsTheAgentsDocker(t *testing.T) {
+	ctx := context.Background()
+	d := newDeployment(t)
+	lo := 24000 + 2*rand.IntN(3000)
+	for _, e := range []*agent.Engine{d.engine(t, "bridge"), d.hostEngine(t, "host", lo, lo+1)} {
+		c, err := e.Launch(ctx, agent.LaunchRequest{Instance: randName("i"), Service: "test", User: "quinn", Image: imageRef, Digest: imageID,
+			Port: 8080, Labels: map[string]string{"upc.test": "1", agent.LabelHostPort: "1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := port(t, c.Address)
+		ins, err := cli.ContainerInspect(ctx, c.ContainerID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		label, ok := ins.Container.Config.Labels[agent.LabelHostPort]
+		hostMode := ins.Container.HostConfig.NetworkMode == "host"
+		switch {
+		case p == 1:
+			t.Errorf("%s: address %s takes the caller's port", ins.Container.HostConfig.NetworkMode, c.Address)
+		case hostMode && label != strconv.Itoa(p), !hostMode && ok:
+			t.Errorf("%s: label upc.host_port %q (set: %v) for address %s", ins.Container.HostConfig.NetworkMode, label, ok, c.Address)
+		}
+		routertest.Eventually(t, "the instance answers at its address", func() error {
+			code, _, err := routertest.Get(c.Address, "/healthz")
+			if err == nil && code != 200 {
+				err = fmt.Errorf("status %d", code)
+			}
+			return err
+		})
 	}
 }
