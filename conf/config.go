@@ -2,12 +2,14 @@ package conf
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -79,10 +81,11 @@ type Config struct {
 	Router Router `json:"router,omitempty"`
 	// Agent holds the machine agent's own settings.
 	Agent Agent `json:"agent,omitempty"`
+	// Docker holds the Docker backend's settings (router's local engine and
+	// machine agents).
+	Docker Docker `json:"docker,omitempty"`
 	// Kubernetes holds the router's settings in kubernetes mode.
 	Kubernetes Kubernetes `json:"kubernetes,omitempty"`
-	// Docker holds the router's settings in docker mode.
-	Docker Docker `json:"docker,omitempty"`
 
 	// dir is the directory of the file the config came from, so relative
 	// paths in it resolve next to it.
@@ -193,12 +196,79 @@ type Agent struct {
 	TLSKeyPath  string `json:"tls_key_path,omitempty"`
 }
 
-// Docker configures the router's Docker backend (upc_mode docker).
+// Network modes of the Docker backend.
+const (
+	// NetworkBridge: each instance joins the UPC network and Docker
+	// publishes its port (an endpoint, iptables rules and a docker-proxy
+	// per container).
+	NetworkBridge = "bridge"
+	// NetworkHost: each instance shares the host's network stack and
+	// listens on a port the agent allocates from docker.host_ports.
+	NetworkHost = "host"
+)
+
+// Docker configures the Docker backend (upc_mode docker): the router's
+// warm pool, and how agents network their instances.
 type Docker struct {
 	// WarmPool is the number of sealed PMs the router keeps started ahead
 	// of launches, placed over the machines by weight; a new user's PM
 	// launch claims one (docs/router.md#warm-pool). 0: no pool.
 	WarmPool int `json:"warm_pool,omitempty"`
+	// NetworkMode is "bridge" (the default) or "host".
+	NetworkMode string `json:"network_mode,omitempty"`
+	// HostPorts is the range "LOW-HIGH" the agent allocates instance ports
+	// from in host mode.
+	HostPorts string `json:"host_ports,omitempty"`
+}
+
+// PortRange parses HostPorts.
+func (d Docker) PortRange() (lo, hi int, err error) {
+	return ParsePortRange(d.HostPorts)
+}
+
+// With is the network mode and host port range with mode and ports (flags)
+// over d's where set, checked as Validate checks d's, errors naming the
+// flags.
+func (d Docker) With(mode, ports string) (string, [2]int, error) {
+	if mode != "" {
+		d.NetworkMode = mode
+	}
+	if ports != "" {
+		d.HostPorts = ports
+	}
+	if d.NetworkMode == "" {
+		d.NetworkMode = NetworkBridge
+	}
+	if d.HostPorts == "" {
+		d.HostPorts = DefaultHostPorts
+	}
+	if d.NetworkMode != NetworkBridge && d.NetworkMode != NetworkHost {
+		return "", [2]int{}, fmt.Errorf("--network-mode (docker.network_mode): %q is not one of bridge, host", d.NetworkMode)
+	}
+	lo, hi, err := d.PortRange()
+	if err != nil {
+		return "", [2]int{}, fmt.Errorf("--host-ports (docker.host_ports): %w", err)
+	}
+	return d.NetworkMode, [2]int{lo, hi}, nil
+}
+
+// ParsePortRange parses "LOW-HIGH", 1024 <= LOW <= HIGH <= 65535.
+func ParsePortRange(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("%q is not LOW-HIGH", s)
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	switch {
+	case err1 != nil || err2 != nil:
+		return 0, 0, fmt.Errorf("%q is not LOW-HIGH (two port numbers)", s)
+	case lo < 1024 || hi > 65535:
+		return 0, 0, fmt.Errorf("%q: ports must lie in 1024-65535", s)
+	case lo > hi:
+		return 0, 0, fmt.Errorf("%q: LOW is above HIGH", s)
+	}
+	return lo, hi, nil
 }
 
 // MaxWarmPool bounds docker.warm_pool: each pooled PM is a running

@@ -34,6 +34,9 @@ var wantErr = map[string][]string{
 	"invalid-listen.json":                      {`router.listen: "4430" is not host:port`},
 	"invalid-publish-ip.json":                  {`agent.publish_ip: "localhost" is not an IP`},
 	"invalid-network.json":                     {`network: "bad network"`},
+	"invalid-docker-network.json":              {`docker.network_mode: "hostnet" is not one of bridge, host`, `docker.host_ports: "30000-2000": LOW is above HIGH`},
+	"invalid-docker-ports-low.json":            {`docker.host_ports: "80-90": ports must lie in 1024-65535`},
+	"invalid-docker-ports-form.json":           {`docker.host_ports: "20000" is not LOW-HIGH`},
 	"invalid-not-object.json":                  {"parse"},
 	"invalid-trailing.json":                    {"parse"},
 	"invalid-yaml-syntax.yaml":                 {"parse"},
@@ -123,6 +126,12 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Router.Listen != ":4430" || c.Agent.Listen != "" || c.Router.LaunchTimeout.D() != time.Minute {
 		t.Errorf("router/agent defaults: %+v %+v", c.Router, c.Agent)
+	}
+	if lo, hi, err := c.Docker.PortRange(); c.Docker.NetworkMode != NetworkBridge || err != nil || lo != 20000 || hi != 23999 {
+		t.Errorf("docker defaults: %+v (%d-%d, %v), want bridge, 20000-23999", c.Docker, lo, hi, err)
+	}
+	if h, err := Load("testdata/valid-docker-host.yaml"); err != nil || h.Docker.NetworkMode != NetworkHost || h.Docker.HostPorts != "41000-41099" {
+		t.Errorf("docker host mode from a file: %+v, %v", h, err)
 	}
 	// Values written in a file win over defaults.
 	c2, err := Parse([]byte(`{"service_router_port": 9000, "router": {"launch_timeout": "5s"}}`))

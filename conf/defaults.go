@@ -12,8 +12,11 @@ const (
 	DefaultUPCPort           = 8123
 	DefaultSwarmPort         = 54321
 	DefaultNetwork           = "upc"
-	DefaultLaunchTimeout     = 60 * time.Second
-	DefaultAgentTimeout      = 30 * time.Second
+	// DefaultHostPorts lies below Linux's ephemeral ports (32768-60999), so
+	// outgoing connections never hold one an instance needs.
+	DefaultHostPorts     = "20000-23999"
+	DefaultLaunchTimeout = 60 * time.Second
+	DefaultAgentTimeout  = 30 * time.Second
 )
 
 // DefaultEndpoints are the original's paths.
@@ -119,5 +122,11 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Agent.PublishIP == "" {
 		c.Agent.PublishIP = Gateway
+	}
+	if c.Docker.NetworkMode == "" {
+		c.Docker.NetworkMode = NetworkBridge
+	}
+	if c.Docker.HostPorts == "" {
+		c.Docker.HostPorts = DefaultHostPorts
 	}
 }

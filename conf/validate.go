@@ -115,6 +115,14 @@ func (c *Config) Validate() error {
 	if c.Agent.PublishIP != Gateway && net.ParseIP(c.Agent.PublishIP) == nil {
 		bad("agent.publish_ip", "%q is not an IP address (nor %q)", c.Agent.PublishIP, Gateway)
 	}
+	switch c.Docker.NetworkMode {
+	case NetworkBridge, NetworkHost:
+	default:
+		bad("docker.network_mode", "%q is not one of bridge, host", c.Docker.NetworkMode)
+	}
+	if _, _, err := c.Docker.PortRange(); err != nil {
+		bad("docker.host_ports", "%v", err)
+	}
 	if c.Router.LaunchTimeout <= 0 {
 		bad("router.launch_timeout", "%s must be positive", c.Router.LaunchTimeout.D())
 	}

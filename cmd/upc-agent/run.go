@@ -46,6 +46,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		publishIP  = fs.String("publish-ip", "", `host IP instance ports are published on: "gateway" or an IP (default agent.publish_ip; with --advertise IP alone, that IP)`)
 		network    = fs.String("network", "", "Docker network instances join (default config network, \"upc\")")
 		name       = fs.String("name", "upc", "agent name (label upc.agent): agents sharing one engine need distinct names")
+		netMode    = fs.String("network-mode", "", `"bridge" (instances on the network, ports published by Docker) or "host" (instances on the host's network, at ports the agent allocates from docker.host_ports) (default docker.network_mode)`)
+		hostPorts  = fs.String("host-ports", "", "LOW-HIGH: the ports host network mode allocates from (default docker.host_ports)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		labels     = labelFlags{}
 	)
@@ -69,7 +71,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	mode, ports, err := cfg.Docker.With(*netMode, *hostPorts)
+	if err != nil {
+		return err
+	}
 	opts := agent.Options{
+		NetworkMode: mode, HostPorts: ports,
 		Network:   firstSet(*network, cfg.Network),
 		BindIP:    firstSet(*publishIP, cfg.Agent.PublishIP),
 		Advertise: firstSet(*advertise, cfg.Agent.Advertise),

@@ -58,6 +58,8 @@ func TestStartupErrors(t *testing.T) {
 		{"bad publish ip", append([]string{"--publish-ip", "nowhere"}, ok...), "bind ip"},
 		{"bad network", append([]string{"--network", "no spaces"}, ok...), "network"},
 		{"bad name", append([]string{"--name", "Upper"}, ok...), "name"},
+		{"bad network mode", append([]string{"--network-mode", "hostnet"}, ok...), `--network-mode (docker.network_mode): "hostnet" is not one of bridge, host`},
+		{"bad host ports", append([]string{"--network-mode", "host", "--host-ports", "9000"}, ok...), `--host-ports (docker.host_ports): "9000" is not LOW-HIGH`},
 		{"unspecified bind without advertise", append([]string{"--publish-ip", "0.0.0.0", "--advertise", "gateway"}, ok...), "advertise: required"},
 	}
 	for _, c := range cases {

@@ -34,10 +34,7 @@ func main() {
 
 func run(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
 	logger := slog.New(slog.NewJSONHandler(stderr, nil)).With("service", "pipeline")
-	addr := getenv("UPC_PIPELINE_ADDR")
-	if addr == "" {
-		addr = ":8080"
-	}
+	addr := access.ListenAddr(getenv, "UPC_PIPELINE_ADDR", ":8080")
 	acc, err := access.FromEnv(getenv)
 	if err != nil {
 		return fmt.Errorf("access: %w", err)

@@ -36,6 +36,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		publishIP     = fs.String("publish-ip", "", `local machine only: host IP instance ports are published on ("gateway" or an IP; default agent.publish_ip)`)
 		network       = fs.String("network", "", "local machine only: Docker network instances join (default config network)")
 		name          = fs.String("name", "upc", "local machine only: agent name (label upc.agent)")
+		netMode       = fs.String("network-mode", "", `local machine only: "bridge" or "host" (default docker.network_mode; see docs/configuration.md)`)
+		hostPorts     = fs.String("host-ports", "", "local machine only: LOW-HIGH, the ports host network mode allocates from (default docker.host_ports)")
 		launchTimeout = fs.Duration("launch-timeout", 0, "how long a launch waits for the instance to answer (default router.launch_timeout)")
 		rebuildWait   = fs.Duration("rebuild-wait", 30*time.Second, "how long to retry rebuilding the view from the machines at start (agents may still be starting)")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
@@ -83,7 +85,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer kb.Close()
 		backend = kb
 	} else {
+		mode, ports, err := cfg.Docker.With(*netMode, *hostPorts)
+		if err != nil {
+			return err
+		}
 		backend, err = newBackend(cfg, tr, agent.Options{
+			NetworkMode: mode, HostPorts: ports,
 			Network:   firstSet(*network, cfg.Network),
 			BindIP:    firstSet(*publishIP, cfg.Agent.PublishIP),
 			Advertise: firstSet(*advertise, cfg.Agent.Advertise),

@@ -35,6 +35,7 @@ func newAggregateCmd(g *globals) *cobra.Command {
 		seed                 uint64
 		local                bool
 		imagesPath           string
+		netMode, hostPorts   string
 		o                    aggregator.Options
 	)
 	cmd := &cobra.Command{
@@ -95,8 +96,15 @@ images of --images (make images), removed with everything it made at the end.`,
 			if err := o.ValidateSettings(); err != nil {
 				return fmt.Errorf("aggregate: %w", err)
 			}
+			if (cmd.Flags().Changed("network-mode") || cmd.Flags().Changed("host-ports")) && !local {
+				return errors.New("aggregate: --network-mode and --host-ports go with --local (a deployed router's agents read docker.network_mode)")
+			}
 			if local {
-				lr, err := startLocalRouter(ctx, imagesPath, o.Logger)
+				mode, ports, err := conf.Docker{}.With(netMode, hostPorts)
+				if err != nil {
+					return fmt.Errorf("aggregate: %w", err)
+				}
+				lr, err := startLocalRouter(ctx, imagesPath, agent.Options{NetworkMode: mode, HostPorts: ports}, o.Logger)
 				if err != nil {
 					return err
 				}
@@ -149,6 +157,8 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.IntVar(&o.SharedPipelines, "shared-pipelines", 0, "with --shared-services: pipeline instances serving the users round robin (default 1)")
 	f.DurationVar(&o.Timeout, "user-timeout", 10*time.Minute, "bound on one user's whole run")
 	f.BoolVar(&local, "local", false, "start a router in this process over the local Docker engine (removed at the end)")
+	f.StringVar(&netMode, "network-mode", conf.NetworkBridge, `with --local: "bridge" (each instance on the run's network, its port published by Docker) or "host" (the host's network, ports allocated by the agent from --host-ports)`)
+	f.StringVar(&hostPorts, "host-ports", conf.DefaultHostPorts, "with --local --network-mode host: LOW-HIGH, the ports allocated")
 	f.StringVar(&imagesPath, "images", "build/images.json", "image manifest (make images): --local runs its images; every launched instance must run them (with --local, or when given), else it is deleted and that user fails")
 	f.StringArrayVar(&cf.requireDigests, "require-digest", nil, "service=sha256:...: a launched instance of service must run that image (repeatable)")
 	return cmd
@@ -178,7 +188,7 @@ type localRouter struct {
 	network string
 }
 
-func startLocalRouter(ctx context.Context, imagesPath string, logger *slog.Logger) (*localRouter, error) {
+func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Options, logger *slog.Logger) (*localRouter, error) {
 	m, err := images.LoadManifest(imagesPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `make images` first)", err)
@@ -199,7 +209,8 @@ func startLocalRouter(ctx context.Context, imagesPath string, logger *slog.Logge
 	id := hex.EncodeToString(b[:])
 	lr := &localRouter{cli: cli, name: "agg" + id, network: "upc-agg-" + id}
 	labels := map[string]string{"upc.aggregate": id}
-	eng, err := agent.NewEngine(cli, agent.Options{Network: lr.network, Name: lr.name, NetworkLabels: labels, Labels: labels}, logger)
+	eng, err := agent.NewEngine(cli, agent.Options{Network: lr.network, Name: lr.name, NetworkLabels: labels, Labels: labels,
+		NetworkMode: netOpts.NetworkMode, HostPorts: netOpts.HostPorts}, logger)
 	if err != nil {
 		cli.Close()
 		return nil, err

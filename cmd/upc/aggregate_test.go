@@ -31,6 +31,9 @@ func TestAggregateAndSynthBadInput(t *testing.T) {
 		{"no day file", []string{"aggregate", "count", "--data", emptyDir, "--query", q}, []string{"no day file"}},
 		{"missing query file", []string{"aggregate", "metrics", "--data", dir, "--query", filepath.Join("..", "..", "nope.json")}, []string{"read query"}},
 		{"bad noise", []string{"aggregate", "count", "--data", dir, "--query", q, "--noise", "loud"}, []string{`noise "loud"`}},
+		{"network mode without --local", []string{"aggregate", "count", "--data", dir, "--query", q, "--network-mode", "host"}, []string{"--network-mode and --host-ports go with --local"}},
+		{"bad network mode", []string{"aggregate", "count", "--data", dir, "--query", q, "--local", "--network-mode", "macvlan"}, []string{`"macvlan" is not one of bridge, host`}},
+		{"bad host ports", []string{"aggregate", "count", "--data", dir, "--query", q, "--local", "--network-mode", "host", "--host-ports", "2000-1000"}, []string{`--host-ports (docker.host_ports): "2000-1000"`}},
 		{"synth without users", []string{"synth", "--out", t.TempDir()}, []string{"users: 0"}},
 		{"synth into a foreign folder", []string{"synth", "--users", "1", "--out", foreign}, []string{"synth did not write"}},
 	} {

@@ -40,7 +40,22 @@ const (
 	// EnvPMAddress and EnvPMGrant bind a per-user service to one PM.
 	EnvPMAddress = "UPC_PM_ADDRESS"
 	EnvPMGrant   = "UPC_PM_GRANT"
+	// EnvListen is the address an instance serves on, set by a Docker agent
+	// in host network mode (the port it allocated); it wins over the
+	// service's own UPC_<SERVICE>_ADDR.
+	EnvListen = "UPC_LISTEN"
 )
+
+// ListenAddr is where an instance serves: EnvListen, else its own
+// variable own, else def.
+func ListenAddr(getenv func(string) string, own, def string) string {
+	for _, k := range []string{EnvListen, own} {
+		if v := strings.TrimSpace(getenv(k)); v != "" {
+			return v
+		}
+	}
+	return def
+}
 
 // NewToken returns prefix followed by 256 random bits, base64url.
 func NewToken(prefix string) string {

@@ -102,3 +102,19 @@ func TestGuardMonitor(t *testing.T) {
 		t.Fatalf("plain /metrics with the secret: %d %s", code, body)
 	}
 }
+
+func TestListenAddr(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, ":8080"},
+		{map[string]string{"UPC_X_ADDR": ":9000"}, ":9000"},
+		{map[string]string{"UPC_X_ADDR": ":9000", access.EnvListen: "10.0.0.1:20001"}, "10.0.0.1:20001"},
+		{map[string]string{access.EnvListen: " "}, ":8080"},
+	} {
+		if got := access.ListenAddr(func(k string) string { return c.env[k] }, "UPC_X_ADDR", ":8080"); got != c.want {
+			t.Errorf("ListenAddr(%v) = %q, want %q", c.env, got, c.want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package docker_test
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/e-mission/upc/router"
@@ -15,6 +16,18 @@ func TestConformanceDockerLocal(t *testing.T) {
 		d := newDeployment(t)
 		return routertest.Env{Image: imageRef, Digest: imageID, Leftovers: d.leftovers, Open: func() router.Backend {
 			return backend(t, docker.Machine{Name: "local", Weight: 1, Driver: d.engine(t, "local")})
+		}}
+	})
+}
+
+// TestConformanceDockerHost runs it on the local engine in host network
+// mode: ports allocated by the agent from a range of this test's own.
+func TestConformanceDockerHost(t *testing.T) {
+	routertest.Run(t, func(t *testing.T) routertest.Env {
+		d := newDeployment(t)
+		lo := 24000 + 64*rand.IntN(90)
+		return routertest.Env{Image: imageRef, Digest: imageID, Leftovers: d.leftovers, Open: func() router.Backend {
+			return backend(t, docker.Machine{Name: "local", Weight: 1, Driver: d.hostEngine(t, "host", lo, lo+63)})
 		}}
 	})
 }

@@ -53,7 +53,7 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	c := Config{KDF: store.DefaultKDF}
 	fs := flag.NewFlagSet("upc-pm", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.Addr, "addr", env("UPC_PM_ADDR", ":8080"), "listen address (UPC_PM_ADDR)")
+	fs.StringVar(&c.Addr, "addr", access.ListenAddr(getenv, "UPC_PM_ADDR", ":8080"), "listen address (UPC_LISTEN, else UPC_PM_ADDR)")
 	fs.StringVar(&c.DataDir, "data", env("UPC_PM_DATA", "/data"), "data directory (UPC_PM_DATA)")
 	fs.Float64Var(&c.Budget, "budget", num("UPC_PM_BUDGET", "1.0"), "initial privacy budget of a new volume (UPC_PM_BUDGET)")
 	mem := fs.Int64("kdf-memory-mib", int64(num("UPC_PM_KDF_MEMORY_MIB", strconv.Itoa(int(store.DefaultKDF.MemoryKiB/1024)))), "Argon2id memory for a new volume, MiB")

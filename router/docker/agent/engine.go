@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -19,6 +21,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/owndata"
 )
@@ -44,7 +47,25 @@ type Options struct {
 	// PidsLimit caps the processes (threads included) of each instance;
 	// default DefaultPidsLimit.
 	PidsLimit int64
+	// NetworkMode is NetworkBridge (default: each instance on Network, its
+	// port published by Docker) or NetworkHost (each instance in the host's
+	// network stack, listening on BindIP at a port the agent allocates
+	// from HostPorts).
+	NetworkMode string
+	// HostPorts is the inclusive range host-mode ports come from; default
+	// DefaultHostPorts.
+	HostPorts [2]int
 }
+
+// Network modes (Options.NetworkMode).
+const (
+	NetworkBridge = "bridge"
+	NetworkHost   = "host"
+)
+
+// DefaultHostPorts lies below Linux's ephemeral ports (32768-60999), so no
+// outgoing connection holds a port an instance needs.
+var DefaultHostPorts = [2]int{20000, 23999}
 
 // Hardening of every instance container (see docs/security.md#hardening).
 const (
@@ -73,6 +94,12 @@ type Engine struct {
 	net     NetworkInfo
 	bindIP  netip.Addr
 	adverts string
+
+	// Host mode: ports handed out whose containers are not created yet,
+	// and where the next search starts (so a port just freed is reused last).
+	portMu   sync.Mutex
+	reserved map[int]bool
+	nextPort int
 }
 
 // NewEngine checks opts and wraps cli; it does not contact the engine.
@@ -81,7 +108,17 @@ func NewEngine(cli *client.Client, opts Options, logger *slog.Logger) (*Engine, 
 	opts.BindIP = cmp.Or(opts.BindIP, "gateway")
 	opts.Name = cmp.Or(opts.Name, DefaultNetwork)
 	opts.PidsLimit = cmp.Or(opts.PidsLimit, DefaultPidsLimit)
+	opts.NetworkMode = cmp.Or(opts.NetworkMode, NetworkBridge)
+	if opts.HostPorts == [2]int{} {
+		opts.HostPorts = DefaultHostPorts
+	}
 	var errs []error
+	if opts.NetworkMode != NetworkBridge && opts.NetworkMode != NetworkHost {
+		errs = append(errs, fmt.Errorf("network mode: %q is not one of %s, %s", opts.NetworkMode, NetworkBridge, NetworkHost))
+	}
+	if lo, hi := opts.HostPorts[0], opts.HostPorts[1]; lo < 1024 || hi > 65535 || lo > hi {
+		errs = append(errs, fmt.Errorf("host ports: %d-%d is not a range within 1024-65535", lo, hi))
+	}
 	if opts.PidsLimit < 0 {
 		errs = append(errs, fmt.Errorf("pids limit: %d is negative", opts.PidsLimit))
 	}
@@ -103,7 +140,8 @@ func NewEngine(cli *client.Client, opts Options, logger *slog.Logger) (*Engine, 
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Engine{cli: cli, opts: opts, logger: cmp.Or(logger, slog.New(slog.DiscardHandler))}, nil
+	return &Engine{cli: cli, opts: opts, logger: cmp.Or(logger, slog.New(slog.DiscardHandler)),
+		reserved: map[int]bool{}, nextPort: opts.HostPorts[0]}, nil
 }
 
 // NewClientFromEnv makes a Docker SDK client from DOCKER_HOST etc., speaking
@@ -151,7 +189,7 @@ func (e *Engine) EnsureNetwork(ctx context.Context) (NetworkInfo, error) {
 	e.net = NetworkInfo{Network: n.Name, ID: n.ID, Gateway: gw.String()}
 	e.bindIP = bind
 	e.adverts = cmp.Or(e.opts.Advertise, bind.String())
-	e.logger.Info("network ready", "network", n.Name, "id", n.ID[:12], "gateway", gw, "bind", bind, "advertise", e.adverts)
+	e.logger.Info("network ready", "network", n.Name, "id", n.ID[:12], "gateway", gw, "bind", bind, "advertise", e.adverts, "mode", e.opts.NetworkMode)
 	return e.net, nil
 }
 
@@ -250,6 +288,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	labels[LabelAgent] = e.opts.Name
 	delete(labels, LabelOwner)
 	delete(labels, LabelPM)
+	delete(labels, LabelHostPort) // the agent's alone to set: it is the address
 	if req.Owner != "" {
 		labels[LabelOwner] = req.Owner
 	}
@@ -295,24 +334,36 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 	slices.Sort(env)
 	name := "upc-" + req.Service + "-" + req.Instance
 	hc := e.hardened()
-	// HostPort "" lets Docker allocate a free port: no retry loops.
-	hc.PortBindings = network.PortMap{port: {{HostIP: bind, HostPort: ""}}}
 	hc.Mounts = mounts
 	hc.Resources.NanoCPUs = int64(req.CPUMillis) * 1_000_000
 	hc.Resources.Memory = int64(req.MemoryMB) << 20
-	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: name,
-		Config: &container.Config{
-			Image:        image,
-			User:         images.User,
-			Env:          env,
-			Labels:       labels,
-			ExposedPorts: network.PortSet{port: {}},
-		},
-		HostConfig: hc,
-		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+	cfg := &container.Config{Image: image, User: images.User, Labels: labels}
+	var netCfg *network.NetworkingConfig
+	hostPort := ""
+	if e.opts.NetworkMode == NetworkHost {
+		// No endpoint, no iptables rules, no docker-proxy: the instance
+		// listens on the host itself, at a port of ours.
+		p, release, err := e.allocPort(ctx, bind)
+		if err != nil {
+			return Container{}, fmt.Errorf("launch %s: %w", name, err)
+		}
+		defer release() // once created, the container's label holds it
+		hostPort = strconv.Itoa(p)
+		labels[LabelHostPort] = hostPort
+		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, access.EnvListen+"=") })
+		env = append(env, access.EnvListen+"="+hostJoin(bind.String(), hostPort))
+		hc.NetworkMode = container.NetworkMode(NetworkHost)
+	} else {
+		// HostPort "" lets Docker allocate a free port: no retry loops.
+		hc.PortBindings = network.PortMap{port: {{HostIP: bind, HostPort: ""}}}
+		cfg.ExposedPorts = network.PortSet{port: {}}
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 			netName: {Aliases: []string{name}},
-		}},
+		}}
+	}
+	cfg.Env = env
+	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: name, Config: cfg, HostConfig: hc, NetworkingConfig: netCfg,
 	})
 	if err != nil {
 		e.removeVolumes(context.WithoutCancel(ctx), poolVols)
@@ -337,8 +388,7 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 		return Container{}, cleanup(fmt.Errorf("inspect %s: %w", name, err))
 	}
 	c := ins.Container
-	var hostPort string
-	if c.NetworkSettings != nil {
+	if hostPort == "" && c.NetworkSettings != nil {
 		for _, b := range c.NetworkSettings.Ports[port] {
 			hostPort = cmp.Or(hostPort, b.HostPort)
 		}
@@ -356,6 +406,57 @@ func (e *Engine) Launch(ctx context.Context, req LaunchRequest) (Container, erro
 		Address: scheme(labels) + hostJoin(adverts, hostPort),
 		Image:   req.Image, Digest: c.Image, State: state, Created: createdAt, ContainerID: c.ID, Pool: req.Pool,
 	}, nil
+}
+
+// allocPort hands out a host port for an instance in host mode: the first
+// one of the range, after the last handed out, that no container on this
+// engine holds (its upc.host_port label, whichever agent made it, in any
+// state: so ports survive an agent restart and are free again once their
+// container is removed), that no launch in flight holds, and that nothing
+// else on the host is listening on at bind (checked when the agent shares
+// the host's network; an agent in a container of its own cannot see). The
+// caller calls release once the container exists or its launch failed.
+func (e *Engine) allocPort(ctx context.Context, bind netip.Addr) (int, func(), error) {
+	e.portMu.Lock()
+	defer e.portMu.Unlock()
+	res, err := e.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", LabelHostPort)})
+	if err != nil {
+		return 0, nil, fmt.Errorf("allocate a host port: list containers: %w", err)
+	}
+	taken := map[int]bool{}
+	for _, c := range res.Items {
+		if p, err := strconv.Atoi(c.Labels[LabelHostPort]); err == nil {
+			taken[p] = true
+		}
+	}
+	lo, hi := e.opts.HostPorts[0], e.opts.HostPorts[1]
+	n := hi - lo + 1
+	for i := range n {
+		p := lo + (e.nextPort-lo+i)%n
+		if taken[p] || e.reserved[p] || inUse(bind, p) {
+			continue
+		}
+		e.reserved[p] = true
+		e.nextPort = lo + (p-lo+1)%n
+		return p, func() {
+			e.portMu.Lock()
+			delete(e.reserved, p)
+			e.portMu.Unlock()
+		}, nil
+	}
+	return 0, nil, fmt.Errorf("%w: every host port of %d-%d is taken (%d instances hold one): widen docker.host_ports", ErrConflict, lo, hi, len(taken))
+}
+
+// inUse reports whether something on this host listens on bind:port. Only
+// "address in use" counts: an address this process cannot bind (an agent
+// in a container of its own) says nothing about the host.
+func inUse(bind netip.Addr, port int) bool {
+	l, err := net.Listen("tcp", netip.AddrPortFrom(bind, uint16(port)).String())
+	if err != nil {
+		return errors.Is(err, syscall.EADDRINUSE)
+	}
+	l.Close()
+	return false
 }
 
 // scheme is the URL scheme of a container with labels.
@@ -426,7 +527,9 @@ func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error
 				}
 			}
 		}
-		if p, err := strconv.Atoi(s.Labels[LabelPort]); err == nil {
+		if hp := s.Labels[LabelHostPort]; hp != "" {
+			c.Address = scheme(s.Labels) + hostJoin(adverts, hp)
+		} else if p, err := strconv.Atoi(s.Labels[LabelPort]); err == nil {
 			for _, ps := range s.Ports {
 				if int(ps.PrivatePort) == p && ps.PublicPort != 0 && ps.Type == "tcp" {
 					c.Address = scheme(s.Labels) + hostJoin(adverts, strconv.Itoa(int(ps.PublicPort)))

@@ -38,6 +38,10 @@ const (
 	// LabelScheme is "https" on an instance serving TLS (the router gave it
 	// a certificate), so its address keeps the scheme after a restart.
 	LabelScheme = "upc.scheme"
+	// LabelHostPort is the host port an instance in host network mode
+	// listens on, allocated by the agent: its address, and what keeps the
+	// port taken after an agent restart, until the container is removed.
+	LabelHostPort = "upc.host_port"
 )
 
 // LaunchRequest describes one instance to start.

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/owndata"
 )
@@ -91,7 +92,7 @@ func main() {
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := tlsrv.ListenAndServe(ctx, slog.New(slog.NewTextHandler(os.Stderr, nil)), ":8080", mux); err != nil {
+	if err := tlsrv.ListenAndServe(ctx, slog.New(slog.NewTextHandler(os.Stderr, nil)), access.ListenAddr(os.Getenv, "", ":8080"), mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
