@@ -121,3 +121,22 @@ func TestPhaseStats(t *testing.T) {
 		t.Errorf("count launch: %+v", l)
 	}
 }
+
+// A seeded run that is told no run id nor user ids gives each day file the
+// id UserIDFor names, so the harness can find the users' storage again.
+func TestSeededUserIDs(t *testing.T) {
+	seed := uint64(1127)
+	o := Options{Seed: &seed}
+	o.setDefaults()
+	if o.RunID != SeedRunID(seed) {
+		t.Errorf("run id %q, want %q", o.RunID, SeedRunID(seed))
+	}
+	for _, f := range []string{"0001-a.json", "0002-b.json.gz"} {
+		if got, want := o.UserID(f), UserIDFor(SeedRunID(seed), f); got != want {
+			t.Errorf("user id of %s = %s, want %s", f, got, want)
+		}
+	}
+	if UserIDFor(SeedRunID(1), "f") == UserIDFor(SeedRunID(2), "f") {
+		t.Error("two seeds give one user id")
+	}
+}

@@ -107,9 +107,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if sc.Has(scenario.Fault) && sc.Backend != "docker" {
 		return nil, fmt.Errorf("scenario %s: fault steps run on the docker backend only, not %s", o.ScenarioPath, sc.Backend)
 	}
-	if sc.Backend == "kubernetes" && len(sc.AggregateSteps()) > 0 {
-		return nil, fmt.Errorf("scenario %s: aggregate steps run on the docker backend only so far", o.ScenarioPath)
-	}
 	// A bad query file fails the run before anything starts.
 	for _, st := range sc.AggregateSteps() {
 		if _, _, err := Query(st, filepath.Dir(o.ScenarioPath)); err != nil {

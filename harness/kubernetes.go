@@ -12,11 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -43,6 +45,8 @@ type kubeDeployment struct {
 	id        string
 	dir       string
 	cs        kubernetes.Interface
+	// pvDir is the local cluster's folder of hostPath volumes.
+	pvDir string
 }
 
 // standUpKubernetes starts the router for a kubernetes-mode run on the
@@ -91,7 +95,7 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	if err != nil {
 		return nil, err
 	}
-	d := &kubeDeployment{RouterURL: fmt.Sprintf("https://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs}
+	d := &kubeDeployment{RouterURL: fmt.Sprintf("https://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs, pvDir: c.Kubernetes.HostPathDir}
 	all := map[string][]byte{standup.ConfigPath: cfg, "/etc/upc/router.kubeconfig": kc}
 	maps.Copy(all, pki.files)
 	for p, b := range files {
@@ -190,7 +194,11 @@ func (d *kubeDeployment) Down(ctx context.Context) error {
 // then removes the run's users' claims and volumes: test users' data, which
 // Docker mode's clean-up removes with the run's volumes.
 func (d *kubeDeployment) leftovers(ctx context.Context, users []scenario.User) (report.Leftovers, error) {
-	defer d.removeClaims(ctx, users)
+	ids := make([]string, len(users))
+	for i, u := range users {
+		ids[i] = u.ID
+	}
+	defer d.removeClaims(ctx, ids)
 	l := report.Leftovers{Checked: true}
 	sel := metav1.ListOptions{LabelSelector: upck8s.LabelManaged + "=true," + upck8s.LabelInstance}
 	pods, err := d.cs.CoreV1().Pods(upck8s.RouterNamespace).List(ctx, sel)
@@ -270,9 +278,14 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
 			rep.Deployment.Access = accessOn
 			rep.Deployment.TLS = tlsOn
-			rep.Users = runner.Run(ctx, k.users, sc.Steps, f.New, runner.Options{
-				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
-			})
+			if steps := sc.UserSteps(); len(steps) > 0 {
+				rep.Users = runner.Run(ctx, k.users, steps, f.New, runner.Options{
+					Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
+				})
+			}
+			if len(sc.AggregateSteps()) > 0 {
+				rep.Aggregates = k.aggregateRun(dep, pki).runAggregates(ctx)
+			}
 		}
 	}
 	t1 := time.Now()
@@ -301,20 +314,61 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 	return conclude(sc, rep, k.started, k.o.ResultsDir, k.dir, nil)
 }
 
-// removeClaims deletes the claims (and their volumes) of users, found by
-// their user-key label.
-func (d *kubeDeployment) removeClaims(ctx context.Context, users []scenario.User) {
-	for _, u := range users {
-		sel := metav1.ListOptions{LabelSelector: upck8s.LabelClaim + "=true," + upck8s.LabelUserKey + "=" + upck8s.UserKey(u.ID)}
+// aggregateRun is how a kubernetes-mode run's aggregate steps run: the
+// aggregator's container on the host's network, as the router is, calling
+// the router on loopback and the instances at the node's address; each
+// step's users' claims are removed before and after it (a claim outlives
+// the run, and a seeded rerun must find none).
+func (k kubeRun) aggregateRun(dep *kubeDeployment, pki *runPKI) *aggregateRun {
+	return &aggregateRun{sc: k.sc, scenarioDir: filepath.Dir(k.o.ScenarioPath), users: k.users, scope: k.scope,
+		hostNetwork: true, routerURL: dep.RouterURL, image: k.manifest.Images["aggregator"].ID,
+		ca: pki.files[caCertPath], token: []byte(k.token + "\n"), imagesJSON: k.imagesJSON,
+		progress: k.progress, start: k.started, forget: dep.removeClaims,
+		logs: func(name string, b []byte) {
+			if os.MkdirAll(filepath.Join(k.dir, "logs"), 0o755) == nil {
+				os.WriteFile(filepath.Join(k.dir, "logs", name+".log"), b, 0o644)
+			}
+		}}
+}
+
+// removeClaims deletes the claims (and their volumes) of the users ids,
+// found by their user-key label.
+func (d *kubeDeployment) removeClaims(ctx context.Context, ids []string) {
+	for _, id := range ids {
+		sel := metav1.ListOptions{LabelSelector: upck8s.LabelClaim + "=true," + upck8s.LabelUserKey + "=" + upck8s.UserKey(id)}
 		claims, err := d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).List(ctx, sel)
 		if err != nil {
 			continue
 		}
 		for _, c := range claims.Items {
 			d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).Delete(ctx, c.Name, metav1.DeleteOptions{})
-			if c.Spec.VolumeName != "" {
-				d.cs.CoreV1().PersistentVolumes().Delete(ctx, c.Spec.VolumeName, metav1.DeleteOptions{})
+			if c.Spec.VolumeName == "" {
+				continue
 			}
+			if pv, err := d.cs.CoreV1().PersistentVolumes().Get(ctx, c.Spec.VolumeName, metav1.GetOptions{}); err == nil {
+				if dir, ok := hostPathUnder(pv, d.pvDir); ok {
+					// The volume's folder too: a test user's next run
+					// (the same seed, the same user) must find no data,
+					// and the folder outlives its object.
+					os.RemoveAll(dir)
+				}
+			}
+			d.cs.CoreV1().PersistentVolumes().Delete(ctx, c.Spec.VolumeName, metav1.DeleteOptions{})
 		}
 	}
+}
+
+// hostPathUnder is pv's hostPath folder when it lies strictly inside root
+// (the local cluster's volume folder, on this machine): nothing else is
+// ever removed.
+func hostPathUnder(pv *corev1.PersistentVolume, root string) (string, bool) {
+	if root == "" || pv.Spec.HostPath == nil {
+		return "", false
+	}
+	p := filepath.Clean(pv.Spec.HostPath.Path)
+	rel, err := filepath.Rel(filepath.Clean(root), p)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || !filepath.IsAbs(p) {
+		return "", false
+	}
+	return p, true
 }
