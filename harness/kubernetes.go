@@ -45,6 +45,8 @@ type kubeDeployment struct {
 	id        string
 	dir       string
 	cs        kubernetes.Interface
+	health    *http.Client
+	logger    *slog.Logger
 	// pvDir is the local cluster's folder of hostPath volumes.
 	pvDir string
 }
@@ -78,6 +80,9 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	c.Images = standup.ImagesPath
 	c.Router.Listen = "127.0.0.1:" + strconv.Itoa(port)
 	c.Router.AdminTokenFile = standup.TokenPath
+	// Users kept in a writable folder of the run's, so a restarted router
+	// (a fault step) still knows them.
+	c.Router.UsersFile = "/data/users.json"
 	c.Kubernetes = conf.Kubernetes{
 		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
 		NodeSelector: map[string]string{cluster.LabelNode: "real"}, ImageByID: true,
@@ -95,14 +100,25 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	if err != nil {
 		return nil, err
 	}
-	d := &kubeDeployment{RouterURL: fmt.Sprintf("https://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs, pvDir: c.Kubernetes.HostPathDir}
+	d := &kubeDeployment{RouterURL: fmt.Sprintf("https://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs, pvDir: c.Kubernetes.HostPathDir,
+		health: pki.routerHTTP(time.Second), logger: logger}
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		d.Down(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	all := map[string][]byte{standup.ConfigPath: cfg, "/etc/upc/router.kubeconfig": kc}
 	maps.Copy(all, pki.files)
 	for p, b := range files {
 		all[p] = b
 	}
+	etc := filepath.Join(dir, "etc")
+	if err := os.Mkdir(etc, 0o755); err != nil {
+		d.Down(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	for p, b := range all {
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(etc, filepath.Base(p)), b, 0o644); err != nil {
 			d.Down(context.WithoutCancel(ctx))
 			return nil, err
 		}
@@ -115,7 +131,8 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		},
 		HostConfig: &container.HostConfig{
 			NetworkMode: "host",
-			Mounts:      []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/etc/upc", ReadOnly: true}},
+			Mounts: []mount.Mount{{Type: mount.TypeBind, Source: etc, Target: "/etc/upc", ReadOnly: true},
+				{Type: mount.TypeBind, Source: data, Target: "/data"}},
 		},
 	})
 	if err != nil {
@@ -127,25 +144,52 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		d.Down(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("start router: %w", err)
 	}
-	// The router's process starting, not a pod: polled with a deadline.
-	hc := pki.routerHTTP(time.Second)
+	if err := d.untilAnswers(ctx, "/healthz", timeout); err != nil {
+		logs := d.Logs(context.WithoutCancel(ctx))
+		d.Down(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%w; its log:\n%s", err, tail(logs, 2000))
+	}
+	logger.Info("router up (kubernetes mode)", "url", d.RouterURL)
+	return d, nil
+}
+
+// untilAnswers polls the router's path (the process starting, not a pod)
+// until it answers 200 or timeout passes.
+func (d *kubeDeployment) untilAnswers(ctx context.Context, path string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := hc.Get(d.RouterURL + "/healthz")
+		resp, err := d.health.Get(d.RouterURL + path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				logger.Info("router up (kubernetes mode)", "url", d.RouterURL)
-				return d, nil
+				return nil
 			}
+			err = fmt.Errorf("%s", resp.Status)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			logs := d.Logs(context.WithoutCancel(ctx))
-			d.Down(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("router did not answer %s/healthz within %s: %v; its log:\n%s", d.RouterURL, timeout, err, tail(logs, 2000))
+			return fmt.Errorf("router did not answer %s%s within %s: %v", d.RouterURL, path, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// restartRouter SIGKILLs the router's container and starts it again: a new
+// process on the same host port, which must rebuild its view from the
+// Services' labels (ready) and know the run's users again (its users
+// file).
+func (d *kubeDeployment) restartRouter(ctx context.Context) (flow.DeploymentFault, error) {
+	if _, err := d.cli.ContainerKill(ctx, d.id, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("kill the router: %w", err)
+	}
+	t0 := time.Now()
+	if _, err := d.cli.ContainerStart(ctx, d.id, client.ContainerStartOptions{}); err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("start the router again: %w", err)
+	}
+	if err := d.untilAnswers(ctx, "/readyz", 2*time.Minute); err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("after the restart: %w", err)
+	}
+	return flow.DeploymentFault{Did: fmt.Sprintf("SIGKILLed the router's container and started it again: ready %.1f s later at %s",
+		time.Since(t0).Seconds(), d.RouterURL)}, nil
 }
 
 func tail(b []byte, n int) string {
@@ -245,6 +289,7 @@ type kubeRun struct {
 func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 	rep, sc := k.rep, k.sc
 	fmt.Fprintf(k.progress, "run %s: %d users, parallel %d; starting the router in kubernetes mode on the local cluster\n", rep.Run, len(k.users), sc.Parallel)
+	var faults *kubeFaults
 	t0 := time.Now()
 	upCtx, cancelUp := context.WithTimeout(ctx, time.Duration(sc.Timeouts.Standup))
 	// TLS on every hop, with a CA of the run's own.
@@ -276,6 +321,12 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 			// a city's users would meet it.
 			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step)), k.manifest.Digests()),
 				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
+			if sc.Has(scenario.Fault) {
+				state, _ := cluster.StateDir()
+				faults = &kubeFaults{cs: dep.cs, ns: upck8s.RouterNamespace, ctr: nodeCtr(cluster.ContainerdSocket(state)),
+					restartRouter: dep.restartRouter}
+				f.Faults = faults
+			}
 			rep.Deployment.Access = accessOn
 			rep.Deployment.TLS = tlsOn
 			if steps := sc.UserSteps(); len(steps) > 0 {
@@ -311,6 +362,11 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 	if ctx.Err() != nil && rep.Error == "" {
 		rep.Error = "interrupted: " + context.Cause(ctx).Error()
 	}
+	var did map[int]string
+	if faults != nil {
+		did = faults.Did()
+	}
+	rep.Faults = EvaluateFaults(sc.Steps, rep.Users, rep.Leftovers, did)
 	return conclude(sc, rep, k.started, k.o.ResultsDir, k.dir, nil)
 }
 

@@ -88,7 +88,7 @@ func TestRemoveClaims(t *testing.T) {
 	d.removeClaims(ctx, []string{"alice", "carol", "nobody"})
 
 	for _, c := range []struct {
-		claim, dir string
+		claim, dir    string
 		gone, dirGone bool
 	}{{"upc-data-alice", mine, true, true}, {"upc-data-bob", theirs, false, false}, {"upc-data-carol", escaped, true, false}} {
 		_, err := cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).Get(ctx, c.claim, metav1.GetOptions{})

@@ -18,7 +18,8 @@ import (
 )
 
 // Faults is what fault steps need of the backend: the Docker harness
-// implements it with the engine's API.
+// implements it with the engine's API, the Kubernetes harness with the
+// router's container and the real node's containerd.
 type Faults interface {
 	// Deployment breaks what the n-th fault step (a deployment-wide one)
 	// names, once however many users call: later callers wait for the first
@@ -48,7 +49,7 @@ func (s *session) fault(ctx context.Context, st scenario.Step) (runner.Outcome, 
 	n := s.faults
 	s.faults++
 	if s.f == nil {
-		return runner.Outcome{}, errors.New("fault steps: this backend cannot inject faults (docker only)")
+		return runner.Outcome{}, errors.New("fault steps: no fault injector for this run")
 	}
 	if s.pm == nil && st.Kind != scenario.RestartRouter {
 		return runner.Outcome{}, errNoPM
