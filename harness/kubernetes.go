@@ -53,7 +53,7 @@ type kubeDeployment struct {
 
 // standUpKubernetes starts the router for a kubernetes-mode run on the
 // local cluster (make cluster-up). files are copied into /etc/upc.
-func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Scope, routerImage string, files map[string][]byte, pki *runPKI, timeout time.Duration, logger *slog.Logger) (*kubeDeployment, error) {
+func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Scope, routerImage, nodes string, files map[string][]byte, pki *runPKI, timeout time.Duration, logger *slog.Logger) (*kubeDeployment, error) {
 	state, err := cluster.StateDir()
 	if err != nil {
 		return nil, err
@@ -85,7 +85,7 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	c.Router.UsersFile = "/data/users.json"
 	c.Kubernetes = conf.Kubernetes{
 		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
-		NodeSelector: map[string]string{cluster.LabelNode: "real"}, ImageByID: true,
+		NodeSelector: map[string]string{cluster.LabelNode: cmpOr(nodes, scenario.NodesReal)}, ImageByID: true,
 		HostPathDir: filepath.Join(state, "pv"), GracePeriod: conf.Duration(time.Second),
 		// The router and the run's users call PMs from the host, whose
 		// address on the node's bridge this is.
@@ -298,7 +298,7 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		cancelUp()
 		return nil, fmt.Errorf("run CA: %w", err)
 	}
-	dep, upErr := standUpKubernetes(upCtx, k.cli, k.scope, k.manifest.Images["router"].ID,
+	dep, upErr := standUpKubernetes(upCtx, k.cli, k.scope, k.manifest.Images["router"].ID, sc.Deployment.Nodes,
 		map[string][]byte{standup.ImagesPath: k.imagesJSON, standup.TokenPath: []byte(k.token + "\n")},
 		pki, time.Duration(sc.Timeouts.Standup), k.logger)
 	cancelUp()
@@ -307,7 +307,8 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		rep.Error = "stand-up: " + upErr.Error()
 		fmt.Fprintf(k.progress, "stand-up failed: %v\n", upErr)
 	} else {
-		fmt.Fprintf(k.progress, "[%6.1fs] stood up: router %s, kubernetes namespace %s\n", time.Since(k.started).Seconds(), dep.RouterURL, upck8s.RouterNamespace)
+		fmt.Fprintf(k.progress, "[%6.1fs] stood up: router %s, kubernetes namespace %s, %s nodes\n", time.Since(k.started).Seconds(), dep.RouterURL, upck8s.RouterNamespace,
+			cmpOr(sc.Deployment.Nodes, scenario.NodesReal))
 		rep.Deployment.Router = dep.RouterURL
 		rep.Deployment.Network = cluster.NetworkName
 		rep.Deployment.Gateway = cluster.NodeIP
