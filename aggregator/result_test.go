@@ -3,12 +3,14 @@ package aggregator
 import (
 	"bytes"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/plot/plottest"
 )
 
@@ -138,5 +140,26 @@ func TestSeededUserIDs(t *testing.T) {
 	}
 	if UserIDFor(SeedRunID(1), "f") == UserIDFor(SeedRunID(2), "f") {
 		t.Error("two seeds give one user id")
+	}
+}
+
+// Seeded metrics noise is the same on every call: each mode's draw does not
+// depend on a map's iteration order.
+func TestSeededMetricsNoiseRepeats(t *testing.T) {
+	totals := map[string]float64{"BICYCLING": 93, "IN_VEHICLE": 156, "ON_FOOT": 189, "UNKNOWN": 4}
+	eps := Epsilons{Sensitivity: map[string]float64{"BICYCLING": 10, "IN_VEHICLE": 10, "ON_FOOT": 10},
+		ByMode: map[string]float64{"BICYCLING": 0.3, "IN_VEHICLE": 0.3, "ON_FOOT": 0.3}}
+	first, err := metricsNoise(dp.New(dp.WithSeed(1128)), totals, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		got, err := metricsNoise(dp.New(dp.WithSeed(1128)), totals, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got, first) {
+			t.Fatalf("seeded metrics noise differs between calls: %v, then %v", first, got)
+		}
 	}
 }
