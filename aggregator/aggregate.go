@@ -173,7 +173,7 @@ func (o *Options) setDefaults() {
 	}
 	if o.RunID == "" {
 		if o.Seed != nil {
-			o.RunID = fmt.Sprintf("seed-%d", *o.Seed)
+			o.RunID = SeedRunID(*o.Seed)
 		} else {
 			var b [4]byte
 			rand.Read(b[:])
@@ -182,7 +182,7 @@ func (o *Options) setDefaults() {
 	}
 	if o.UserID == nil {
 		run := o.RunID
-		o.UserID = func(file string) string { return uuidOf("user", run, file) }
+		o.UserID = func(file string) string { return UserIDFor(run, file) }
 	}
 	if o.Key == nil {
 		o.randomKeys = true
@@ -207,6 +207,15 @@ func hexOf(parts ...string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// SeedRunID is the run id of an experiment seeded with seed when none is
+// given: its users' ids follow from it (UserIDFor).
+func SeedRunID(seed uint64) string { return fmt.Sprintf("seed-%d", seed) }
+
+// UserIDFor is the id the aggregator gives the user of day file file in run
+// runID when told none: whoever ran it (the harness, to remove the users'
+// storage after a run) can name them again.
+func UserIDFor(runID, file string) string { return uuidOf("user", runID, file) }
 
 // uuidOf is a UUID-shaped id (e-mission user ids are UUIDs).
 func uuidOf(parts ...string) string {

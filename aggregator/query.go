@@ -2,6 +2,8 @@ package aggregator
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/e-mission/upc/client"
@@ -130,7 +132,11 @@ func countNoise(n *dp.Noise, total int64, eps float64) (int64, error) {
 // original's max(total + Lap(1/ε), 0) generalised to sensitivity Δ).
 func metricsNoise(n *dp.Noise, totals map[string]float64, eps Epsilons) (map[string]float64, error) {
 	out := map[string]float64{}
-	for m, t := range totals {
+	// Modes in sorted order: a seeded run draws each mode's noise in the
+	// same order, so its rerun gives the same answers (a map's order is
+	// random).
+	for _, m := range slices.Sorted(maps.Keys(totals)) {
+		t := totals[m]
 		e, ok := eps.ByMode[m]
 		if !ok {
 			out[m] = t // a mode the service does not answer: always 0

@@ -3,12 +3,14 @@ package aggregator
 import (
 	"bytes"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/e-mission/upc/internal/dp"
 	"github.com/e-mission/upc/internal/plot/plottest"
 )
 
@@ -119,5 +121,45 @@ func TestPhaseStats(t *testing.T) {
 	}
 	if l := byName["launch:count"]; l.N != 2 || l.MaxMS != 1020 {
 		t.Errorf("count launch: %+v", l)
+	}
+}
+
+// A seeded run that is told no run id nor user ids gives each day file the
+// id UserIDFor names, so the harness can find the users' storage again.
+func TestSeededUserIDs(t *testing.T) {
+	seed := uint64(1127)
+	o := Options{Seed: &seed}
+	o.setDefaults()
+	if o.RunID != SeedRunID(seed) {
+		t.Errorf("run id %q, want %q", o.RunID, SeedRunID(seed))
+	}
+	for _, f := range []string{"0001-a.json", "0002-b.json.gz"} {
+		if got, want := o.UserID(f), UserIDFor(SeedRunID(seed), f); got != want {
+			t.Errorf("user id of %s = %s, want %s", f, got, want)
+		}
+	}
+	if UserIDFor(SeedRunID(1), "f") == UserIDFor(SeedRunID(2), "f") {
+		t.Error("two seeds give one user id")
+	}
+}
+
+// Seeded metrics noise is the same on every call: each mode's draw does not
+// depend on a map's iteration order.
+func TestSeededMetricsNoiseRepeats(t *testing.T) {
+	totals := map[string]float64{"BICYCLING": 93, "IN_VEHICLE": 156, "ON_FOOT": 189, "UNKNOWN": 4}
+	eps := Epsilons{Sensitivity: map[string]float64{"BICYCLING": 10, "IN_VEHICLE": 10, "ON_FOOT": 10},
+		ByMode: map[string]float64{"BICYCLING": 0.3, "IN_VEHICLE": 0.3, "ON_FOOT": 0.3}}
+	first, err := metricsNoise(dp.New(dp.WithSeed(1128)), totals, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		got, err := metricsNoise(dp.New(dp.WithSeed(1128)), totals, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got, first) {
+			t.Fatalf("seeded metrics noise differs between calls: %v, then %v", first, got)
+		}
 	}
 }

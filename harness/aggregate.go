@@ -63,8 +63,17 @@ type aggregateRun struct {
 	users       []scenario.User
 	scope       standup.Scope
 	network     string
+	// hostNetwork runs the aggregator on the host's network instead
+	// (Kubernetes mode: the router listens on the host's loopback, the
+	// instances at the node's address).
+	hostNetwork bool
 	routerURL   string // as the aggregator's container reaches it
-	image       string
+	// forget, when set, removes what a step's users keep after the step
+	// (Kubernetes mode: their claims, which no run label removes), before
+	// the step and after it, so a rerun with the seed starts as fresh as
+	// the first run.
+	forget func(ctx context.Context, userIDs []string)
+	image  string
 	// files are copied into the container: CA, token, image manifest.
 	ca, token, imagesJSON []byte
 	progress              io.Writer
@@ -111,8 +120,16 @@ func (a *aggregateRun) runAggregates(ctx context.Context) []report.Aggregate {
 		}
 		if err != nil {
 			r.Error = err.Error()
-		} else if e := a.runOne(ctx, st, name, staged, &r); e != nil {
-			r.Error = e.Error()
+		} else {
+			if a.forget != nil {
+				a.forget(ctx, a.userIDs(r.Seed))
+			}
+			if e := a.runOne(ctx, st, name, staged, &r); e != nil {
+				r.Error = e.Error()
+			}
+			if a.forget != nil {
+				a.forget(context.WithoutCancel(ctx), a.userIDs(r.Seed))
+			}
 		}
 		r.WallMS = ms(time.Since(t0))
 		status := "ok"
@@ -142,15 +159,32 @@ func (a *aggregateRun) stage() (string, func(), error) {
 		if err != nil {
 			return dir, cleanup, fmt.Errorf("stage day files: %w", err)
 		}
-		name := fmt.Sprintf("%04d-%s", i+1, strings.NewReplacer("#", "-", "/", "-").Replace(u.Name))
-		if strings.HasSuffix(u.DayPath, ".gz") {
-			name += ".gz"
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, stagedName(i, u)), b, 0o644); err != nil {
 			return dir, cleanup, fmt.Errorf("stage day files: %w", err)
 		}
 	}
 	return dir, cleanup, nil
+}
+
+// stagedName is the file name of the i-th user's day in the staged folder:
+// it keeps the users' order and names, and is what the aggregator derives
+// the user's id from.
+func stagedName(i int, u scenario.User) string {
+	name := fmt.Sprintf("%04d-%s", i+1, strings.NewReplacer("#", "-", "/", "-").Replace(u.Name))
+	if strings.HasSuffix(u.DayPath, ".gz") {
+		name += ".gz"
+	}
+	return name
+}
+
+// userIDs are the ids the aggregator gives the population's users in a step
+// seeded with seed (it is told no run id nor user ids).
+func (a *aggregateRun) userIDs(seed uint64) []string {
+	ids := make([]string, len(a.users))
+	for i, u := range a.users {
+		ids[i] = aggregator.UserIDFor(aggregator.SeedRunID(seed), stagedName(i, u))
+	}
+	return ids
 }
 
 func (a *aggregateRun) runOne(ctx context.Context, st scenario.Step, name, staged string, r *report.Aggregate) error {
@@ -179,29 +213,7 @@ func (a *aggregateRun) runOne(ctx context.Context, st scenario.Step, name, stage
 		// third of the launches, which dominate a run on a small machine.
 		"-shared-services", "-shared-pipelines", fmt.Sprint(sharedPipelines)}
 	r.Command = "upc-aggregator " + strings.Join(cmd, " ")
-	file := func(path string, b []byte) testcontainers.ContainerFile {
-		return testcontainers.ContainerFile{Reader: strings.NewReader(string(b)), ContainerFilePath: path, FileMode: 0o644}
-	}
-	req := testcontainers.GenericContainerRequest{
-		ContainerRequest: testcontainers.ContainerRequest{
-			Image:  a.image,
-			Name:   "upc-" + a.scope.Run + "-" + strings.ReplaceAll(name, "#", "-"),
-			Cmd:    cmd,
-			Labels: map[string]string{standup.LabelRun: a.scope.Run, standup.LabelDeployment: a.scope.Deployment, standup.LabelRole: "aggregator"},
-			// The researcher's machine reaches the router by its name on
-			// the deployment's network and the instances at their
-			// published addresses, as any client does.
-			Networks: []string{a.network},
-			Files: []testcontainers.ContainerFile{file(aggIn+"/query.json", qb), file(aggIn+"/token", a.token),
-				file(aggIn+"/ca.crt", a.ca), file(aggIn+"/images.json", a.imagesJSON)},
-			HostConfigModifier: func(hc *container.HostConfig) {
-				hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: staged, Target: aggData, ReadOnly: true})
-			},
-			WaitingFor: wait.ForExit().WithExitTimeout(bound).WithPollInterval(500 * time.Millisecond),
-		},
-		Started: true,
-	}
-	c, err := testcontainers.GenericContainer(ctx, req)
+	c, err := testcontainers.GenericContainer(ctx, a.request(name, staged, cmd, qb, bound))
 	if c != nil {
 		defer func() {
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -249,6 +261,40 @@ func (a *aggregateRun) runOne(ctx context.Context, st scenario.Step, name, stage
 		}
 	}
 	return nil
+}
+
+// request is the aggregator's container for step name: cmd over the staged
+// day files, the query qb and the run's CA, token and image manifest, on
+// the deployment's network or the host's; bound limits its run.
+func (a *aggregateRun) request(name, staged string, cmd []string, qb []byte, bound time.Duration) testcontainers.GenericContainerRequest {
+	file := func(path string, b []byte) testcontainers.ContainerFile {
+		return testcontainers.ContainerFile{Reader: strings.NewReader(string(b)), ContainerFilePath: path, FileMode: 0o644}
+	}
+	req := testcontainers.GenericContainerRequest{
+		ContainerRequest: testcontainers.ContainerRequest{
+			Image:  a.image,
+			Name:   "upc-" + a.scope.Run + "-" + strings.ReplaceAll(name, "#", "-"),
+			Cmd:    cmd,
+			Labels: map[string]string{standup.LabelRun: a.scope.Run, standup.LabelDeployment: a.scope.Deployment, standup.LabelRole: "aggregator"},
+			Files: []testcontainers.ContainerFile{file(aggIn+"/query.json", qb), file(aggIn+"/token", a.token),
+				file(aggIn+"/ca.crt", a.ca), file(aggIn+"/images.json", a.imagesJSON)},
+			HostConfigModifier: func(hc *container.HostConfig) {
+				hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: staged, Target: aggData, ReadOnly: true})
+				if a.hostNetwork {
+					hc.NetworkMode = "host"
+				}
+			},
+			WaitingFor: wait.ForExit().WithExitTimeout(bound).WithPollInterval(500 * time.Millisecond),
+		},
+		Started: true,
+	}
+	if !a.hostNetwork {
+		// The researcher's machine reaches the router by its name on the
+		// deployment's network and the instances at their published
+		// addresses, as any client does.
+		req.Networks = []string{a.network}
+	}
+	return req
 }
 
 // groundTruthCount is how many users' ground-truth trips pass through the

@@ -96,7 +96,6 @@ func TestAggregateRunRefused(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{ScenarioPath: "../scenarios/aggregate.yaml", Mode: "kubernetes"}, "aggregate steps run on the docker backend only"},
 		{Options{ScenarioPath: sc}, "aggregate(count) query_file: open"},
 	} {
 		_, err := Run(context.Background(), c.o)

@@ -36,6 +36,12 @@ type dockerFaults struct {
 	// health calls the router's /readyz after a restart.
 	health *http.Client
 
+	onceFaults
+}
+
+// onceFaults runs each deployment-wide fault step once however many users
+// reach it, and remembers what each did.
+type onceFaults struct {
 	mu   sync.Mutex
 	once map[int]*faultOnce
 }
@@ -47,16 +53,16 @@ type faultOnce struct {
 }
 
 func newDockerFaults(cli *client.Client, scope standup.Scope, dep *standup.Deployment, admin *routerclient.Client, router *routerAddr, health *http.Client) *dockerFaults {
-	return &dockerFaults{cli: cli, scope: scope, dep: dep, admin: admin, router: router, health: health, once: map[int]*faultOnce{}}
+	return &dockerFaults{cli: cli, scope: scope, dep: dep, admin: admin, router: router, health: health}
 }
 
 // Did says what each deployment-wide fault step did, by its number among
 // the fault steps, for the report.
-func (d *dockerFaults) Did() map[int]string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (f *onceFaults) Did() map[int]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	out := map[int]string{}
-	for n, o := range d.once {
+	for n, o := range f.once {
 		if o.err != nil {
 			out[n] = "failed: " + o.err.Error()
 		} else {
@@ -66,28 +72,36 @@ func (d *dockerFaults) Did() map[int]string {
 	return out
 }
 
-// Deployment implements flow.Faults.
-func (d *dockerFaults) Deployment(ctx context.Context, n int, st scenario.Step) (flow.DeploymentFault, error) {
-	d.mu.Lock()
-	o := d.once[n]
+// do runs the n-th fault step's fault once; later callers wait for the
+// first and get its answer.
+func (f *onceFaults) do(n int, fault func() (flow.DeploymentFault, error)) (flow.DeploymentFault, error) {
+	f.mu.Lock()
+	if f.once == nil {
+		f.once = map[int]*faultOnce{}
+	}
+	o := f.once[n]
 	if o == nil {
 		o = &faultOnce{}
-		d.once[n] = o
+		f.once[n] = o
 	}
-	d.mu.Unlock()
-	o.once.Do(func() {
+	f.mu.Unlock()
+	o.once.Do(func() { o.res, o.err = fault() })
+	return o.res, o.err
+}
+
+// Deployment implements flow.Faults.
+func (d *dockerFaults) Deployment(ctx context.Context, n int, st scenario.Step) (flow.DeploymentFault, error) {
+	return d.do(n, func() (flow.DeploymentFault, error) {
 		switch st.Kind {
 		case scenario.KillAgent:
-			o.res, o.err = d.killAgent(ctx, st.Target)
+			return d.killAgent(ctx, st.Target)
 		case scenario.DisconnectAgent:
-			o.res, o.err = d.disconnectAgent(ctx, st.Target)
+			return d.disconnectAgent(ctx, st.Target)
 		case scenario.RestartRouter:
-			o.res, o.err = d.restartRouter(ctx)
-		default:
-			o.err = fmt.Errorf("%s is not a deployment-wide fault", st.Kind)
+			return d.restartRouter(ctx)
 		}
+		return flow.DeploymentFault{}, fmt.Errorf("%s is not a deployment-wide fault", st.Kind)
 	})
-	return o.res, o.err
 }
 
 // pmsOn lists the PMs the router places on the agent named.

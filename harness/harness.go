@@ -104,11 +104,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if sc.Backend != "docker" && sc.Backend != "kubernetes" {
 		return nil, fmt.Errorf("backend %q: this harness stands up docker or kubernetes", sc.Backend)
 	}
-	if sc.Has(scenario.Fault) && sc.Backend != "docker" {
-		return nil, fmt.Errorf("scenario %s: fault steps run on the docker backend only, not %s", o.ScenarioPath, sc.Backend)
-	}
-	if sc.Backend == "kubernetes" && len(sc.AggregateSteps()) > 0 {
-		return nil, fmt.Errorf("scenario %s: aggregate steps run on the docker backend only so far", o.ScenarioPath)
+	if sc.Backend == "kubernetes" {
+		if err := refuseKubernetesFaults(sc); err != nil {
+			return nil, fmt.Errorf("scenario %s: %w", o.ScenarioPath, err)
+		}
 	}
 	// A bad query file fails the run before anything starts.
 	for _, st := range sc.AggregateSteps() {

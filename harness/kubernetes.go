@@ -12,11 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -43,11 +45,15 @@ type kubeDeployment struct {
 	id        string
 	dir       string
 	cs        kubernetes.Interface
+	health    *http.Client
+	logger    *slog.Logger
+	// pvDir is the local cluster's folder of hostPath volumes.
+	pvDir string
 }
 
 // standUpKubernetes starts the router for a kubernetes-mode run on the
 // local cluster (make cluster-up). files are copied into /etc/upc.
-func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Scope, routerImage string, files map[string][]byte, pki *runPKI, timeout time.Duration, logger *slog.Logger) (*kubeDeployment, error) {
+func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Scope, routerImage, nodes string, files map[string][]byte, pki *runPKI, timeout time.Duration, logger *slog.Logger) (*kubeDeployment, error) {
 	state, err := cluster.StateDir()
 	if err != nil {
 		return nil, err
@@ -74,9 +80,12 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	c.Images = standup.ImagesPath
 	c.Router.Listen = "127.0.0.1:" + strconv.Itoa(port)
 	c.Router.AdminTokenFile = standup.TokenPath
+	// Users kept in a writable folder of the run's, so a restarted router
+	// (a fault step) still knows them.
+	c.Router.UsersFile = "/data/users.json"
 	c.Kubernetes = conf.Kubernetes{
 		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
-		NodeSelector: map[string]string{cluster.LabelNode: "real"}, ImageByID: true,
+		NodeSelector: map[string]string{cluster.LabelNode: cmpOr(nodes, scenario.NodesReal)}, ImageByID: true,
 		HostPathDir: filepath.Join(state, "pv"), GracePeriod: conf.Duration(time.Second),
 		// The router and the run's users call PMs from the host, whose
 		// address on the node's bridge this is.
@@ -91,14 +100,25 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	if err != nil {
 		return nil, err
 	}
-	d := &kubeDeployment{RouterURL: fmt.Sprintf("https://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs}
+	d := &kubeDeployment{RouterURL: fmt.Sprintf("https://127.0.0.1:%d", port), cli: cli, dir: dir, cs: cs, pvDir: c.Kubernetes.HostPathDir,
+		health: pki.routerHTTP(time.Second), logger: logger}
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		d.Down(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	all := map[string][]byte{standup.ConfigPath: cfg, "/etc/upc/router.kubeconfig": kc}
 	maps.Copy(all, pki.files)
 	for p, b := range files {
 		all[p] = b
 	}
+	etc := filepath.Join(dir, "etc")
+	if err := os.Mkdir(etc, 0o755); err != nil {
+		d.Down(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	for p, b := range all {
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(etc, filepath.Base(p)), b, 0o644); err != nil {
 			d.Down(context.WithoutCancel(ctx))
 			return nil, err
 		}
@@ -111,7 +131,8 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		},
 		HostConfig: &container.HostConfig{
 			NetworkMode: "host",
-			Mounts:      []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/etc/upc", ReadOnly: true}},
+			Mounts: []mount.Mount{{Type: mount.TypeBind, Source: etc, Target: "/etc/upc", ReadOnly: true},
+				{Type: mount.TypeBind, Source: data, Target: "/data"}},
 		},
 	})
 	if err != nil {
@@ -123,25 +144,52 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		d.Down(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("start router: %w", err)
 	}
-	// The router's process starting, not a pod: polled with a deadline.
-	hc := pki.routerHTTP(time.Second)
+	if err := d.untilAnswers(ctx, "/healthz", timeout); err != nil {
+		logs := d.Logs(context.WithoutCancel(ctx))
+		d.Down(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%w; its log:\n%s", err, tail(logs, 2000))
+	}
+	logger.Info("router up (kubernetes mode)", "url", d.RouterURL)
+	return d, nil
+}
+
+// untilAnswers polls the router's path (the process starting, not a pod)
+// until it answers 200 or timeout passes.
+func (d *kubeDeployment) untilAnswers(ctx context.Context, path string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := hc.Get(d.RouterURL + "/healthz")
+		resp, err := d.health.Get(d.RouterURL + path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				logger.Info("router up (kubernetes mode)", "url", d.RouterURL)
-				return d, nil
+				return nil
 			}
+			err = fmt.Errorf("%s", resp.Status)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			logs := d.Logs(context.WithoutCancel(ctx))
-			d.Down(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("router did not answer %s/healthz within %s: %v; its log:\n%s", d.RouterURL, timeout, err, tail(logs, 2000))
+			return fmt.Errorf("router did not answer %s%s within %s: %v", d.RouterURL, path, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// restartRouter SIGKILLs the router's container and starts it again: a new
+// process on the same host port, which must rebuild its view from the
+// Services' labels (ready) and know the run's users again (its users
+// file).
+func (d *kubeDeployment) restartRouter(ctx context.Context) (flow.DeploymentFault, error) {
+	if _, err := d.cli.ContainerKill(ctx, d.id, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("kill the router: %w", err)
+	}
+	t0 := time.Now()
+	if _, err := d.cli.ContainerStart(ctx, d.id, client.ContainerStartOptions{}); err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("start the router again: %w", err)
+	}
+	if err := d.untilAnswers(ctx, "/readyz", 2*time.Minute); err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("after the restart: %w", err)
+	}
+	return flow.DeploymentFault{Did: fmt.Sprintf("SIGKILLed the router's container and started it again: ready %.1f s later at %s",
+		time.Since(t0).Seconds(), d.RouterURL)}, nil
 }
 
 func tail(b []byte, n int) string {
@@ -190,7 +238,11 @@ func (d *kubeDeployment) Down(ctx context.Context) error {
 // then removes the run's users' claims and volumes: test users' data, which
 // Docker mode's clean-up removes with the run's volumes.
 func (d *kubeDeployment) leftovers(ctx context.Context, users []scenario.User) (report.Leftovers, error) {
-	defer d.removeClaims(ctx, users)
+	ids := make([]string, len(users))
+	for i, u := range users {
+		ids[i] = u.ID
+	}
+	defer d.removeClaims(ctx, ids)
 	l := report.Leftovers{Checked: true}
 	sel := metav1.ListOptions{LabelSelector: upck8s.LabelManaged + "=true," + upck8s.LabelInstance}
 	pods, err := d.cs.CoreV1().Pods(upck8s.RouterNamespace).List(ctx, sel)
@@ -237,6 +289,7 @@ type kubeRun struct {
 func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 	rep, sc := k.rep, k.sc
 	fmt.Fprintf(k.progress, "run %s: %d users, parallel %d; starting the router in kubernetes mode on the local cluster\n", rep.Run, len(k.users), sc.Parallel)
+	var faults *kubeFaults
 	t0 := time.Now()
 	upCtx, cancelUp := context.WithTimeout(ctx, time.Duration(sc.Timeouts.Standup))
 	// TLS on every hop, with a CA of the run's own.
@@ -245,7 +298,7 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		cancelUp()
 		return nil, fmt.Errorf("run CA: %w", err)
 	}
-	dep, upErr := standUpKubernetes(upCtx, k.cli, k.scope, k.manifest.Images["router"].ID,
+	dep, upErr := standUpKubernetes(upCtx, k.cli, k.scope, k.manifest.Images["router"].ID, sc.Deployment.Nodes,
 		map[string][]byte{standup.ImagesPath: k.imagesJSON, standup.TokenPath: []byte(k.token + "\n")},
 		pki, time.Duration(sc.Timeouts.Standup), k.logger)
 	cancelUp()
@@ -254,7 +307,8 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 		rep.Error = "stand-up: " + upErr.Error()
 		fmt.Fprintf(k.progress, "stand-up failed: %v\n", upErr)
 	} else {
-		fmt.Fprintf(k.progress, "[%6.1fs] stood up: router %s, kubernetes namespace %s\n", time.Since(k.started).Seconds(), dep.RouterURL, upck8s.RouterNamespace)
+		fmt.Fprintf(k.progress, "[%6.1fs] stood up: router %s, kubernetes namespace %s, %s nodes\n", time.Since(k.started).Seconds(), dep.RouterURL, upck8s.RouterNamespace,
+			cmpOr(sc.Deployment.Nodes, scenario.NodesReal))
 		rep.Deployment.Router = dep.RouterURL
 		rep.Deployment.Network = cluster.NetworkName
 		rep.Deployment.Gateway = cluster.NodeIP
@@ -268,11 +322,22 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 			// a city's users would meet it.
 			f := &flow.Flow{SignIn: signIn(rc, dep.RouterURL, pki.routerHTTP(time.Duration(sc.Timeouts.Step)), k.manifest.Digests()),
 				HTTP: pki.instanceHTTP(time.Duration(sc.Timeouts.Step))}
+			if sc.Has(scenario.Fault) {
+				state, _ := cluster.StateDir()
+				faults = &kubeFaults{cs: dep.cs, ns: upck8s.RouterNamespace, ctr: nodeCtr(cluster.ContainerdSocket(state)),
+					restartRouter: dep.restartRouter}
+				f.Faults = faults
+			}
 			rep.Deployment.Access = accessOn
 			rep.Deployment.TLS = tlsOn
-			rep.Users = runner.Run(ctx, k.users, sc.Steps, f.New, runner.Options{
-				Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
-			})
+			if steps := sc.UserSteps(); len(steps) > 0 {
+				rep.Users = runner.Run(ctx, k.users, steps, f.New, runner.Options{
+					Parallel: sc.Parallel, StepTimeout: time.Duration(sc.Timeouts.Step), Progress: k.progress, Start: k.started,
+				})
+			}
+			if len(sc.AggregateSteps()) > 0 {
+				rep.Aggregates = k.aggregateRun(dep, pki).runAggregates(ctx)
+			}
 		}
 	}
 	t1 := time.Now()
@@ -298,23 +363,69 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 	if ctx.Err() != nil && rep.Error == "" {
 		rep.Error = "interrupted: " + context.Cause(ctx).Error()
 	}
+	var did map[int]string
+	if faults != nil {
+		did = faults.Did()
+	}
+	rep.Faults = EvaluateFaults(sc.Steps, rep.Users, rep.Leftovers, did)
 	return conclude(sc, rep, k.started, k.o.ResultsDir, k.dir, nil)
 }
 
-// removeClaims deletes the claims (and their volumes) of users, found by
-// their user-key label.
-func (d *kubeDeployment) removeClaims(ctx context.Context, users []scenario.User) {
-	for _, u := range users {
-		sel := metav1.ListOptions{LabelSelector: upck8s.LabelClaim + "=true," + upck8s.LabelUserKey + "=" + upck8s.UserKey(u.ID)}
+// aggregateRun is how a kubernetes-mode run's aggregate steps run: the
+// aggregator's container on the host's network, as the router is, calling
+// the router on loopback and the instances at the node's address; each
+// step's users' claims are removed before and after it (a claim outlives
+// the run, and a seeded rerun must find none).
+func (k kubeRun) aggregateRun(dep *kubeDeployment, pki *runPKI) *aggregateRun {
+	return &aggregateRun{sc: k.sc, scenarioDir: filepath.Dir(k.o.ScenarioPath), users: k.users, scope: k.scope,
+		hostNetwork: true, routerURL: dep.RouterURL, image: k.manifest.Images["aggregator"].ID,
+		ca: pki.files[caCertPath], token: []byte(k.token + "\n"), imagesJSON: k.imagesJSON,
+		progress: k.progress, start: k.started, forget: dep.removeClaims,
+		logs: func(name string, b []byte) {
+			if os.MkdirAll(filepath.Join(k.dir, "logs"), 0o755) == nil {
+				os.WriteFile(filepath.Join(k.dir, "logs", name+".log"), b, 0o644)
+			}
+		}}
+}
+
+// removeClaims deletes the claims (and their volumes) of the users ids,
+// found by their user-key label.
+func (d *kubeDeployment) removeClaims(ctx context.Context, ids []string) {
+	for _, id := range ids {
+		sel := metav1.ListOptions{LabelSelector: upck8s.LabelClaim + "=true," + upck8s.LabelUserKey + "=" + upck8s.UserKey(id)}
 		claims, err := d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).List(ctx, sel)
 		if err != nil {
 			continue
 		}
 		for _, c := range claims.Items {
 			d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).Delete(ctx, c.Name, metav1.DeleteOptions{})
-			if c.Spec.VolumeName != "" {
-				d.cs.CoreV1().PersistentVolumes().Delete(ctx, c.Spec.VolumeName, metav1.DeleteOptions{})
+			if c.Spec.VolumeName == "" {
+				continue
 			}
+			if pv, err := d.cs.CoreV1().PersistentVolumes().Get(ctx, c.Spec.VolumeName, metav1.GetOptions{}); err == nil {
+				if dir, ok := hostPathUnder(pv, d.pvDir); ok {
+					// The volume's folder too: a test user's next run
+					// (the same seed, the same user) must find no data,
+					// and the folder outlives its object.
+					os.RemoveAll(dir)
+				}
+			}
+			d.cs.CoreV1().PersistentVolumes().Delete(ctx, c.Spec.VolumeName, metav1.DeleteOptions{})
 		}
 	}
+}
+
+// hostPathUnder is pv's hostPath folder when it lies strictly inside root
+// (the local cluster's volume folder, on this machine): nothing else is
+// ever removed.
+func hostPathUnder(pv *corev1.PersistentVolume, root string) (string, bool) {
+	if root == "" || pv.Spec.HostPath == nil {
+		return "", false
+	}
+	p := filepath.Clean(pv.Spec.HostPath.Path)
+	rel, err := filepath.Rel(filepath.Clean(root), p)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || !filepath.IsAbs(p) {
+		return "", false
+	}
+	return p, true
 }

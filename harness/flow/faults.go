@@ -18,7 +18,8 @@ import (
 )
 
 // Faults is what fault steps need of the backend: the Docker harness
-// implements it with the engine's API.
+// implements it with the engine's API, the Kubernetes harness with the
+// router's container and the real node's containerd.
 type Faults interface {
 	// Deployment breaks what the n-th fault step (a deployment-wide one)
 	// names, once however many users call: later callers wait for the first
@@ -48,7 +49,7 @@ func (s *session) fault(ctx context.Context, st scenario.Step) (runner.Outcome, 
 	n := s.faults
 	s.faults++
 	if s.f == nil {
-		return runner.Outcome{}, errors.New("fault steps: this backend cannot inject faults (docker only)")
+		return runner.Outcome{}, errors.New("fault steps: no fault injector for this run")
 	}
 	if s.pm == nil && st.Kind != scenario.RestartRouter {
 		return runner.Outcome{}, errNoPM
@@ -136,6 +137,27 @@ func (s *session) stillServed(ctx context.Context) error {
 	if err := s.c.PM(s.pm.Address).Healthz(pctx); err != nil {
 		return fmt.Errorf("PM %s does not answer: %w", s.pm.ID, err)
 	}
+	if !s.unsealed {
+		return nil
+	}
+	return s.unsealResumed(pctx)
+}
+
+// unsealResumed gives a resumed PM the user's key again when it is sealed:
+// on Kubernetes a resume starts a new process in a new pod (on the same
+// claim), where Docker's unpause thaws the same one.
+func (s *session) unsealResumed(ctx context.Context) error {
+	pm := s.c.PM(s.pm.Address)
+	st, err := pm.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("status of resumed PM %s: %w", s.pm.ID, err)
+	}
+	if !st.Sealed {
+		return nil
+	}
+	if err := pm.Unseal(ctx, s.u.Key); err != nil {
+		return fmt.Errorf("unseal resumed PM %s: %w", s.pm.ID, err)
+	}
 	return nil
 }
 
@@ -177,10 +199,11 @@ func (s *session) killDuringUpload(ctx context.Context) (runner.Outcome, error) 
 	if err != nil {
 		return runner.Outcome{}, fmt.Errorf("sigkill-pm: relaunch the PM: %w", err)
 	}
-	s.pm, s.c.PMSecret = &inst, inst.Secret
+	s.pm, s.c.PMSecret, s.unsealed = &inst, inst.Secret, false
 	if err := s.c.PM(inst.Address).Unseal(ctx, s.u.Key); err != nil {
 		return runner.Outcome{}, fmt.Errorf("sigkill-pm: unseal the relaunched PM: %w", err)
 	}
+	s.unsealed = true
 	docs, err := s.c.Download(ctx, inst.Address, client.DownloadOptions{})
 	if err != nil {
 		return runner.Outcome{}, fmt.Errorf("sigkill-pm: download from the relaunched PM: %w", err)

@@ -7,7 +7,13 @@ import (
 	"net"
 	"testing"
 
+	"encoding/json"
 	"github.com/e-mission/upc/client"
+	"github.com/e-mission/upc/harness/scenario"
+	"github.com/e-mission/upc/router/api"
+	pmapi "github.com/e-mission/upc/services/pm/api"
+	"net/http"
+	"net/http/httptest"
 )
 
 // TestAcknowledgedKept compares the acknowledged part of a real day with a
@@ -72,6 +78,37 @@ func TestIsTimeout(t *testing.T) {
 	} {
 		if IsTimeout(err) != want {
 			t.Errorf("IsTimeout(%v) = %v", err, !want)
+		}
+	}
+}
+
+// A resumed PM that is sealed again (Kubernetes: a new process in a new
+// pod) gets the user's key again; one still unsealed (Docker: thawed) does
+// not.
+func TestUnsealResumed(t *testing.T) {
+	for _, sealedPM := range []bool{true, false} {
+		var keys []string
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case pmapi.PathStatus:
+				json.NewEncoder(w).Encode(pmapi.Status{Sealed: sealedPM, Initialized: true})
+			case pmapi.PathKey:
+				var k pmapi.KeyRequest
+				json.NewDecoder(r.Body).Decode(&k)
+				keys = append(keys, k.Key)
+				w.Write([]byte("{}"))
+			default:
+				http.NotFound(w, r)
+			}
+		}))
+		s := &session{u: scenario.User{ID: "u", Key: "the-key"}, c: &client.Client{HTTP: srv.Client()}, pm: &api.Instance{ID: "pm1", Address: srv.URL}, unsealed: true}
+		err := s.unsealResumed(context.Background())
+		srv.Close()
+		if err != nil {
+			t.Fatalf("sealed=%v: %v", sealedPM, err)
+		}
+		if want := map[bool]int{true: 1, false: 0}[sealedPM]; len(keys) != want || (want == 1 && keys[0] != "the-key") {
+			t.Errorf("sealed=%v: keys sent %q, want %d of the user's", sealedPM, keys, want)
 		}
 	}
 }

@@ -42,8 +42,9 @@ type session struct {
 	u      scenario.User
 	signIn func(ctx context.Context, user string) (client.Router, error)
 	c      *client.Client
-	// pm is the user's PM once launched.
-	pm *api.Instance
+	// pm is the user's PM once launched; unsealed says it was given the key.
+	pm       *api.Instance
+	unsealed bool
 	// uploaded says the day was uploaded; downloaded is what came back.
 	uploaded   bool
 	downloaded []client.Entry
@@ -68,7 +69,7 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("launch pm: %w", err)
 		}
-		s.pm = &inst
+		s.pm, s.unsealed = &inst, false
 		// The owner's credential at the PM, sent only in this answer.
 		s.c.PMSecret = inst.Secret
 		return runner.Outcome{Placement: Machine(inst.Machine), Note: fmt.Sprintf("%s on %s", inst.Address, Machine(inst.Machine))}, nil
@@ -79,6 +80,7 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 		if err := s.c.PM(s.pm.Address).Unseal(ctx, s.u.Key); err != nil {
 			return runner.Outcome{}, fmt.Errorf("unseal: %w", err)
 		}
+		s.unsealed = true
 		return runner.Outcome{}, nil
 	case scenario.Upload:
 		if s.pm == nil {
@@ -123,6 +125,12 @@ func (s *session) Do(ctx context.Context, st scenario.Step) (runner.Outcome, err
 		// Resumed means answering again.
 		if err := s.c.PM(s.pm.Address).Healthz(ctx); err != nil {
 			return runner.Outcome{}, fmt.Errorf("resumed pm does not answer: %w", err)
+		}
+		// Only a PM that was unsealed before its pause needs its key again.
+		if s.unsealed {
+			if err := s.unsealResumed(ctx); err != nil {
+				return runner.Outcome{}, err
+			}
 		}
 		return runner.Outcome{}, nil
 	case scenario.Pipeline:

@@ -47,7 +47,23 @@ type Scenario struct {
 // placement weight.
 type Deployment struct {
 	Agents []Agent `json:"agents"`
+	// Nodes is, in Kubernetes mode, which of the local cluster's nodes the
+	// router places pods on: "real" (the default: the real node, where
+	// pods run) or "fake" (kwok's simulated nodes: pods become Ready but
+	// run nothing, so only launch, pause and delete steps, which need no
+	// answer from a PM; resume checks the PM answers).
+	Nodes string `json:"nodes,omitempty"`
 }
+
+// Node tiers of the local cluster (Deployment.Nodes).
+const (
+	NodesReal = "real"
+	NodesFake = "fake"
+)
+
+// stepsOnFakeNodes are the steps a run on kwok's simulated nodes can take:
+// those only the router and the API server carry out.
+var stepsOnFakeNodes = []string{Launch, Pause, Delete}
 
 // Agent is one machine agent.
 type Agent struct {
@@ -302,6 +318,20 @@ func (s *Scenario) Validate() error {
 	}
 	if len(s.Deployment.Agents) == 0 {
 		bad("deployment.agents: at least one agent is needed")
+	}
+	switch s.Deployment.Nodes {
+	case "", NodesReal:
+	case NodesFake:
+		if s.Backend != "kubernetes" {
+			bad("deployment.nodes: fake (kwok's simulated nodes) needs backend kubernetes, not %q", s.Backend)
+		}
+		for i, st := range s.Steps {
+			if !slices.Contains(stepsOnFakeNodes, st.Do) {
+				bad("steps[%d]: %s cannot run on fake nodes, where pods run nothing (only %s)", i, st.Do, strings.Join(stepsOnFakeNodes, ", "))
+			}
+		}
+	default:
+		bad("deployment.nodes: %q is not real or fake", s.Deployment.Nodes)
 	}
 	agents := map[string]bool{}
 	for i, a := range s.Deployment.Agents {

@@ -28,6 +28,12 @@ func TestLoad(t *testing.T) {
 			"steps[4]: launch comes after an aggregate step",
 			"steps[5]: metric and freq belong to metrics steps only",
 		},
+		"invalid-nodes.yaml": {
+			`deployment.nodes: fake (kwok's simulated nodes) needs backend kubernetes, not "docker"`,
+			"steps[2]: resume cannot run on fake nodes",
+			"steps[1]: unseal cannot run on fake nodes, where pods run nothing (only launch, pause, delete)",
+		},
+		"invalid-nodes-tier.yaml": {`deployment.nodes: "both" is not real or fake`},
 		"invalid-empty.yaml": {
 			"backend: required", "deployment.agents: at least one", "population: real_days or synthetic is required", "steps: at least one step",
 		},
