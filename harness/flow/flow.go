@@ -48,6 +48,10 @@ type session struct {
 	// uploaded says the day was uploaded; downloaded is what came back.
 	uploaded   bool
 	downloaded []client.Entry
+	// sections is how many cleaned sections the pipeline step wrote: the
+	// metrics step's count answers must add up to at most that, and to more
+	// than none.
+	sections int
 	// f injects faults; faults counts the fault steps taken so far.
 	f      Faults
 	faults int

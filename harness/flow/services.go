@@ -85,6 +85,7 @@ func (s *session) pipeline(ctx context.Context) (runner.Outcome, error) {
 	if err != nil {
 		return o, err
 	}
+	s.sections = int(o.Values["sections"])
 	t0 := time.Now()
 	tc, err := CheckTrips(ctx, pmstore.New(s.c.PM(s.pm.Address), s.u.ID), s.u.GroundTruthPath)
 	o.Values["check_ms"] = float64(time.Since(t0).Microseconds()) / 1000
@@ -110,7 +111,9 @@ func (s *session) metrics(ctx context.Context, st scenario.Step) (runner.Outcome
 		y, m, d := t.Year(), int(t.Month()), t.Day()
 		return metrics.DateBound{Year: &y, Month: &m, Day: &d, Timezone: tr.Timezone}
 	}
-	modes := []string{"CAR", "WALK", "BICYCLE", "TRANSIT"}
+	// The modes cleaned sections are named by (e-mission's sensed modes): the
+	// original's CAR, WALK, ... name none of them and always answer 0.
+	modes := []string{"IN_VEHICLE", "BICYCLING", "ON_FOOT", "WALKING", "RUNNING", "STILL", "UNKNOWN", "AIR_OR_HSR"}
 	req := metrics.LocalDateRequest{PMAddress: s.pm.Address, UUID: s.u.ID, StartTime: bound(day), EndTime: bound(next),
 		Freq: st.Freq, Metric: st.Metric, Offset: map[string]float64{}, Alpha: map[string]float64{}}
 	for _, m := range modes {
@@ -123,12 +126,19 @@ func (s *session) metrics(ctx context.Context, st scenario.Step) (runner.Outcome
 		}
 		o := runner.Outcome{Values: map[string]float64{"privacy_cost": res.PrivacyCost}}
 		var parts []string
+		total := 0.0
 		for _, m := range modes {
 			v, _ := res.Results[m].(float64)
 			o.Values[m] = v
+			total += v
 			parts = append(parts, fmt.Sprintf("%s %g", m, v))
 		}
 		o.Note = fmt.Sprintf("%s %s of %s: %s; cost %.3f", st.Freq, st.Metric, day.Format("2006-01-02"), strings.Join(parts, ", "), res.PrivacyCost)
+		// A day's sections counted by mode: some, and no more than the
+		// pipeline wrote (a section of another mode or date is not asked).
+		if st.Metric == metrics.Count && s.sections > 0 && (total < 1 || total > float64(s.sections)) {
+			return o, fmt.Errorf("metrics count of %s: %g sections by mode, want 1 to the %d the pipeline wrote", day.Format("2006-01-02"), total, s.sections)
+		}
 		return o, nil
 	})
 }
