@@ -238,20 +238,7 @@ func launchDirectWith(b testing.TB, svc conf.Service, netName string, gw netip.A
 // Metrics: medians in ms and tls/plain ratio (target ≤ 1.1).
 func BenchmarkLaunchTLSDocker(b *testing.B) {
 	ctx := context.Background()
-	m := imagestest.Require(b, "pm")
-	cat, err := conf.DefaultCatalog()
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.Pin(cat)
-	pm, _ := cat.Lookup("pm")
-	cat = &conf.Catalog{Services: []conf.Service{pm}}
-	d := newDeployment(b)
-	agentSrv := d.agentServer(b, "bench", agent.Image{Ref: pm.Image, Digest: pm.Digest})
-	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
-	if _, err := be.SetupNetworks(ctx); err != nil {
-		b.Fatal(err)
-	}
+	cat, pm, _, be := pmBenchAgent(b)
 	ca := certstest.New(b)
 	client := func(o router.Options) *routerclient.Client {
 		users, err := router.OpenUsers("", adminToken)
@@ -302,4 +289,25 @@ func BenchmarkLaunchTLSDocker(b *testing.B) {
 	b.ReportMetric(float64(mt)/float64(mp), "ratio")
 	b.Logf("%d samples each: launch→answer of the PM median plain %.1f ms (min %.1f, max %.1f), TLS %.1f ms (min %.1f, max %.1f), ratio %.3f",
 		len(tPlain), ms(mp), ms(slices.Min(tPlain)), ms(slices.Max(tPlain)), ms(mt), ms(slices.Min(tTLS)), ms(slices.Max(tTLS)), float64(mt)/float64(mp))
+}
+
+// pmBenchAgent is the launch benchmarks' deployment: a catalog of the
+// pinned PM alone, one agent serving it over HTTP, and a backend driving
+// that agent with its networks set up.
+func pmBenchAgent(b *testing.B) (*conf.Catalog, conf.Service, deployment, *docker.Backend) {
+	m := imagestest.Require(b, "pm")
+	cat, err := conf.DefaultCatalog()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Pin(cat)
+	pm, _ := cat.Lookup("pm")
+	cat = &conf.Catalog{Services: []conf.Service{pm}}
+	d := newDeployment(b)
+	agentSrv := d.agentServer(b, "bench", agent.Image{Ref: pm.Image, Digest: pm.Digest})
+	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
+	if _, err := be.SetupNetworks(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return cat, pm, d, be
 }

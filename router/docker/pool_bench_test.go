@@ -9,13 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs/certstest"
-	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
-	"github.com/e-mission/upc/router/docker"
-	"github.com/e-mission/upc/router/docker/agent"
 	"github.com/e-mission/upc/router/routerclient"
 )
 
@@ -33,20 +29,7 @@ const poolRounds = 20
 // ms).
 func BenchmarkLaunchWarmPoolDocker(b *testing.B) {
 	ctx := context.Background()
-	m := imagestest.Require(b, "pm")
-	cat, err := conf.DefaultCatalog()
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.Pin(cat)
-	pm, _ := cat.Lookup("pm")
-	cat = &conf.Catalog{Services: []conf.Service{pm}}
-	d := newDeployment(b)
-	agentSrv := d.agentServer(b, "bench", agent.Image{Ref: pm.Image, Digest: pm.Digest})
-	be := backend(b, docker.Machine{Name: "bench", Weight: 1, Driver: agentClient(b, agentSrv.URL)})
-	if _, err := be.SetupNetworks(ctx); err != nil {
-		b.Fatal(err)
-	}
+	cat, pm, d, be := pmBenchAgent(b)
 	gw := gateway(b, d.network)
 	ca := certstest.New(b)
 	const size = 2
