@@ -72,11 +72,7 @@ func Handler(e *Engine, logger *slog.Logger, opts HandlerOptions) http.Handler {
 				logger.Warn("refused", append([]any{"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error()}, describe(req)...)...)
 				return status(err)
 			}
-			launch := e.Launch
-			if pool {
-				launch = e.PoolLaunch
-			}
-			c, err := launch(r.Context(), req)
+			c, err := e.Launch(r.Context(), req) // req.Pool says which
 			m.observe(opLaunch, err, start)
 			if err != nil {
 				return status(err)
