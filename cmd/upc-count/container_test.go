@@ -208,7 +208,7 @@ func TestIntegrationDockerServices(t *testing.T) {
 	 "query": {"offset": 100, "alpha": 0.05, "start_ts": 1440658800, "end_ts": 1440745200, "sel_region": `+berkeley+`}}`); code < 500 {
 		t.Errorf("service of another CA: %d %s, want a 5xx", code, b)
 	}
-	if logs := containerLogs(t, ctx, strayC); !strings.Contains(logs, "unknown authority") {
+	if logs := logsUntil(t, ctx, strayC, "unknown authority"); !strings.Contains(logs, "unknown authority") {
 		t.Errorf("the stray service's logs do not say why it could not reach the PM:\n%s", logs)
 	}
 	l, err := pm.Ledger(ctx)
@@ -259,6 +259,20 @@ func tlsRefusals(t *testing.T, ctx context.Context, pmURL, countURL string, fore
 		} else if !strings.Contains(err.Error(), "unknown authority") {
 			t.Errorf("%s, client of another CA: %v, want unknown authority", name, err)
 		}
+	}
+}
+
+// logsUntil is c's logs once they hold want, or as they are after 30 s: a
+// service may write its log line after its answer reached the test.
+func logsUntil(t *testing.T, ctx context.Context, c testcontainers.Container, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		logs := containerLogs(t, ctx, c)
+		if strings.Contains(logs, want) || time.Now().After(deadline) {
+			return logs
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
