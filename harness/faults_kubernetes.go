@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/harness/flow"
 	"github.com/e-mission/upc/harness/scenario"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
@@ -21,10 +23,10 @@ import (
 // kubernetesFaults are the fault kinds a kubernetes-mode run injects, and
 // why each other kind is refused there.
 var (
-	kubernetesFaults       = []string{scenario.RestartRouter, scenario.KillPMUpload, scenario.PausePM}
+	kubernetesFaults       = []string{scenario.RestartRouter, scenario.KillPMUpload, scenario.PausePM, scenario.KillKubelet}
 	kubernetesFaultRefusal = map[string]string{
-		scenario.KillAgent: "the local cluster has one real node, whose kubelet every pod on it depends on (other runs' and tests' too): " +
-			"killing it is not done to a shared cluster; kill-agent runs on the docker backend",
+		scenario.KillAgent: "Kubernetes mode has no agents: a machine's counterpart is a node, whose kubelet kill-kubelet kills " +
+			"(the node's containers live on); kill-agent runs on the docker backend",
 		scenario.DisconnectAgent: "Kubernetes mode has no agents to cut off (the router drives the API server); disconnect-agent runs on the docker backend",
 	}
 )
@@ -59,6 +61,11 @@ type kubeFaults struct {
 	restartRouter func(ctx context.Context) (flow.DeploymentFault, error)
 	// readyWithin bounds the wait for a thawed PM's pod to be Ready again.
 	readyWithin time.Duration
+	// kubelet SIGKILLs the real node's kubelet (cluster.KillKubelet) and
+	// returns how to start it again.
+	kubelet func(ctx context.Context) (pid int, restart func(context.Context) (int, error), err error)
+	// probe asks a PM's health path at its address, over the run's TLS.
+	probe func(ctx context.Context, address string) error
 	onceFaults
 }
 
@@ -80,11 +87,153 @@ func nodeCtr(sock string) func(ctx context.Context, args ...string) error {
 // others before anything starts).
 func (k *kubeFaults) Deployment(ctx context.Context, n int, st scenario.Step) (flow.DeploymentFault, error) {
 	return k.do(n, func() (flow.DeploymentFault, error) {
-		if st.Kind != scenario.RestartRouter {
-			return flow.DeploymentFault{}, fmt.Errorf("fault %s is refused on the kubernetes backend", st.Kind)
+		switch st.Kind {
+		case scenario.RestartRouter:
+			return k.restartRouter(ctx)
+		case scenario.KillKubelet:
+			outage := time.Duration(st.Timeout)
+			if outage == 0 {
+				outage = scenario.DefaultKubeletOutage
+			}
+			return k.killKubelet(ctx, outage)
 		}
-		return k.restartRouter(ctx)
+		return flow.DeploymentFault{}, fmt.Errorf("fault %s is refused on the kubernetes backend", st.Kind)
 	})
+}
+
+// runPod is one of the run's pods as kill-kubelet checks it.
+type runPod struct {
+	name, user, address, container string
+	restarts                       int32
+}
+
+// runPods lists the run's pods with a running main container, each with its
+// user and its Service's address.
+func (k *kubeFaults) runPods(ctx context.Context) ([]runPod, error) {
+	sel := metav1.ListOptions{LabelSelector: upck8s.LabelManaged + "=true"}
+	pods, err := k.cs.CoreV1().Pods(k.ns).List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list the run's pods: %w", err)
+	}
+	svcs, err := k.cs.CoreV1().Services(k.ns).List(ctx, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list the run's services: %w", err)
+	}
+	addr := map[string]string{}
+	for _, s := range svcs.Items {
+		addr[s.Labels[upck8s.LabelInstance]] = s.Annotations[upck8s.AnnAddress]
+	}
+	var out []runPod
+	for _, p := range pods.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			if c.Name != "main" || c.State.Running == nil {
+				continue
+			}
+			out = append(out, runPod{name: p.Name, user: cmpOr(p.Annotations[upck8s.AnnUser], p.Labels[upck8s.LabelUser]),
+				address: addr[p.Labels[upck8s.LabelInstance]], container: c.ContainerID, restarts: c.RestartCount})
+		}
+	}
+	slices.SortFunc(out, func(a, b runPod) int { return strings.Compare(a.name, b.name) })
+	return out, nil
+}
+
+// killKubelet SIGKILLs the node's kubelet, asks every running PM for its
+// health while the kubelet is down, starts it again after outage, and waits
+// for the node and every pod to be Ready again. Each pod must still run the
+// container it ran before, unrestarted: the runtime, not the kubelet, keeps
+// a node's containers alive. A user whose PM did not answer meanwhile, or
+// whose container changed, is reported hit, with why.
+func (k *kubeFaults) killKubelet(ctx context.Context, outage time.Duration) (flow.DeploymentFault, error) {
+	before, err := k.runPods(ctx)
+	if err != nil {
+		return flow.DeploymentFault{}, err
+	}
+	pid, restart, err := k.kubelet(ctx)
+	if err != nil {
+		return flow.DeploymentFault{}, err
+	}
+	down := time.Now()
+	hit := map[string]string{}
+	answered := 0
+	for _, p := range before {
+		pctx, cancel := context.WithTimeout(ctx, min(outage, 5*time.Second))
+		err := k.probe(pctx, p.address)
+		cancel()
+		switch {
+		case err != nil:
+			hit[p.user] = fmt.Sprintf("pod %s did not answer while the kubelet was down: %v", p.name, err)
+		default:
+			answered++
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(down.Add(outage))):
+	}
+	// Whatever the run's context says: a node must not be left without
+	// its kubelet.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	npid, err := restart(rctx)
+	if err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("kill-kubelet: %w", err)
+	}
+	kept := time.Since(down)
+	if err := k.untilNodeReady(rctx); err != nil {
+		return flow.DeploymentFault{}, fmt.Errorf("kill-kubelet: after the restart: %w", err)
+	}
+	readyAfter := time.Since(down)
+	same := 0
+	for _, p := range before {
+		if err := k.untilReady(rctx, p.name); err != nil {
+			hit[p.user] = fmt.Sprintf("after the kubelet's restart: %v", err)
+			continue
+		}
+		cur, err := k.cs.CoreV1().Pods(k.ns).Get(rctx, p.name, metav1.GetOptions{})
+		if err != nil {
+			hit[p.user] = fmt.Sprintf("after the kubelet's restart: pod %s: %v", p.name, err)
+			continue
+		}
+		for _, c := range cur.Status.ContainerStatuses {
+			if c.Name != "main" {
+				continue
+			}
+			if c.ContainerID != p.container || c.RestartCount != p.restarts {
+				hit[p.user] = fmt.Sprintf("pod %s's container changed across the kubelet's restart (%s, %d restarts → %s, %d)",
+					p.name, p.container, p.restarts, c.ContainerID, c.RestartCount)
+			} else {
+				same++
+			}
+		}
+	}
+	return flow.DeploymentFault{Hit: hit, Did: fmt.Sprintf(
+		"SIGKILLed the node's kubelet (pid %d) and kept it down %.1f s: %d of %d running pods answered meanwhile; "+
+			"started it again (pid %d): node and pods Ready %.1f s after the kill, %d of %d pods on the same container, unrestarted",
+		pid, kept.Seconds(), answered, len(before), npid, readyAfter.Seconds(), same, len(before))}, nil
+}
+
+// untilNodeReady waits until every node of the run's pods reports Ready
+// with a heartbeat newer than the kubelet's restart.
+func (k *kubeFaults) untilNodeReady(ctx context.Context) error {
+	since := time.Now()
+	limit := cmp.Or(k.readyWithin, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		n, err := k.cs.CoreV1().Nodes().Get(ctx, cluster.RealNode, metav1.GetOptions{})
+		if err == nil {
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(since.Add(-time.Second)) {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s not Ready with a new heartbeat within %s", cluster.RealNode, limit)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // container is the containerd id of the running main container of the pod

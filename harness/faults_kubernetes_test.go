@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/e-mission/upc/harness/cluster"
 	"github.com/e-mission/upc/harness/flow"
 	"github.com/e-mission/upc/harness/scenario"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
@@ -29,7 +31,7 @@ func TestKubernetesFaultsRefused(t *testing.T) {
 	if err == nil {
 		t.Fatal("faults.yaml (kill-agent, disconnect-agent) passed on kubernetes")
 	}
-	for _, want := range []string{"fault kill-agent is refused on the kubernetes backend: the local cluster has one real node",
+	for _, want := range []string{"fault kill-agent is refused on the kubernetes backend: Kubernetes mode has no agents",
 		"fault disconnect-agent is refused on the kubernetes backend: Kubernetes mode has no agents"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
@@ -155,5 +157,86 @@ func TestKubeFaults(t *testing.T) {
 	if _, err := k.Deployment(ctx, 1, scenario.Step{Do: scenario.Fault, FaultSpec: scenario.FaultSpec{Kind: scenario.KillAgent, Target: "a"}}); err == nil ||
 		!strings.Contains(err.Error(), "kill-agent is refused") {
 		t.Errorf("kill-agent on kubernetes: %v", err)
+	}
+}
+
+// kill-kubelet, with the API server, the kubelet and the PMs' health
+// answers stood in for (a unit test: the real kubelet is killed by
+// TestKillKubeletRealNode and `upc scenario run scenarios/faults-kubernetes.yaml`):
+// every running pod is probed while the kubelet is down, the kubelet is
+// started again whatever the probes said, and a pod that did not answer or
+// whose container changed is reported hit, naming its user.
+func TestKubeFaultsKillKubelet(t *testing.T) {
+	ctx := context.Background()
+	pod := func(id, user, cid string) *corev1.Pod {
+		p := pmPod(id, cid, true, true)
+		p.Annotations = map[string]string{upck8s.AnnUser: user}
+		return p
+	}
+	svc := func(id string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "upc-" + id, Namespace: upck8s.RouterNamespace,
+			Labels:      map[string]string{upck8s.LabelManaged: "true", upck8s.LabelInstance: id},
+			Annotations: map[string]string{upck8s.AnnAddress: "https://10.0.0.1:3" + id[2:]}}}
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: cluster.RealNode}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.NewTime(time.Now().Add(time.Hour))}}}}
+	cs := fake.NewClientset(pod("pm1", "alice", "containerd://a1"), pod("pm2", "bob", "containerd://b1"), pod("pm3", "carol", "containerd://c1"),
+		svc("pm1"), svc("pm2"), svc("pm3"), node)
+	var probed []string
+	restarted := false
+	k := &kubeFaults{cs: cs, ns: upck8s.RouterNamespace, readyWithin: 2 * time.Second,
+		kubelet: func(context.Context) (int, func(context.Context) (int, error), error) {
+			return 41, func(ctx context.Context) (int, error) {
+				restarted = true
+				// carol's container was replaced meanwhile.
+				p, _ := cs.CoreV1().Pods(upck8s.RouterNamespace).Get(ctx, "upc-pm3", metav1.GetOptions{})
+				p.Status.ContainerStatuses[0].ContainerID, p.Status.ContainerStatuses[0].RestartCount = "containerd://c2", 1
+				_, err := cs.CoreV1().Pods(upck8s.RouterNamespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+				return 42, err
+			}, nil
+		},
+		probe: func(_ context.Context, addr string) error {
+			probed = append(probed, addr)
+			if strings.HasSuffix(addr, ":32") {
+				return os.ErrDeadlineExceeded
+			}
+			return nil
+		}}
+	st := scenario.Step{Do: scenario.Fault, FaultSpec: scenario.FaultSpec{Kind: scenario.KillKubelet, Target: scenario.TargetNode,
+		Timeout: scenario.Duration(50 * time.Millisecond)}}
+	d, err := k.Deployment(ctx, 0, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !restarted {
+		t.Error("the kubelet was not started again")
+	}
+	if strings.Join(probed, ",") != "https://10.0.0.1:31,https://10.0.0.1:32,https://10.0.0.1:33" {
+		t.Errorf("probed %v", probed)
+	}
+	if len(d.Hit) != 2 || !strings.Contains(d.Hit["bob"], "did not answer while the kubelet was down") ||
+		!strings.Contains(d.Hit["carol"], "container changed across the kubelet's restart") {
+		t.Errorf("hit %q", d.Hit)
+	}
+	for _, w := range []string{"(pid 41)", "2 of 3 running pods answered", "(pid 42)", "2 of 3 pods on the same container"} {
+		if !strings.Contains(d.Did, w) {
+			t.Errorf("did %q lacks %q", d.Did, w)
+		}
+	}
+
+	// A kubelet that cannot be killed is an error, and nothing is probed.
+	probed = nil
+	k.kubelet = func(context.Context) (int, func(context.Context) (int, error), error) {
+		return 0, nil, os.ErrPermission
+	}
+	if _, err := k.Deployment(ctx, 1, st); !errors.Is(err, os.ErrPermission) || probed != nil {
+		t.Errorf("kill refused: %v, probed %v", err, probed)
+	}
+	// A kubelet that does not come back is an error naming the fault.
+	k.kubelet = func(context.Context) (int, func(context.Context) (int, error), error) {
+		return 41, func(context.Context) (int, error) { return 0, os.ErrNotExist }, nil
+	}
+	if _, err := k.Deployment(ctx, 2, st); err == nil || !strings.Contains(err.Error(), "kill-kubelet:") {
+		t.Errorf("kubelet not back: %v", err)
 	}
 }

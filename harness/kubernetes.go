@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -192,6 +193,29 @@ func (d *kubeDeployment) restartRouter(ctx context.Context) (flow.DeploymentFaul
 		time.Since(t0).Seconds(), d.RouterURL)}, nil
 }
 
+// healthProbe asks an instance's /healthz at its address (https://node:port)
+// with hc, the run's instance client (its CA, its TLS).
+func healthProbe(hc *http.Client) func(ctx context.Context, address string) error {
+	return func(ctx context.Context, address string) error {
+		if address == "" {
+			return errors.New("its Service has no address")
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, address+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/healthz: %s", resp.Status)
+		}
+		return nil
+	}
+}
+
 func tail(b []byte, n int) string {
 	if len(b) > n {
 		b = b[len(b)-n:]
@@ -325,7 +349,11 @@ func runKubernetes(ctx context.Context, k kubeRun) (*Result, error) {
 			if sc.Has(scenario.Fault) {
 				state, _ := cluster.StateDir()
 				faults = &kubeFaults{cs: dep.cs, ns: upck8s.RouterNamespace, ctr: nodeCtr(cluster.ContainerdSocket(state)),
-					restartRouter: dep.restartRouter}
+					restartRouter: dep.restartRouter,
+					kubelet: func(ctx context.Context) (int, func(context.Context) (int, error), error) {
+						return cluster.KillKubelet(ctx, state)
+					},
+					probe: healthProbe(pki.instanceHTTP(time.Duration(sc.Timeouts.Step)))}
 				f.Faults = faults
 			}
 			rep.Deployment.Access = accessOn

@@ -312,24 +312,35 @@ func (c *run) kwok(ctx context.Context) error {
 // start runs a cluster process detached from the CLI (it outlives `upc
 // cluster up`), logging to logs/<name>.log, its pid in pids/<name>.pid.
 func (c *run) start(name, bin string, args ...string) error {
-	logf, err := os.OpenFile(c.path("logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	pid, err := startDetached(c.o.Dir, name, append([]string{bin}, args...))
 	if err != nil {
 		return err
 	}
+	c.log.Info("started", "process", name, "pid", pid, "log", c.path("logs", name+".log"))
+	return nil
+}
+
+// startDetached starts argv as the cluster process name of the cluster in
+// dir, in a session of its own, appending to its log and writing its pid
+// file. A goroutine reaps it should it die while this process runs.
+func startDetached(dir, name string, argv []string) (int, error) {
+	logf, err := os.OpenFile(filepath.Join(dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
 	defer logf.Close()
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = c.o.Dir
+	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", name, err)
+		return 0, fmt.Errorf("start %s: %w", name, err)
 	}
-	c.log.Info("started", "process", name, "pid", cmd.Process.Pid, "log", logf.Name())
-	if err := writeFile(c.path("pids", pidOrder(name)+".pid"), strconv.Itoa(cmd.Process.Pid)); err != nil {
-		return err
+	if err := writeFile(filepath.Join(dir, "pids", pidOrder(name)+".pid"), strconv.Itoa(cmd.Process.Pid)); err != nil {
+		return 0, err
 	}
-	go cmd.Wait() // reap it if it dies while Up runs
-	return nil
+	go cmd.Wait()
+	return cmd.Process.Pid, nil
 }
 
 // pidOrder prefixes pid files so Down stops processes in reverse start order.

@@ -29,15 +29,31 @@ const (
 	// back and asks it for the user's data: the query must end with a clear
 	// timeout after the step's timeout; then the PM is unpaused.
 	PausePM = "pause-pm"
+	// KillKubelet SIGKILLs the kubelet of the node the users' PMs run on
+	// (Kubernetes mode, the real node), keeps it down for the step's
+	// timeout (default DefaultKubeletOutage) and starts it again. The
+	// node's containers live on in its runtime: every PM must answer while
+	// the kubelet is down, and keep its container, unrestarted.
+	KillKubelet = "kill-kubelet"
+)
+
+// DefaultKubeletOutage is how long kill-kubelet keeps the kubelet down
+// unless the step's timeout says otherwise; MaxKubeletOutage bounds it below
+// the node-lifecycle controller's grace (50 s by default), past which the
+// node would be marked NotReady and its pods taken out of their Services.
+const (
+	DefaultKubeletOutage = 5 * time.Second
+	MaxKubeletOutage     = 30 * time.Second
 )
 
 // FaultKinds lists every fault kind.
-var FaultKinds = []string{KillAgent, RestartRouter, DisconnectAgent, KillPMUpload, PausePM}
+var FaultKinds = []string{KillAgent, RestartRouter, DisconnectAgent, KillPMUpload, PausePM, KillKubelet}
 
 // Targets of the faults that do not name an agent.
 const (
 	TargetRouter = "router" // restart-router
 	TargetPM     = "pm"     // the user's own PM
+	TargetNode   = "node"   // kill-kubelet: the node the users' PMs run on
 )
 
 // FaultSpec is what a fault step breaks and what the scenario expects.
@@ -45,9 +61,10 @@ type FaultSpec struct {
 	// Kind is one of FaultKinds.
 	Kind string `json:"fault,omitempty"`
 	// Target is an agent's name (kill-agent, disconnect-agent), "router"
-	// (restart-router) or "pm" (the PM faults).
+	// (restart-router), "pm" (the PM faults) or "node" (kill-kubelet).
 	Target string `json:"target,omitempty"`
-	// Timeout is how long pause-pm's query waits for the frozen PM.
+	// Timeout is how long pause-pm's query waits for the frozen PM, or how
+	// long kill-kubelet keeps the kubelet down.
 	Timeout Duration `json:"timeout,omitempty"`
 	// Expect is what must hold after the fault; at least one is required.
 	Expect *FaultExpect `json:"expect,omitempty"`
@@ -61,7 +78,7 @@ func (f FaultSpec) IsZero() bool {
 // Global reports whether the step hits the whole deployment once (every
 // user meets at it) rather than each user's own PM.
 func (s Step) Global() bool {
-	return s.Do == Fault && (s.Kind == KillAgent || s.Kind == RestartRouter || s.Kind == DisconnectAgent)
+	return s.Do == Fault && (s.Kind == KillAgent || s.Kind == RestartRouter || s.Kind == DisconnectAgent || s.Kind == KillKubelet)
 }
 
 // FaultExpect is what a fault step expects. Each set field yields one check
@@ -138,6 +155,19 @@ func (s *Scenario) validateFault(at string, st Step, done map[string]bool, bad f
 		if st.Target != TargetRouter {
 			bad("%s.target: %s takes target %q, got %q", at, st.Kind, TargetRouter, st.Target)
 		}
+	case KillKubelet:
+		if st.Target != TargetNode {
+			bad("%s.target: %s takes target %q (the node the users' PMs run on), got %q", at, st.Kind, TargetNode, st.Target)
+		}
+		if s.Backend != "kubernetes" {
+			bad("%s: %s needs backend kubernetes (Docker mode has no kubelet: kill-agent kills a machine there), got %q", at, st.Kind, s.Backend)
+		}
+		if s.Deployment.Nodes == NodesFake {
+			bad("%s: %s needs the real node (deployment.nodes: real): kwok's simulated nodes run no kubelet", at, st.Kind)
+		}
+		if !done[Launch] {
+			bad("%s: %s needs an earlier launch step (the PMs that must outlive the kubelet)", at, st.Kind)
+		}
 	case KillPMUpload, PausePM:
 		if st.Target != TargetPM {
 			bad("%s.target: %s takes target %q (the user's own PM), got %q", at, st.Kind, TargetPM, st.Target)
@@ -150,8 +180,12 @@ func (s *Scenario) validateFault(at string, st Step, done map[string]bool, bad f
 		if t := time.Duration(st.Timeout); t <= 0 || t > MaxFaultTimeout {
 			bad("%s.timeout: pause-pm needs how long its query waits, within (0, %s], got %q", at, MaxFaultTimeout, t)
 		}
+	} else if st.Kind == KillKubelet {
+		if t := time.Duration(st.Timeout); t < 0 || t > MaxKubeletOutage {
+			bad("%s.timeout: kill-kubelet keeps the kubelet down at most %s (the node would be marked NotReady), got %q", at, MaxKubeletOutage, t)
+		}
 	} else if st.Timeout != 0 {
-		bad("%s.timeout: belongs to pause-pm only", at)
+		bad("%s.timeout: belongs to pause-pm and kill-kubelet only", at)
 	}
 	e := st.Expect
 	if e == nil || len(e.Names()) == 0 {

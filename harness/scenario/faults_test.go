@@ -50,6 +50,32 @@ func TestFaultStepsValid(t *testing.T) {
 	}
 }
 
+// kill-kubelet: the real node of a kubernetes run, after a launch; refused
+// on kwok's simulated nodes, which run no kubelet.
+func TestKillKubeletStep(t *testing.T) {
+	k8s := strings.Replace(faultScenario(`  - launch
+  - {do: fault, fault: kill-kubelet, target: node, timeout: 8s, expect: {run_goes_on: true}}
+  - {do: fault, fault: kill-kubelet, target: node, expect: {run_goes_on: true}}
+`), "backend: docker", "backend: kubernetes", 1)
+	s, err := Parse([]byte(k8s))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if st := s.Steps[1]; !st.Global() || time.Duration(st.Timeout) != 8*time.Second {
+		t.Errorf("kill-kubelet step: global %v, timeout %s", st.Global(), time.Duration(st.Timeout))
+	}
+	fake := strings.Replace(k8s, "deployment: {", "deployment: {nodes: fake, ", 1)
+	fake = strings.Replace(fake, "  - launch\n", "  - launch\n  - delete\n", 1)
+	_, err = Parse([]byte(fake))
+	if err == nil || !strings.Contains(err.Error(), "kill-kubelet needs the real node (deployment.nodes: real)") {
+		t.Errorf("on fake nodes: %v", err)
+	}
+	early := strings.Replace(k8s, "  - launch\n", "", 1)
+	if _, err := Parse([]byte(early)); err == nil || !strings.Contains(err.Error(), "steps[0]: kill-kubelet needs an earlier launch step") {
+		t.Errorf("before any launch: %v", err)
+	}
+}
+
 // TestFaultStepsRefused: every bad fault step is named, with its field and
 // what would be right, all at once.
 func TestFaultStepsRefused(t *testing.T) {
@@ -59,7 +85,7 @@ func TestFaultStepsRefused(t *testing.T) {
 	}{
 		"unknown fault": {`  - launch
   - {do: fault, fault: flood, target: agent-a, expect: {run_goes_on: true}}
-`, []string{`steps[1].fault: unknown fault "flood" (want one of kill-agent, restart-router, disconnect-agent, sigkill-pm, pause-pm)`}},
+`, []string{`steps[1].fault: unknown fault "flood" (want one of kill-agent, restart-router, disconnect-agent, sigkill-pm, pause-pm, kill-kubelet)`}},
 		"no fault": {`  - launch
   - {do: fault, target: agent-a, expect: {run_goes_on: true}}
 `, []string{"steps[1].fault: required (one of kill-agent"}},
@@ -89,11 +115,16 @@ func TestFaultStepsRefused(t *testing.T) {
   - {do: fault, fault: sigkill-pm, target: pm, timeout: 3s, expect: {run_goes_on: true}}
 `, []string{`steps[2].timeout: pause-pm needs how long its query waits, within (0, 5m0s], got "0s"`,
 			`steps[3].timeout: pause-pm needs how long its query waits, within (0, 5m0s], got "1h0m0s"`,
-			"steps[4].timeout: belongs to pause-pm only"}},
+			"steps[4].timeout: belongs to pause-pm and kill-kubelet only"}},
 		"too early": {`  - {do: fault, fault: kill-agent, target: agent-a, expect: {run_goes_on: true}}
   - {do: fault, fault: pause-pm, target: pm, timeout: 1s, expect: {run_goes_on: true}}
   - launch
 `, []string{"steps[0]: kill-agent needs an earlier launch step", "steps[1]: pause-pm needs an earlier unseal step"}},
+		"kill-kubelet on docker": {`  - launch
+  - {do: fault, fault: kill-kubelet, target: agent-a, timeout: 1m, expect: {run_goes_on: true}}
+`, []string{`steps[1].target: kill-kubelet takes target "node" (the node the users' PMs run on), got "agent-a"`,
+			`steps[1]: kill-kubelet needs backend kubernetes (Docker mode has no kubelet: kill-agent kills a machine there), got "docker"`,
+			`steps[1].timeout: kill-kubelet keeps the kubelet down at most 30s (the node would be marked NotReady), got "1m0s"`}},
 		"fault fields elsewhere": {`  - {do: launch, target: agent-a}
 `, []string{"steps[0]: fault, target, timeout and expect belong to fault steps only"}},
 		"unknown expectation": {`  - launch

@@ -133,6 +133,109 @@ func TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL(t *testing.T) {
 	}
 }
 
+// TestClusterPMOutlivesKubelet: the real node's kubelet SIGKILLed (as
+// scenarios/faults-kubernetes.yaml's kill-kubelet does) while a user's PM
+// runs: the PM, kept alive by containerd, answers its owner and takes writes
+// while the kubelet is down; the kubelet started again adopts the same
+// container (no restart), and the node takes new pods again.
+func TestClusterPMOutlivesKubelet(t *testing.T) {
+	c := needCluster(t)
+	sel := needNodes(t, c, "real")
+	if c.local == "" {
+		testskip.Skip(t, "kills the local cluster's kubelet")
+	}
+	pm := builtPM(t, c)
+	ns := namespace(t, c)
+	ctx := context.Background()
+	cat := &conf.Catalog{Services: []conf.Service{pm}}
+	be := newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: true, Catalog: cat, PMClients: []string{"172.30.0.1/32"}})
+	ca := certstest.New(t)
+	r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 2 * time.Minute, CA: ca.CA, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.Launch(ctx, "pm", "kepa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Delete(context.WithoutCancel(ctx), in.ID)
+	pmc := pmclient.New(in.Address, ca.Client(30*time.Second), pmclient.WithToken(in.Secret))
+	if err := pmc.Unseal(ctx, "through a kubelet crash"); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(ts float64) {
+		t.Helper()
+		if _, err := pmc.Insert(ctx, pmapi.DefaultDatabase, pmapi.Timeseries, map[string]any{
+			"metadata": map[string]any{"key": "background/location", "write_ts": ts}, "data": map[string]any{"ts": ts}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert(1)
+	container := func() (string, int32) {
+		t.Helper()
+		pod, err := c.cs.CoreV1().Pods(ns).Get(ctx, "upc-"+string(in.ID), metav1.GetOptions{})
+		if err != nil || len(pod.Status.ContainerStatuses) != 1 {
+			t.Fatalf("the pm's pod: %v", err)
+		}
+		return pod.Status.ContainerStatuses[0].ContainerID, pod.Status.ContainerStatuses[0].RestartCount
+	}
+	id, restarts := container()
+
+	pid, restart, err := cluster.KillKubelet(ctx, c.local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	restarted := false
+	defer func() {
+		if !restarted {
+			restart(context.WithoutCancel(ctx))
+		}
+	}()
+	// Down: the PM still answers its owner, reads and writes.
+	insert(2)
+	docs, err := pmc.Find(ctx, pmclient.FindRequest{Collection: pmapi.Timeseries, Filter: map[string]any{}})
+	if err != nil || len(docs) != 2 {
+		t.Fatalf("find with the kubelet down: %d documents, %v; want 2", len(docs), err)
+	}
+	npid, err := restart(ctx)
+	restarted = true
+	if err != nil {
+		t.Fatal(err)
+	}
+	if npid == pid {
+		t.Fatalf("the kubelet's pid is still %d", pid)
+	}
+	t.Logf("kubelet pid %d killed, pid %d started %.1f s later", pid, npid, time.Since(down).Seconds())
+	// Its node reports Ready with a heartbeat from the new kubelet.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		n, err := c.cs.CoreV1().Nodes().Get(ctx, cluster.RealNode, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := false
+		for _, cond := range n.Status.Conditions {
+			ready = ready || cond.Type == "Ready" && cond.Status == "True" && cond.LastHeartbeatTime.After(down)
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not report Ready from the restarted kubelet within 2 min")
+		}
+	}
+	if nid, nrestarts := container(); nid != id || nrestarts != restarts {
+		t.Errorf("the pm's container changed across the kubelet's restart: %s (%d restarts) → %s (%d)", id, restarts, nid, nrestarts)
+	}
+	insert(3)
+	// The node takes new pods again.
+	other, err := r.Launch(ctx, "pm", "kepa-2")
+	if err != nil {
+		t.Fatalf("launch after the kubelet's restart: %v", err)
+	}
+	r.Delete(context.WithoutCancel(ctx), other.ID)
+}
+
 // BenchmarkClusterSoak is BenchmarkSoakDocker (see clienttest.Soak) on the
 // local cluster's real node: the router in process over the Kubernetes
 // backend, the real PM image, TLS on every hop; UPC_SOAK_USERS users
