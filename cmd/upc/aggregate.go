@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -36,6 +37,7 @@ func newAggregateCmd(g *globals) *cobra.Command {
 		local                bool
 		imagesPath           string
 		netMode, hostPorts   string
+		warmPool             int
 		o                    aggregator.Options
 	)
 	cmd := &cobra.Command{
@@ -61,12 +63,21 @@ with --reveal-true-total, for experiments.
 
 The router is the configuration's (or --router), or with --local one started in
 this process over the local Docker engine on a network of its own, with the
-images of --images (make images), removed with everything it made at the end.`,
+images of --images (make images), removed with everything it made at the end.
+With --warm-pool N that router keeps a warm pool of N sealed PMs: the run
+starts once the pool is full, the users' PM launches claim pooled PMs (a user
+beyond N gets the usual launch), the pool is not refilled during the run, and
+the fill's time and CPU are reported apart (result.json's pool_fill), not in
+the run's wall time.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{aggregator.Count, aggregator.Metrics},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var errs []error
+			var (
+				errs []error
+				lr   *localRouter
+				pool *aggregator.PoolFill
+			)
 			if data == "" {
 				errs = append(errs, errors.New("--data is required"))
 			}
@@ -99,17 +110,33 @@ images of --images (make images), removed with everything it made at the end.`,
 			if (cmd.Flags().Changed("network-mode") || cmd.Flags().Changed("host-ports")) && !local {
 				return errors.New("aggregate: --network-mode and --host-ports go with --local (a deployed router's agents read docker.network_mode)")
 			}
+			if warmPool < 0 || warmPool > maxWarmPool {
+				return fmt.Errorf("aggregate: --warm-pool %d is not in 0..%d", warmPool, maxWarmPool)
+			}
+			if cmd.Flags().Changed("warm-pool") && !local {
+				return errors.New("aggregate: --warm-pool goes with --local (a deployed router's pool is docker.warm_pool)")
+			}
 			if local {
 				mode, ports, err := conf.Docker{}.With(netMode, hostPorts)
 				if err != nil {
 					return fmt.Errorf("aggregate: %w", err)
 				}
-				lr, err := startLocalRouter(ctx, imagesPath, agent.Options{NetworkMode: mode, HostPorts: ports}, o.Logger)
+				if warmPool > 0 && mode == conf.NetworkHost {
+					if n := ports[1] - ports[0] + 1; warmPool > n {
+						return fmt.Errorf("aggregate: --warm-pool %d is more than the %d ports of --host-ports %s", warmPool, n, hostPorts)
+					}
+				}
+				lr, err = startLocalRouter(ctx, imagesPath, agent.Options{NetworkMode: mode, HostPorts: ports}, warmPool, o.Logger)
 				if err != nil {
 					return err
 				}
 				defer lr.close(o.Logger)
 				o.Router, o.HTTP = lr.router, lr.http
+				if warmPool > 0 {
+					if pool, err = lr.fillPool(ctx, g.stderr); err != nil {
+						return fmt.Errorf("aggregate: %w", err)
+					}
+				}
 			} else {
 				if cmd.Flags().Changed("images") {
 					cf.images = imagesPath
@@ -123,6 +150,11 @@ images of --images (make images), removed with everything it made at the end.`,
 			res, err := aggregator.Run(ctx, files, o)
 			if err != nil {
 				return err
+			}
+			if pool != nil {
+				pool.Left, _ = lr.core.PoolReady()
+				pool.Claimed = pool.Size - pool.Left
+				res.PoolFill = pool
 			}
 			res.Command = shellQuote(append([]string{"upc"}, os.Args[1:]...))
 			res.LoadAverage = loadAverage()
@@ -159,6 +191,7 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.BoolVar(&local, "local", false, "start a router in this process over the local Docker engine (removed at the end)")
 	f.StringVar(&netMode, "network-mode", conf.NetworkBridge, `with --local: "bridge" (each instance on the run's network, its port published by Docker) or "host" (the host's network, ports allocated by the agent from --host-ports)`)
 	f.StringVar(&hostPorts, "host-ports", conf.DefaultHostPorts, "with --local --network-mode host: LOW-HIGH, the ports allocated")
+	f.IntVar(&warmPool, "warm-pool", 0, fmt.Sprintf("with --local: keep a warm pool of N sealed PMs (0..%d), filled before the run starts (its time reported apart) and not refilled during it", maxWarmPool))
 	f.StringVar(&imagesPath, "images", "build/images.json", "image manifest (make images): --local runs its images; every launched instance must run them (with --local, or when given), else it is deleted and that user fails")
 	f.StringArrayVar(&cf.requireDigests, "require-digest", nil, "service=sha256:...: a launched instance of service must run that image (repeatable)")
 	return cmd
@@ -177,18 +210,32 @@ func loadAverage() string {
 	return strings.Join(f[:3], " ")
 }
 
+// maxWarmPool bounds --warm-pool: a thousand sealed PMs already hold far
+// more than a one-machine engine runs well.
+const maxWarmPool = 1000
+
+// poolFillBound is how long fillPool waits for a full pool: the filler
+// retries a failed start with backoff, forever.
+const poolFillBound = 30 * time.Minute
+
 // localRouter is a router core over the local engine, served on loopback,
 // on a network of its own; close removes all it made.
 type localRouter struct {
 	router  client.Router
 	http    *http.Client // the instances, over TLS, verified by the run's CA
+	core    *router.Router
 	cli     *moby.Client
 	srv     *httptest.Server
 	name    string
 	network string
+	// The warm pool's filler (RunPool) and when it started; stopPool
+	// ends it and returns once it has drained the pool.
+	poolStart time.Time
+	poolCPU   cpuSnapshot
+	stopPool  func()
 }
 
-func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Options, logger *slog.Logger) (*localRouter, error) {
+func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Options, warmPool int, logger *slog.Logger) (*localRouter, error) {
 	m, err := images.LoadManifest(imagesPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `make images` first)", err)
@@ -241,10 +288,24 @@ func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Opti
 		return nil, err
 	}
 	lr.http = certs.InstanceClient(roots, 0)
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users, CA: ca})
+	// A warm pool here is filled once, before the run: its refill would
+	// compete with the run for the engine, and its fill is measured apart.
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users, CA: ca,
+		WarmPool: warmPool, PoolFillOnce: true})
 	if err != nil {
 		lr.close(logger)
 		return nil, err
+	}
+	lr.core = core
+	if warmPool > 0 {
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		lr.poolStart, lr.poolCPU = time.Now(), takeCPU()
+		go func() {
+			defer close(done)
+			core.RunPool(pctx)
+		}()
+		lr.stopPool = func() { cancel(); <-done }
 	}
 	// The router itself is in process, reached over loopback only.
 	lr.srv = httptest.NewServer(router.Handler(core, logger))
@@ -259,8 +320,39 @@ func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Opti
 	return lr, nil
 }
 
-// close removes the containers and volumes of the local agent and its network.
+// fillPool waits until the warm pool is full, saying how full on progress,
+// and reports the fill: its time from the router's start and its CPU.
+func (lr *localRouter) fillPool(ctx context.Context, progress io.Writer) (*aggregator.PoolFill, error) {
+	_, size := lr.core.PoolReady()
+	deadline := lr.poolStart.Add(poolFillBound)
+	last, said := -1, time.Time{}
+	for {
+		ready, _ := lr.core.PoolReady()
+		if ready != last && (ready == size || time.Since(said) >= time.Second) {
+			fmt.Fprintf(progress, "[%6.1fs] warm pool %d/%d ready\n", time.Since(lr.poolStart).Seconds(), ready, size)
+			last, said = ready, time.Now()
+		}
+		if ready >= size {
+			return &aggregator.PoolFill{Size: size, FillMS: float64(time.Since(lr.poolStart).Microseconds()) / 1000,
+				CPU: takeCPU().since(lr.poolCPU)}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the warm pool holds %d of %d ready PMs after %s (see the log for why pooled PMs fail to start)", ready, size, poolFillBound)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the warm pool (%d of %d ready): %w", ready, size, context.Cause(ctx))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// close drains the warm pool, then removes the containers and volumes of
+// the local agent and its network.
 func (lr *localRouter) close(logger *slog.Logger) {
+	if lr.stopPool != nil {
+		lr.stopPool()
+	}
 	if lr.srv != nil {
 		lr.srv.Close()
 	}
