@@ -45,6 +45,11 @@ type Result struct {
 	LoadAverage string    `json:"load_average,omitempty"`
 	Started     time.Time `json:"started"`
 	WallMS      float64   `json:"wall_ms"`
+	// NetworkMode is the local router's docker.network_mode (--local only).
+	NetworkMode string `json:"network_mode,omitempty"`
+	// CPU is where the CPU went during the run (WallMS), filled by the
+	// caller where it can read the counters.
+	CPU *CPU `json:"cpu,omitempty"`
 	// PoolFill is the warm pool's fill before the run (--warm-pool),
 	// filled by the caller: not part of WallMS.
 	PoolFill *PoolFill    `json:"pool_fill,omitempty"`
@@ -183,6 +188,10 @@ func (r *Result) Markdown() []byte {
 		services = fmt.Sprintf("shared by all users, %d pipeline instance(s)", max(r.SharedPipelines, 1))
 	}
 	fmt.Fprintf(&b, "| wall time | %.1f s (parallel %d, upload %s, services %s) |\n", r.WallMS/1000, r.Parallel, r.Upload, services)
+	if c := r.CPU; c != nil {
+		fmt.Fprintf(&b, "| CPU during the run | busy %.1f s (the machine's), this process %.1f s, dockerd %.1f s, containerd %.1f s, containers %.1f s |\n",
+			c.Busy, c.Command, c.Dockerd, c.Containerd, c.Containers)
+	}
 	if p := r.PoolFill; p != nil {
 		fmt.Fprintf(&b, "| pool fill (before the run, not in its wall time) | %.1f s for %d PMs; CPU: busy %.1f s, this process %.1f s, dockerd %.1f s, containerd %.1f s, containers %.1f s; %d claimed by the run, %d left and drained |\n",
 			p.FillMS/1000, p.Size, p.CPU.Busy, p.CPU.Command, p.CPU.Dockerd, p.CPU.Containerd, p.CPU.Containers, p.Claimed, p.Left)

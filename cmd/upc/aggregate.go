@@ -147,9 +147,15 @@ the run's wall time.`,
 				}
 				o.Router, o.HTTP = c.Router, c.HTTP
 			}
+			cpu0 := takeCPU()
 			res, err := aggregator.Run(ctx, files, o)
 			if err != nil {
 				return err
+			}
+			if local {
+				// The engine's CPU is this run's only on the local engine.
+				c := takeCPU().since(cpu0)
+				res.CPU, res.NetworkMode = &c, netMode
 			}
 			if pool != nil {
 				pool.Left, _ = lr.core.PoolReady()
