@@ -41,10 +41,12 @@ type Result struct {
 	SharedPipelines int    `json:"shared_pipelines,omitempty"`
 	Run             string `json:"run"`
 	// Command and LoadAverage are filled by the caller for the record.
-	Command     string    `json:"command,omitempty"`
-	LoadAverage string    `json:"load_average,omitempty"`
-	Started     time.Time `json:"started"`
-	WallMS      float64   `json:"wall_ms"`
+	Command     string `json:"command,omitempty"`
+	LoadAverage string `json:"load_average,omitempty"`
+	// LoadAverageBefore is the load average before the router started.
+	LoadAverageBefore string    `json:"load_average_before,omitempty"`
+	Started           time.Time `json:"started"`
+	WallMS            float64   `json:"wall_ms"`
 	// NetworkMode is the local router's docker.network_mode (--local only).
 	NetworkMode string `json:"network_mode,omitempty"`
 	// CPU is where the CPU went during the run (WallMS), filled by the
@@ -197,7 +199,7 @@ func (r *Result) Markdown() []byte {
 			p.FillMS/1000, p.Size, p.CPU.Busy, p.CPU.Command, p.CPU.Dockerd, p.CPU.Containerd, p.CPU.Containers, p.Claimed, p.Left)
 	}
 	if r.LoadAverage != "" {
-		fmt.Fprintf(&b, "| load average | %s |\n", r.LoadAverage)
+		fmt.Fprintf(&b, "| load average (before → after) | %s → %s |\n", orDash(r.LoadAverageBefore), r.LoadAverage)
 	}
 	fmt.Fprintf(&b, "| run | %s, started %s |\n", r.Run, r.Started.Format(time.RFC3339))
 	if r.Command != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/plot"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
 	"github.com/e-mission/upc/router/docker/agent"
@@ -116,6 +119,7 @@ the run's wall time.`,
 			if cmd.Flags().Changed("warm-pool") && !local {
 				return errors.New("aggregate: --warm-pool goes with --local (a deployed router's pool is docker.warm_pool)")
 			}
+			loadBefore := loadAverage()
 			if local {
 				mode, ports, err := conf.Docker{}.With(netMode, hostPorts)
 				if err != nil {
@@ -163,7 +167,7 @@ the run's wall time.`,
 				res.PoolFill = pool
 			}
 			res.Command = shellQuote(append([]string{"upc"}, os.Args[1:]...))
-			res.LoadAverage = loadAverage()
+			res.LoadAverage, res.LoadAverageBefore = loadAverage(), loadBefore
 			if out != "" {
 				if err := res.Write(out); err != nil {
 					return err
@@ -177,6 +181,7 @@ the run's wall time.`,
 			return err
 		},
 	}
+	cmd.AddCommand(newAggregateFigureCmd(g))
 	f := cmd.Flags()
 	f.StringVar(&cf.config, "config", "", "UPC configuration file (default: built-in defaults)")
 	f.StringVar(&cf.routerURL, "router", "", "router base URL (default: from the configuration)")
@@ -389,4 +394,68 @@ func (lr *localRouter) close(logger *slog.Logger) {
 		}
 	}
 	lr.cli.Close()
+}
+
+func newAggregateFigureCmd(g *globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "figure --out DIR RESULT.json...",
+		Short: "Compare aggregate runs by path: a table and the wall-time and phase figures",
+		Long: `Reads the result.json of aggregate runs (upc aggregate --out) and compares
+them by number of users and path (the local router's network mode, +pool with
+--warm-pool): writes paths.md (one row per run: wall time, users answered,
+each phase's median / p95 per user, the run's CPU, its wall time over the
+bridge run of as many users started nearest to it, the pool's fill, the load
+averages), and the figures wall.svg / wall.pdf (wall time per path and number
+of users) and phases.svg / phases.pdf (each phase's time per user) in --out.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("aggregate figure: --out is required")
+			}
+			var runs []*aggregator.Result
+			for _, a := range args {
+				b, err := os.ReadFile(a)
+				if err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+				var r aggregator.Result
+				if err := json.Unmarshal(b, &r); err != nil {
+					return fmt.Errorf("aggregate figure: %s: %w", a, err)
+				}
+				if r.Users == 0 {
+					return fmt.Errorf("aggregate figure: %s is not an aggregate result (no users)", a)
+				}
+				runs = append(runs, &r)
+			}
+			wall, phases, err := aggregator.CompareFigures(runs)
+			if err != nil {
+				return fmt.Errorf("aggregate figure: %w", err)
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return fmt.Errorf("aggregate figure: %w", err)
+			}
+			files := map[string][]byte{"paths.md": aggregator.CompareMarkdown(runs)}
+			for name, f := range map[string]*plot.Figure{"wall": wall, "phases": phases} {
+				svg, err := f.SVG()
+				if err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+				pdf, err := f.PDF()
+				if err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+				files[name+".svg"], files[name+".pdf"] = svg, pdf
+			}
+			for name, b := range files {
+				if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+			}
+			_, err = g.stdout.Write(files["paths.md"])
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "folder receiving paths.md, wall.svg, wall.pdf, phases.svg and phases.pdf")
+	return cmd
 }
