@@ -22,14 +22,14 @@ import (
 
 // TestIntegrationAggregateWarmPool needs the Docker engine: `upc aggregate
 // count --local --warm-pool 3` over three synthetic users with the real PM,
-// pipeline and count images, in both network modes. Every user answers; the
-// result reports the pool's fill apart, all three pooled PMs claimed and
-// none left. The engine's own events say the same independently: the run
+// pipeline and count images (and metrics: the catalog pins it), in both
+// network modes. Every user answers; the result reports the pool's fill
+// apart, all three pooled PMs claimed and none left. The engine's own events say the same independently: the run
 // created exactly three PM containers, each a pool container (upc.pool),
 // none after the fill (the pool is not refilled during the run). At the end
 // the engine holds nothing of the run: no container, volume or network.
 func TestIntegrationAggregateWarmPool(t *testing.T) {
-	m := imagestest.Require(t, "pm", "pipeline", "count")
+	m := imagestest.Require(t, "pm", "pipeline", "count", "metrics")
 	manifest := filepath.Join(t.TempDir(), "images.json")
 	if err := m.Save(manifest); err != nil {
 		t.Fatal(err)
