@@ -4,7 +4,8 @@
 # ("6 64 256") and each path of PATHS ("bridge host host+pool": the local
 # router's network mode, +pool with a warm pool of as many PMs as users),
 # each run wrapped in scripts/cpu-split.sh. Paths alternate: ROUNDS times
-# (default 1), each round taking them in the other order, so that each run's
+# (default 1; numbered from FIRST_ROUND, default 1, so that a later call adds
+# rounds), each round taking them in the other order, so that each run's
 # neighbours are the other paths under about the same load. Each run's
 # result lands in OUT/rROUND-uUSERS-PATH/ (result.json, result.md, the
 # figures, stderr.log, and cpu-split.txt: the split with the load average
@@ -15,7 +16,7 @@
 # Needs make images; UPC is bin/upc by default.
 set -euo pipefail
 out=$1 sizes=$2 paths=$3
-rounds=${ROUNDS:-1}
+rounds=${ROUNDS:-1} first=${FIRST_ROUND:-1}
 here=$(dirname "$0")
 upc=${UPC:-$here/../bin/upc}
 images=${IMAGES:-$here/../build/images.json}
@@ -39,7 +40,7 @@ json.dump({"offset": 100, "alpha": 0.05,
 EOF
 done
 read -ra ps <<<"$paths"
-for r in $(seq 1 "$rounds"); do
+for r in $(seq "$first" $((first + rounds - 1))); do
 	order=("${ps[@]}")
 	if [ $((r % 2)) = 0 ]; then
 		order=()
