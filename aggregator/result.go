@@ -41,12 +41,50 @@ type Result struct {
 	SharedPipelines int    `json:"shared_pipelines,omitempty"`
 	Run             string `json:"run"`
 	// Command and LoadAverage are filled by the caller for the record.
-	Command     string       `json:"command,omitempty"`
-	LoadAverage string       `json:"load_average,omitempty"`
-	Started     time.Time    `json:"started"`
-	WallMS      float64      `json:"wall_ms"`
-	Phases      []PhaseStat  `json:"phases"`
-	PerUser     []UserResult `json:"per_user"`
+	Command     string `json:"command,omitempty"`
+	LoadAverage string `json:"load_average,omitempty"`
+	// LoadAverageBefore is the load average before the router started.
+	LoadAverageBefore string    `json:"load_average_before,omitempty"`
+	Started           time.Time `json:"started"`
+	WallMS            float64   `json:"wall_ms"`
+	// NetworkMode is the local router's docker.network_mode (--local only).
+	NetworkMode string `json:"network_mode,omitempty"`
+	// CPU is where the CPU went during the run (WallMS), filled by the
+	// caller where it can read the counters.
+	CPU *CPU `json:"cpu,omitempty"`
+	// PoolFill is the warm pool's fill before the run (--warm-pool),
+	// filled by the caller: not part of WallMS.
+	PoolFill *PoolFill    `json:"pool_fill,omitempty"`
+	Phases   []PhaseStat  `json:"phases"`
+	PerUser  []UserResult `json:"per_user"`
+}
+
+// PoolFill is the filling of the router's warm pool before a run, and
+// what the run took from it.
+type PoolFill struct {
+	Size int `json:"size"`
+	// FillMS is from the router's start to a full pool.
+	FillMS float64 `json:"fill_ms"`
+	// CPU used meanwhile, in CPU-seconds (CPU's fields).
+	CPU CPU `json:"cpu"`
+	// Claimed is how many pooled PMs the run's launches took (the pool is
+	// not refilled during the run), Left how many were still unclaimed at
+	// its end (drained with the router).
+	Claimed int `json:"claimed"`
+	Left    int `json:"left"`
+}
+
+// CPU is where a stretch's CPU went, in CPU-seconds: the machine's busy
+// CPU (meaningful on an otherwise idle machine only), this process (the
+// aggregator and the in-process router), the engine's daemons with the
+// children they reaped (dockerd's re-executions, iptables, docker-proxy),
+// and the containers (Docker's cgroup), as scripts/cpu-split.sh counts.
+type CPU struct {
+	Busy       float64 `json:"busy_s"`
+	Command    float64 `json:"command_s"`
+	Dockerd    float64 `json:"dockerd_s"`
+	Containerd float64 `json:"containerd_s"`
+	Containers float64 `json:"containers_s"`
 }
 
 // UserResult is one user's outcome: no answer, only whether they took part.
@@ -152,8 +190,16 @@ func (r *Result) Markdown() []byte {
 		services = fmt.Sprintf("shared by all users, %d pipeline instance(s)", max(r.SharedPipelines, 1))
 	}
 	fmt.Fprintf(&b, "| wall time | %.1f s (parallel %d, upload %s, services %s) |\n", r.WallMS/1000, r.Parallel, r.Upload, services)
+	if c := r.CPU; c != nil {
+		fmt.Fprintf(&b, "| CPU during the run | busy %.1f s (the machine's), this process %.1f s, dockerd %.1f s, containerd %.1f s, containers %.1f s |\n",
+			c.Busy, c.Command, c.Dockerd, c.Containerd, c.Containers)
+	}
+	if p := r.PoolFill; p != nil {
+		fmt.Fprintf(&b, "| pool fill (before the run, not in its wall time) | %.1f s for %d PMs; CPU: busy %.1f s, this process %.1f s, dockerd %.1f s, containerd %.1f s, containers %.1f s; %d claimed by the run, %d left and drained |\n",
+			p.FillMS/1000, p.Size, p.CPU.Busy, p.CPU.Command, p.CPU.Dockerd, p.CPU.Containerd, p.CPU.Containers, p.Claimed, p.Left)
+	}
 	if r.LoadAverage != "" {
-		fmt.Fprintf(&b, "| load average | %s |\n", r.LoadAverage)
+		fmt.Fprintf(&b, "| load average (before → after) | %s → %s |\n", orDash(r.LoadAverageBefore), r.LoadAverage)
 	}
 	fmt.Fprintf(&b, "| run | %s, started %s |\n", r.Run, r.Started.Format(time.RFC3339))
 	if r.Command != "" {

@@ -43,6 +43,8 @@ type pool struct {
 	size int
 	svc  conf.Service
 	kick chan struct{}
+	// once: fill to size once, then never refill (Options.PoolFillOnce).
+	once bool
 
 	mu      sync.Mutex
 	ready   []pooled
@@ -105,7 +107,8 @@ func (r *Router) PoolReady() (ready, size int) {
 // starts pooled instances one at a time (a machine of 2 cores is not
 // flooded with starts) whenever fewer than the size wait, and on the end
 // of ctx removes the unclaimed ones: nothing of the pool outlives the
-// router. Without a pool it returns at once.
+// router. With PoolFillOnce it stops filling once the pool is full. Without
+// a pool it returns at once.
 func (r *Router) RunPool(ctx context.Context) {
 	if r.pool == nil {
 		return
@@ -152,6 +155,12 @@ func (r *Router) RunPool(ctx context.Context) {
 				continue
 			}
 			backoff = 0
+		}
+		if r.pool.once && r.pool.Ready() >= r.pool.size {
+			// Filled: what launches take is not replaced, and the
+			// pool is drained when ctx ends.
+			<-ctx.Done()
+			return
 		}
 	}
 }

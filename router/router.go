@@ -74,6 +74,11 @@ type Options struct {
 	// WarmPool is how many sealed PMs RunPool keeps started ahead of
 	// launches (0: none). It needs a CA and a PoolBackend.
 	WarmPool int
+	// PoolFillOnce: RunPool fills the pool to WarmPool once and does not
+	// replace what launches take (nor retire old ones): a benchmark's pool,
+	// filled before the run and measured apart, whose refill would
+	// otherwise compete with the run for the engine.
+	PoolFillOnce bool
 }
 
 // DefaultClaimGrace: a client unseals its PM within seconds of the launch
@@ -200,6 +205,7 @@ func New(opts Options) (*Router, error) {
 	if opts.WarmPool > 0 {
 		svc, _ := opts.Catalog.Lookup("pm")
 		r.pool = newPool(opts.WarmPool, svc)
+		r.pool.once = opts.PoolFillOnce
 	}
 	r.metrics = newMetrics(r)
 	if r.ca != nil {

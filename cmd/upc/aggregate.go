@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/images"
+	"github.com/e-mission/upc/internal/plot"
 	"github.com/e-mission/upc/router"
 	"github.com/e-mission/upc/router/docker"
 	"github.com/e-mission/upc/router/docker/agent"
@@ -36,6 +40,7 @@ func newAggregateCmd(g *globals) *cobra.Command {
 		local                bool
 		imagesPath           string
 		netMode, hostPorts   string
+		warmPool             int
 		o                    aggregator.Options
 	)
 	cmd := &cobra.Command{
@@ -61,12 +66,21 @@ with --reveal-true-total, for experiments.
 
 The router is the configuration's (or --router), or with --local one started in
 this process over the local Docker engine on a network of its own, with the
-images of --images (make images), removed with everything it made at the end.`,
+images of --images (make images), removed with everything it made at the end.
+With --warm-pool N that router keeps a warm pool of N sealed PMs: the run
+starts once the pool is full, the users' PM launches claim pooled PMs (a user
+beyond N gets the usual launch), the pool is not refilled during the run, and
+the fill's time and CPU are reported apart (result.json's pool_fill), not in
+the run's wall time.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{aggregator.Count, aggregator.Metrics},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var errs []error
+			var (
+				errs []error
+				lr   *localRouter
+				pool *aggregator.PoolFill
+			)
 			if data == "" {
 				errs = append(errs, errors.New("--data is required"))
 			}
@@ -99,17 +113,34 @@ images of --images (make images), removed with everything it made at the end.`,
 			if (cmd.Flags().Changed("network-mode") || cmd.Flags().Changed("host-ports")) && !local {
 				return errors.New("aggregate: --network-mode and --host-ports go with --local (a deployed router's agents read docker.network_mode)")
 			}
+			if warmPool < 0 || warmPool > maxWarmPool {
+				return fmt.Errorf("aggregate: --warm-pool %d is not in 0..%d", warmPool, maxWarmPool)
+			}
+			if cmd.Flags().Changed("warm-pool") && !local {
+				return errors.New("aggregate: --warm-pool goes with --local (a deployed router's pool is docker.warm_pool)")
+			}
+			loadBefore := loadAverage()
 			if local {
 				mode, ports, err := conf.Docker{}.With(netMode, hostPorts)
 				if err != nil {
 					return fmt.Errorf("aggregate: %w", err)
 				}
-				lr, err := startLocalRouter(ctx, imagesPath, agent.Options{NetworkMode: mode, HostPorts: ports}, o.Logger)
+				if warmPool > 0 && mode == conf.NetworkHost {
+					if n := ports[1] - ports[0] + 1; warmPool > n {
+						return fmt.Errorf("aggregate: --warm-pool %d is more than the %d ports of --host-ports %s", warmPool, n, hostPorts)
+					}
+				}
+				lr, err = startLocalRouter(ctx, imagesPath, agent.Options{NetworkMode: mode, HostPorts: ports}, warmPool, o.Logger)
 				if err != nil {
 					return err
 				}
 				defer lr.close(o.Logger)
 				o.Router, o.HTTP = lr.router, lr.http
+				if warmPool > 0 {
+					if pool, err = lr.fillPool(ctx, g.stderr); err != nil {
+						return fmt.Errorf("aggregate: %w", err)
+					}
+				}
 			} else {
 				if cmd.Flags().Changed("images") {
 					cf.images = imagesPath
@@ -120,12 +151,23 @@ images of --images (make images), removed with everything it made at the end.`,
 				}
 				o.Router, o.HTTP = c.Router, c.HTTP
 			}
+			cpu0 := takeCPU()
 			res, err := aggregator.Run(ctx, files, o)
 			if err != nil {
 				return err
 			}
+			if local {
+				// The engine's CPU is this run's only on the local engine.
+				c := takeCPU().since(cpu0)
+				res.CPU, res.NetworkMode = &c, netMode
+			}
+			if pool != nil {
+				pool.Left, _ = lr.core.PoolReady()
+				pool.Claimed = pool.Size - pool.Left
+				res.PoolFill = pool
+			}
 			res.Command = shellQuote(append([]string{"upc"}, os.Args[1:]...))
-			res.LoadAverage = loadAverage()
+			res.LoadAverage, res.LoadAverageBefore = loadAverage(), loadBefore
 			if out != "" {
 				if err := res.Write(out); err != nil {
 					return err
@@ -139,6 +181,7 @@ images of --images (make images), removed with everything it made at the end.`,
 			return err
 		},
 	}
+	cmd.AddCommand(newAggregateFigureCmd(g))
 	f := cmd.Flags()
 	f.StringVar(&cf.config, "config", "", "UPC configuration file (default: built-in defaults)")
 	f.StringVar(&cf.routerURL, "router", "", "router base URL (default: from the configuration)")
@@ -159,6 +202,7 @@ images of --images (make images), removed with everything it made at the end.`,
 	f.BoolVar(&local, "local", false, "start a router in this process over the local Docker engine (removed at the end)")
 	f.StringVar(&netMode, "network-mode", conf.NetworkBridge, `with --local: "bridge" (each instance on the run's network, its port published by Docker) or "host" (the host's network, ports allocated by the agent from --host-ports)`)
 	f.StringVar(&hostPorts, "host-ports", conf.DefaultHostPorts, "with --local --network-mode host: LOW-HIGH, the ports allocated")
+	f.IntVar(&warmPool, "warm-pool", 0, fmt.Sprintf("with --local: keep a warm pool of N sealed PMs (0..%d), filled before the run starts (its time reported apart) and not refilled during it", maxWarmPool))
 	f.StringVar(&imagesPath, "images", "build/images.json", "image manifest (make images): --local runs its images; every launched instance must run them (with --local, or when given), else it is deleted and that user fails")
 	f.StringArrayVar(&cf.requireDigests, "require-digest", nil, "service=sha256:...: a launched instance of service must run that image (repeatable)")
 	return cmd
@@ -177,18 +221,32 @@ func loadAverage() string {
 	return strings.Join(f[:3], " ")
 }
 
+// maxWarmPool bounds --warm-pool: a thousand sealed PMs already hold far
+// more than a one-machine engine runs well.
+const maxWarmPool = 1000
+
+// poolFillBound is how long fillPool waits for a full pool: the filler
+// retries a failed start with backoff, forever.
+const poolFillBound = 30 * time.Minute
+
 // localRouter is a router core over the local engine, served on loopback,
 // on a network of its own; close removes all it made.
 type localRouter struct {
 	router  client.Router
 	http    *http.Client // the instances, over TLS, verified by the run's CA
+	core    *router.Router
 	cli     *moby.Client
 	srv     *httptest.Server
 	name    string
 	network string
+	// The warm pool's filler (RunPool) and when it started; stopPool
+	// ends it and returns once it has drained the pool.
+	poolStart time.Time
+	poolCPU   cpuSnapshot
+	stopPool  func()
 }
 
-func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Options, logger *slog.Logger) (*localRouter, error) {
+func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Options, warmPool int, logger *slog.Logger) (*localRouter, error) {
 	m, err := images.LoadManifest(imagesPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `make images` first)", err)
@@ -241,10 +299,24 @@ func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Opti
 		return nil, err
 	}
 	lr.http = certs.InstanceClient(roots, 0)
-	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users, CA: ca})
+	// A warm pool here is filled once, before the run: its refill would
+	// compete with the run for the engine, and its fill is measured apart.
+	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users, CA: ca,
+		WarmPool: warmPool, PoolFillOnce: true})
 	if err != nil {
 		lr.close(logger)
 		return nil, err
+	}
+	lr.core = core
+	if warmPool > 0 {
+		pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		lr.poolStart, lr.poolCPU = time.Now(), takeCPU()
+		go func() {
+			defer close(done)
+			core.RunPool(pctx)
+		}()
+		lr.stopPool = func() { cancel(); <-done }
 	}
 	// The router itself is in process, reached over loopback only.
 	lr.srv = httptest.NewServer(router.Handler(core, logger))
@@ -259,8 +331,39 @@ func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Opti
 	return lr, nil
 }
 
-// close removes the containers and volumes of the local agent and its network.
+// fillPool waits until the warm pool is full, saying how full on progress,
+// and reports the fill: its time from the router's start and its CPU.
+func (lr *localRouter) fillPool(ctx context.Context, progress io.Writer) (*aggregator.PoolFill, error) {
+	_, size := lr.core.PoolReady()
+	deadline := lr.poolStart.Add(poolFillBound)
+	last, said := -1, time.Time{}
+	for {
+		ready, _ := lr.core.PoolReady()
+		if ready != last && (ready == size || time.Since(said) >= time.Second) {
+			fmt.Fprintf(progress, "[%6.1fs] warm pool %d/%d ready\n", time.Since(lr.poolStart).Seconds(), ready, size)
+			last, said = ready, time.Now()
+		}
+		if ready >= size {
+			return &aggregator.PoolFill{Size: size, FillMS: float64(time.Since(lr.poolStart).Microseconds()) / 1000,
+				CPU: takeCPU().since(lr.poolCPU)}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the warm pool holds %d of %d ready PMs after %s (see the log for why pooled PMs fail to start)", ready, size, poolFillBound)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the warm pool (%d of %d ready): %w", ready, size, context.Cause(ctx))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// close drains the warm pool, then removes the containers and volumes of
+// the local agent and its network.
 func (lr *localRouter) close(logger *slog.Logger) {
+	if lr.stopPool != nil {
+		lr.stopPool()
+	}
 	if lr.srv != nil {
 		lr.srv.Close()
 	}
@@ -291,4 +394,68 @@ func (lr *localRouter) close(logger *slog.Logger) {
 		}
 	}
 	lr.cli.Close()
+}
+
+func newAggregateFigureCmd(g *globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "figure --out DIR RESULT.json...",
+		Short: "Compare aggregate runs by path: a table and the wall-time and phase figures",
+		Long: `Reads the result.json of aggregate runs (upc aggregate --out) and compares
+them by number of users and path (the local router's network mode, +pool with
+--warm-pool): writes paths.md (one row per run: wall time, users answered,
+each phase's median / p95 per user, the run's CPU, its wall time over the
+bridge run of as many users started nearest to it, the pool's fill, the load
+averages), and the figures wall.svg / wall.pdf (wall time per path and number
+of users) and phases.svg / phases.pdf (each phase's time per user) in --out.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("aggregate figure: --out is required")
+			}
+			var runs []*aggregator.Result
+			for _, a := range args {
+				b, err := os.ReadFile(a)
+				if err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+				var r aggregator.Result
+				if err := json.Unmarshal(b, &r); err != nil {
+					return fmt.Errorf("aggregate figure: %s: %w", a, err)
+				}
+				if r.Users == 0 {
+					return fmt.Errorf("aggregate figure: %s is not an aggregate result (no users)", a)
+				}
+				runs = append(runs, &r)
+			}
+			wall, phases, err := aggregator.CompareFigures(runs)
+			if err != nil {
+				return fmt.Errorf("aggregate figure: %w", err)
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return fmt.Errorf("aggregate figure: %w", err)
+			}
+			files := map[string][]byte{"paths.md": aggregator.CompareMarkdown(runs)}
+			for name, f := range map[string]*plot.Figure{"wall": wall, "phases": phases} {
+				svg, err := f.SVG()
+				if err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+				pdf, err := f.PDF()
+				if err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+				files[name+".svg"], files[name+".pdf"] = svg, pdf
+			}
+			for name, b := range files {
+				if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+					return fmt.Errorf("aggregate figure: %w", err)
+				}
+			}
+			_, err = g.stdout.Write(files["paths.md"])
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "folder receiving paths.md, wall.svg, wall.pdf, phases.svg and phases.pdf")
+	return cmd
 }

@@ -34,6 +34,12 @@ func TestAggregateAndSynthBadInput(t *testing.T) {
 		{"network mode without --local", []string{"aggregate", "count", "--data", dir, "--query", q, "--network-mode", "host"}, []string{"--network-mode and --host-ports go with --local"}},
 		{"bad network mode", []string{"aggregate", "count", "--data", dir, "--query", q, "--local", "--network-mode", "macvlan"}, []string{`"macvlan" is not one of bridge, host`}},
 		{"bad host ports", []string{"aggregate", "count", "--data", dir, "--query", q, "--local", "--network-mode", "host", "--host-ports", "2000-1000"}, []string{`--host-ports (docker.host_ports): "2000-1000"`}},
+		{"warm pool without --local", []string{"aggregate", "count", "--data", dir, "--query", q, "--warm-pool", "3"}, []string{"--warm-pool goes with --local"}},
+		{"warm pool too big", []string{"aggregate", "count", "--data", dir, "--query", q, "--local", "--warm-pool", "1001"}, []string{"--warm-pool 1001 is not in 0..1000"}},
+		{"negative warm pool", []string{"aggregate", "count", "--data", dir, "--query", q, "--local", "--warm-pool", "-1"}, []string{"--warm-pool -1 is not in 0..1000"}},
+		{"warm pool beyond the host ports", []string{"aggregate", "count", "--data", dir, "--query", q, "--local", "--network-mode", "host", "--host-ports", "30000-30001", "--warm-pool", "3"}, []string{"--warm-pool 3 is more than the 2 ports of --host-ports 30000-30001"}},
+		{"figure without --out", []string{"aggregate", "figure", q}, []string{"--out is required"}},
+		{"figure of a file that is no result", []string{"aggregate", "figure", "--out", t.TempDir(), q}, []string{"is not an aggregate result"}},
 		{"synth without users", []string{"synth", "--out", t.TempDir()}, []string{"users: 0"}},
 		{"synth into a foreign folder", []string{"synth", "--users", "1", "--out", foreign}, []string{"synth did not write"}},
 	} {
