@@ -90,6 +90,9 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 		// The router and the run's users call PMs from the host, whose
 		// address on the node's bridge this is.
 		PMClients: []string{cluster.NodeIP + "/32"},
+		// kwok's nodes run nothing to answer a health probe: only a
+		// scenario on them has the router take a pod's Ready status.
+		SimulatedNodes: nodes == scenario.NodesFake,
 	}
 	pki.configure(c, false)
 	if err := c.Validate(); err != nil {
