@@ -71,8 +71,12 @@ func (b *simBackend) set(id router.ID, st router.State) error {
 	return nil
 }
 
-func (b *simBackend) Pause(_ context.Context, id router.ID) error  { return b.set(id, router.StatePaused) }
-func (b *simBackend) Resume(_ context.Context, id router.ID) error { return b.set(id, router.StateRunning) }
+func (b *simBackend) Pause(_ context.Context, id router.ID) error {
+	return b.set(id, router.StatePaused)
+}
+func (b *simBackend) Resume(_ context.Context, id router.ID) error {
+	return b.set(id, router.StateRunning)
+}
 func (b *simBackend) Destroy(_ context.Context, id router.ID) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
