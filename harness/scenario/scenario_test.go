@@ -285,6 +285,23 @@ func TestSynthesize(t *testing.T) {
 	if _, err := s.Users(dir, "r"); err == nil {
 		t.Error("Users must refuse a synthetic population")
 	}
+	// Planned without files, the same users: names, ids and keys.
+	planned, err := s.PlanSynthetic(dir, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range planned {
+		if w := us[i]; u.Name != w.Name || u.ID != w.ID || u.Key != w.Key || u.Day != w.Day || u.DayPath != "" {
+			t.Errorf("planned user %d: %+v, made %+v", i, u, w)
+		}
+	}
+	if !s.NeedsDays() {
+		t.Error("NeedsDays false for a scenario that uploads")
+	}
+	s.Steps = []Step{{Do: Launch}, {Do: Pause}, {Do: Delete}}
+	if s.NeedsDays() {
+		t.Error("NeedsDays true for launch, pause, delete")
+	}
 }
 
 // The trips must match exactly unless the scenario accepts the approximate
