@@ -15,8 +15,9 @@ import (
 )
 
 // kwokKubelet plays kwok on client-go's fake clientset (a stand-in: this is
-// a unit test): every pod is bound to node and made Running and Ready at
-// once, with no image reported, as kwok's simulated nodes do.
+// a unit test): every pod is bound to node and made Running with its
+// container running, then, at its next pass, Ready, with no image reported
+// (the launch must wait for the second).
 func kwokKubelet(t *testing.T, cs *fake.Clientset, ns, node string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -25,13 +26,17 @@ func kwokKubelet(t *testing.T, cs *fake.Clientset, ns, node string) {
 			pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 			for i := range pods.Items {
 				p := &pods.Items[i]
-				if p.Status.Phase == corev1.PodRunning {
+				switch {
+				case p.Status.Phase != corev1.PodRunning:
+					p.Spec.NodeName = node
+					p.Status.Phase = corev1.PodRunning
+					p.Status.PodIP = "10.0.0.9"
+					p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+				case len(p.Status.Conditions) == 0:
+					p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+				default:
 					continue
 				}
-				p.Spec.NodeName = node
-				p.Status.Phase = corev1.PodRunning
-				p.Status.PodIP = "10.0.0.9"
-				p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 				cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -77,6 +82,16 @@ func TestUnitSimulatedNodesWithFakeAPI(t *testing.T) {
 			}
 			if in.Simulated != c.want {
 				t.Errorf("Launch: Simulated %v, want %v", in.Simulated, c.want)
+			}
+			// A simulated launch ends on the pod's Ready status, not on its
+			// container running (all a real node's launch waits for here:
+			// the router's health probe does the rest).
+			pod, err := cs.CoreV1().Pods(ns).Get(ctx, "upc-"+string(in.ID), metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ready := len(pod.Status.Conditions) > 0; c.want && !ready {
+				t.Errorf("simulated launch returned before its pod was Ready: %+v", pod.Status)
 			}
 			all, err := be.List(ctx)
 			if err != nil || len(all) != 1 || all[0].Simulated != c.want {
