@@ -313,6 +313,10 @@ type Kubernetes struct {
 	// (users, or the nodes when kube-proxy rewrites their source) that call
 	// PMs at their node ports. Default none.
 	PMClients []string `json:"pm_clients,omitempty"`
+	// SimulatedNodes launches instances whose pods land on kwok's simulated
+	// nodes on their Ready status, with no health probe (nothing runs
+	// there). For scale tests of the control plane only; default off.
+	SimulatedNodes bool `json:"simulated_nodes,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s") in files.

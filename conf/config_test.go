@@ -43,7 +43,8 @@ var wantErr = map[string][]string{
 	"invalid-router-tokens.json":               {"router.token_file: is the deprecated name of router.admin_token_file", `router.users_file: "admin.token" is also the admin token file`},
 	"invalid-kubernetes-pm-policy.json": {`kubernetes.pm_router_pods: "bad key!" is not a label key`, `kubernetes.pm_router_pods: app: "-x" is not a label value`,
 		`kubernetes.pm_clients[0]: "10.0.0.1/8" is not a network`, `kubernetes.pm_clients[1]: "router" is not a network`},
-	"invalid-many-problems.json": {"upc_port: 70000", "swarm_port: -1", `upc_mode: "x"`, `network: "!"`},
+	"invalid-kubernetes-simulated-docker.json": {"kubernetes.simulated_nodes: is the Kubernetes backend's, and upc_mode is docker"},
+	"invalid-many-problems.json":               {"upc_port: 70000", "swarm_port: -1", `upc_mode: "x"`, `network: "!"`},
 }
 
 func TestLoadTestdata(t *testing.T) {

@@ -153,6 +153,9 @@ func (c *Config) Validate() error {
 			bad("kubernetes.warm_pool", "%s: %d is not a pool size (0-1000)", svc, n)
 		}
 	}
+	if c.Kubernetes.SimulatedNodes && c.UPCMode != ModeKubernetes {
+		bad("kubernetes.simulated_nodes", "is the Kubernetes backend's, and upc_mode is %s", c.UPCMode)
+	}
 	if c.Kubernetes.GracePeriod < 0 {
 		bad("kubernetes.grace_period", "%s is negative", c.Kubernetes.GracePeriod.D())
 	}

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -211,7 +212,7 @@ func (a *aggregateRun) runOne(ctx context.Context, st scenario.Step, name, stage
 		"-experiment-seed", fmt.Sprint(r.Seed), "-reveal-true-total",
 		// One pipeline pool and one query instance serve every user: a
 		// third of the launches, which dominate a run on a small machine.
-		"-shared-services", "-shared-pipelines", fmt.Sprint(sharedPipelines)}
+		"-shared-services", "-shared-pipelines", fmt.Sprint(cmp.Or(st.Pipelines, sharedPipelines))}
 	r.Command = "upc-aggregator " + strings.Join(cmd, " ")
 	c, err := testcontainers.GenericContainer(ctx, a.request(name, staged, cmd, qb, bound))
 	if c != nil {

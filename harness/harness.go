@@ -126,7 +126,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	run := RunID(started)
 	var users []scenario.User
-	if sc.Population.Synthetic != nil {
+	if sc.Population.Synthetic != nil && !sc.NeedsDays() {
+		// No step reads a day: the users alone, no files (a thousand
+		// users' days would cost a minute of CPU).
+		if users, err = sc.PlanSynthetic(dataDir, run); err != nil {
+			return nil, fmt.Errorf("population: %w", err)
+		}
+	} else if sc.Population.Synthetic != nil {
 		// Made-up users are written to a temporary folder: the seed, not
 		// the files, is what the report keeps to reproduce them.
 		tmp, err := os.MkdirTemp("", "upc-e2e-synth-")

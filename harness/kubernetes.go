@@ -84,14 +84,7 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	// Users kept in a writable folder of the run's, so a restarted router
 	// (a fault step) still knows them.
 	c.Router.UsersFile = "/data/users.json"
-	c.Kubernetes = conf.Kubernetes{
-		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
-		NodeSelector: map[string]string{cluster.LabelNode: cmpOr(nodes, scenario.NodesReal)}, ImageByID: true,
-		HostPathDir: filepath.Join(state, "pv"), GracePeriod: conf.Duration(time.Second),
-		// The router and the run's users call PMs from the host, whose
-		// address on the node's bridge this is.
-		PMClients: []string{cluster.NodeIP + "/32"},
-	}
+	c.Kubernetes = kubeSettings(state, nodes)
 	pki.configure(c, false)
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("kubernetes deployment config: %w", err)
@@ -152,6 +145,22 @@ func standUpKubernetes(ctx context.Context, cli *client.Client, scope standup.Sc
 	}
 	logger.Info("router up (kubernetes mode)", "url", d.RouterURL)
 	return d, nil
+}
+
+// kubeSettings is the router's kubernetes section for a run on the local
+// cluster (state dir state) placing pods on the nodes tier.
+func kubeSettings(state, nodes string) conf.Kubernetes {
+	return conf.Kubernetes{
+		Kubeconfig: "/etc/upc/router.kubeconfig", Namespace: upck8s.RouterNamespace,
+		NodeSelector: map[string]string{cluster.LabelNode: cmpOr(nodes, scenario.NodesReal)}, ImageByID: true,
+		HostPathDir: filepath.Join(state, "pv"), GracePeriod: conf.Duration(time.Second),
+		// The router and the run's users call PMs from the host, whose
+		// address on the node's bridge this is.
+		PMClients: []string{cluster.NodeIP + "/32"},
+		// kwok's nodes run nothing to answer a health probe: only a
+		// scenario on them has the router take a pod's Ready status.
+		SimulatedNodes: nodes == scenario.NodesFake,
+	}
 }
 
 // untilAnswers polls the router's path (the process starting, not a pod)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/e-mission/upc/aggregator"
+	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/harness/standup"
 	upck8s "github.com/e-mission/upc/router/kubernetes"
@@ -122,6 +123,23 @@ func TestHostPathUnder(t *testing.T) {
 	} {
 		if _, ok := hostPathUnder(c.pv, c.root); ok != c.ok {
 			t.Errorf("%+v under %q: %v, want %v", c.pv.Spec.HostPath, c.root, ok, c.ok)
+		}
+	}
+}
+
+// TestKubeSettingsSimulatedNodes: the router accepts simulated nodes only
+// for a run on the fake tier; on the real node (named or by default) a pod
+// must answer its health path.
+func TestKubeSettingsSimulatedNodes(t *testing.T) {
+	for nodes, want := range map[string]bool{scenario.NodesFake: true, scenario.NodesReal: false, "": false} {
+		k := kubeSettings("/state", nodes)
+		if k.SimulatedNodes != want {
+			t.Errorf("nodes %q: simulated_nodes %v, want %v", nodes, k.SimulatedNodes, want)
+		}
+		c := conf.Default()
+		c.UPCMode, c.Kubernetes = conf.ModeKubernetes, k
+		if err := c.Validate(); err != nil {
+			t.Errorf("nodes %q: %v", nodes, err)
 		}
 	}
 }

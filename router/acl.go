@@ -204,6 +204,9 @@ func (r *Router) launchBound(ctx context.Context, who Identity, svc conf.Service
 	if req.User != "" && req.User != pm.User {
 		return Instance{}, fmt.Errorf("%w: user %q is not the PM's user; leave it out", ErrInvalid, req.User)
 	}
+	if pm.Simulated {
+		return Instance{}, fmt.Errorf("%w: PM %s is on a simulated node, which runs no process to check a grant", ErrPMUnreachable, pm.ID)
+	}
 	// The PM's grant check (services/pm/api.PathGrantCheck; the router
 	// does not import the services): the grant's bearer asks, and the PM
 	// answers the grant it issued, or refuses.

@@ -68,6 +68,12 @@ type Instance struct {
 	Digest  string // image ID the instance runs
 	State   State
 	Created time.Time
+	// Simulated: the instance's pod is bound to a simulated node (kwok's),
+	// which runs no process: nobody can call it, so the core never probes
+	// it (no health wait, renewal or idle check). Only a backend told to
+	// accept simulated nodes reports it (router/kubernetes,
+	// Options.SimulatedNodes); scale tests of the control plane use it.
+	Simulated bool
 }
 
 // Backend runs instances. Implementations: router/docker (and router/kubernetes).

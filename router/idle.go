@@ -123,6 +123,9 @@ func (r *Router) sweepOne(ctx context.Context, in Instance) string {
 		r.mu.Unlock()
 		idle = now.Sub(since)
 	case StateRunning:
+		if in.Simulated { // runs no process: nothing to ask
+			return "unknown"
+		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		h, err := r.health(pctx, in.ID, in.Address+svc.Health)
 		cancel()

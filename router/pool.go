@@ -216,7 +216,14 @@ func (r *Router) fillOne(ctx context.Context, pb PoolBackend) error {
 	if err != nil {
 		return fmt.Errorf("start pooled %s: %w", svc.Name, err)
 	}
-	if err := r.waitHealthy(ctx, in.ID, in.Address+svc.Health); err != nil {
+	if in.Simulated {
+		// A pooled PM is provisioned by a call to it: one on a simulated
+		// node, which runs no process, could never be handed out.
+		err = fmt.Errorf("%w: it is on a simulated node, which runs no process to provision", ErrUnhealthy)
+	} else {
+		err = r.waitHealthy(ctx, in.ID, in.Address+svc.Health)
+	}
+	if err != nil {
 		if derr := r.backend.Destroy(context.WithoutCancel(ctx), in.ID); derr != nil && !errors.Is(derr, ErrNotFound) {
 			err = errors.Join(err, fmt.Errorf("remove it: %w", derr))
 		}

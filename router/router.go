@@ -446,7 +446,11 @@ func (r *Router) launch(ctx context.Context, o launchOrder) (Instance, error) {
 		return Instance{}, fmt.Errorf("launch %s for %s: %w", svc.Name, user, err)
 	}
 	started := time.Since(start)
-	if err := r.waitHealthy(ctx, in.ID, in.Address+svc.Health); err != nil {
+	if in.Simulated {
+		// Nothing runs on a simulated node: the pod's Ready status, which
+		// the backend waited for, is all there is to wait for.
+		r.logger.Debug("simulated instance: no health wait", "instance", in.ID, "machine", in.Machine)
+	} else if err := r.waitHealthy(ctx, in.ID, in.Address+svc.Health); err != nil {
 		r.metrics.observeLaunch(svc.Name, outcomeUnhealthy, time.Since(start))
 		// The caller's context may be what ended the wait: still clean up.
 		if derr := r.backend.Destroy(context.WithoutCancel(ctx), in.ID); derr != nil && !errors.Is(derr, ErrNotFound) {
@@ -574,7 +578,7 @@ func (r *Router) replaceUnclaimed(ctx context.Context, id ID) bool {
 	in, ok := r.instances[id]
 	at, here := r.launched[id]
 	r.mu.RUnlock()
-	if !ok || in.State != StateRunning || (here && time.Since(at) < r.claimGrace) {
+	if !ok || in.State != StateRunning || in.Simulated || (here && time.Since(at) < r.claimGrace) {
 		return false
 	}
 	svc, err := r.Lookup(in.Service)
@@ -656,7 +660,7 @@ func (r *Router) Resume(ctx context.Context, id ID) error {
 	}
 	r.mu.Unlock()
 	in, err := r.Get(id)
-	if err != nil || r.renewer == nil || !strings.HasPrefix(in.Address, "https://") {
+	if err != nil || r.renewer == nil || in.Simulated || !strings.HasPrefix(in.Address, "https://") {
 		return nil
 	}
 	// A resumed instance gets a fresh certificate, so one paused for long
@@ -698,7 +702,7 @@ func (r *Router) RenewAll(ctx context.Context) (renewed, failed int) {
 	r.mu.RLock()
 	var todo []Instance
 	for _, in := range r.instances {
-		if in.State == StateRunning && strings.HasPrefix(in.Address, "https://") {
+		if in.State == StateRunning && !in.Simulated && strings.HasPrefix(in.Address, "https://") {
 			todo = append(todo, in)
 		}
 	}

@@ -45,5 +45,6 @@ func newKubernetesBackend(ctx context.Context, cfg *conf.Config, catalog *conf.C
 		Namespace: k.Namespace, NodeSelector: k.NodeSelector, NodeAddress: k.NodeAddress, NodeAddressType: corev1.NodeAddressType(k.NodeAddressType),
 		GracePeriod: k.GracePeriod.D(), ImageByID: k.ImageByID, StorageClass: k.StorageClass, HostPathDir: hostPath,
 		WarmPool: k.WarmPool, Catalog: catalog, PMRouterPods: k.PMRouterPods, PMClients: k.PMClients,
+		SimulatedNodes: k.SimulatedNodes,
 	}, logger.With("backend", "kubernetes"))
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/e-mission/upc/harness/synth"
 	"github.com/e-mission/upc/internal/realdata"
@@ -122,6 +123,40 @@ func (s *Scenario) Synthesize(ctx context.Context, dataDir, out, run string) ([]
 		names[i] = u.Name
 	}
 	return DayUsers(s.Seed, out, run, names, 1)
+}
+
+// NeedsDays reports whether any step reads a user's day file or ground
+// truth: steps that only launch, unseal, pause, resume or delete a PM read
+// neither.
+func (s *Scenario) NeedsDays() bool {
+	return slices.ContainsFunc(s.Steps, func(st Step) bool {
+		return !slices.Contains([]string{Launch, Unseal, Pause, Resume, Delete}, st.Do)
+	})
+}
+
+// PlanSynthetic lists the scenario's synthetic users as Synthesize does (the
+// same names, ids and keys), without writing their day files, which
+// NeedsDays says no step reads: a thousand users' days cost a minute of CPU
+// and most of a gigabyte. Their DayPath and GroundTruthPath are empty.
+func (s *Scenario) PlanSynthetic(dataDir, run string) ([]User, error) {
+	syn := s.Population.Synthetic
+	if syn == nil {
+		return nil, errors.New("population: no synthetic users to plan")
+	}
+	days := syn.Days
+	if len(days) == 0 {
+		var err error
+		if days, err = synth.RealDays(dataDir); err != nil {
+			return nil, err
+		}
+	}
+	plan := synth.Plan(days, syn.Users, syn.Seed, 0)
+	users := make([]User, len(plan))
+	for i, p := range plan {
+		name := p.Name + "#1" // as DayUsers names the one user of each made day
+		users[i] = User{Name: name, ID: userID(s.Seed, run, name), Key: derive(s.Seed, "key", name), Day: p.Name}
+	}
+	return users, nil
 }
 
 // DayUsers makes perDay users of each day file in dataDir.

@@ -206,7 +206,14 @@ type Step struct {
 	// query of that kind) parameterise an aggregate step.
 	Query     string `json:"query,omitempty"`
 	QueryFile string `json:"query_file,omitempty"`
+	// Pipelines is an aggregate step's pool of shared pipeline instances
+	// (the aggregator's --shared-pipelines, 1-MaxPipelines; 0: the
+	// harness's default, 4).
+	Pipelines int `json:"pipelines,omitempty"`
 }
+
+// MaxPipelines bounds an aggregate step's shared pipeline instances.
+const MaxPipelines = 64
 
 // UnmarshalJSON accepts a bare kind or a strict object.
 func (s *Step) UnmarshalJSON(b []byte) error {
@@ -226,7 +233,7 @@ func (s *Step) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON writes a step without parameters as its bare kind.
 func (s Step) MarshalJSON() ([]byte, error) {
-	if s.Metric == "" && s.Freq == "" && s.Query == "" && s.QueryFile == "" && s.FaultSpec.IsZero() {
+	if s.Metric == "" && s.Freq == "" && s.Query == "" && s.QueryFile == "" && s.Pipelines == 0 && s.FaultSpec.IsZero() {
 		return json.Marshal(s.Do)
 	}
 	type plain Step
@@ -419,9 +426,12 @@ func (s *Scenario) Validate() error {
 			if st.QueryFile != "" && (filepath.IsAbs(st.QueryFile) || strings.Contains(st.QueryFile, "..")) {
 				bad("%s.query_file: %q must be a path inside the scenario's folder", at, st.QueryFile)
 			}
+			if st.Pipelines < 0 || st.Pipelines > MaxPipelines {
+				bad("%s.pipelines: %d is not a pool size (1-%d; leave it out for the default)", at, st.Pipelines, MaxPipelines)
+			}
 		} else {
-			if st.Query != "" || st.QueryFile != "" {
-				bad("%s: query and query_file belong to aggregate steps only", at)
+			if st.Query != "" || st.QueryFile != "" || st.Pipelines != 0 {
+				bad("%s: query, query_file and pipelines belong to aggregate steps only", at)
 			}
 			// The aggregator runs once every user is done with their own
 			// steps: a user step listed after it would read as if it ran later.

@@ -24,7 +24,9 @@ func TestLoad(t *testing.T) {
 			`steps[0].query: "sum" is not count or metrics`,
 			"steps[1].query: required (count or metrics)",
 			`steps[2].query_file: "../q.json" must be a path inside`,
-			"steps[3]: query and query_file belong to aggregate steps only",
+			"steps[3]: query, query_file and pipelines belong to aggregate steps only",
+			"steps[6].pipelines: 65 is not a pool size (1-64",
+			"steps[7]: query, query_file and pipelines belong to aggregate steps only",
 			"steps[4]: launch comes after an aggregate step",
 			"steps[5]: metric and freq belong to metrics steps only",
 		},
@@ -238,9 +240,19 @@ func TestShippedScenarios(t *testing.T) {
 				t.Fatal(err)
 			}
 			if syn := s.Population.Synthetic; syn != nil {
-				us, err := s.Synthesize(context.Background(), dir, t.TempDir(), "r")
-				if err != nil || len(us) != syn.Users {
-					t.Errorf("%d synthetic users (%v), want %d", len(us), err, syn.Users)
+				var us []User
+				want := syn.Users
+				if s.NeedsDays() {
+					// Made as the run makes them, a dozen at most: a
+					// day file each costs ~50 CPU-ms.
+					syn.Users = min(syn.Users, 12)
+					want = syn.Users
+					us, err = s.Synthesize(context.Background(), dir, t.TempDir(), "r")
+				} else {
+					us, err = s.PlanSynthetic(dir, "r")
+				}
+				if err != nil || len(us) != want {
+					t.Errorf("%d synthetic users (%v), want %d", len(us), err, want)
 				}
 				return
 			}
@@ -284,6 +296,23 @@ func TestSynthesize(t *testing.T) {
 	}
 	if _, err := s.Users(dir, "r"); err == nil {
 		t.Error("Users must refuse a synthetic population")
+	}
+	// Planned without files, the same users: names, ids and keys.
+	planned, err := s.PlanSynthetic(dir, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range planned {
+		if w := us[i]; u.Name != w.Name || u.ID != w.ID || u.Key != w.Key || u.Day != w.Day || u.DayPath != "" {
+			t.Errorf("planned user %d: %+v, made %+v", i, u, w)
+		}
+	}
+	if !s.NeedsDays() {
+		t.Error("NeedsDays false for a scenario that uploads")
+	}
+	s.Steps = []Step{{Do: Launch}, {Do: Pause}, {Do: Delete}}
+	if s.NeedsDays() {
+		t.Error("NeedsDays true for launch, pause, delete")
 	}
 }
 

@@ -49,6 +49,14 @@ const (
 	AnnSpec    = "upc.spec"    // the launch spec, to make the pod again on resume
 	AnnOwner   = "upc.owner"   // the router identity that launched it, always (only it and admins act on it)
 	AnnPM      = "upc.pm"      // the PM instance a bound service reaches
+	// AnnSimulated is "true" on the Service of an instance whose pod was
+	// bound to a simulated node (AnnKwokNode) with Options.SimulatedNodes on.
+	AnnSimulated = "upc.simulated"
+
+	// AnnKwokNode is kwok's annotation on the nodes it simulates (value
+	// KwokNodeFake): their pods run no process.
+	AnnKwokNode  = "kwok.x-k8s.io/node"
+	KwokNodeFake = "fake"
 )
 
 var (
@@ -104,6 +112,12 @@ type Options struct {
 	// PMClients are the networks (CIDRs) each PM's NetworkPolicy admits
 	// besides: a router outside the cluster, clients at the node ports.
 	PMClients []string
+	// SimulatedNodes accepts a pod's Ready status as a launch's end on
+	// kwok's simulated nodes (AnnKwokNode), where nothing runs to answer a
+	// health probe: the instance is reported Simulated and the router never
+	// probes it. For scale tests of the control plane only; off, such a
+	// launch fails after the router's health timeout, as any silent pod's.
+	SimulatedNodes bool
 }
 
 // Backend implements router.Backend on a Kubernetes cluster.
@@ -122,6 +136,7 @@ type Backend struct {
 	waiters map[string]map[chan struct{}]struct{} // instance or pool → wakeups
 	users   [64]sync.Mutex                        // by user hash: one claim lookup-or-make at a time per user
 	nodes   map[string]string                     // node name → its address (NodeAddressType)
+	fake    map[string]bool                       // node name → simulated (AnnKwokNode), with SimulatedNodes
 	closed  bool
 }
 
@@ -167,7 +182,11 @@ func New(ctx context.Context, cs kubernetes.Interface, opts Options, logger *slo
 	b := &Backend{
 		cs: cs, opts: opts, logger: cmp.Or(logger, slog.New(slog.DiscardHandler)),
 		stop: make(chan struct{}), refill: make(chan struct{}, 1),
-		waiters: map[string]map[chan struct{}]struct{}{}, nodes: map[string]string{},
+		waiters: map[string]map[chan struct{}]struct{}{}, nodes: map[string]string{}, fake: map[string]bool{},
+	}
+	if opts.SimulatedNodes {
+		b.logger.Warn("SIMULATED NODES ACCEPTED: an instance whose pod is bound to a kwok node (annotation " + AnnKwokNode + "=" + KwokNodeFake +
+			") launches on its Ready status with no health probe; it runs no process. For scale tests only: never on a cluster serving users")
 	}
 	b.factory = informers.NewSharedInformerFactoryWithOptions(cs, 0,
 		informers.WithNamespace(opts.Namespace),

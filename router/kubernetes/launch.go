@@ -132,6 +132,15 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 	if err != nil {
 		return router.Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
 	}
+	sim, err := b.simulated(ctx, pod)
+	if err != nil {
+		return router.Instance{}, fmt.Errorf("instance %s: %w", spec.ID, err)
+	}
+	if sim && !isReady(pod) {
+		if pod, err = b.waitReady(ctx, "i/"+string(spec.ID)); err != nil {
+			return router.Instance{}, fmt.Errorf("instance %s on a simulated node: %w", spec.ID, err)
+		}
+	}
 	digest, err := b.runningImage(pod, spec)
 	if err != nil {
 		// Never let it answer: the pod goes now, whoever retries.
@@ -155,6 +164,12 @@ func (b *Backend) start(ctx context.Context, svc *corev1.Service, spec router.Sp
 		}
 		addr := scheme + net.JoinHostPort(host, strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
 		ann[AnnAddress] = &addr
+	}
+	if was := svc.Annotations[AnnSimulated] == "true"; sim && !was {
+		t := "true"
+		ann[AnnSimulated] = &t
+	} else if !sim && was {
+		ann[AnnSimulated] = nil // resumed on a real node
 	}
 	if len(ann) > 0 {
 		if svc, err = b.annotate(ctx, svc.Name, ann); err != nil {
@@ -357,4 +372,29 @@ func (b *Backend) nodeAddress(ctx context.Context, pod *corev1.Pod) (string, err
 	b.nodes[n.Name] = ip
 	b.mu.Unlock()
 	return ip, nil
+}
+
+// simulated reports whether pod is bound to a simulated node (kwok's
+// annotation on it) and simulated nodes are accepted; with
+// Options.SimulatedNodes off it is always false, and a pod there is
+// launched as any other (the router's health wait then fails it).
+func (b *Backend) simulated(ctx context.Context, pod *corev1.Pod) (bool, error) {
+	if !b.opts.SimulatedNodes || pod.Spec.NodeName == "" {
+		return false, nil
+	}
+	b.mu.Lock()
+	fake, ok := b.fake[pod.Spec.NodeName]
+	b.mu.Unlock()
+	if ok {
+		return fake, nil
+	}
+	n, err := b.cs.CoreV1().Nodes().Get(ctx, pod.Spec.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("node of pod %s: %w", pod.Name, err)
+	}
+	fake = n.Annotations[AnnKwokNode] == KwokNodeFake
+	b.mu.Lock()
+	b.fake[n.Name] = fake
+	b.mu.Unlock()
+	return fake, nil
 }

@@ -150,6 +150,9 @@ func (b *Backend) instance(svc *corev1.Service, pods []*corev1.Pod) router.Insta
 		Owner: svc.Annotations[AnnOwner], PM: router.ID(svc.Annotations[AnnPM]),
 		Address: svc.Annotations[AnnAddress], Image: svc.Annotations[AnnImage], Digest: svc.Annotations[AnnDigest],
 		Created: svc.CreationTimestamp.Time, State: router.StateDead,
+		// Recorded at launch from the node; honoured only while simulated
+		// nodes are accepted (a router restarted without probes them again).
+		Simulated: b.opts.SimulatedNodes && svc.Annotations[AnnSimulated] == "true",
 	}
 	for _, p := range pods {
 		if p.DeletionTimestamp != nil {

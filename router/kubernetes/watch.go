@@ -162,3 +162,27 @@ func podWaiting(p *corev1.Pod) string {
 	}
 	return fmt.Sprintf("%s %s", p.Name, p.Status.Phase)
 }
+
+// waitReady waits, by watch, for a Ready pod under key: on a simulated node
+// its Ready status is all a launch can wait for.
+func (b *Backend) waitReady(ctx context.Context, key string) (*corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.ReadyTimeout)
+	defer cancel()
+	var ready *corev1.Pod
+	err := b.await(ctx, key, func(pods []*corev1.Pod) (bool, error) {
+		for _, p := range pods {
+			if p.DeletionTimestamp == nil && isReady(p) {
+				ready = p
+				return true, nil
+			}
+			if err := podFailure(p); err != nil {
+				return false, err
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wait for a Ready pod: %w", err)
+	}
+	return ready, nil
+}
