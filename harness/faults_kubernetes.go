@@ -179,7 +179,7 @@ func (k *kubeFaults) killKubelet(ctx context.Context, outage time.Duration) (flo
 		return flow.DeploymentFault{}, fmt.Errorf("kill-kubelet: %w", err)
 	}
 	kept := time.Since(down)
-	if err := k.untilNodeReady(rctx); err != nil {
+	if err := k.untilNodeReady(rctx, down); err != nil {
 		return flow.DeploymentFault{}, fmt.Errorf("kill-kubelet: after the restart: %w", err)
 	}
 	readyAfter := time.Since(down)
@@ -212,28 +212,37 @@ func (k *kubeFaults) killKubelet(ctx context.Context, outage time.Duration) (flo
 		pid, kept.Seconds(), answered, len(before), npid, readyAfter.Seconds(), same, len(before))}, nil
 }
 
-// untilNodeReady waits until every node of the run's pods reports Ready
-// with a heartbeat newer than the kubelet's restart.
-func (k *kubeFaults) untilNodeReady(ctx context.Context) error {
-	since := time.Now()
+// untilNodeReady waits until the real node reports Ready and its kubelet
+// has renewed the node's Lease since since: the Lease is the kubelet's
+// heartbeat (its node status is reported only every few minutes unless it
+// changes).
+func (k *kubeFaults) untilNodeReady(ctx context.Context, since time.Time) error {
 	limit := cmp.Or(k.readyWithin, time.Minute)
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		n, err := k.cs.CoreV1().Nodes().Get(ctx, cluster.RealNode, metav1.GetOptions{})
-		if err == nil {
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(since.Add(-time.Second)) {
-					return nil
-				}
-			}
+		if nodeHeartbeat(ctx, k.cs, cluster.RealNode, since) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node %s not Ready with a new heartbeat within %s", cluster.RealNode, limit)
+			return fmt.Errorf("node %s not Ready with a new heartbeat (its Lease renewed) within %s", cluster.RealNode, limit)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// nodeHeartbeat reports whether node is Ready and its Lease was renewed
+// after since.
+func nodeHeartbeat(ctx context.Context, cs kubernetes.Interface, node string, since time.Time) bool {
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil || !slices.ContainsFunc(n.Status.Conditions, func(c corev1.NodeCondition) bool {
+		return c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
+	}) {
+		return false
+	}
+	l, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node, metav1.GetOptions{})
+	return err == nil && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(since)
 }
 
 // container is the containerd id of the running main container of the pod

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -179,9 +180,12 @@ func TestKubeFaultsKillKubelet(t *testing.T) {
 			Annotations: map[string]string{upck8s.AnnAddress: "https://10.0.0.1:3" + id[2:]}}}
 	}
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: cluster.RealNode}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
-		{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.NewTime(time.Now().Add(time.Hour))}}}}
+		{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}}
+	renewed := metav1.NewMicroTime(time.Now().Add(time.Hour))
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: cluster.RealNode, Namespace: corev1.NamespaceNodeLease},
+		Spec: coordinationv1.LeaseSpec{RenewTime: &renewed}}
 	cs := fake.NewClientset(pod("pm1", "alice", "containerd://a1"), pod("pm2", "bob", "containerd://b1"), pod("pm3", "carol", "containerd://c1"),
-		svc("pm1"), svc("pm2"), svc("pm3"), node)
+		svc("pm1"), svc("pm2"), svc("pm3"), node, lease)
 	var probed []string
 	restarted := false
 	k := &kubeFaults{cs: cs, ns: upck8s.RouterNamespace, readyWithin: 2 * time.Second,
