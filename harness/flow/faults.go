@@ -55,7 +55,7 @@ func (s *session) fault(ctx context.Context, st scenario.Step) (runner.Outcome, 
 		return runner.Outcome{}, errNoPM
 	}
 	switch st.Kind {
-	case scenario.KillAgent, scenario.DisconnectAgent, scenario.RestartRouter:
+	case scenario.KillAgent, scenario.DisconnectAgent, scenario.RestartRouter, scenario.KillKubelet:
 		d, err := s.f.Deployment(ctx, n, st)
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("%s: %w", st.Kind, err)
