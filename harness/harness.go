@@ -32,6 +32,7 @@ import (
 	"github.com/e-mission/upc/harness/runner"
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/harness/standup"
+	"github.com/e-mission/upc/internal/tcsetup"
 	"github.com/e-mission/upc/internal/atomicfile"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/version"
@@ -85,6 +86,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		progress = io.Discard
 	}
 	started := time.Now()
+	// Before any container: the aggregator's runs through testcontainers-go
+	// in either mode, and must not start its reaper (its image cannot be
+	// pulled here).
+	if err := tcsetup.Configure(); err != nil {
+		return nil, err
+	}
 	sc, err := scenario.Load(o.ScenarioPath)
 	if err != nil {
 		return nil, err
