@@ -18,27 +18,37 @@ import (
 	upck8s "github.com/e-mission/upc/router/kubernetes"
 )
 
-// kubelet plays a node on client-go's fake clientset (a stand-in: this is
-// a unit test): every pod it sees is marked running and ready.
-func kubelet(t *testing.T, cs kubernetes.Interface, ns string) {
+// playKubelet plays a node on client-go's fake clientset (a stand-in: the
+// unit tests that use it say so): every 10 ms until the test ends, each pod
+// of ns is passed to step, and written back when step changed it.
+func playKubelet(t *testing.T, cs kubernetes.Interface, ns string, step func(p *corev1.Pod) (changed bool)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() {
 		for ctx.Err() == nil {
 			pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 			for i := range pods.Items {
-				p := &pods.Items[i]
-				if p.Status.Phase == corev1.PodRunning {
-					continue
+				if p := &pods.Items[i]; step(p) {
+					cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 				}
-				p.Spec.NodeName = "node-1"
-				p.Status.Phase = corev1.PodRunning
-				p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-				cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}()
+}
+
+// kubelet plays a node (a stand-in: this is a unit test): every pod it sees
+// is marked running and ready.
+func kubelet(t *testing.T, cs kubernetes.Interface, ns string) {
+	playKubelet(t, cs, ns, func(p *corev1.Pod) bool {
+		if p.Status.Phase == corev1.PodRunning {
+			return false
+		}
+		p.Spec.NodeName = "node-1"
+		p.Status.Phase = corev1.PodRunning
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		return true
+	})
 }
 
 // TestUnitOwnerInLabelsWithFakeAPI: the owner and the bound PM go into the

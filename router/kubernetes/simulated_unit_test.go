@@ -19,29 +19,20 @@ import (
 // container running, then, at its next pass, Ready, with no image reported
 // (the launch must wait for the second).
 func kwokKubelet(t *testing.T, cs *fake.Clientset, ns, node string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() {
-		for ctx.Err() == nil {
-			pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			for i := range pods.Items {
-				p := &pods.Items[i]
-				switch {
-				case p.Status.Phase != corev1.PodRunning:
-					p.Spec.NodeName = node
-					p.Status.Phase = corev1.PodRunning
-					p.Status.PodIP = "10.0.0.9"
-					p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
-				case len(p.Status.Conditions) == 0:
-					p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-				default:
-					continue
-				}
-				cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-			}
-			time.Sleep(10 * time.Millisecond)
+	playKubelet(t, cs, ns, func(p *corev1.Pod) bool {
+		switch {
+		case p.Status.Phase != corev1.PodRunning:
+			p.Spec.NodeName = node
+			p.Status.Phase = corev1.PodRunning
+			p.Status.PodIP = "10.0.0.9"
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		case len(p.Status.Conditions) == 0:
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		default:
+			return false
 		}
-	}()
+		return true
+	})
 }
 
 // TestUnitSimulatedNodesWithFakeAPI: a pod bound to a node carrying kwok's
