@@ -38,22 +38,10 @@ func TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL(t *testing.T) {
 	if c.local == "" {
 		testskip.Skip(t, "kills the container through the local cluster's containerd")
 	}
-	pm := builtPM(t, c)
 	ns := namespace(t, c)
 	ctx := context.Background()
-	cat := &conf.Catalog{Services: []conf.Service{pm}}
-	be := newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: true, Catalog: cat, PMClients: []string{"172.30.0.1/32"}})
-	ca := certstest.New(t)
-	r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 2 * time.Minute, CA: ca.CA, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := r.Launch(ctx, "pm", "kira")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, in, pmc := launchRealPM(t, c, ns, sel, "kira")
 	defer r.Delete(context.WithoutCancel(ctx), in.ID)
-	pmc := pmclient.New(in.Address, ca.Client(30*time.Second), pmclient.WithToken(in.Secret))
 	const key = "sigkill on the real node"
 	if err := pmc.Unseal(ctx, key); err != nil {
 		t.Fatal(err)
@@ -133,6 +121,26 @@ func TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL(t *testing.T) {
 	}
 }
 
+// launchRealPM launches user's PM, the real image, through a router over
+// the Kubernetes backend in ns on the nodes of sel (TLS, the owner's
+// secret), and returns the router, the instance and the owner's client.
+func launchRealPM(t *testing.T, c testCluster, ns string, sel map[string]string, user string) (*router.Router, router.Instance, *pmclient.Client) {
+	t.Helper()
+	pm := builtPM(t, c)
+	cat := &conf.Catalog{Services: []conf.Service{pm}}
+	be := newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: true, Catalog: cat, PMClients: []string{"172.30.0.1/32"}})
+	ca := certstest.New(t)
+	r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 2 * time.Minute, CA: ca.CA, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.Launch(context.Background(), "pm", user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, in, pmclient.New(in.Address, ca.Client(30*time.Second), pmclient.WithToken(in.Secret))
+}
+
 // TestClusterPMOutlivesKubelet: the real node's kubelet SIGKILLed (as
 // scenarios/faults-kubernetes.yaml's kill-kubelet does) while a user's PM
 // runs: the PM, kept alive by containerd, answers its owner and takes writes
@@ -144,22 +152,10 @@ func TestClusterPMOutlivesKubelet(t *testing.T) {
 	if c.local == "" {
 		testskip.Skip(t, "kills the local cluster's kubelet")
 	}
-	pm := builtPM(t, c)
 	ns := namespace(t, c)
 	ctx := context.Background()
-	cat := &conf.Catalog{Services: []conf.Service{pm}}
-	be := newBackend(t, c, upck8s.Options{Namespace: ns, NodeSelector: sel, ImageByID: true, Catalog: cat, PMClients: []string{"172.30.0.1/32"}})
-	ca := certstest.New(t)
-	r, err := router.New(router.Options{Backend: be, Catalog: cat, HealthTimeout: 2 * time.Minute, CA: ca.CA, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := r.Launch(ctx, "pm", "kepa")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, in, pmc := launchRealPM(t, c, ns, sel, "kepa")
 	defer r.Delete(context.WithoutCancel(ctx), in.ID)
-	pmc := pmclient.New(in.Address, ca.Client(30*time.Second), pmclient.WithToken(in.Secret))
 	if err := pmc.Unseal(ctx, "through a kubelet crash"); err != nil {
 		t.Fatal(err)
 	}
