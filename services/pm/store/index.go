@@ -6,8 +6,11 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"unique"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/e-mission/upc/services/pm/query"
 )
@@ -566,4 +569,42 @@ func (c *collection) candidates(f *query.Filter) (out []int32, scanned bool) {
 func (c *collection) sortSeq(ps []int32) []int32 {
 	slices.SortFunc(ps, func(a, b int32) int { return cmp.Compare(c.at(a).seq, c.at(b).seq) })
 	return ps
+}
+
+// plannedByID decides a plan that pins _id to strings (the pipeline's
+// deletes of the entries it moved) from the index tuples: the records keep
+// only _id's hash, so each candidate's tuple, not its document, is opened to
+// compare the _id itself. A candidate whose _id is not a string leaves the
+// filter to the documents (ok false).
+func (s *Store) plannedByID(tx *bolt.Tx, c *collection, f *query.Filter) (out []int32, ok bool, err error) {
+	p, ok := f.IndexPlan()
+	if !ok || p.IDs == nil {
+		return nil, false, nil
+	}
+	want := make(map[string]bool, len(p.IDs))
+	for _, id := range p.IDs {
+		want[query.Key(id)] = true
+	}
+	keys := c.planKeys(&p)
+	cands, _ := c.candidates(f)
+	for _, q := range cands {
+		r := c.at(q)
+		if p.NoInvalid && r.flags&flagInvalidKnown == 0 {
+			return nil, false, nil // written before the tuple recorded it
+		}
+		if !r.fits(&p, keys) {
+			continue
+		}
+		id, err := s.readTupleID(tx, r.id)
+		if err != nil {
+			return nil, false, err
+		}
+		if !strings.HasPrefix(id, "s") {
+			return nil, false, nil
+		}
+		if want[id] {
+			out = append(out, q)
+		}
+	}
+	return out, true, nil
 }

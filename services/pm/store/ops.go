@@ -159,7 +159,14 @@ func (s *Store) matchLocked(ctx context.Context, tx *bolt.Tx, db, coll string, f
 		return nil, st, nil
 	}
 	if !needDocs {
-		if es, ok := c.planned(f); ok {
+		es, ok := c.planned(f)
+		if !ok {
+			var err error
+			if es, ok, err = s.plannedByID(tx, c, f); err != nil {
+				return nil, st, err
+			}
+		}
+		if ok {
 			if max > 0 && int64(len(es)) > max {
 				es = es[:max]
 			}

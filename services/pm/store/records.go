@@ -99,3 +99,24 @@ func (s *Store) beginWrite() {
 		s.txNum++
 	}
 }
+
+// readTupleID returns the query.Key of a record's _id, read from its sealed
+// index tuple: a few dozen bytes to open instead of the whole document.
+func (s *Store) readTupleID(tx *bolt.Tx, rec recID) (string, error) {
+	v := tx.Bucket(bucketIndex).Get(rec[:])
+	if v == nil {
+		return "", fmt.Errorf("record %x: index tuple missing", rec)
+	}
+	plain, err := s.open(v, adFor("idx", rec[:]))
+	if err != nil {
+		return "", fmt.Errorf("record %x: index tuple fails authentication", rec)
+	}
+	if plain, err = unpad(plain); err != nil {
+		return "", fmt.Errorf("record %x: %w", rec, err)
+	}
+	var t tupleView
+	if err := t.parse(plain); err != nil {
+		return "", fmt.Errorf("record %x: %w", rec, err)
+	}
+	return string(t.id), nil
+}

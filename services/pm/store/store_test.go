@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/e-mission/upc/services/pm/query"
 )
@@ -191,5 +194,68 @@ func TestScanStopsWhenItsCallerGoes(t *testing.T) {
 	}
 	if _, err := s.Insert("db", "c", []map[string]any{{"data": map[string]any{"n": 1.0}}}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestDeleteByIDReadsTuplesOnly: a delete that pins _id to strings (the
+// pipeline's clean-up of the usercache entries it moved) is decided from
+// the index tuples: it succeeds with the doomed documents made unreadable,
+// deletes exactly the named ones, and leaves a non-string _id to the
+// documents.
+func TestDeleteByIDReadsTuplesOnly(t *testing.T) {
+	s := openTest(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	var docs []map[string]any
+	for i := 0; i < 50; i++ {
+		docs = append(docs, map[string]any{"_id": fmt.Sprintf("id-%02d", i), "metadata": map[string]any{"key": "k", "write_ts": float64(i)}})
+	}
+	docs = append(docs, map[string]any{"_id": 7.0, "metadata": map[string]any{"key": "k"}})
+	if _, err := s.Insert("db", "uc", docs); err != nil {
+		t.Fatal(err)
+	}
+	// Garble the documents of the first ten: reading any of them fails.
+	c := s.coll("db", "uc", false)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for p := int32(0); p < 10; p++ {
+			id := c.at(p).id
+			if err := tx.Bucket(bucketDocs).Put(id[:], []byte("not a sealed document, not at all")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := func(filter map[string]any) (int64, error) {
+		f, err := query.Compile(filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Delete(ctx, "db", "uc", f, true)
+	}
+	ids := []any{"missing"}
+	for i := 0; i < 10; i++ {
+		ids = append(ids, fmt.Sprintf("id-%02d", i))
+	}
+	if n, err := del(map[string]any{"_id": map[string]any{"$in": ids}}); err != nil || n != 10 {
+		t.Fatalf("delete by _id: %d, %v; want 10", n, err)
+	}
+	// With another indexed condition: only the records that fit both.
+	if n, err := del(map[string]any{"_id": map[string]any{"$in": []any{"id-10", "id-11"}}, "metadata.write_ts": map[string]any{"$gt": 10.5}}); err != nil || n != 1 {
+		t.Fatalf("delete by _id and write_ts: %d, %v; want 1", n, err)
+	}
+	// A number _id is not in a plan of strings: the documents decide.
+	if n, err := del(map[string]any{"_id": 7.0}); err != nil || n != 1 {
+		t.Fatalf("delete by a number _id: %d, %v; want 1", n, err)
+	}
+	left, _, err := s.Find(ctx, "db", "uc", query.MatchAll(), FindOptions{})
+	if err != nil || len(left) != 39 {
+		t.Fatalf("%d left (%v); want 39", len(left), err)
+	}
+	for _, d := range left {
+		if id := d["_id"]; id == "id-11" || id == "id-05" {
+			t.Errorf("%v is still there", id)
+		}
 	}
 }
