@@ -15,7 +15,8 @@
 //	UPC_INSECURE_LEGACY  "1": no access control at all (the original scripts)
 //	UPC_POOLED  "1": a warm-pool PM with no owner yet; only the router's client
 //	            certificate gives it one, once (POST /v1/provision); needs TLS
-//	GOGC, GOMEMLIMIT  unless set: 25, and 3/4 of the container's memory limit
+//	GOGC, GOMEMLIMIT  unless set: 25 (more while the heap is small: it may always
+//	                  grow by 8 MiB), and 3/4 of the container's memory limit
 //
 // Without UPC_ACCESS_SHA256, UPC_POOLED=1 or UPC_INSECURE_LEGACY=1 it
 // refuses to start.

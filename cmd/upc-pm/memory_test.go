@@ -1,8 +1,11 @@
 package main
 
 import (
+	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestTuneMemory(t *testing.T) {
@@ -32,5 +35,50 @@ func TestTuneMemory(t *testing.T) {
 				t.Errorf("the runtime's limit is not %d", tc.limit)
 			}
 		})
+	}
+}
+
+func TestGCPercentFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 25},
+		{2 * mib, 400},     // a fresh PM: 8 MiB of headroom
+		{32 * mib, 25},     // the headroom is 25% here
+		{40 * mib, 25},     // a year's index: 25% as before
+		{1024, 10_000},     // capped
+		{16 * mib, 50},     // 8 MiB over 16
+		{1 << 40, 25},      // huge
+		{33 * mib / 2, 48}, // rounds down
+		{31 * mib, 25},     // 25.8 → 25
+		{30 * mib, 26},     // 26.6 → 26
+	} {
+		if got := gcPercentFor(tc.live, 25, 8*mib); got != tc.want {
+			t.Errorf("gcPercentFor(%d) = %d, want %d", tc.live, got, tc.want)
+		}
+	}
+}
+
+// TestKeepHeadroom: on this test's small heap, the collector is re-tuned
+// after a collection to let it grow by the headroom, not by 25%.
+func TestKeepHeadroom(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(25))
+	var stopped atomic.Bool
+	defer stopped.Store(true)
+	keepHeadroom(25, 64<<20, stopped.Load)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // the finalizer runs after the cycle
+		p := debug.SetGCPercent(-1)
+		debug.SetGCPercent(p)
+		if p > 100 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC is still %d after collections of a small heap", p)
+		}
 	}
 }
