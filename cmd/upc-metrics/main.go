@@ -19,11 +19,15 @@ import (
 
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/gctune"
 	"github.com/e-mission/upc/internal/version"
 	"github.com/e-mission/upc/services/metrics"
 )
 
 func main() {
+	// Default growth, but at least 32 MiB: a run allocates tens of MiB over a
+	// heap of a few.
+	gctune.Tune(os.Getenv, gctune.ReadMemoryMax(), gctune.Settings{MinPercent: 100, Headroom: 32 << 20})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Getenv, os.Stderr); err != nil {

@@ -35,6 +35,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/e-mission/upc/internal/gctune"
 	"github.com/e-mission/upc/internal/owndata"
 	"github.com/e-mission/upc/services/pm"
 )
@@ -51,7 +52,8 @@ func main() {
 		}
 		return
 	}
-	tuneMemory(os.Getenv, readMemoryMax())
+	// 25% of a year's index (about 40 MiB) is what keeps the PM in its memory.
+	gctune.Tune(os.Getenv, gctune.ReadMemoryMax(), gctune.Settings{MinPercent: 25, Headroom: 8 << 20})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := pm.Main(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {

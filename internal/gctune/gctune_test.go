@@ -1,4 +1,4 @@
-package main
+package gctune
 
 import (
 	"runtime"
@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-func TestTuneMemory(t *testing.T) {
+func TestTune(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	pm := Settings{MinPercent: 25, Headroom: 8 << 20}
 	for _, tc := range []struct {
 		name      string
 		env       map[string]string
@@ -27,7 +28,7 @@ func TestTuneMemory(t *testing.T) {
 		{"environment wins", map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"}, "268435456", 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gogc, limit := tuneMemory(env(tc.env), tc.memoryMax)
+			gogc, limit := Tune(env(tc.env), tc.memoryMax, pm)
 			if gogc != tc.gogc || limit != tc.limit {
 				t.Errorf("set GOGC %d, limit %d; want %d, %d", gogc, limit, tc.gogc, tc.limit)
 			}
@@ -38,25 +39,26 @@ func TestTuneMemory(t *testing.T) {
 	}
 }
 
-func TestGCPercentFor(t *testing.T) {
+func TestPercentFor(t *testing.T) {
 	const mib = 1 << 20
+	s := Settings{MinPercent: 25, Headroom: 8 * mib}
 	for _, tc := range []struct {
 		live uint64
 		want int
 	}{
 		{0, 25},
 		{2 * mib, 400},     // a fresh PM: 8 MiB of headroom
+		{16 * mib, 50},     // 8 MiB over 16
+		{33 * mib / 2, 48}, // rounds down
+		{30 * mib, 26},     // 26.6 → 26
+		{31 * mib, 25},     // 25.8 → 25
 		{32 * mib, 25},     // the headroom is 25% here
 		{40 * mib, 25},     // a year's index: 25% as before
-		{1024, 10_000},     // capped
-		{16 * mib, 50},     // 8 MiB over 16
 		{1 << 40, 25},      // huge
-		{33 * mib / 2, 48}, // rounds down
-		{31 * mib, 25},     // 25.8 → 25
-		{30 * mib, 26},     // 26.6 → 26
+		{1024, 10_000},     // capped
 	} {
-		if got := gcPercentFor(tc.live, 25, 8*mib); got != tc.want {
-			t.Errorf("gcPercentFor(%d) = %d, want %d", tc.live, got, tc.want)
+		if got := PercentFor(tc.live, s); got != tc.want {
+			t.Errorf("PercentFor(%d) = %d, want %d", tc.live, got, tc.want)
 		}
 	}
 }
@@ -67,7 +69,7 @@ func TestKeepHeadroom(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(25))
 	var stopped atomic.Bool
 	defer stopped.Store(true)
-	keepHeadroom(25, 64<<20, stopped.Load)
+	KeepHeadroom(Settings{MinPercent: 25, Headroom: 64 << 20}, stopped.Load)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		runtime.GC()
