@@ -29,11 +29,14 @@ import (
 	"github.com/e-mission/upc/aggregator"
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/gctune"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/router/routerclient"
 )
 
 func main() {
+	// A run reads and sends hundreds of MiB of days over a heap of a few.
+	gctune.Tune(os.Getenv, gctune.ReadMemoryMax(), gctune.Settings{MinPercent: 100, Headroom: 64 << 20})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {

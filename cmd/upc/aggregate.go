@@ -24,6 +24,7 @@ import (
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
 	"github.com/e-mission/upc/internal/certs"
+	"github.com/e-mission/upc/internal/gctune"
 	"github.com/e-mission/upc/internal/images"
 	"github.com/e-mission/upc/internal/plot"
 	"github.com/e-mission/upc/router"
@@ -97,6 +98,9 @@ the run's wall time.`,
 			if err != nil {
 				return err
 			}
+			// A run reads and sends hundreds of MiB of days over a heap of
+			// a few: at least 64 MiB between collections.
+			gctune.Tune(os.Getenv, gctune.ReadMemoryMax(), gctune.Settings{MinPercent: 100, Headroom: 64 << 20})
 			files, err := aggregator.DayFiles(data)
 			if err != nil {
 				return err
