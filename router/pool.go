@@ -45,6 +45,8 @@ type pool struct {
 	kick chan struct{}
 	// once: fill to size once, then never refill (Options.PoolFillOnce).
 	once bool
+	// parallel: how many instances a fill starts at once (1 or more).
+	parallel int
 
 	mu      sync.Mutex
 	ready   []pooled
@@ -141,7 +143,7 @@ func (r *Router) RunPool(ctx context.Context) {
 		}
 		r.retireOld(ctx)
 		for ctx.Err() == nil && r.pool.Ready() < r.pool.size {
-			if err := r.fillOne(ctx, pb); err != nil {
+			if err := r.fillSome(ctx, pb, min(r.pool.parallel, r.pool.size-r.pool.Ready())); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -183,6 +185,21 @@ func (r *Router) retireOld(ctx context.Context) {
 			r.logger.Warn("warm pool: could not retire an old pooled instance", "instance", x.in.ID, "err", err.Error())
 		}
 	}
+}
+
+// fillSome starts n pooled instances together (fillOne each) and returns
+// when all are ready or failed, with their errors.
+func (r *Router) fillSome(ctx context.Context, pb PoolBackend, n int) error {
+	if n <= 1 {
+		return r.fillOne(ctx, pb)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = r.fillOne(ctx, pb) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // fillOne starts one pooled instance, waits for its health answer and

@@ -229,6 +229,10 @@ func loadAverage() string {
 // more than a one-machine engine runs well.
 const maxWarmPool = 1000
 
+// poolFillParallel is how many pooled PMs the fill starts at once: the
+// engine overlaps one container's start with another's health wait.
+const poolFillParallel = 4
+
 // poolFillBound is how long fillPool waits for a full pool: the filler
 // retries a failed start with backoff, forever.
 const poolFillBound = 30 * time.Minute
@@ -303,10 +307,11 @@ func startLocalRouter(ctx context.Context, imagesPath string, netOpts agent.Opti
 		return nil, err
 	}
 	lr.http = certs.InstanceClient(roots, 0)
-	// A warm pool here is filled once, before the run: its refill would
-	// compete with the run for the engine, and its fill is measured apart.
+	// A warm pool here is filled once, before the run (poolFillParallel
+	// PMs at a time): its refill would compete with the run for the
+	// engine, and its fill is measured apart.
 	core, err := router.New(router.Options{Backend: be, Catalog: cat, Logger: logger, HealthTimeout: 2 * time.Minute, Users: users, CA: ca,
-		WarmPool: warmPool, PoolFillOnce: true})
+		WarmPool: warmPool, PoolFillOnce: true, PoolFillParallel: poolFillParallel})
 	if err != nil {
 		lr.close(logger)
 		return nil, err
