@@ -54,13 +54,14 @@ func (s *session) fault(ctx context.Context, st scenario.Step) (runner.Outcome, 
 	if s.pm == nil && st.Kind != scenario.RestartRouter {
 		return runner.Outcome{}, errNoPM
 	}
-	switch st.Kind {
-	case scenario.KillAgent, scenario.DisconnectAgent, scenario.RestartRouter, scenario.KillKubelet:
+	if st.Global() { // every deployment-wide kind, by the scenario's own list
 		d, err := s.f.Deployment(ctx, n, st)
 		if err != nil {
 			return runner.Outcome{}, fmt.Errorf("%s: %w", st.Kind, err)
 		}
 		return s.afterDeploymentFault(ctx, st, d)
+	}
+	switch st.Kind {
 	case scenario.KillPMUpload:
 		return s.killDuringUpload(ctx)
 	case scenario.PausePM:

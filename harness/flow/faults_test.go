@@ -2,18 +2,18 @@ package flow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
-	"encoding/json"
 	"github.com/e-mission/upc/client"
 	"github.com/e-mission/upc/harness/scenario"
 	"github.com/e-mission/upc/router/api"
 	pmapi "github.com/e-mission/upc/services/pm/api"
-	"net/http"
-	"net/http/httptest"
 )
 
 // TestAcknowledgedKept compares the acknowledged part of a real day with a
@@ -110,5 +110,42 @@ func TestUnsealResumed(t *testing.T) {
 		if want := map[bool]int{true: 1, false: 0}[sealedPM]; len(keys) != want || (want == 1 && keys[0] != "the-key") {
 			t.Errorf("sealed=%v: keys sent %q, want %d of the user's", sealedPM, keys, want)
 		}
+	}
+}
+
+// routeFaults records the deployment-wide faults a session asks for, and
+// stops each there.
+type routeFaults struct{ asked []string }
+
+var errRouted = errors.New("routed to the deployment")
+
+func (f *routeFaults) Deployment(_ context.Context, _ int, st scenario.Step) (DeploymentFault, error) {
+	f.asked = append(f.asked, st.Kind)
+	return DeploymentFault{}, errRouted
+}
+func (f *routeFaults) KillInstance(context.Context, string) error { return errors.New("not here") }
+func (f *routeFaults) FreezeInstance(context.Context, string) (func(context.Context) error, error) {
+	return nil, errors.New("not here")
+}
+
+// TestGlobalFaultsReachTheDeployment: every fault kind the scenario calls
+// deployment-wide goes to Faults.Deployment, whatever its name (kill-kubelet
+// once did not).
+func TestGlobalFaultsReachTheDeployment(t *testing.T) {
+	globals := 0
+	for _, kind := range scenario.FaultKinds {
+		st := scenario.Step{Do: scenario.Fault, FaultSpec: scenario.FaultSpec{Kind: kind}}
+		if !st.Global() {
+			continue
+		}
+		globals++
+		f := &routeFaults{}
+		s := &session{f: f, pm: &api.Instance{ID: "pm-1"}}
+		if _, err := s.fault(context.Background(), st); !errors.Is(err, errRouted) || len(f.asked) != 1 {
+			t.Errorf("%s: %v after %v; want it routed to the deployment once", kind, err, f.asked)
+		}
+	}
+	if globals < 4 {
+		t.Errorf("%d deployment-wide kinds; want at least kill-agent, disconnect-agent, restart-router and kill-kubelet", globals)
 	}
 }
