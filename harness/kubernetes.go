@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
@@ -426,30 +427,52 @@ func (k kubeRun) aggregateRun(dep *kubeDeployment, pki *runPKI) *aggregateRun {
 }
 
 // removeClaims deletes the claims (and their volumes) of the users ids,
-// found by their user-key label.
+// found by their user-key label: one listing of the run's namespace, then
+// claimRemovers at a time (a thousand users' claims one by one took the
+// whole tear-down bound).
 func (d *kubeDeployment) removeClaims(ctx context.Context, ids []string) {
+	keys := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		sel := metav1.ListOptions{LabelSelector: upck8s.LabelClaim + "=true," + upck8s.LabelUserKey + "=" + upck8s.UserKey(id)}
-		claims, err := d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).List(ctx, sel)
-		if err != nil {
+		keys[upck8s.UserKey(id)] = true
+	}
+	claims, err := d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).List(ctx,
+		metav1.ListOptions{LabelSelector: upck8s.LabelClaim + "=true"})
+	if err != nil {
+		return
+	}
+	sem := make(chan struct{}, claimRemovers)
+	var wg sync.WaitGroup
+	for _, c := range claims.Items {
+		if !keys[c.Labels[upck8s.LabelUserKey]] {
 			continue
 		}
-		for _, c := range claims.Items {
-			d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).Delete(ctx, c.Name, metav1.DeleteOptions{})
-			if c.Spec.VolumeName == "" {
-				continue
-			}
-			if pv, err := d.cs.CoreV1().PersistentVolumes().Get(ctx, c.Spec.VolumeName, metav1.GetOptions{}); err == nil {
-				if dir, ok := hostPathUnder(pv, d.pvDir); ok {
-					// The volume's folder too: a test user's next run
-					// (the same seed, the same user) must find no data,
-					// and the folder outlives its object.
-					os.RemoveAll(dir)
-				}
-			}
-			d.cs.CoreV1().PersistentVolumes().Delete(ctx, c.Spec.VolumeName, metav1.DeleteOptions{})
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			d.removeClaim(ctx, c)
+		})
+	}
+	wg.Wait()
+}
+
+// claimRemovers is how many claims removeClaims removes at once.
+const claimRemovers = 16
+
+// removeClaim deletes claim c, its volume and the volume's folder.
+func (d *kubeDeployment) removeClaim(ctx context.Context, c corev1.PersistentVolumeClaim) {
+	d.cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).Delete(ctx, c.Name, metav1.DeleteOptions{})
+	if c.Spec.VolumeName == "" {
+		return
+	}
+	if pv, err := d.cs.CoreV1().PersistentVolumes().Get(ctx, c.Spec.VolumeName, metav1.GetOptions{}); err == nil {
+		if dir, ok := hostPathUnder(pv, d.pvDir); ok {
+			// The volume's folder too: a test user's next run (the same
+			// seed, the same user) must find no data, and the folder
+			// outlives its object.
+			os.RemoveAll(dir)
 		}
 	}
+	d.cs.CoreV1().PersistentVolumes().Delete(ctx, c.Spec.VolumeName, metav1.DeleteOptions{})
 }
 
 // hostPathUnder is pv's hostPath folder when it lies strictly inside root

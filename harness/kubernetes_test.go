@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -85,8 +86,26 @@ func TestRemoveClaims(t *testing.T) {
 	mk("alice", "upc-data-alice", mine)
 	mk("bob", "upc-data-bob", theirs)
 	mk("carol", "upc-data-carol", escaped)
+	// Many users at once (removeClaims works claimRemovers at a time): the
+	// first 30 of 40 go, the rest stay.
+	var crowd []string
+	for i := range 40 {
+		u := fmt.Sprintf("user-%02d", i)
+		mk(u, "upc-data-"+u, filepath.Join(pvDir, "upc", "upc-data-"+u))
+		if i < 30 {
+			crowd = append(crowd, u)
+		}
+	}
 	d := &kubeDeployment{cs: cs, pvDir: pvDir}
-	d.removeClaims(ctx, []string{"alice", "carol", "nobody"})
+	d.removeClaims(ctx, append([]string{"alice", "carol", "nobody"}, crowd...))
+	for i := range 40 {
+		u := fmt.Sprintf("user-%02d", i)
+		_, err := cs.CoreV1().PersistentVolumeClaims(upck8s.RouterNamespace).Get(ctx, "upc-data-"+u, metav1.GetOptions{})
+		_, serr := os.Stat(filepath.Join(pvDir, "upc", "upc-data-"+u))
+		if gone := i < 30; (err != nil) != gone || os.IsNotExist(serr) != gone {
+			t.Errorf("%s: claim err %v, folder %v; want gone=%v", u, err, serr, gone)
+		}
+	}
 
 	for _, c := range []struct {
 		claim, dir    string
