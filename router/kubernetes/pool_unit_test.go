@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -23,27 +22,18 @@ import (
 // readyKubelet plays a node on the fake clientset: every pod it sees runs
 // and turns Ready, as a kubelet reports once the readiness probe passes.
 func readyKubelet(t *testing.T, cs kubernetes.Interface, ns string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() {
-		for ctx.Err() == nil {
-			pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			for i := range pods.Items {
-				p := &pods.Items[i]
-				if p.Status.Phase == corev1.PodRunning {
-					continue
-				}
-				p.Spec.NodeName = "node-1"
-				p.Status.Phase = corev1.PodRunning
-				p.Status.PodIP = "10.0.0.9"
-				p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image, Ready: true,
-					State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
-				cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-			}
-			time.Sleep(10 * time.Millisecond)
+	playKubelet(t, cs, ns, func(p *corev1.Pod) bool {
+		if p.Status.Phase == corev1.PodRunning {
+			return false
 		}
-	}()
+		p.Spec.NodeName = "node-1"
+		p.Status.Phase = corev1.PodRunning
+		p.Status.PodIP = "10.0.0.9"
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		return true
+	})
 }
 
 // TestUnitWarmPoolMetricsWithFakeAPI: the backend reports its warm pool

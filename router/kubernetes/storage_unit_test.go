@@ -29,35 +29,26 @@ import (
 // this is a unit test): instance pods run; wipe pods end, succeeding unless
 // fail is set, when their wipe container exits 1 with a message.
 func storageKubelet(t *testing.T, cs kubernetes.Interface, ns string, fail *atomic.Bool) {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() {
-		for ctx.Err() == nil {
-			pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			for i := range pods.Items {
-				p := &pods.Items[i]
-				switch {
-				case p.Labels[upck8s.LabelWipe] != "" && p.Status.Phase == "":
-					p.Status.Phase = corev1.PodSucceeded
-					if fail.Load() {
-						p.Status.Phase = corev1.PodFailed
-						p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "wipe", State: corev1.ContainerState{
-							Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "wipe-data: boom"}}}}
-					}
-				case p.Labels[upck8s.LabelWipe] == "" && p.Status.Phase != corev1.PodRunning:
-					p.Spec.NodeName = "node-1"
-					p.Status.Phase = corev1.PodRunning
-					p.Status.PodIP = "10.0.0.9"
-					p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image,
-						ImageID: pinnedID, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
-				default:
-					continue
-				}
-				cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	playKubelet(t, cs, ns, func(p *corev1.Pod) bool {
+		switch {
+		case p.Labels[upck8s.LabelWipe] != "" && p.Status.Phase == "":
+			p.Status.Phase = corev1.PodSucceeded
+			if fail.Load() {
+				p.Status.Phase = corev1.PodFailed
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "wipe", State: corev1.ContainerState{
+					Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "wipe-data: boom"}}}}
 			}
-			time.Sleep(10 * time.Millisecond)
+		case p.Labels[upck8s.LabelWipe] == "" && p.Status.Phase != corev1.PodRunning:
+			p.Spec.NodeName = "node-1"
+			p.Status.Phase = corev1.PodRunning
+			p.Status.PodIP = "10.0.0.9"
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image,
+				ImageID: pinnedID, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		default:
+			return false
 		}
-	}()
+		return true
+	})
 }
 
 // TestUnitEraseWithFakeAPI: a user's claim outlives their instance and is

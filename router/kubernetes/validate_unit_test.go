@@ -30,26 +30,17 @@ var (
 // container runs whatever runs(pod) says, as a kubelet does in
 // status.containerStatuses[].imageID.
 func imageKubelet(t *testing.T, cs kubernetes.Interface, ns string, runs func(*corev1.Pod) string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() {
-		for ctx.Err() == nil {
-			pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			for i := range pods.Items {
-				p := &pods.Items[i]
-				if p.Status.Phase == corev1.PodRunning {
-					continue
-				}
-				p.Spec.NodeName = "node-1"
-				p.Status.Phase = corev1.PodRunning
-				p.Status.PodIP = "10.0.0.9"
-				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image,
-					ImageID: runs(p), State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
-				cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
-			}
-			time.Sleep(10 * time.Millisecond)
+	playKubelet(t, cs, ns, func(p *corev1.Pod) bool {
+		if p.Status.Phase == corev1.PodRunning {
+			return false
 		}
-	}()
+		p.Spec.NodeName = "node-1"
+		p.Status.Phase = corev1.PodRunning
+		p.Status.PodIP = "10.0.0.9"
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image,
+			ImageID: runs(p), State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		return true
+	})
 }
 
 // TestUnitSwappedImageRefusedWithFakeAPI: after a pod starts, the backend
