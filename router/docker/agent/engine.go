@@ -503,6 +503,18 @@ func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error
 	}
 	out := make([]Container, 0, len(res.Items))
 	var claims map[string]claimed // read once, if a pool container is listed
+	// One pool container listed (find's case: every claim and delete):
+	// only its own claims are read, not every claim volume of the engine.
+	var pools []string
+	for _, s := range res.Items {
+		if s.Labels[LabelPool] != "" {
+			pools = append(pools, s.Labels[LabelInstance])
+		}
+	}
+	only := ""
+	if len(pools) == 1 && pools[0] != "" {
+		only = pools[0]
+	}
 	for _, s := range res.Items {
 		c := Container{
 			Instance: s.Labels[LabelInstance], Service: s.Labels[LabelService], User: s.Labels[LabelUser],
@@ -511,7 +523,7 @@ func (e *Engine) list(ctx context.Context, f client.Filters) ([]Container, error
 		}
 		if c.Pool {
 			if claims == nil {
-				if claims, err = e.claims(ctx); err != nil {
+				if claims, err = e.claims(ctx, only); err != nil {
 					return nil, err
 				}
 			}

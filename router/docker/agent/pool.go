@@ -100,10 +100,14 @@ func (e *Engine) boundVolume(ctx context.Context, labels map[string]string, vol 
 
 type claimed struct{ user, owner string }
 
-// claims maps every claimed pool instance of this agent to its user and
-// owner, from the claim volumes.
-func (e *Engine) claims(ctx context.Context) (map[string]claimed, error) {
-	res, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: e.filter().Add("label", LabelClaim)})
+// claims maps every claimed pool instance of this agent (or only instance,
+// when not "") to its user and owner, from the claim volumes.
+func (e *Engine) claims(ctx context.Context, instance string) (map[string]claimed, error) {
+	label := LabelClaim
+	if instance != "" {
+		label += "=" + instance
+	}
+	res, err := e.cli.VolumeList(ctx, client.VolumeListOptions{Filters: e.filter().Add("label", label)})
 	if err != nil {
 		return nil, fmt.Errorf("list claims: %w", err)
 	}
@@ -198,7 +202,7 @@ func (e *Engine) DrainPool(ctx context.Context) (int, error) {
 		}
 		n++
 	}
-	claims, err := e.claims(ctx)
+	claims, err := e.claims(ctx, "")
 	if err != nil {
 		return n, errors.Join(append(errs, err)...)
 	}
@@ -219,7 +223,7 @@ func (e *Engine) DrainPool(ctx context.Context) (int, error) {
 // removePoolVolumes removes pool instance's pool volumes, unless a claim
 // made them a user's.
 func (e *Engine) removePoolVolumes(ctx context.Context, instance string) error {
-	claims, err := e.claims(ctx)
+	claims, err := e.claims(ctx, "")
 	if err != nil {
 		return err
 	}
