@@ -48,20 +48,30 @@ func Tune(getenv func(string) string, memoryMax string, s Settings) (gogc int, l
 	return gogc, limit
 }
 
-// PercentFor is the GOGC that lets a heap of live bytes grow by at least
-// s.Headroom bytes, and by at least s.MinPercent, before the next collection.
-func PercentFor(live uint64, s Settings) int {
-	if live == 0 {
+// PercentFor is the GOGC that lets a heap grow by at least s.Headroom
+// bytes, and by at least s.MinPercent, before the next collection. Since Go
+// 1.18 GOGC applies to the live heap and the GC roots (goroutine stacks and
+// globals) together: base is their sum, what the runtime multiplies. The
+// runtime's least heap goal is 4 MiB scaled by GOGC/100, so GOGC stays at
+// most what makes that least goal the headroom: higher, a PM just started
+// (a few hundred KiB live) would not collect before 40 MiB, and its year's
+// index, built at unseal, peaked at 70 MiB instead of 50.
+func PercentFor(base uint64, s Settings) int {
+	most := max(s.MinPercent, int(s.Headroom*100/runtimeMinHeap))
+	if base == 0 {
 		return s.MinPercent
 	}
-	return max(s.MinPercent, int(min(s.Headroom*100/live, 10_000)))
+	return max(s.MinPercent, int(min(s.Headroom*100/base, uint64(most))))
 }
+
+// runtimeMinHeap is the Go runtime's least heap goal at GOGC=100.
+const runtimeMinHeap = 4 << 20
 
 // KeepHeadroom re-tunes GOGC after every collection (a finalizer re-armed
 // each cycle) to PercentFor the live heap. It stops once stop, when not nil,
 // returns true.
 func KeepHeadroom(s Settings, stop func() bool) {
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 	current := s.MinPercent
 	type sentinel struct{ _ *int }
 	var arm func()
@@ -71,13 +81,15 @@ func KeepHeadroom(s Settings, stop func() bool) {
 				return
 			}
 			metrics.Read(sample)
-			if sample[0].Value.Kind() == metrics.KindUint64 {
-				// A change of less than a fifth is not worth the
-				// stop-the-world that SetGCPercent makes.
-				if p := PercentFor(sample[0].Value.Uint64(), s); p*5 < current*4 || p*4 > current*5 {
-					debug.SetGCPercent(p)
-					current = p
+			var base uint64
+			for _, x := range sample {
+				if x.Value.Kind() == metrics.KindUint64 {
+					base += x.Value.Uint64()
 				}
+			}
+			if p := PercentFor(base, s); p != current {
+				debug.SetGCPercent(p)
+				current = p
 			}
 			arm()
 		})

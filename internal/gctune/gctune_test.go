@@ -47,7 +47,8 @@ func TestPercentFor(t *testing.T) {
 		want int
 	}{
 		{0, 25},
-		{2 * mib, 400},     // a fresh PM: 8 MiB of headroom
+		{2 * mib, 200},     // a fresh PM: 8 MiB of headroom would be 400%, but the least goal is 4 MiB × 2
+		{4 * mib, 200},     // 8 MiB over 4
 		{16 * mib, 50},     // 8 MiB over 16
 		{33 * mib / 2, 48}, // rounds down
 		{30 * mib, 26},     // 26.6 → 26
@@ -55,10 +56,17 @@ func TestPercentFor(t *testing.T) {
 		{32 * mib, 25},     // the headroom is 25% here
 		{40 * mib, 25},     // a year's index: 25% as before
 		{1 << 40, 25},      // huge
-		{1024, 10_000},     // capped
+		{1024, 200},        // capped
 	} {
 		if got := PercentFor(tc.live, s); got != tc.want {
 			t.Errorf("PercentFor(%d) = %d, want %d", tc.live, got, tc.want)
+		}
+	}
+	// A service's: 100% at least, 32 MiB of headroom, so at most 800%.
+	svc := Settings{MinPercent: 100, Headroom: 32 * mib}
+	for live, want := range map[uint64]int{1024: 800, 8 * mib: 400, 64 * mib: 100} {
+		if got := PercentFor(live, svc); got != want {
+			t.Errorf("service: PercentFor(%d) = %d, want %d", live, got, want)
 		}
 	}
 }
