@@ -13,8 +13,13 @@ import (
 
 // Path names how a run's users got their instances: the local router's
 // network mode, and "+pool" when their PMs came from a warm pool. A run
-// without a recorded mode is "router" (a deployed router's).
+// without a recorded mode is "router" (a deployed router's). A run given a
+// Label (upc aggregate figure's LABEL=RESULT.json: a version, a setting)
+// is compared under that name instead.
 func (r *Result) Path() string {
+	if r.Label != "" {
+		return r.Label
+	}
 	p := r.NetworkMode
 	if p == "" {
 		p = "router"
@@ -25,12 +30,12 @@ func (r *Result) Path() string {
 	return p
 }
 
-// Baseline is the path the others are compared with: today's, Docker's
-// bridge network without a pool.
+// Baseline is the path the others are compared with by default: today's,
+// Docker's bridge network without a pool.
 const Baseline = "bridge"
 
-// Compared is a run beside its baseline: the bridge run of the same
-// number of users started nearest to it (its neighbour, so both ran under
+// Compared is a run beside its baseline: the baseline path's run of the
+// same number of users started nearest to it (its neighbour, so both ran under
 // about the same load). Ratio is its wall time over the baseline's (NaN
 // without one; 1 for a baseline run).
 type Compared struct {
@@ -39,14 +44,14 @@ type Compared struct {
 }
 
 // Compare orders runs by users, path and start, each with its ratio to
-// the nearest bridge run of as many users.
-func Compare(runs []*Result) []Compared {
+// the nearest run of the baseline path with as many users.
+func Compare(runs []*Result, baseline string) []Compared {
 	out := make([]Compared, len(runs))
 	for i, r := range runs {
 		out[i] = Compared{Result: r, Ratio: math.NaN()}
 		var best *Result
 		for _, b := range runs {
-			if b.Users != r.Users || b.Path() != Baseline {
+			if b.Users != r.Users || b.Path() != baseline {
 				continue
 			}
 			if best == nil || absDur(b.Started.Sub(r.Started)) < absDur(best.Started.Sub(r.Started)) {
@@ -62,7 +67,7 @@ func Compare(runs []*Result) []Compared {
 		if a.Users != b.Users {
 			return a.Users < b.Users
 		}
-		if pa, pb := pathRank(a.Path()), pathRank(b.Path()); pa != pb {
+		if pa, pb := pathRank(a.Path(), baseline), pathRank(b.Path(), baseline); pa != pb {
 			return pa < pb
 		}
 		return a.Started.Before(b.Started)
@@ -73,8 +78,8 @@ func Compare(runs []*Result) []Compared {
 func absDur(d time.Duration) time.Duration { return max(d, -d) }
 
 // pathRank puts the baseline first, then the rest by name.
-func pathRank(p string) string {
-	if p == Baseline {
+func pathRank(p, baseline string) string {
+	if p == baseline {
 		return ""
 	}
 	return p
@@ -82,16 +87,16 @@ func pathRank(p string) string {
 
 // CompareMarkdown is the runs as one table: users × path, the wall time,
 // who answered, each phase's median / p95 per user, the run's CPU, the
-// ratio to the nearest bridge run, the pool's fill and the load averages.
-func CompareMarkdown(runs []*Result) []byte {
+// ratio to the nearest baseline run, the pool's fill and the load averages.
+func CompareMarkdown(runs []*Result, baseline string) []byte {
 	var b bytes.Buffer
 	b.WriteString("| users | path | started (UTC) | wall | answered |")
 	for _, p := range Phases {
 		fmt.Fprintf(&b, " %s |", p)
 	}
-	b.WriteString(" busy CPU | dockerd | containers | this process | wall / bridge | pool fill (apart) | load average before → after |\n")
+	fmt.Fprintf(&b, " busy CPU | dockerd | containers | this process | wall / %s | pool fill (apart) | load average before → after |\n", baseline)
 	b.WriteString("|---:|---|---|---:|---:|" + stringsRepeat("---|", len(Phases)) + "---:|---:|---:|---:|---:|---|---|\n")
-	for _, c := range Compare(runs) {
+	for _, c := range Compare(runs, baseline) {
 		fmt.Fprintf(&b, "| %d | %s | %s | **%.1f s** | %d / %d |", c.Users, c.Path(), c.Started.UTC().Format("15:04"), c.WallMS/1000, c.NumberParticipants, c.Users)
 		for _, p := range Phases {
 			if s, ok := c.phase(p); ok {
@@ -108,7 +113,7 @@ func CompareMarkdown(runs []*Result) []byte {
 		switch {
 		case math.IsNaN(c.Ratio):
 			b.WriteString(" – |")
-		case c.Path() == Baseline:
+		case c.Path() == baseline:
 			b.WriteString(" 1 |")
 		default:
 			fmt.Fprintf(&b, " **%.2f** |", c.Ratio)
@@ -155,7 +160,7 @@ func stringsRepeat(s string, n int) string { return string(bytes.Repeat([]byte(s
 // (bar: the median of the runs, whisker: their least and greatest), and
 // each phase's time per user (bar: the median of the runs' medians,
 // whisker: of their p95s) per number of users and path.
-func CompareFigures(runs []*Result) (wall, phases *plot.Figure, err error) {
+func CompareFigures(runs []*Result, baseline string) (wall, phases *plot.Figure, err error) {
 	type key struct {
 		users int
 		path  string
@@ -163,7 +168,7 @@ func CompareFigures(runs []*Result) (wall, phases *plot.Figure, err error) {
 	by := map[key][]*Result{}
 	var sizes []int
 	var paths []string
-	for _, c := range Compare(runs) {
+	for _, c := range Compare(runs, baseline) {
 		k := key{c.Users, c.Path()}
 		by[k] = append(by[k], c.Result)
 		if !slices.Contains(sizes, c.Users) {
@@ -174,7 +179,7 @@ func CompareFigures(runs []*Result) (wall, phases *plot.Figure, err error) {
 		}
 	}
 	sort.Ints(sizes)
-	sort.SliceStable(paths, func(i, j int) bool { return pathRank(paths[i]) < pathRank(paths[j]) })
+	sort.SliceStable(paths, func(i, j int) bool { return pathRank(paths[i], baseline) < pathRank(paths[j], baseline) })
 	var groups []string
 	for _, n := range sizes {
 		groups = append(groups, fmt.Sprintf("%d users", n))

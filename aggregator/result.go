@@ -49,6 +49,9 @@ type Result struct {
 	WallMS            float64   `json:"wall_ms"`
 	// NetworkMode is the local router's docker.network_mode (--local only).
 	NetworkMode string `json:"network_mode,omitempty"`
+	// Label, when set, names the run in a comparison instead of its path
+	// (Path); it is given when comparing, never stored.
+	Label string `json:"-"`
 	// CPU is where the CPU went during the run (WallMS), filled by the
 	// caller where it can read the counters.
 	CPU *CPU `json:"cpu,omitempty"`

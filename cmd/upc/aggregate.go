@@ -406,24 +406,36 @@ func (lr *localRouter) close(logger *slog.Logger) {
 }
 
 func newAggregateFigureCmd(g *globals) *cobra.Command {
-	var out string
+	var out, baseline string
 	cmd := &cobra.Command{
-		Use:   "figure --out DIR RESULT.json...",
+		Use:   "figure --out DIR [LABEL=]RESULT.json...",
 		Short: "Compare aggregate runs by path: a table and the wall-time and phase figures",
 		Long: `Reads the result.json of aggregate runs (upc aggregate --out) and compares
 them by number of users and path (the local router's network mode, +pool with
---warm-pool): writes paths.md (one row per run: wall time, users answered,
-each phase's median / p95 per user, the run's CPU, its wall time over the
-bridge run of as many users started nearest to it, the pool's fill, the load
-averages), and the figures wall.svg / wall.pdf (wall time per path and number
-of users) and phases.svg / phases.pdf (each phase's time per user) in --out.`,
+--warm-pool), or by LABEL for a file given as LABEL=RESULT.json (two versions
+on one path, say): writes paths.md (one row per run: wall time, users
+answered, each phase's median / p95 per user, the run's CPU, its wall time
+over the --baseline run of as many users started nearest to it, the pool's
+fill, the load averages), and the figures wall.svg / wall.pdf (wall time per
+path and number of users) and phases.svg / phases.pdf (each phase's time per
+user) in --out.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return errors.New("aggregate figure: --out is required")
 			}
+			if baseline == "" {
+				return errors.New("aggregate figure: --baseline must name a path or a label")
+			}
 			var runs []*aggregator.Result
 			for _, a := range args {
+				label := ""
+				if l, f, ok := strings.Cut(a, "="); ok {
+					if l == "" || f == "" {
+						return fmt.Errorf("aggregate figure: %q: want LABEL=RESULT.json with both parts", a)
+					}
+					label, a = l, f
+				}
 				b, err := os.ReadFile(a)
 				if err != nil {
 					return fmt.Errorf("aggregate figure: %w", err)
@@ -435,16 +447,17 @@ of users) and phases.svg / phases.pdf (each phase's time per user) in --out.`,
 				if r.Users == 0 {
 					return fmt.Errorf("aggregate figure: %s is not an aggregate result (no users)", a)
 				}
+				r.Label = label
 				runs = append(runs, &r)
 			}
-			wall, phases, err := aggregator.CompareFigures(runs)
+			wall, phases, err := aggregator.CompareFigures(runs, baseline)
 			if err != nil {
 				return fmt.Errorf("aggregate figure: %w", err)
 			}
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return fmt.Errorf("aggregate figure: %w", err)
 			}
-			files := map[string][]byte{"paths.md": aggregator.CompareMarkdown(runs)}
+			files := map[string][]byte{"paths.md": aggregator.CompareMarkdown(runs, baseline)}
 			for name, f := range map[string]*plot.Figure{"wall": wall, "phases": phases} {
 				svg, err := f.SVG()
 				if err != nil {
@@ -466,5 +479,6 @@ of users) and phases.svg / phases.pdf (each phase's time per user) in --out.`,
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "folder receiving paths.md, wall.svg, wall.pdf, phases.svg and phases.pdf")
+	cmd.Flags().StringVar(&baseline, "baseline", aggregator.Baseline, "the path (or LABEL) every run is compared with: its run of as many users started nearest")
 	return cmd
 }

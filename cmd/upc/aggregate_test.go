@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,63 @@ func TestAggregateAndSynthBadInput(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not name %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+// TestAggregateFigureLabels: runs given as LABEL=RESULT.json are compared
+// under their labels against --baseline, and a malformed label, an empty
+// baseline or a missing --out is refused naming it, writing nothing.
+func TestAggregateFigureLabels(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, started string, wall float64) string {
+		p := filepath.Join(dir, name)
+		b := fmt.Sprintf(`{"query": "count", "users": 256, "number_participants": 256, "network_mode": "host", "started": %q, "wall_ms": %g,
+			"pool_fill": {"size": 256, "fill_ms": 20000, "claimed": 256}}`, started, wall)
+		if err := os.WriteFile(p, []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	old := write("old.json", "2026-12-07T03:24:00Z", 56900)
+	neu := write("new.json", "2026-12-07T03:25:00Z", 40900)
+	out := filepath.Join(dir, "fig")
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"aggregate", "figure", "--out", out, "--baseline", "before", "before=" + old, "after=" + neu}, &stdout, &stderr); err != nil {
+		t.Fatalf("figure: %v (%s)", err, stderr.String())
+	}
+	md, err := os.ReadFile(filepath.Join(out, "paths.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"wall / before", "| 256 | before |", "| 256 | after |", "**0.72**"} {
+		if !strings.Contains(string(md), w) {
+			t.Errorf("paths.md lacks %q:\n%s", w, md)
+		}
+	}
+	for _, f := range []string{"wall.svg", "wall.pdf", "phases.svg", "phases.pdf"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"empty label", []string{"--out", filepath.Join(dir, "x"), "=" + old}, `"=` + old + `": want LABEL=RESULT.json with both parts`},
+		{"empty file", []string{"--out", filepath.Join(dir, "x"), "before="}, `"before=": want LABEL=RESULT.json with both parts`},
+		{"empty baseline", []string{"--out", filepath.Join(dir, "x"), "--baseline", "", old}, "--baseline must name a path or a label"},
+		{"no out", []string{old}, "--out is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := run(context.Background(), append([]string{"aggregate", "figure"}, tc.args...), &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v; want an error saying %q", err, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+				t.Errorf("the refused run wrote its folder: %v", err)
 			}
 		})
 	}
