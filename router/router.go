@@ -225,14 +225,17 @@ func New(opts Options) (*Router, error) {
 		if err != nil {
 			return nil, fmt.Errorf("router: %w", err)
 		}
-		if r.client == nil {
-			r.client = &http.Client{Timeout: 2 * time.Second, Transport: certs.InstanceTransport(roots)}
-		}
 		// The router's own client certificate: instances take renewals
-		// only from it (and agents only its calls).
+		// only from it (and agents only its calls), and tell only it
+		// whether a PM was claimed and how long an instance has been idle.
 		cert, err := r.ca.RouterClient(r.ca.Cert.NotAfter.Sub(time.Now()))
 		if err != nil {
 			return nil, fmt.Errorf("router: client certificate: %w", err)
+		}
+		if r.client == nil {
+			probe := certs.InstanceTransport(roots)
+			probe.TLSClientConfig.Certificates = []tls.Certificate{cert}
+			r.client = &http.Client{Timeout: 2 * time.Second, Transport: probe}
 		}
 		tr := certs.InstanceTransport(roots)
 		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}

@@ -111,6 +111,18 @@ type Health struct {
 	IdleSeconds *int64 `json:"idle_seconds,omitempty"`
 }
 
+// ForCaller is what h may say to the caller of r: everything to the router
+// (a client certificate naming certs.RouterName) and over plain HTTP (the
+// original scripts' opt-in, where no one can prove who they are); to anyone
+// else over TLS, the status alone: whether an owner has claimed a PM, and
+// when a user last used an instance, are the router's to know.
+func (h Health) ForCaller(r *http.Request) Health {
+	if r.TLS == nil || certs.ClientNamed(r, certs.RouterName) {
+		return h
+	}
+	return Health{Status: h.Status}
+}
+
 // Instance is an instance's access settings, read from its environment.
 type Instance struct {
 	SHA256    string // hash of the instance secret

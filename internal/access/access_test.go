@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -115,6 +116,66 @@ func TestListenAddr(t *testing.T) {
 	} {
 		if got := access.ListenAddr(func(k string) string { return c.env[k] }, "UPC_X_ADDR", ":8080"); got != c.want {
 			t.Errorf("ListenAddr(%v) = %q, want %q", c.env, got, c.want)
+		}
+	}
+}
+
+// TestHealthForCaller: an instance's /healthz tells whether a PM was
+// claimed and how long it has been idle only to the router's certificate
+// (and over plain HTTP, where no one can prove who they are); anyone else
+// over TLS, a monitor included, gets the status alone.
+func TestHealthForCaller(t *testing.T) {
+	ca := certstest.New(t)
+	claimed, idle := true, int64(42)
+	full := access.Health{Status: "ok", Claimed: &claimed, IdleSeconds: &idle}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(full.ForCaller(r))
+	})
+	certPEM, keyPEM, err := ca.IssueInstance("0123456789ab", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
+	srv.StartTLS()
+	defer srv.Close()
+	plain := httptest.NewServer(h)
+	defer plain.Close()
+	get := func(c *http.Client, url string) access.Health {
+		t.Helper()
+		resp, err := c.Get(url + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got access.Health
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for _, c := range []struct {
+		who  string
+		c    *http.Client
+		url  string
+		full bool
+	}{
+		{"the router", ca.ClientAs(t, certs.RouterName, 10*time.Second), srv.URL, true},
+		{"anyone over TLS", ca.Client(10 * time.Second), srv.URL, false},
+		{"a monitor", ca.ClientAs(t, certs.MonitorName, 10*time.Second), srv.URL, false},
+		{"another name", ca.ClientAs(t, "mallory.upc", 10*time.Second), srv.URL, false},
+		{"anyone over plain HTTP", http.DefaultClient, plain.URL, true},
+	} {
+		got := get(c.c, c.url)
+		if got.Status != "ok" {
+			t.Errorf("%s: status %q", c.who, got.Status)
+		}
+		if told := got.Claimed != nil && got.IdleSeconds != nil && *got.IdleSeconds == 42; told != c.full || (!c.full && (got.Claimed != nil || got.IdleSeconds != nil)) {
+			t.Errorf("%s: %+v; want claimed and idle told: %v", c.who, got, c.full)
 		}
 	}
 }

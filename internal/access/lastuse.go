@@ -76,7 +76,8 @@ func (u *LastUse) Track(h http.Handler) http.Handler {
 	})
 }
 
-// Healthz answers GET /healthz with u.Health().
-func (u *LastUse) Healthz(w http.ResponseWriter, _ *http.Request) {
-	_ = httpx.WriteJSON(w, http.StatusOK, u.Health())
+// Healthz answers GET /healthz with u.Health(), as much of it as the
+// caller may see (Health.ForCaller).
+func (u *LastUse) Healthz(w http.ResponseWriter, r *http.Request) {
+	_ = httpx.WriteJSON(w, http.StatusOK, u.Health().ForCaller(r))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/e-mission/upc/conf"
 	"github.com/e-mission/upc/internal/access"
+	"github.com/e-mission/upc/internal/certs"
 	"github.com/e-mission/upc/internal/certs/certstest"
 	"github.com/e-mission/upc/internal/images/imagestest"
 	"github.com/e-mission/upc/router"
@@ -52,7 +53,19 @@ func TestIdlePolicyDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := ca.Client(2 * time.Second)
+	// Only the router's certificate is told how long the PM has been idle;
+	// any other caller gets the status alone.
+	hc := ca.ClientAs(t, certs.RouterName, 2*time.Second)
+	if resp, err := ca.Client(2 * time.Second).Get(in.Address + "/healthz"); err != nil {
+		t.Fatal(err)
+	} else {
+		var h access.Health
+		err := json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if err != nil || h.Status != "ok" || h.IdleSeconds != nil || h.Claimed != nil {
+			t.Fatalf("healthz without the router's certificate: %+v, %v; want the status alone", h, err)
+		}
+	}
 	idle := func() (time.Duration, error) {
 		resp, err := hc.Get(in.Address + "/healthz")
 		if err != nil {

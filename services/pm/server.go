@@ -119,12 +119,13 @@ func (s *Server) Handler() http.Handler {
 	return s.metrics.Instrument(mux, s.authenticate(s.use.Track(mux)))
 }
 
-// healthz answers that the PM serves and whether its owner has claimed it
-// (a legacy PM has no secret to lose: it counts as claimed), and how long
-// since the owner or a grant last called it.
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+// healthz answers that the PM serves and, to the router, whether its owner
+// has claimed it (a legacy PM has no secret to lose: it counts as claimed),
+// and how long since the owner or a grant last called it.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	claimed := s.access.Legacy || s.owner.Load().claim.done.Load()
-	httpx.WriteJSON(w, http.StatusOK, access.Health{Status: "ok", Claimed: &claimed, IdleSeconds: s.use.IdleSeconds()})
+	h := access.Health{Status: "ok", Claimed: &claimed, IdleSeconds: s.use.IdleSeconds()}
+	httpx.WriteJSON(w, http.StatusOK, h.ForCaller(r))
 }
 
 // logRefusal logs the 401s and 403s of authorization (the store's own 403s,
