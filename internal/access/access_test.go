@@ -25,20 +25,7 @@ func TestGuardMonitor(t *testing.T) {
 	ca := certstest.New(t)
 	secret := access.NewToken(access.PrefixInstance)
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("served")) })
-	srv := httptest.NewUnstartedServer(access.Guard(access.Instance{SHA256: access.Hash(secret)}, slog.New(slog.DiscardHandler), ok))
-	certPEM, keyPEM, err := ca.IssueInstance("0123456789ab", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// certs.ServerConfig's, with the certificate set directly (httptest's
-	// own would be served to a client that sends no server name).
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
-	srv.StartTLS()
-	defer srv.Close()
+	srv := ca.InstanceServer(t, access.Guard(access.Instance{SHA256: access.Hash(secret)}, slog.New(slog.DiscardHandler), ok))
 
 	anon := ca.Client(10 * time.Second)
 	monitor := ca.ClientAs(t, certs.MonitorName, 10*time.Second)
@@ -131,18 +118,7 @@ func TestHealthForCaller(t *testing.T) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(full.ForCaller(r))
 	})
-	certPEM, keyPEM, err := ca.IssueInstance("0123456789ab", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
-	srv.StartTLS()
-	defer srv.Close()
+	srv := ca.InstanceServer(t, h)
 	plain := httptest.NewServer(h)
 	defer plain.Close()
 	get := func(c *http.Client, url string) access.Health {

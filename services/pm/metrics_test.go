@@ -2,11 +2,9 @@ package pm_test
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -119,19 +117,7 @@ func TestMetricsMonitorAndReadyz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(pm.New(st, slog.New(slog.DiscardHandler), pm.Options{Access: access.Instance{SHA256: access.Hash(owner)}}).Handler())
-	certPEM, keyPEM, err := ca.IssueInstance("0123456789ab", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// What certs.ServerConfig serves an instance with.
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
-	srv.StartTLS()
-	defer srv.Close()
+	srv := ca.InstanceServer(t, pm.New(st, slog.New(slog.DiscardHandler), pm.Options{Access: access.Instance{SHA256: access.Hash(owner)}}).Handler())
 
 	monitor := ca.ClientAs(t, certs.MonitorName, 10*time.Second)
 	f := obstest.Scrape(t, monitor, srv.URL+"/metrics", "")

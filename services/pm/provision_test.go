@@ -3,10 +3,8 @@ package pm_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -30,19 +28,8 @@ func tlsPM(t *testing.T, ca *certstest.CA, opts pm.Options) string {
 		t.Fatal(err)
 	}
 	opts.ClaimFile = filepath.Join(dir, pm.ClaimFile)
-	srv := httptest.NewUnstartedServer(pm.New(st, slog.New(slog.DiscardHandler), opts).Handler())
-	certPEM, keyPEM, err := ca.IssueInstance("0123456789ab", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
-	srv.StartTLS()
-	t.Cleanup(func() { srv.Close(); st.Close() })
-	return srv.URL
+	t.Cleanup(func() { st.Close() }) // after the server's close, registered next
+	return ca.InstanceServer(t, pm.New(st, slog.New(slog.DiscardHandler), opts).Handler()).URL
 }
 
 func provision(t *testing.T, c *http.Client, url, bearer, body string) int {

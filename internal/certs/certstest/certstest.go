@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -113,4 +114,25 @@ func (c *CA) ClientAs(t testing.TB, name string, timeout time.Duration) *http.Cl
 	tr := certs.InstanceTransport(c.Pool())
 	tr.TLSClientConfig.Certificates = []tls.Certificate{c.ClientCert(t, name)}
 	return &http.Client{Timeout: timeout, Transport: certs.TLSOnly(tr)}
+}
+
+// InstanceServer serves h over TLS as an instance does (certs.ServerConfig:
+// instance 0123456789ab's certificate, client certificates of this CA taken
+// if given), closed when the test ends. The certificate is set directly:
+// httptest's own would be served to a client that sends no server name.
+func (c *CA) InstanceServer(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	certPEM, keyPEM, err := c.IssueInstance("0123456789ab", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: c.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
 }
