@@ -37,6 +37,16 @@ func playKubelet(t *testing.T, cs kubernetes.Interface, ns string, step func(p *
 	}()
 }
 
+// runPod marks p as a kubelet reports a started pod: on node-1, with an
+// address, its main container running imageID.
+func runPod(p *corev1.Pod, imageID string) {
+	p.Spec.NodeName = "node-1"
+	p.Status.Phase = corev1.PodRunning
+	p.Status.PodIP = "10.0.0.9"
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image, ImageID: imageID,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+}
+
 // kubelet plays a node (a stand-in: this is a unit test): every pod it sees
 // is marked running and ready.
 func kubelet(t *testing.T, cs kubernetes.Interface, ns string) {

@@ -26,12 +26,9 @@ func readyKubelet(t *testing.T, cs kubernetes.Interface, ns string) {
 		if p.Status.Phase == corev1.PodRunning {
 			return false
 		}
-		p.Spec.NodeName = "node-1"
-		p.Status.Phase = corev1.PodRunning
-		p.Status.PodIP = "10.0.0.9"
+		runPod(p, "")
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image, Ready: true,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		p.Status.ContainerStatuses[0].Ready = true
 		return true
 	})
 }

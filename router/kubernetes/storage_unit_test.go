@@ -39,11 +39,7 @@ func storageKubelet(t *testing.T, cs kubernetes.Interface, ns string, fail *atom
 					Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "wipe-data: boom"}}}}
 			}
 		case p.Labels[upck8s.LabelWipe] == "" && p.Status.Phase != corev1.PodRunning:
-			p.Spec.NodeName = "node-1"
-			p.Status.Phase = corev1.PodRunning
-			p.Status.PodIP = "10.0.0.9"
-			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image,
-				ImageID: pinnedID, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+			runPod(p, pinnedID)
 		default:
 			return false
 		}

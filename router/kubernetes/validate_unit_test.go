@@ -34,11 +34,7 @@ func imageKubelet(t *testing.T, cs kubernetes.Interface, ns string, runs func(*c
 		if p.Status.Phase == corev1.PodRunning {
 			return false
 		}
-		p.Spec.NodeName = "node-1"
-		p.Status.Phase = corev1.PodRunning
-		p.Status.PodIP = "10.0.0.9"
-		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", Image: p.Spec.Containers[0].Image,
-			ImageID: runs(p), State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+		runPod(p, runs(p))
 		return true
 	})
 }
