@@ -33,19 +33,10 @@ import (
 // restarts it in its pod, and, unsealed again, it holds every insert it
 // acknowledged.
 func TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL(t *testing.T) {
-	c := needCluster(t)
-	sel := needNodes(t, c, "real")
-	if c.local == "" {
-		testskip.Skip(t, "kills the container through the local cluster's containerd")
-	}
-	ns := namespace(t, c)
-	ctx := context.Background()
-	r, in, pmc := launchRealPM(t, c, ns, sel, "kira")
-	defer r.Delete(context.WithoutCancel(ctx), in.ID)
 	const key = "sigkill on the real node"
-	if err := pmc.Unseal(ctx, key); err != nil {
-		t.Fatal(err)
-	}
+	p := unsealedLocalPM(t, "kills the container through the local cluster's containerd", "kira", key)
+	c, ns, in, pmc := p.c, p.ns, p.in, p.pmc
+	ctx := context.Background()
 	var acked []string
 	for round := range 2 {
 		killAt := 30 + 30*round
@@ -124,6 +115,35 @@ func TestClusterPMKeepsAcknowledgedWritesThroughSIGKILL(t *testing.T) {
 // launchRealPM launches user's PM, the real image, through a router over
 // the Kubernetes backend in ns on the nodes of sel (TLS, the owner's
 // secret), and returns the router, the instance and the owner's client.
+// localPM is a user's real PM on the local cluster's real node (launchRealPM)
+// for a test that reaches into the node.
+type localPM struct {
+	c   testCluster
+	ns  string
+	r   *router.Router
+	in  router.Instance
+	pmc *pmclient.Client
+}
+
+// unsealedLocalPM launches user's real PM and unseals it with key, deleting
+// it when the test ends; on a cluster that is not this machine's the test
+// is skipped, saying why it needs the node.
+func unsealedLocalPM(t *testing.T, why, user, key string) localPM {
+	t.Helper()
+	c := needCluster(t)
+	sel := needNodes(t, c, "real")
+	if c.local == "" {
+		testskip.Skip(t, why)
+	}
+	ns := namespace(t, c)
+	r, in, pmc := launchRealPM(t, c, ns, sel, user)
+	t.Cleanup(func() { r.Delete(context.Background(), in.ID) })
+	if err := pmc.Unseal(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	return localPM{c: c, ns: ns, r: r, in: in, pmc: pmc}
+}
+
 func launchRealPM(t *testing.T, c testCluster, ns string, sel map[string]string, user string) (*router.Router, router.Instance, *pmclient.Client) {
 	t.Helper()
 	pm := builtPM(t, c)
@@ -147,18 +167,9 @@ func launchRealPM(t *testing.T, c testCluster, ns string, sel map[string]string,
 // while the kubelet is down; the kubelet started again adopts the same
 // container (no restart), and the node takes new pods again.
 func TestClusterPMOutlivesKubelet(t *testing.T) {
-	c := needCluster(t)
-	sel := needNodes(t, c, "real")
-	if c.local == "" {
-		testskip.Skip(t, "kills the local cluster's kubelet")
-	}
-	ns := namespace(t, c)
+	p := unsealedLocalPM(t, "kills the local cluster's kubelet", "kepa", "through a kubelet crash")
+	c, ns, r, in, pmc := p.c, p.ns, p.r, p.in, p.pmc
 	ctx := context.Background()
-	r, in, pmc := launchRealPM(t, c, ns, sel, "kepa")
-	defer r.Delete(context.WithoutCancel(ctx), in.ID)
-	if err := pmc.Unseal(ctx, "through a kubelet crash"); err != nil {
-		t.Fatal(err)
-	}
 	insert := func(ts float64) {
 		t.Helper()
 		if _, err := pmc.Insert(ctx, pmapi.DefaultDatabase, pmapi.Timeseries, map[string]any{
