@@ -34,10 +34,16 @@ type Settings struct {
 // unless GOMEMLIMIT is, leaving the rest to mapped files and the kernel. It
 // returns what it set, for the log (0: left to the environment or no limit).
 func Tune(getenv func(string) string, memoryMax string, s Settings) (gogc int, limit int64) {
+	return tune(getenv, memoryMax, s, nil)
+}
+
+// tune is Tune with KeepHeadroom's stop (a test's, so that its re-tuning
+// ends with it).
+func tune(getenv func(string) string, memoryMax string, s Settings, stop func() bool) (gogc int, limit int64) {
 	if getenv("GOGC") == "" {
 		gogc = s.MinPercent
 		debug.SetGCPercent(gogc)
-		KeepHeadroom(s, nil)
+		KeepHeadroom(s, stop)
 	}
 	if getenv("GOMEMLIMIT") == "" {
 		if max := ParseMemoryMax(memoryMax); max > 0 {

@@ -11,6 +11,8 @@ import (
 func TestTune(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	var stopped atomic.Bool // the re-tuning each case starts ends with the test
+	defer stopped.Store(true)
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	pm := Settings{MinPercent: 25, Headroom: 8 << 20}
 	for _, tc := range []struct {
@@ -28,7 +30,7 @@ func TestTune(t *testing.T) {
 		{"environment wins", map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"}, "268435456", 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gogc, limit := Tune(env(tc.env), tc.memoryMax, pm)
+			gogc, limit := tune(env(tc.env), tc.memoryMax, pm, stopped.Load)
 			if gogc != tc.gogc || limit != tc.limit {
 				t.Errorf("set GOGC %d, limit %d; want %d, %d", gogc, limit, tc.gogc, tc.limit)
 			}
